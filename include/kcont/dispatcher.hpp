@@ -1,0 +1,132 @@
+// kcont/dispatcher.hpp — the manual dispatcher: one deferral queue per level.
+//
+// Defines `manual_dispatcher<Level, Lock, Schedule>`: the seed's softclock /
+// softnet / softserial / process queues as an array indexed by level, each
+// drained by the caller's own loop with `drain(level)` (rule 5: a level's
+// runner drains its own queue, never another's). When a level's queue turns
+// non-empty the `Schedule` policy is called with that level (the seed's
+// softintr_schedule): a no-op by default, a flag or a wake-up in real use.
+//
+// The threaded runners, worker pools and pollable descriptors build on the
+// same `deferral_target` interface in their own headers.
+//
+// Usage:
+//   kcont::manual_dispatcher<> d;                    // bsd_level, no locking
+//   kcont::run(d, done, &req, 0, bsd_level::softserial);  // deferred to softnet
+//   d.drain(bsd_level::softnet);                     // runs it, with &req and 0
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <limits>
+#include <type_traits>
+
+#include "kcont/contract.hpp"
+#include "kcont/kc.hpp"
+#include "kcont/kcqueue.hpp"
+#include "kcont/level.hpp"
+
+namespace kcont {
+
+// The default schedule policy: nothing to wake (the caller polls has_work).
+struct no_schedule {
+  template <level_set L>
+  constexpr void operator()(L) const noexcept {}
+};
+
+// A dispatcher whose level queues are drained by hand.
+//
+// Lifetime contract: every queued continuation must run (drain) or be handed
+// back before the dispatcher is destroyed; a debug build aborts otherwise.
+// Thread-safety: with Lock = no_lock, one thread at a time; with a real lock,
+// push_deferred and drain may be called from any thread (drain of one level
+// from one thread at a time keeps that level's FIFO order).
+template <level_set Level = bsd_level, lock_policy Lock = no_lock,
+          class Schedule = no_schedule>
+  requires std::invocable<Schedule&, Level>
+class manual_dispatcher {
+ public:
+  using level_type = Level;
+  using lock_type = Lock;
+  static constexpr bool concurrent = !std::is_same_v<Lock, no_lock>;
+  static constexpr std::size_t levels = level_count<Level>;
+
+  manual_dispatcher() = default;
+  explicit manual_dispatcher(Schedule schedule) : schedule_(std::move(schedule)) {}
+  manual_dispatcher(const manual_dispatcher&) = delete;
+  manual_dispatcher& operator=(const manual_dispatcher&) = delete;
+
+  // Effects: queues h on the queue of its own level (see deferral_target) and
+  //   calls the schedule policy when that queue was empty.
+  // Returns: already_queued, first or queued. Complexity: O(1).
+  template <std::invocable<> BeforeLink>
+  push_result push_deferred(kc_hook& h, BeforeLink&& before_link) {
+    const auto level = static_cast<Level>(detail::hook_access::level(h));
+    KCONT_EXPECTS(level != Level::immediate && is_valid_level(level),
+                  "dispatcher: only a deferrable level has a queue");
+    const push_result r = queues_[level_index(level)].push(
+        h, std::forward<BeforeLink>(before_link));
+    if (r == push_result::first) schedule_(level);
+    return r;
+  }
+
+  // Effects: runs the continuations queued at `level`, oldest first, each with
+  //   the obj/status its deferral saved, until the queue is empty or `budget`
+  //   have run. Work queued while draining runs in the same call.
+  // Returns: how many ran.
+  // Throws: what a function throws; the rest stays queued.
+  // Reentrancy: a continuation may defer more work, to any level.
+  std::size_t drain(Level level,
+                    std::size_t budget = std::numeric_limits<std::size_t>::max()) {
+    KCONT_EXPECTS(level != Level::immediate && is_valid_level(level),
+                  "dispatcher: drain needs a deferrable level");
+    auto& q = queues_[level_index(level)];
+    std::size_t n = 0;
+    while (n < budget) {
+      kc_hook* h = q.pop();
+      if (h == nullptr) break;
+      ++n;
+      detail::hook_access::op(*h, concurrent ? kc_op::resume_shared
+                                             : kc_op::resume);
+      // *h may be gone: the function may have destroyed it.
+    }
+    return n;
+  }
+
+  // Effects: runs everything queued, always from the highest non-empty level
+  //   first (work deferred to a higher level while a lower one drains runs
+  //   before the lower one goes on).
+  // Returns: how many ran.
+  std::size_t drain_all() {
+    std::size_t n = 0;
+    for (;;) {
+      std::size_t i = levels;
+      while (i > 0 && queues_[i - 1].empty()) --i;
+      if (i == 0) return n;
+      n += drain(level_at<Level>(i - 1), 1);
+    }
+  }
+
+  // Effects: removes h from its level queue if it is there; the caller then
+  //   owns it again (dispose() it if it was allocated by kcont).
+  // Returns: true when h was removed before running.
+  bool cancel(kc_hook& h) noexcept {
+    const auto level = static_cast<Level>(detail::hook_access::level(h));
+    if (level == Level::immediate || !is_valid_level(level)) return false;
+    return queues_[level_index(level)].erase_slow(h);
+  }
+
+  // True when `level`'s queue holds work (a snapshot with a real lock).
+  [[nodiscard]] bool has_work(Level level) const noexcept {
+    return !queues_[level_index(level)].empty();
+  }
+
+  // The schedule policy, for inspection.
+  [[nodiscard]] Schedule& schedule() noexcept { return schedule_; }
+
+ private:
+  std::array<kcqueue<kc_hook, Lock>, levels> queues_;
+  [[no_unique_address]] Schedule schedule_;
+};
+
+}  // namespace kcont

@@ -1,0 +1,15 @@
+// kcont/kcont.hpp — everything kcont offers, in one include.
+//
+// kcont: continuations (a function, its environment and the priority level it
+// must run at, run at once or deferred to a lower-priority queue) and knotes
+// (event subscriptions whose activation runs a continuation), after the BSD
+// kernels' kcont and kqueue. Include the single headers to pay only for what
+// you use.
+#pragma once
+
+#include "kcont/contract.hpp"    // IWYU pragma: export
+#include "kcont/level.hpp"       // IWYU pragma: export
+#include "kcont/kc.hpp"          // IWYU pragma: export
+#include "kcont/kcqueue.hpp"     // IWYU pragma: export
+#include "kcont/run.hpp"         // IWYU pragma: export
+#include "kcont/dispatcher.hpp"  // IWYU pragma: export

@@ -1,0 +1,233 @@
+// kcont/kcqueue.hpp — intrusive FIFO of continuations, with a lock policy.
+//
+// Defines `kcqueue<T, Lock>`: the seed's kcq_t (a SIMPLEQ of struct kc), an
+// intrusive singly linked FIFO through kc_hook's own link, so pushing and
+// popping never allocate. T is kc_hook (any continuation) or a kc_base<...>
+// (continuations of one signature: an object's callback list). Lock is any
+// BasicLockable; kcont ships `no_lock` (the default: one thread), `spin_lock`,
+// and std::mutex works as is.
+//
+// Unlike std::deque<std::function<void()>>, the queue stores nothing: a node
+// is the continuation, so a node can be on one queue at a time. Pushing a
+// continuation that is already queued (here or elsewhere) is refused and
+// reported, never a corrupted list.
+//
+// Usage:
+//   kcont::kcqueue<kcont::kc_base<request*, int>> waiters;   // an object's callbacks
+//   if (waiters.push(done) == kcont::push_result::already_queued) { ... }
+//   kcont::run_all(dispatcher, waiters, &req, 0, bsd_level::softserial);
+#pragma once
+
+#include <atomic>
+#include <concepts>
+#include <cstdint>
+#include <mutex>
+#include <type_traits>
+
+#include "kcont/contract.hpp"
+#include "kcont/kc.hpp"
+
+namespace kcont {
+
+// The lock policy concept: a BasicLockable (std::mutex, spin_lock, no_lock).
+template <class L>
+concept lock_policy = std::default_initializable<L> && requires(L& l) {
+  l.lock();
+  l.unlock();
+};
+
+// No locking: the queue is used by one thread at a time (the default).
+struct no_lock {
+  constexpr void lock() noexcept {}
+  constexpr void unlock() noexcept {}
+};
+
+// A test-and-test-and-set spin lock, for short critical sections where a
+// mutex's sleep is too dear. Fair it is not; hold it for a few instructions.
+class spin_lock {
+ public:
+  void lock() noexcept {
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      while (locked_.load(std::memory_order_relaxed)) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      }
+    }
+  }
+  bool try_lock() noexcept {
+    return !locked_.load(std::memory_order_relaxed) &&
+           !locked_.exchange(true, std::memory_order_acquire);
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+// What push reports.
+enum class push_result : std::uint8_t {
+  already_queued,  // refused: the continuation is on a queue already
+  first,           // queued, and the queue was empty before
+  queued,          // queued behind others
+};
+
+// True when the push succeeded.
+[[nodiscard]] constexpr bool pushed(push_result r) noexcept {
+  return r != push_result::already_queued;
+}
+
+namespace detail {
+struct nothing {
+  constexpr void operator()() const noexcept {}
+};
+}  // namespace detail
+
+// An intrusive FIFO of continuations.
+//
+// Lifetime contract: the queue never owns its nodes; each node's owner keeps
+// it alive while it is queued. The queue must be empty when destroyed (rule 9,
+// nothing is lost); a debug build aborts naming that rule.
+// Thread-safety: every member may be called from any thread when Lock is a
+// real lock; with no_lock, from one thread at a time.
+template <class T = kc_hook, lock_policy Lock = no_lock>
+class kcqueue {
+  static_assert(std::derived_from<T, kc_hook>,
+                "kcont::kcqueue<T>: T must be a continuation type (kc_hook, "
+                "kc_base<...> or a type derived from them)");
+
+  using access = detail::hook_access;
+  static constexpr bool concurrent = !std::is_same_v<Lock, no_lock>;
+
+ public:
+  using value_type = T;
+  using lock_type = Lock;
+  // Capabilities: size is not kept (no counter on the hot path) and erase is
+  // a walk of a singly linked list.
+  static constexpr bool constant_time_size = false;
+  static constexpr bool constant_time_erase = false;
+
+  kcqueue() = default;
+  kcqueue(const kcqueue&) = delete;
+  kcqueue& operator=(const kcqueue&) = delete;
+  ~kcqueue() {
+    KCONT_EXPECTS(head_ == nullptr,
+                  "kcqueue: destroyed while it still holds continuations "
+                  "(rule 9: every continuation runs or is handed back)");
+  }
+
+  // Effects: appends n, unless n is already on a queue. `before_link` runs
+  //   after n is claimed and before it becomes visible to poppers (defer uses
+  //   it to save obj/status exactly once).
+  // Returns: already_queued (and n untouched), first or queued.
+  // Complexity: O(1). Never allocates.
+  template <std::invocable<> BeforeLink = detail::nothing>
+  push_result push(T& n, BeforeLink&& before_link = {}) {
+    std::lock_guard<Lock> g(lock_);
+    if (access::set<concurrent>(n, access::queued_bit) & access::queued_bit)
+      return push_result::already_queued;
+    before_link();
+    access::next(n) = nullptr;
+    if (tail_ == nullptr) {
+      head_ = tail_ = &n;
+      return push_result::first;
+    }
+    access::next(*tail_) = &n;
+    tail_ = &n;
+    return push_result::queued;
+  }
+
+  // Effects: removes and returns the oldest continuation, or nullptr.
+  // Complexity: O(1).
+  T* pop() noexcept {
+    std::lock_guard<Lock> g(lock_);
+    kc_hook* n = head_;
+    if (n == nullptr) return nullptr;
+    head_ = access::next(*n);
+    if (head_ == nullptr) tail_ = nullptr;
+    access::next(*n) = nullptr;
+    access::clear<concurrent>(*n, access::queued_bit);
+    return static_cast<T*>(n);
+  }
+
+  // Effects: moves every continuation of `other` to the back of this queue,
+  //   keeping their order; `other` is left empty.
+  // Complexity: O(1). Locks both queues (in address order, so two splices in
+  //   opposite directions cannot deadlock).
+  void splice(kcqueue& other) {
+    if (&other == this) return;
+    kcqueue* first = this < &other ? this : &other;
+    kcqueue* second = this < &other ? &other : this;
+    std::lock_guard<Lock> g1(first->lock_);
+    std::lock_guard<Lock> g2(second->lock_);
+    if (other.head_ == nullptr) return;
+    if (tail_ == nullptr)
+      head_ = other.head_;
+    else
+      access::next(*tail_) = other.head_;
+    tail_ = other.tail_;
+    other.head_ = other.tail_ = nullptr;
+  }
+
+  // Effects: unlinks n if it is on this queue.
+  // Returns: true when n was removed (it is then no longer queued).
+  // Complexity: O(position of n).
+  bool erase_slow(T& n) noexcept {
+    std::lock_guard<Lock> g(lock_);
+    kc_hook* prev = nullptr;
+    for (kc_hook* p = head_; p != nullptr; prev = p, p = access::next(*p)) {
+      if (p != &n) continue;
+      kc_hook* next = access::next(*p);
+      if (prev == nullptr)
+        head_ = next;
+      else
+        access::next(*prev) = next;
+      if (tail_ == p) tail_ = prev;
+      access::next(*p) = nullptr;
+      access::clear<concurrent>(*p, access::queued_bit);
+      return true;
+    }
+    return false;
+  }
+
+  // True when the queue holds nothing. With a real lock, a snapshot.
+  [[nodiscard]] bool empty() const noexcept {
+    std::lock_guard<Lock> g(lock_);
+    return head_ == nullptr;
+  }
+
+  // Effects: counts the queued continuations. Complexity: O(n).
+  [[nodiscard]] std::size_t size_slow() const noexcept {
+    std::lock_guard<Lock> g(lock_);
+    std::size_t n = 0;
+    for (kc_hook* p = head_; p != nullptr; p = access::next(*p)) ++n;
+    return n;
+  }
+
+ private:
+  template <class, lock_policy>
+  friend struct kcqueue_checker;
+
+  kc_hook* head_ = nullptr;
+  kc_hook* tail_ = nullptr;
+  [[no_unique_address]] mutable Lock lock_;
+};
+
+// Validates a queue's links (fbl's checker idea): every node is marked
+// queued, the tail is the last node and has no successor. For tests.
+template <class T, lock_policy Lock>
+struct kcqueue_checker {
+  static bool valid(const kcqueue<T, Lock>& q) noexcept {
+    using access = detail::hook_access;
+    std::lock_guard<Lock> g(q.lock_);
+    if ((q.head_ == nullptr) != (q.tail_ == nullptr)) return false;
+    kc_hook* last = nullptr;
+    for (kc_hook* p = q.head_; p != nullptr; p = access::next(*p)) {
+      if ((access::state(*p).load() & access::queued_bit) == 0) return false;
+      last = p;
+    }
+    return last == q.tail_;
+  }
+};
+
+}  // namespace kcont

@@ -1,0 +1,181 @@
+// kcont/run.hpp — run a continuation now, or defer it to its level's queue.
+//
+// Defines `run` (one continuation: the seed's kcont_run), `run_all` (drain an
+// object's callback queue through run: kcont_run_all) and `defer`
+// (kcont_defer), over any `deferral_target`: a dispatcher owning one queue per
+// level (kcont/dispatcher.hpp has the manual one). The rules (DESIGN.md):
+//
+//  1. requested level L runs at once when the caller's level is <= L or L is
+//     immediate; otherwise it is deferred to L's queue and L is scheduled;
+//  2. a deferral saves obj/status once; later deferrals keep them, and the
+//     deferred continuation runs with the saved values;
+//  3. after the function is called, kcont never touches the continuation;
+//  4. run_all gives every continuation the caller's obj/status, unless that
+//     continuation was itself deferred (the seed overwrote its loop variable).
+//
+// `post`/`dispatch`/`defer` in Asio's sense map here as: run = dispatch (now
+// when allowed), defer = always queue. Nothing here allocates.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "kcont/contract.hpp"
+#include "kcont/kc.hpp"
+#include "kcont/kcqueue.hpp"
+#include "kcont/level.hpp"
+
+namespace kcont {
+
+// What run and defer did.
+enum class run_result : std::uint8_t {
+  ran,       // the function was called (it may have destroyed the continuation)
+  deferred,  // queued on its level's queue, obj/status saved
+  refused,   // already queued somewhere, or immediate (nothing to defer to)
+};
+
+// A deferral target: owns a queue per level of `level_type`, and
+// `push_deferred(hook, before_link)` queues a continuation on the queue of its
+// own level, calling before_link after claiming it (see kcqueue::push), and
+// schedules that level's runner. `concurrent` says whether other threads may
+// touch its queues.
+template <class D>
+concept deferral_target =
+    requires {
+      typename D::level_type;
+      { D::concurrent } -> std::convertible_to<bool>;
+    } && level_set<typename D::level_type> &&
+    requires(D& d, kc_hook& h, detail::nothing before_link) {
+      { d.push_deferred(h, before_link) } -> std::same_as<push_result>;
+    };
+
+namespace detail {
+
+template <bool Concurrent, class Obj, class Status, class Level>
+void save_once(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s) {
+  using A = kc_base_access<Obj, Status, Level>;
+  // The queue has claimed k (queued bit set by us), so no other deferral can
+  // be here; only a racing claim attempt may touch the word, and it changes
+  // nothing, so a plain store of the deferred bit is safe.
+  if (hook_access::state(k).load(std::memory_order_relaxed) &
+      hook_access::deferred_bit)
+    return;  // rule 2: the first deferral's values stand
+  A::saved_obj(k) = o;
+  A::saved_status(k) = s;
+  hook_access::set<Concurrent>(k, hook_access::deferred_bit);
+}
+
+}  // namespace detail
+
+// Effects: queues k on the queue of k's level, saving obj and status unless an
+//   earlier deferral saved them (rule 2), and schedules that level.
+// Returns: deferred, or refused when k is already queued or k is immediate.
+// Complexity: O(1); no allocation. Thread-safety: as the target's queues.
+template <deferral_target D, class Obj, class Status>
+run_result defer(D& d, kc_base<Obj, Status, typename D::level_type>& k,
+                 std::type_identity_t<Obj> obj,
+                 std::type_identity_t<Status> status) {
+  using L = typename D::level_type;
+  KCONT_EXPECTS(k.level() != L::immediate,
+                "defer: an immediate continuation has no level queue to wait on");
+  if (k.level() == L::immediate) return run_result::refused;
+  const push_result r = d.push_deferred(
+      k, [&] { detail::save_once<D::concurrent>(k, obj, status); });
+  return pushed(r) ? run_result::deferred : run_result::refused;
+}
+
+// Effects: calls k's function now with (obj, env, status) when its level
+//   allows it at `current` (rule 1), else defers it. A continuation that
+//   carries a deferral runs with its saved obj/status instead (rule 2).
+// Returns: ran; deferred; or refused when k is queued already (a pending
+//   deferral absorbs this request, as a pending kqueue event absorbs another
+//   activation). After `ran`, k may no longer exist.
+// Throws: what the function throws; k has then run (and is not re-queued).
+template <deferral_target D, class Obj, class Status>
+run_result run(D& d, kc_base<Obj, Status, typename D::level_type>& k,
+               std::type_identity_t<Obj> obj,
+               std::type_identity_t<Status> status,
+               typename D::level_type current) {
+  using A = kc_base_access<Obj, Status, typename D::level_type>;
+  const auto st = detail::hook_access::state(k).load(std::memory_order_acquire);
+  // Queued already (deferred and not yet run, or on an object's list): this
+  // request coalesces with the pending one.
+  if (st & detail::hook_access::queued_bit) return run_result::refused;
+  if (!runs_now(k.level(), current)) return defer(d, k, obj, status);
+  if (st & detail::hook_access::deferred_bit) {
+    obj = A::saved_obj(k);
+    status = A::saved_status(k);
+    detail::hook_access::clear<D::concurrent>(k,
+                                              detail::hook_access::deferred_bit);
+  }
+  A::invoke(k, obj, status);
+  return run_result::ran;
+}
+
+// The same for a caller-owned kc whose type is known: the function is called
+// directly, with no trampoline; at a compile-time `immediate` level there is
+// no test at all (an immediate continuation is never deferred).
+// Precondition at a compile-time immediate level: k is not on a queue.
+template <deferral_target D, class Fn, class Env, level_spec Spec, class Obj,
+          class Status>
+  requires std::same_as<level_set_of_t<Spec>, typename D::level_type>
+run_result run(D& d, kc<Fn, Env, Spec, Obj, Status>& k,
+               std::type_identity_t<Obj> obj,
+               std::type_identity_t<Status> status,
+               typename D::level_type current) {
+  using L = typename D::level_type;
+  using direct = kc_access<Fn, Env, Spec, Obj, Status>;
+  using A = kc_base_access<Obj, Status, L>;
+  if constexpr (is_static_immediate<Spec>()) {
+    // The one path with no state test: a compile-time immediate continuation
+    // is never deferred, and it must not be run while on an object's list.
+    KCONT_EXPECTS(!k.is_queued(),
+                  "run: an immediate continuation is on a queue; pop it "
+                  "before running it");
+    (void)d;
+    (void)current;
+    direct::call(k, obj, status);
+    return run_result::ran;
+  } else {
+    const auto st =
+        detail::hook_access::state(k).load(std::memory_order_acquire);
+    if (st & detail::hook_access::queued_bit) return run_result::refused;
+    L level;
+    if constexpr (is_static_level_v<Spec>)
+      level = Spec::value;
+    else
+      level = k.level();
+    if (!runs_now(level, current))
+      return defer(d, k, obj, status);
+    if (st & detail::hook_access::deferred_bit) {
+      obj = A::saved_obj(k);
+      status = A::saved_status(k);
+      detail::hook_access::clear<D::concurrent>(
+          k, detail::hook_access::deferred_bit);
+    }
+    direct::call(k, obj, status);
+    return run_result::ran;
+  }
+}
+
+// Effects: pops every continuation of q and runs it (run above) with the
+//   caller's obj and status — the same values for each, unless a continuation
+//   carries its own deferral (rule 4).
+// Returns: how many were popped (ran or deferred).
+// Throws: what a function throws; the continuations not yet popped stay on q.
+template <deferral_target D, class Obj, class Status, lock_policy Lock>
+std::size_t run_all(D& d, kcqueue<kc_base<Obj, Status, typename D::level_type>, Lock>& q,
+                    std::type_identity_t<Obj> obj,
+                    std::type_identity_t<Status> status,
+                    typename D::level_type current) {
+  std::size_t n = 0;
+  while (auto* k = q.pop()) {
+    ++n;
+    (void)run(d, *k, obj, status, current);
+  }
+  return n;
+}
+
+}  // namespace kcont

@@ -1,0 +1,136 @@
+// manual_dispatcher: per-level queues, priority order, budgets, cancel.
+#include <kcont/dispatcher.hpp>
+
+#include <doctest/doctest.h>
+
+#include <kcont/run.hpp>
+
+#include <mutex>
+#include <vector>
+
+#include "support.hpp"
+
+namespace {
+
+using kcont::bsd_level;
+using kcont::run_result;
+
+struct log_fn {
+  void operator()(int, std::vector<int>*& log, int status) const {
+    log->push_back(status);
+  }
+};
+using log_kc = kcont::kc<log_fn, std::vector<int>*, bsd_level>;
+
+// A continuation that defers another one when it runs.
+struct chain_env {
+  std::vector<int>* log;
+  kcont::manual_dispatcher<>* d;
+  log_kc* next;
+};
+struct chain_fn {
+  void operator()(int, chain_env& e, int status) const {
+    e.log->push_back(status);
+    (void)kcont::defer(*e.d, *e.next, 0, status + 1);
+  }
+};
+
+}  // namespace
+
+static_assert(kcont::deferral_target<kcont::manual_dispatcher<>>);
+static_assert(kcont::deferral_target<kcont::manual_dispatcher<bsd_level, std::mutex>>);
+static_assert(!kcont::deferral_target<int>);
+static_assert(!kcont::manual_dispatcher<>::concurrent);
+static_assert(kcont::manual_dispatcher<bsd_level, kcont::spin_lock>::concurrent);
+
+TEST_CASE("dispatcher.drain_all_runs_higher_levels_first") {
+  kcont::manual_dispatcher<> d;
+  std::vector<int> log;
+  log_kc p{log_fn{}, &log, bsd_level::process};
+  log_kc c{log_fn{}, &log, bsd_level::softclock};
+  log_kc n{log_fn{}, &log, bsd_level::softnet};
+  log_kc s{log_fn{}, &log, bsd_level::softserial};
+  (void)kcont::defer(d, p, 0, 0);
+  (void)kcont::defer(d, c, 0, 1);
+  (void)kcont::defer(d, n, 0, 2);
+  (void)kcont::defer(d, s, 0, 3);
+  CHECK(d.drain_all() == 4);
+  CHECK(log == std::vector<int>{3, 2, 1, 0});
+}
+
+TEST_CASE("dispatcher.work_deferred_higher_while_draining_lower_runs_first") {
+  kcont::manual_dispatcher<> d;
+  std::vector<int> log;
+  log_kc high{log_fn{}, &log, bsd_level::softserial};
+  kcont::kc first{chain_fn{}, chain_env{&log, &d, &high}, bsd_level::process};
+  log_kc second{log_fn{}, &log, bsd_level::process};
+  (void)kcont::defer(d, first, 0, 10);
+  (void)kcont::defer(d, second, 0, 20);
+  CHECK(d.drain_all() == 3);
+  CHECK(log == std::vector<int>{10, 11, 20});
+}
+
+TEST_CASE("dispatcher.budget_leaves_the_rest_queued") {
+  kcont::manual_dispatcher<> d;
+  std::vector<int> log;
+  log_kc a{log_fn{}, &log, bsd_level::softnet};
+  log_kc b{log_fn{}, &log, bsd_level::softnet};
+  log_kc c{log_fn{}, &log, bsd_level::softnet};
+  for (auto* k : {&a, &b, &c}) (void)kcont::defer(d, *k, 0, int(log.size()));
+  CHECK(d.drain(bsd_level::softnet, 2) == 2);
+  CHECK(d.has_work(bsd_level::softnet));
+  CHECK(d.drain(bsd_level::softnet, 2) == 1);
+  CHECK_FALSE(d.has_work(bsd_level::softnet));
+}
+
+TEST_CASE("dispatcher.cancel_before_it_runs") {
+  kcont::manual_dispatcher<> d;
+  std::vector<int> log;
+  log_kc a{log_fn{}, &log, bsd_level::softnet};
+  log_kc b{log_fn{}, &log, bsd_level::softnet};
+  (void)kcont::defer(d, a, 0, 1);
+  (void)kcont::defer(d, b, 0, 2);
+  CHECK(d.cancel(a));
+  CHECK_FALSE(d.cancel(a));
+  CHECK_FALSE(a.is_queued());
+  CHECK(d.drain(bsd_level::softnet) == 1);
+  CHECK(log == std::vector<int>{2});
+  log_kc imm{log_fn{}, &log, bsd_level::immediate};
+  CHECK_FALSE(d.cancel(imm));
+}
+
+TEST_CASE("dispatcher.self_requeue_runs_in_the_same_drain") {
+  // A continuation that defers itself again (a periodic job) runs once per
+  // deferral; with a budget, one drain cannot loop forever.
+  kcont::manual_dispatcher<> d;
+  struct again_env {
+    kcont::manual_dispatcher<>* d;
+    int left;
+    int runs;
+    kcont::kc_base<int, int, bsd_level>* self;
+  };
+  struct again_fn {
+    void operator()(int, again_env& e, int) const {
+      ++e.runs;
+      if (--e.left > 0) (void)kcont::defer(*e.d, *e.self, 0, 0);
+    }
+  };
+  kcont::kc k{again_fn{}, again_env{&d, 5, 0, nullptr}, bsd_level::process};
+  k.env().self = &k;
+  (void)kcont::defer(d, k, 0, 0);
+  CHECK(d.drain(bsd_level::process, 3) == 3);
+  CHECK(d.drain(bsd_level::process) == 2);
+  CHECK(k.env().runs == 5);
+}
+
+TEST_CASE("dispatcher.destroyed_with_pending_work_is_a_contract_violation") {
+  if (!kcont::contract_checks) return;
+  CHECK(kcont_test::dies_with(
+      [] {
+        static std::vector<int> log;
+        static log_kc k{log_fn{}, &log, bsd_level::softnet};
+        kcont::manual_dispatcher<> d;
+        (void)kcont::defer(d, k, 0, 0);
+      },
+      "rule 9"));
+}

@@ -1,0 +1,257 @@
+// kc: storage, deduction, binding flavours, the allocating maker.
+#include <kcont/kc.hpp>
+
+#include <doctest/doctest.h>
+
+#include <kcont/dispatcher.hpp>
+#include <kcont/run.hpp>
+
+#include <cstddef>
+#include <memory_resource>
+#include <stdexcept>
+#include <system_error>
+#include <type_traits>
+
+#include "support.hpp"
+
+namespace {
+
+using kcont::bsd_level;
+
+struct request {
+  int id = 0;
+};
+
+struct empty_fn {
+  void operator()(request*, kcont::no_env&, int) const noexcept {}
+};
+
+using base_t = kcont::kc_base<request*, int, bsd_level>;
+
+// A stateless function and an empty environment cost no bytes.
+static_assert(sizeof(kcont::kc<empty_fn, kcont::no_env, bsd_level>) ==
+              sizeof(base_t));
+// An environment costs its size (here one pointer) and nothing more.
+struct env_fn {
+  void operator()(request*, int*, int) const noexcept {}
+};
+static_assert(sizeof(kcont::kc<env_fn, int*, bsd_level>) ==
+              sizeof(base_t) + sizeof(int*));
+
+// Immovable: queues link continuations in place.
+static_assert(!std::is_copy_constructible_v<base_t>);
+static_assert(!std::is_move_constructible_v<
+              kcont::kc<empty_fn, kcont::no_env, bsd_level>>);
+static_assert(!std::is_move_assignable_v<
+              kcont::kc<empty_fn, kcont::no_env, bsd_level>>);
+static_assert(std::is_base_of_v<base_t,
+                                kcont::kc<empty_fn, kcont::no_env, bsd_level>>);
+
+// The continuation_function concept, positive and negative.
+static_assert(kcont::continuation_function<empty_fn, request*, kcont::no_env, int>);
+static_assert(!kcont::continuation_function<void (*)(request*, int), request*,
+                                            kcont::no_env, int>,
+              "two parameters is the wrong signature");
+static_assert(!kcont::continuation_function<void (*)(int*, kcont::no_env&, int),
+                                            request*, kcont::no_env, int>,
+              "the wrong obj type is rejected");
+
+// Deduction from the call operator and from function pointers.
+static_assert(std::is_same_v<kcont::deduced_obj_t<empty_fn>, request*>);
+static_assert(std::is_same_v<kcont::deduced_status_t<empty_fn>, int>);
+static_assert(std::is_same_v<
+              kcont::deduced_status_t<void (*)(request*, int, std::error_code)>,
+              std::error_code>);
+
+struct connection {
+  int reads = 0;
+  int last_status = 0;
+  void on_read(request* r, int status) {
+    reads += r->id;
+    last_status = status;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("kc.ctad_deduces_obj_status_and_level_set") {
+  int sum = 0;
+  kcont::kc k{[](request* r, int* s, int st) { *s += r->id + st; }, &sum,
+              bsd_level::softnet};
+  static_assert(std::is_same_v<decltype(k)::base_type, base_t>);
+  static_assert(!decltype(k)::has_static_level);
+  CHECK(k.level() == bsd_level::softnet);
+  CHECK(*k.env() == 0);
+  CHECK_FALSE(k.is_queued());
+  CHECK_FALSE(k.is_deferred());
+  CHECK_FALSE(k.is_autofree());
+}
+
+TEST_CASE("kc.static_level_in_the_type") {
+  kcont::kc k{empty_fn{}, kcont::no_env{}, kcont::at<bsd_level::immediate>};
+  static_assert(decltype(k)::has_static_level);
+  CHECK(k.level() == bsd_level::immediate);
+}
+
+TEST_CASE("kc.generic_lambda_names_its_types") {
+  kcont::manual_dispatcher<> d;
+  int sum = 0;
+  auto fn = [](auto r, int* s, auto st) { *s += r->id * st; };
+  kcont::kc<decltype(fn), int*, bsd_level, request*, int> k{fn, &sum,
+                                                           bsd_level::process};
+  request r{3};
+  CHECK(kcont::run(d, k, &r, 5, bsd_level::process) == kcont::run_result::ran);
+  CHECK(sum == 15);
+}
+
+TEST_CASE("kc.method_binding") {
+  kcont::manual_dispatcher<> d;
+  connection c;
+  kcont::kc k{kcont::method<&connection::on_read>, &c, bsd_level::softnet};
+  static_assert(sizeof(k) == sizeof(base_t) + sizeof(connection*));
+  request r{7};
+  CHECK(kcont::run(d, k, &r, -1, bsd_level::softserial) ==
+        kcont::run_result::deferred);
+  CHECK(c.reads == 0);
+  d.drain(bsd_level::softnet);
+  CHECK(c.reads == 7);
+  CHECK(c.last_status == -1);
+}
+
+TEST_CASE("kc.function_pointer_binding") {
+  kcont::manual_dispatcher<> d;
+  static int seen = 0;
+  void (*fp)(request*, kcont::no_env&, int) = [](request* r, kcont::no_env&,
+                                                 int st) { seen = r->id + st; };
+  kcont::kc k{fp, kcont::no_env{}, bsd_level::process};
+  request r{1};
+  CHECK(kcont::run(d, k, &r, 1, bsd_level::process) == kcont::run_result::ran);
+  CHECK(seen == 2);
+}
+
+TEST_CASE("kc.status_may_be_an_error_code") {
+  kcont::manual_dispatcher<> d;
+  std::error_code got;
+  kcont::kc k{[](request*, std::error_code* out, std::error_code ec) { *out = ec; },
+              &got, bsd_level::softclock};
+  const auto ec = std::make_error_code(std::errc::timed_out);
+  CHECK(kcont::run(d, k, nullptr, ec, bsd_level::softnet) ==
+        kcont::run_result::deferred);
+  d.drain(bsd_level::softclock);
+  CHECK(got == ec);
+}
+
+TEST_CASE("kc.make_kc_frees_right_after_the_call") {
+  kcont::manual_dispatcher<> d;
+  int sum = 0;
+  kcont_test::allocation_scope scope;
+  auto& k = kcont::make_kc([](request* r, int* s, int st) { *s += r->id + st; },
+                           &sum, bsd_level::process);
+  CHECK(k.is_autofree());
+  CHECK(scope.count() == 1);
+  request r{2};
+  CHECK(kcont::run(d, k, &r, 3, bsd_level::process) == kcont::run_result::ran);
+  CHECK(sum == 5);
+  // Freed: under ASan, any later touch of k would be reported.
+}
+
+TEST_CASE("kc.allocate_kc_with_pmr_deferred_then_freed") {
+  kcont::manual_dispatcher<> d;
+  struct counting : std::pmr::memory_resource {
+    int live = 0;
+    void* do_allocate(std::size_t n, std::size_t a) override {
+      ++live;
+      return std::pmr::new_delete_resource()->allocate(n, a);
+    }
+    void do_deallocate(void* p, std::size_t n, std::size_t a) override {
+      --live;
+      std::pmr::new_delete_resource()->deallocate(p, n, a);
+    }
+    bool do_is_equal(const memory_resource& o) const noexcept override {
+      return this == &o;
+    }
+  } res;
+  int sum = 0;
+  std::pmr::polymorphic_allocator<std::byte> alloc(&res);
+  auto& k = kcont::allocate_kc(
+      alloc, [](request* r, int* s, int st) { *s += r->id * st; }, &sum,
+      bsd_level::softclock);
+  CHECK(res.live == 1);
+  request r{4};
+  CHECK(kcont::run(d, k, &r, 10, bsd_level::softnet) == kcont::run_result::deferred);
+  CHECK(res.live == 1);
+  CHECK(d.drain(bsd_level::softclock) == 1);
+  CHECK(sum == 40);
+  CHECK(res.live == 0);
+}
+
+TEST_CASE("kc.allocated_freed_even_when_the_function_throws") {
+  kcont::manual_dispatcher<> d;
+  int dummy = 0;
+  std::pmr::monotonic_buffer_resource upstream;
+  struct counting : std::pmr::memory_resource {
+    int live = 0;
+    void* do_allocate(std::size_t n, std::size_t a) override {
+      ++live;
+      return ::operator new(n, std::align_val_t(a));
+    }
+    void do_deallocate(void* p, std::size_t, std::size_t a) override {
+      --live;
+      ::operator delete(p, std::align_val_t(a));
+    }
+    bool do_is_equal(const memory_resource& o) const noexcept override {
+      return this == &o;
+    }
+  } res;
+  auto& k = kcont::allocate_kc(
+      std::pmr::polymorphic_allocator<std::byte>(&res),
+      [](request*, int*, int) { throw std::runtime_error("boom"); }, &dummy,
+      bsd_level::process);
+  CHECK_THROWS_AS(kcont::run(d, k, nullptr, 0, bsd_level::process),
+                  std::runtime_error);
+  CHECK(res.live == 0);
+}
+
+TEST_CASE("kc.allocation_failure_reported_nothing_created") {
+  struct failing : std::pmr::memory_resource {
+    void* do_allocate(std::size_t, std::size_t) override {
+      throw std::bad_alloc();
+    }
+    void do_deallocate(void*, std::size_t, std::size_t) override {}
+    bool do_is_equal(const memory_resource& o) const noexcept override {
+      return this == &o;
+    }
+  } res;
+  int sum = 0;
+  CHECK_THROWS_AS((void)kcont::allocate_kc(
+                      std::pmr::polymorphic_allocator<std::byte>(&res),
+                      [](request*, int* s, int) { ++*s; }, &sum,
+                      bsd_level::process),
+                  std::bad_alloc);
+  CHECK(sum == 0);
+}
+
+TEST_CASE("kc.dispose_frees_an_allocated_continuation_unrun") {
+  kcont::manual_dispatcher<> d;
+  int sum = 0;
+  auto& k = kcont::make_kc([](request*, int* s, int) { ++*s; }, &sum,
+                           bsd_level::process);
+  CHECK(kcont::defer(d, k, nullptr, 1) == kcont::run_result::deferred);
+  CHECK(d.cancel(k));
+  kcont::dispose(k);  // freed without running (ASan would report a leak)
+  CHECK(sum == 0);
+  CHECK_FALSE(d.has_work(bsd_level::process));
+}
+
+TEST_CASE("kc.destroyed_while_queued_is_a_contract_violation") {
+  if (!kcont::contract_checks) return;
+  CHECK(kcont_test::dies_with(
+      [] {
+        kcont::kcqueue<base_t>* q = new kcont::kcqueue<base_t>;
+        {
+          kcont::kc k{empty_fn{}, kcont::no_env{}, bsd_level::process};
+          (void)q->push(k);
+        }
+      },
+      "destroyed while queued"));
+}

@@ -1,0 +1,209 @@
+// kcqueue: FIFO order, refusal of double enqueue, splice, erase, lock policies.
+//
+// Policy matrix (TEST_CASE_TEMPLATE): every behaviour below runs with
+// no_lock, spin_lock and std::mutex.
+#include <kcont/kcqueue.hpp>
+
+#include <doctest/doctest.h>
+
+#include <array>
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "support.hpp"
+
+namespace {
+
+using kcont::bsd_level;
+using base_t = kcont::kc_base<int, int, bsd_level>;
+
+struct record_fn {
+  void operator()(int, std::vector<int>*&, int) const {}
+};
+using node_t = kcont::kc<record_fn, std::vector<int>*, bsd_level>;
+
+struct nodes {
+  std::vector<int> log;
+  std::array<node_t, 5> n{{{record_fn{}, &log, bsd_level::process},
+                           {record_fn{}, &log, bsd_level::process},
+                           {record_fn{}, &log, bsd_level::process},
+                           {record_fn{}, &log, bsd_level::process},
+                           {record_fn{}, &log, bsd_level::process}}};
+};
+
+template <class Q>
+void drain(Q& q) {
+  while (q.pop() != nullptr) {
+  }
+}
+
+}  // namespace
+
+#define KCQ_LOCKS kcont::no_lock, kcont::spin_lock, std::mutex
+
+static_assert(kcont::lock_policy<kcont::no_lock>);
+static_assert(kcont::lock_policy<kcont::spin_lock>);
+static_assert(kcont::lock_policy<std::mutex>);
+static_assert(!kcont::lock_policy<int>);
+
+TEST_CASE_TEMPLATE("kcqueue.fifo_order", Lock, KCQ_LOCKS) {
+  nodes ns;
+  kcont::kcqueue<base_t, Lock> q;
+  CHECK(q.empty());
+  CHECK(q.push(ns.n[0]) == kcont::push_result::first);
+  CHECK(q.push(ns.n[1]) == kcont::push_result::queued);
+  CHECK(q.push(ns.n[2]) == kcont::push_result::queued);
+  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(q));
+  CHECK(q.size_slow() == 3);
+  CHECK(ns.n[1].is_queued());
+  CHECK(q.pop() == &ns.n[0]);
+  CHECK_FALSE(ns.n[0].is_queued());
+  CHECK(q.pop() == &ns.n[1]);
+  CHECK(q.pop() == &ns.n[2]);
+  CHECK(q.pop() == nullptr);
+  CHECK(q.empty());
+  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(q));
+}
+
+TEST_CASE_TEMPLATE("kcqueue.double_enqueue_refused", Lock, KCQ_LOCKS) {
+  nodes ns;
+  kcont::kcqueue<base_t, Lock> q, other;
+  CHECK(kcont::pushed(q.push(ns.n[0])));
+  CHECK(kcont::pushed(q.push(ns.n[1])));
+  // The same queue, and another queue: refused, the list intact.
+  CHECK(q.push(ns.n[0]) == kcont::push_result::already_queued);
+  CHECK(q.push(ns.n[1]) == kcont::push_result::already_queued);
+  CHECK(other.push(ns.n[1]) == kcont::push_result::already_queued);
+  CHECK(other.empty());
+  CHECK(q.size_slow() == 2);
+  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(q));
+  // Popped, it may be queued again.
+  CHECK(q.pop() == &ns.n[0]);
+  CHECK(other.push(ns.n[0]) == kcont::push_result::first);
+  drain(q);
+  drain(other);
+}
+
+TEST_CASE_TEMPLATE("kcqueue.before_link_runs_only_when_claimed", Lock, KCQ_LOCKS) {
+  nodes ns;
+  kcont::kcqueue<base_t, Lock> q;
+  int calls = 0;
+  CHECK(kcont::pushed(q.push(ns.n[0], [&] { ++calls; })));
+  CHECK(q.push(ns.n[0], [&] { ++calls; }) == kcont::push_result::already_queued);
+  CHECK(calls == 1);
+  drain(q);
+}
+
+TEST_CASE_TEMPLATE("kcqueue.splice_keeps_order", Lock, KCQ_LOCKS) {
+  nodes ns;
+  kcont::kcqueue<base_t, Lock> a, b;
+  (void)a.push(ns.n[0]);
+  (void)a.push(ns.n[1]);
+  (void)b.push(ns.n[2]);
+  (void)b.push(ns.n[3]);
+  a.splice(b);
+  CHECK(b.empty());
+  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(a));
+  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(b));
+  for (int i = 0; i < 4; ++i) CHECK(a.pop() == &ns.n[i]);
+  // Into an empty queue, from an empty queue, and onto itself.
+  (void)b.push(ns.n[4]);
+  a.splice(b);
+  a.splice(b);
+  a.splice(a);
+  CHECK(a.pop() == &ns.n[4]);
+  CHECK(a.empty());
+}
+
+TEST_CASE_TEMPLATE("kcqueue.erase_slow", Lock, KCQ_LOCKS) {
+  nodes ns;
+  kcont::kcqueue<base_t, Lock> q;
+  for (auto& n : ns.n) (void)q.push(n);
+  CHECK(q.erase_slow(ns.n[4]));  // tail
+  CHECK(q.erase_slow(ns.n[0]));  // head
+  CHECK(q.erase_slow(ns.n[2]));  // middle
+  CHECK_FALSE(q.erase_slow(ns.n[2]));
+  CHECK_FALSE(ns.n[2].is_queued());
+  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(q));
+  (void)q.push(ns.n[4]);  // the tail is right after erasing the old tail
+  CHECK(q.pop() == &ns.n[1]);
+  CHECK(q.pop() == &ns.n[3]);
+  CHECK(q.pop() == &ns.n[4]);
+  CHECK(q.pop() == nullptr);
+}
+
+TEST_CASE("kcqueue.any_continuation_type") {
+  // kcqueue<kc_hook> holds continuations of different signatures.
+  kcont::kcqueue<> q;
+  kcont::kc a{[](int, kcont::no_env&, int) {}, kcont::no_env{}, bsd_level::process};
+  kcont::kc b{[](const char*, kcont::no_env&, long) {}, kcont::no_env{},
+              bsd_level::softnet};
+  (void)q.push(a);
+  (void)q.push(b);
+  CHECK(q.pop() == &a);
+  CHECK(q.pop() == &b);
+}
+
+TEST_CASE("kcqueue.no_allocation") {
+  nodes ns;
+  kcont::kcqueue<base_t> q;
+  kcont::kcqueue<base_t, std::mutex> mq;
+  kcont_test::allocation_scope scope;
+  for (int round = 0; round < 100; ++round) {
+    for (auto& n : ns.n) (void)q.push(n);
+    drain(q);
+    for (auto& n : ns.n) (void)mq.push(n);
+    drain(mq);
+  }
+  CHECK(scope.count() == 0);
+}
+
+TEST_CASE_TEMPLATE("kcqueue.threads_push_and_pop", Lock, kcont::spin_lock,
+                   std::mutex) {
+  constexpr int per_thread = 20000;
+  struct item_fn {
+    void operator()(int, int&, int) const {}
+  };
+  using item = kcont::kc<item_fn, int, bsd_level>;
+  std::vector<std::unique_ptr<item>> items;
+  for (int i = 0; i < 2 * per_thread; ++i)
+    items.push_back(std::make_unique<item>(item_fn{}, i, bsd_level::process));
+  kcont::kcqueue<kcont::kc_hook, Lock> q;
+  std::atomic<long> popped_sum{0};
+  std::atomic<int> popped{0};
+  std::atomic<int> refused{0};
+  auto producer = [&](int t) {
+    for (int i = 0; i < per_thread; ++i)
+      if (!kcont::pushed(q.push(*items[static_cast<std::size_t>(t * per_thread + i)])))
+        ++refused;
+  };
+  std::thread p1(producer, 0), p2(producer, 1);
+  std::thread consumer([&] {
+    while (popped.load() < 2 * per_thread) {
+      if (auto* h = q.pop()) {
+        popped_sum += static_cast<item*>(static_cast<kcont::kc_base<int, int, bsd_level>*>(h))->env();
+        ++popped;
+      }
+    }
+  });
+  p1.join();
+  p2.join();
+  consumer.join();
+  CHECK(refused.load() == 0);
+  CHECK(popped.load() == 2 * per_thread);
+  CHECK(popped_sum.load() == long(2 * per_thread) * (2 * per_thread - 1) / 2);
+  CHECK(q.empty());
+}
+
+TEST_CASE("kcqueue.destroyed_non_empty_is_a_contract_violation") {
+  if (!kcont::contract_checks) return;
+  CHECK(kcont_test::dies_with(
+      [] {
+        static nodes ns;  // outlives the queue, so only the queue check fires
+        kcont::kcqueue<base_t> q;
+        (void)q.push(ns.n[0]);
+      },
+      "kcqueue: destroyed while it still holds continuations"));
+}

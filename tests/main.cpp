@@ -1,0 +1,94 @@
+// The test runner, the allocation counter, and the second translation unit of
+// the two-TU link test (every header is included here and in its own test
+// file, so a missing `inline` fails the link).
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <kcont/kcont.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <fcntl.h>
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "support.hpp"
+
+namespace {
+std::atomic<std::size_t> allocation_count{0};
+}
+
+// The replacements below pair malloc with free by design; g++ cannot see that
+// every operator new here is ours.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
+void* operator new(std::size_t n) {
+  allocation_count.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) {
+  allocation_count.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void* operator new(std::size_t n, std::align_val_t a) {
+  allocation_count.fetch_add(1, std::memory_order_relaxed);
+  const std::size_t al = static_cast<std::size_t>(a);
+  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
+  std::free(p);
+}
+
+namespace kcont_test {
+
+std::size_t allocations() noexcept {
+  return allocation_count.load(std::memory_order_relaxed);
+}
+
+bool dies_with(const std::function<void()>& body, const std::string& expected) {
+  int fds[2];
+  if (pipe(fds) != 0) return false;
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    // The child must die of the abort itself, not of doctest's crash handler.
+    std::signal(SIGABRT, SIG_DFL);
+    close(fds[0]);
+    dup2(fds[1], 2);
+    const int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) dup2(devnull, 1);
+    body();
+    _exit(0);  // the body returned: no contract check fired
+  }
+  close(fds[1]);
+  std::string err;
+  char buf[512];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof buf)) > 0;)
+    err.append(buf, static_cast<std::size_t>(n));
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const bool aborted = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+  if (!aborted || err.find(expected) == std::string::npos) {
+    std::fprintf(stderr, "dies_with: aborted=%d, stderr was:\n%s\n",
+                 static_cast<int>(aborted), err.c_str());
+    return false;
+  }
+  return true;
+}
+
+}  // namespace kcont_test

@@ -1,0 +1,366 @@
+// run / run_all / defer: DESIGN.md rules 1-5 and the seed's defects.
+#include <kcont/run.hpp>
+
+#include <doctest/doctest.h>
+
+#include <kcont/dispatcher.hpp>
+
+#include <memory>
+#include <stdexcept>
+#include <vector>
+
+#include "support.hpp"
+
+namespace {
+
+using kcont::bsd_level;
+using kcont::run_result;
+
+struct request {
+  int id = 0;
+};
+
+// One call as seen by a continuation.
+struct call {
+  int who;
+  request* obj;
+  int status;
+  bool operator==(const call&) const = default;
+};
+
+struct recorder {
+  std::vector<call> calls;
+};
+
+// A continuation that records (its id, obj, status).
+struct tagged {
+  int id;
+  recorder* rec;
+};
+struct record_fn {
+  void operator()(request* r, tagged& t, int status) const {
+    t.rec->calls.push_back({t.id, r, status});
+  }
+};
+using tagged_kc = kcont::kc<record_fn, tagged, bsd_level>;
+using base_t = kcont::kc_base<request*, int, bsd_level>;
+
+}  // namespace
+
+TEST_CASE("run.rule1_at_or_below_runs_now") {
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  request r{1};
+  tagged_kc k{record_fn{}, {1, &rec}, bsd_level::softnet};
+  CHECK(kcont::run(d, k, &r, 5, bsd_level::process) == run_result::ran);
+  CHECK(kcont::run(d, k, &r, 6, bsd_level::softnet) == run_result::ran);
+  CHECK(rec.calls == std::vector<call>{{1, &r, 5}, {1, &r, 6}});
+  CHECK_FALSE(d.has_work(bsd_level::softnet));
+}
+
+TEST_CASE("run.rule1_above_defers_and_schedules_its_level") {
+  struct schedule_log {
+    std::vector<bsd_level>* log;
+    void operator()(bsd_level l) const { log->push_back(l); }
+  };
+  std::vector<bsd_level> scheduled;
+  kcont::manual_dispatcher<bsd_level, kcont::no_lock, schedule_log> d{
+      schedule_log{&scheduled}};
+  recorder rec;
+  request r{1};
+  tagged_kc a{record_fn{}, {1, &rec}, bsd_level::softnet};
+  tagged_kc b{record_fn{}, {2, &rec}, bsd_level::softnet};
+  CHECK(kcont::run(d, a, &r, 5, bsd_level::softserial) == run_result::deferred);
+  CHECK(kcont::run(d, b, &r, 6, bsd_level::softserial) == run_result::deferred);
+  CHECK(rec.calls.empty());
+  CHECK(a.is_queued());
+  CHECK(a.is_deferred());
+  // Scheduled once, when the queue turned non-empty.
+  CHECK(scheduled == std::vector<bsd_level>{bsd_level::softnet});
+  CHECK(d.drain(bsd_level::softnet) == 2);
+  CHECK(rec.calls == std::vector<call>{{1, &r, 5}, {2, &r, 6}});
+}
+
+TEST_CASE("run.rule1_immediate_runs_from_any_level") {
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  tagged_kc k{record_fn{}, {1, &rec}, bsd_level::immediate};
+  CHECK(kcont::run(d, k, nullptr, 1, bsd_level::softserial) == run_result::ran);
+  kcont::kc s{record_fn{}, tagged{2, &rec}, kcont::at<bsd_level::immediate>};
+  CHECK(kcont::run(d, s, nullptr, 2, bsd_level::softserial) == run_result::ran);
+  CHECK(rec.calls == std::vector<call>{{1, nullptr, 1}, {2, nullptr, 2}});
+}
+
+TEST_CASE("run.rule1_static_level_defers_like_a_runtime_one") {
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  kcont::kc k{record_fn{}, tagged{1, &rec}, kcont::at<bsd_level::softclock>};
+  CHECK(kcont::run(d, k, nullptr, 1, bsd_level::softnet) == run_result::deferred);
+  CHECK(kcont::run(d, k, nullptr, 2, bsd_level::softnet) == run_result::refused);
+  d.drain(bsd_level::softclock);
+  CHECK(kcont::run(d, k, nullptr, 3, bsd_level::softclock) == run_result::ran);
+  CHECK(rec.calls == std::vector<call>{{1, nullptr, 1}, {1, nullptr, 3}});
+}
+
+TEST_CASE("run.immediate_cannot_be_deferred") {
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  tagged_kc k{record_fn{}, {1, &rec}, bsd_level::immediate};
+  if (kcont::contract_checks) {
+    CHECK(kcont_test::dies_with([&] { (void)kcont::defer(d, k, nullptr, 0); },
+                                "immediate continuation has no level queue"));
+  } else {
+    CHECK(kcont::defer(d, k, nullptr, 0) == run_result::refused);
+  }
+}
+
+TEST_CASE("run.rule2_deferral_saves_once") {
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  request first{1}, second{2};
+  tagged_kc k{record_fn{}, {1, &rec}, bsd_level::process};
+  CHECK(kcont::defer(d, k, &first, 10) == run_result::deferred);
+  // While queued: refused, the saved values untouched.
+  CHECK(kcont::defer(d, k, &second, 20) == run_result::refused);
+  // Handed back by cancel, deferred again: the first deferral's values stand.
+  CHECK(d.cancel(k));
+  CHECK(k.is_deferred());
+  CHECK(kcont::defer(d, k, &second, 20) == run_result::deferred);
+  CHECK(d.drain(bsd_level::process) == 1);
+  CHECK(rec.calls == std::vector<call>{{1, &first, 10}});
+  CHECK_FALSE(k.is_deferred());
+}
+
+TEST_CASE("run.rule2_deferred_runs_with_saved_values_through_run") {
+  // A deferred continuation handed back and then run (the seed's kcont_run on
+  // a KC_DEFERRED kc) gets its saved obj/status, not the caller's.
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  request saved{1}, fresh{2};
+  tagged_kc k{record_fn{}, {1, &rec}, bsd_level::softclock};
+  CHECK(kcont::run(d, k, &saved, 7, bsd_level::softnet) == run_result::deferred);
+  CHECK(d.cancel(k));
+  CHECK(kcont::run(d, k, &fresh, 8, bsd_level::process) == run_result::ran);
+  CHECK(rec.calls == std::vector<call>{{1, &saved, 7}});
+}
+
+namespace {
+// A continuation that is a member of a heap object its function deletes.
+struct self_node;
+struct self_owned {
+  int* ran;
+  std::unique_ptr<self_node>* owner;
+};
+struct destroy_fn {
+  void operator()(request*, self_owned& s, int) const;
+};
+struct self_node {
+  kcont::kc<destroy_fn, self_owned, bsd_level> k;
+  self_node(self_owned s, bsd_level l) : k{destroy_fn{}, s, l} {}
+};
+void destroy_fn::operator()(request*, self_owned& s, int) const {
+  ++*s.ran;
+  std::unique_ptr<self_node>* owner = s.owner;
+  owner->reset();  // destroys the kc this function belongs to, and `s`
+}
+}  // namespace
+
+TEST_CASE("run.rule3_continuation_may_destroy_itself") {
+  // Runs under ASan in CI: any touch after the call is a heap-use-after-free.
+  kcont::manual_dispatcher<> d;
+  int ran = 0;
+  std::unique_ptr<self_node> holder;
+  using base = kcont::kc_base<request*, int, bsd_level>;
+
+  // Immediate run, through the base (trampoline).
+  holder = std::make_unique<self_node>(self_owned{&ran, &holder}, bsd_level::process);
+  CHECK(kcont::run(d, static_cast<base&>(holder->k), nullptr, 0,
+                   bsd_level::process) == run_result::ran);
+  CHECK(holder == nullptr);
+
+  // Immediate run, the concrete type known (direct call).
+  holder = std::make_unique<self_node>(self_owned{&ran, &holder}, bsd_level::process);
+  CHECK(kcont::run(d, holder->k, nullptr, 0, bsd_level::process) == run_result::ran);
+  CHECK(holder == nullptr);
+
+  // Deferred, then drained.
+  holder = std::make_unique<self_node>(self_owned{&ran, &holder}, bsd_level::softclock);
+  CHECK(kcont::run(d, holder->k, nullptr, 0, bsd_level::softnet) ==
+        run_result::deferred);
+  CHECK(d.drain(bsd_level::softclock) == 1);
+  CHECK(holder == nullptr);
+
+  // From run_all over an object's queue.
+  kcont::kcqueue<base> q;
+  holder = std::make_unique<self_node>(self_owned{&ran, &holder}, bsd_level::process);
+  (void)q.push(holder->k);
+  CHECK(kcont::run_all(d, q, nullptr, 0, bsd_level::process) == 1);
+  CHECK(holder == nullptr);
+  CHECK(ran == 4);
+}
+
+TEST_CASE("run.rule4_run_all_gives_each_the_callers_values") {
+  // Seed defect: kcont_run's loop assigned a deferred kc's saved obj/status to
+  // its own loop variables, so every later entry got the deferred one's values.
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  request caller{1}, saved{2};
+  tagged_kc plain1{record_fn{}, {1, &rec}, bsd_level::process};
+  tagged_kc was_deferred{record_fn{}, {2, &rec}, bsd_level::process};
+  tagged_kc plain2{record_fn{}, {3, &rec}, bsd_level::process};
+  // Give was_deferred its own deferral, then hand it back.
+  CHECK(kcont::defer(d, was_deferred, &saved, 99) == run_result::deferred);
+  CHECK(d.cancel(was_deferred));
+
+  kcont::kcqueue<base_t> q;
+  (void)q.push(plain1);
+  (void)q.push(was_deferred);
+  (void)q.push(plain2);
+  CHECK(kcont::run_all(d, q, &caller, 5, bsd_level::process) == 3);
+  CHECK(rec.calls == std::vector<call>{{1, &caller, 5}, {2, &saved, 99},
+                                       {3, &caller, 5}});
+}
+
+TEST_CASE("run.rule4_run_all_mixes_run_and_defer") {
+  // An I/O completion at softserial: waiters at softnet and process defer,
+  // an immediate one runs at once; all get the completion's status.
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  request io{7};
+  tagged_kc net{record_fn{}, {1, &rec}, bsd_level::softnet};
+  tagged_kc now{record_fn{}, {2, &rec}, bsd_level::immediate};
+  tagged_kc proc{record_fn{}, {3, &rec}, bsd_level::process};
+  kcont::kcqueue<base_t> waiters;
+  (void)waiters.push(net);
+  (void)waiters.push(now);
+  (void)waiters.push(proc);
+  CHECK(kcont::run_all(d, waiters, &io, 0, bsd_level::softserial) == 3);
+  CHECK(rec.calls == std::vector<call>{{2, &io, 0}});
+  CHECK(d.drain_all() == 2);
+  CHECK(rec.calls == std::vector<call>{{2, &io, 0}, {1, &io, 0}, {3, &io, 0}});
+}
+
+TEST_CASE("run.rule5_each_level_drains_its_own_queue") {
+  // Seed defect: the softclock handler was handed the softnet queue.
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  tagged_kc clock{record_fn{}, {1, &rec}, bsd_level::softclock};
+  tagged_kc net{record_fn{}, {2, &rec}, bsd_level::softnet};
+  tagged_kc serial{record_fn{}, {3, &rec}, bsd_level::softserial};
+  tagged_kc proc{record_fn{}, {4, &rec}, bsd_level::process};
+  for (auto* k : {&clock, &net, &serial, &proc})
+    CHECK(kcont::defer(d, *k, nullptr, k->env().id) == run_result::deferred);
+  CHECK(d.drain(bsd_level::softclock) == 1);
+  CHECK(rec.calls == std::vector<call>{{1, nullptr, 1}});
+  CHECK(d.has_work(bsd_level::softnet));
+  CHECK(d.drain(bsd_level::softnet) == 1);
+  CHECK(rec.calls.back() == call{2, nullptr, 2});
+  CHECK(d.drain(bsd_level::softserial) == 1);
+  CHECK(rec.calls.back() == call{3, nullptr, 3});
+  CHECK(d.drain(bsd_level::process) == 1);
+  CHECK(rec.calls.back() == call{4, nullptr, 4});
+}
+
+TEST_CASE("run.regression_deferred_state_cleared_after_running") {
+  // Seed defect: KC_DEFERRED was never cleared, so a caller-owned kc reused
+  // after it ran replayed the stale obj/status forever.
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  request old_req{1}, new_req{2};
+  tagged_kc k{record_fn{}, {1, &rec}, bsd_level::softnet};
+  CHECK(kcont::run(d, k, &old_req, 1, bsd_level::softserial) ==
+        run_result::deferred);
+  d.drain(bsd_level::softnet);
+  CHECK_FALSE(k.is_deferred());
+  CHECK(kcont::run(d, k, &new_req, 2, bsd_level::softnet) == run_result::ran);
+  // And deferred again: the new values are saved, not the old ones.
+  CHECK(kcont::run(d, k, &new_req, 3, bsd_level::softserial) ==
+        run_result::deferred);
+  d.drain(bsd_level::softnet);
+  CHECK(rec.calls == std::vector<call>{{1, &old_req, 1}, {1, &new_req, 2},
+                                       {1, &new_req, 3}});
+}
+
+TEST_CASE("run.regression_double_enqueue_refused") {
+  // The seed's SIMPLEQ_INSERT_TAIL of an already queued kc corrupted the list.
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  tagged_kc k{record_fn{}, {1, &rec}, bsd_level::process};
+  kcont::kcqueue<base_t> q;
+  CHECK(kcont::pushed(q.push(k)));
+  CHECK(q.push(k) == kcont::push_result::already_queued);
+  CHECK(kcont::defer(d, k, nullptr, 0) == run_result::refused);
+  CHECK(kcont::kcqueue_checker<base_t, kcont::no_lock>::valid(q));
+  CHECK(q.pop() == &k);
+  CHECK(q.pop() == nullptr);
+  CHECK_FALSE(d.has_work(bsd_level::process));
+}
+
+TEST_CASE("run.queued_continuation_is_refused_not_run_twice") {
+  // A continuation already waiting (deferred, or on an object's list) absorbs
+  // a second request instead of running while linked.
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  tagged_kc k{record_fn{}, {1, &rec}, bsd_level::process};
+  kcont::kcqueue<base_t> q;
+  (void)q.push(k);
+  CHECK(kcont::run(d, static_cast<base_t&>(k), nullptr, 0, bsd_level::process) ==
+        run_result::refused);
+  CHECK(kcont::run(d, k, nullptr, 0, bsd_level::process) == run_result::refused);
+  CHECK(rec.calls.empty());
+  CHECK(kcont::run_all(d, q, nullptr, 1, bsd_level::process) == 1);
+  CHECK(rec.calls == std::vector<call>{{1, nullptr, 1}});
+}
+
+TEST_CASE("run.queued_immediate_static_is_a_contract_violation") {
+  if (!kcont::contract_checks) return;
+  CHECK(kcont_test::dies_with(
+      [] {
+        kcont::manual_dispatcher<> d;
+        static recorder rec;
+        static kcont::kc k{record_fn{}, tagged{1, &rec},
+                           kcont::at<bsd_level::immediate>};
+        static kcont::kcqueue<base_t> q;
+        (void)q.push(k);
+        (void)kcont::run(d, k, nullptr, 0, bsd_level::process);
+      },
+      "run: an immediate continuation is on a queue"));
+}
+
+TEST_CASE("run.throwing_continuation_leaves_the_rest_queued") {
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  struct throw_fn {
+    void operator()(request*, int&, int) const { throw std::runtime_error("x"); }
+  };
+  tagged_kc a{record_fn{}, {1, &rec}, bsd_level::process};
+  kcont::kc bad{throw_fn{}, 0, bsd_level::process};
+  tagged_kc c{record_fn{}, {3, &rec}, bsd_level::process};
+  kcont::kcqueue<base_t> q;
+  (void)q.push(a);
+  (void)q.push(bad);
+  (void)q.push(c);
+  CHECK_THROWS_AS(kcont::run_all(d, q, nullptr, 0, bsd_level::process),
+                  std::runtime_error);
+  CHECK(q.pop() == &c);  // not lost
+  for (auto* k : {static_cast<base_t*>(&a), static_cast<base_t*>(&bad),
+                  static_cast<base_t*>(&c)})
+    (void)kcont::defer(d, *k, nullptr, 0);
+  CHECK_THROWS_AS(d.drain(bsd_level::process), std::runtime_error);
+  CHECK(d.drain(bsd_level::process) == 1);
+  CHECK(rec.calls == std::vector<call>{{1, nullptr, 0}, {1, nullptr, 0},
+                                       {3, nullptr, 0}});
+}
+
+TEST_CASE("run.custom_level_set") {
+  enum class app_level : unsigned char { background, interactive, realtime, immediate };
+  kcont::manual_dispatcher<app_level> d;
+  static_assert(decltype(d)::levels == 3);
+  recorder rec;
+  kcont::kc k{record_fn{}, tagged{1, &rec}, app_level::background};
+  kcont::kc rt{record_fn{}, tagged{2, &rec}, kcont::at<app_level::realtime>};
+  CHECK(kcont::run(d, k, nullptr, 1, app_level::realtime) == run_result::deferred);
+  CHECK(kcont::run(d, rt, nullptr, 2, app_level::interactive) == run_result::ran);
+  CHECK(d.drain(app_level::background) == 1);
+  CHECK(rec.calls == std::vector<call>{{2, nullptr, 2}, {1, nullptr, 1}});
+}

@@ -1,0 +1,30 @@
+// Test support: allocation counting and contract-violation (death) checks.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+
+namespace kcont_test {
+
+// Heap allocations made through operator new since the program started, on
+// every thread (the replacement operator new lives in main.cpp).
+std::size_t allocations() noexcept;
+
+// Counts allocations made while it is alive.
+class allocation_scope {
+ public:
+  allocation_scope() noexcept : start_(allocations()) {}
+  [[nodiscard]] std::size_t count() const noexcept {
+    return allocations() - start_;
+  }
+
+ private:
+  std::size_t start_;
+};
+
+// Runs `body` in a forked child and reports whether the child aborted with
+// `expected` in what it wrote to stderr: a debug contract check firing.
+bool dies_with(const std::function<void()>& body, const std::string& expected);
+
+}  // namespace kcont_test
