@@ -5,13 +5,15 @@
 #   clang   clang++, release          (-O3, NDEBUG: the path users ship)
 #   asan    clang++, AddressSanitizer + UndefinedBehaviorSanitizer
 #   tsan    g++,     ThreadSanitizer  (the concurrent paths)
+# and then the three consumers (meson subproject, pkg-config and CMake
+# find_package from a clean install), with g++ and clang++.
 # All with -Wall -Wextra -Wpedantic -Werror. Usage: scripts/test.sh [config...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(gcc clang asan tsan)
+[ ${#configs[@]} -gt 0 ] || configs=(gcc clang asan tsan consumers)
 
 setup() {  # name, compiler, meson options...
   local dir=build/test-$1 cxx=$2
@@ -29,6 +31,12 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 for c in "${configs[@]}"; do
+  if [ "$c" = consumers ]; then
+    echo "== consumers: meson subproject, pkg-config, CMake (g++ and clang++)"
+    CXX=g++ tests/consumers/run.sh
+    CXX=clang++ tests/consumers/run.sh
+    continue
+  fi
   case $c in
     gcc)   dir=$(setup gcc g++ -Dbuildtype=debugoptimized) ;;
     clang) dir=$(setup clang clang++ -Dbuildtype=release -Db_ndebug=true) ;;
