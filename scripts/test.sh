@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Builds kcont and passes every test: the doctest suite, the examples (their
-# output checked) and the compile-fail checks, in four configurations:
-#   gcc     g++,     debug checks on  (-O2 -g)
-#   clang   clang++, release          (-O3, NDEBUG: the path users ship)
-#   asan    clang++, AddressSanitizer + UndefinedBehaviorSanitizer
-#   tsan    g++,     ThreadSanitizer  (the concurrent paths)
+# output checked), the compile-fail checks and the per-header builds, in the
+# matrix g++ and clang++ x (release, ASan+UBSan, TSan):
+#   gcc-release  clang-release   -O3, NDEBUG: the code users ship
+#   gcc-asan     clang-asan      AddressSanitizer + UndefinedBehaviorSanitizer,
+#                                debug contract checks on
+#   gcc-tsan     clang-tsan      ThreadSanitizer, debug contract checks on
 # and then the three consumers (meson subproject, pkg-config and CMake
 # find_package from a clean install), with g++ and clang++.
-# All with -Wall -Wextra -Wpedantic -Werror. Usage: scripts/test.sh [config...]
+# All with -Wall -Wextra -Wpedantic -Werror.
+# Usage: scripts/test.sh [config...]   (default: all of the above)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(gcc clang asan tsan consumers)
+[ ${#configs[@]} -gt 0 ] || configs=(gcc-release clang-release gcc-asan clang-asan gcc-tsan clang-tsan consumers)
 
 setup() {  # name, compiler, meson options...
   local dir=build/test-$1 cxx=$2
@@ -38,10 +40,12 @@ for c in "${configs[@]}"; do
     continue
   fi
   case $c in
-    gcc)   dir=$(setup gcc g++ -Dbuildtype=debugoptimized) ;;
-    clang) dir=$(setup clang clang++ -Dbuildtype=release -Db_ndebug=true) ;;
-    asan)  dir=$(setup asan clang++ -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false) ;;
-    tsan)  dir=$(setup tsan g++ -Dbuildtype=debugoptimized -Db_sanitize=thread) ;;
+    gcc-release)   dir=$(setup $c g++ -Dbuildtype=release -Db_ndebug=true) ;;
+    clang-release) dir=$(setup $c clang++ -Dbuildtype=release -Db_ndebug=true) ;;
+    gcc-asan)      dir=$(setup $c g++ -Dbuildtype=debugoptimized -Db_sanitize=address,undefined) ;;
+    clang-asan)    dir=$(setup $c clang++ -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false) ;;
+    gcc-tsan)      dir=$(setup $c g++ -Dbuildtype=debugoptimized -Db_sanitize=thread) ;;
+    clang-tsan)    dir=$(setup $c clang++ -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false) ;;
     *) echo "unknown configuration $c" >&2; exit 2 ;;
   esac
   echo "== $c: building and testing in $dir"

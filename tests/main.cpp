@@ -22,6 +22,26 @@ namespace {
 std::atomic<std::size_t> allocation_count{0};
 }
 
+// clang's ThreadSanitizer runtime defines operator new itself (statically
+// linked), so there the count comes from the sanitizer's malloc hook instead
+// of a replacement; everywhere else operator new is replaced.
+#if defined(__clang__) && defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define KCONT_TEST_COUNT_WITH_SANITIZER_HOOK 1
+#endif
+#endif
+
+#ifdef KCONT_TEST_COUNT_WITH_SANITIZER_HOOK
+#include <sanitizer/allocator_interface.h>
+namespace {
+void count_malloc(const volatile void*, std::size_t) {
+  allocation_count.fetch_add(1, std::memory_order_relaxed);
+}
+void ignore_free(const volatile void*) {}
+const int hooks_installed =
+    __sanitizer_install_malloc_and_free_hooks(count_malloc, ignore_free);
+}  // namespace
+#else
 // The replacements below pair malloc with free by design; g++ cannot see that
 // every operator new here is ours.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -52,6 +72,8 @@ void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept {
   std::free(p);
 }
+
+#endif  // KCONT_TEST_COUNT_WITH_SANITIZER_HOOK
 
 namespace kcont_test {
 
