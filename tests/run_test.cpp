@@ -140,8 +140,24 @@ TEST_CASE("run.rule2_deferred_runs_with_saved_values_through_run") {
   tagged_kc k{record_fn{}, {1, &rec}, bsd_level::softclock};
   CHECK(kcont::run(d, k, &saved, 7, bsd_level::softnet) == run_result::deferred);
   CHECK(d.cancel(k));
-  CHECK(kcont::run(d, k, &fresh, 8, bsd_level::process) == run_result::ran);
+  CHECK(kcont::run(d, k, nullptr, 8, bsd_level::process) == run_result::ran);
   CHECK(rec.calls == std::vector<call>{{1, &saved, 7}});
+  (void)fresh;
+}
+
+TEST_CASE("run.deferred_with_a_fresh_obj_is_a_contract_violation") {
+  if (!kcont::contract_checks) return;
+  CHECK(kcont_test::dies_with(
+      [] {
+        kcont::manual_dispatcher<> d;
+        static recorder rec;
+        static request saved{1}, fresh{2};
+        static tagged_kc k{record_fn{}, {1, &rec}, bsd_level::softclock};
+        (void)kcont::run(d, k, &saved, 7, bsd_level::softnet);
+        (void)d.cancel(k);
+        (void)kcont::run(d, k, &fresh, 8, bsd_level::process);
+      },
+      "run: a deferred continuation runs with its saved obj"));
 }
 
 namespace {

@@ -122,7 +122,7 @@ class kcqueue {
   // Returns: already_queued (and n untouched), first or queued.
   // Complexity: O(1). Never allocates.
   template <std::invocable<> BeforeLink = detail::nothing>
-  push_result push(T& n, BeforeLink&& before_link = {}) {
+  [[nodiscard]] push_result push(T& n, BeforeLink&& before_link = {}) {
     std::lock_guard<Lock> g(lock_);
     if (access::set<concurrent>(n, access::queued_bit) & access::queued_bit)
       return push_result::already_queued;

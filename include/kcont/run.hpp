@@ -67,6 +67,16 @@ void save_once(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s) {
   hook_access::set<Concurrent>(k, hook_access::deferred_bit);
 }
 
+// The debug check behind "run a deferred continuation without a fresh obj":
+// the caller passes Obj{} or the saved value itself. Types without == pass.
+template <class Obj>
+bool no_fresh_obj(const Obj& passed, const Obj& saved) {
+  if constexpr (std::equality_comparable<Obj>)
+    return passed == Obj{} || passed == saved;
+  else
+    return true;
+}
+
 }  // namespace detail
 
 // Effects: queues k on the queue of k's level, saving obj and status unless an
@@ -88,7 +98,9 @@ run_result defer(D& d, kc_base<Obj, Status, typename D::level_type>& k,
 
 // Effects: calls k's function now with (obj, env, status) when its level
 //   allows it at `current` (rule 1), else defers it. A continuation that
-//   carries a deferral runs with its saved obj/status instead (rule 2).
+//   carries a deferral runs with its saved obj/status instead (rule 2); the
+//   caller then passes Obj{} (a debug check catches a fresh obj, as the
+//   seed's KASSERT(obj == NULL) did).
 // Returns: ran; deferred; or refused when k is queued already (a pending
 //   deferral absorbs this request, as a pending kqueue event absorbs another
 //   activation). After `ran`, k may no longer exist.
@@ -105,6 +117,9 @@ run_result run(D& d, kc_base<Obj, Status, typename D::level_type>& k,
   if (st & detail::hook_access::queued_bit) return run_result::refused;
   if (!runs_now(k.level(), current)) return defer(d, k, obj, status);
   if (st & detail::hook_access::deferred_bit) {
+    KCONT_EXPECTS(detail::no_fresh_obj(obj, A::saved_obj(k)),
+                  "run: a deferred continuation runs with its saved obj; pass "
+                  "Obj{} (the seed's KASSERT(obj == NULL)), not a fresh one");
     obj = A::saved_obj(k);
     status = A::saved_status(k);
     detail::hook_access::clear<D::concurrent>(k,
@@ -150,6 +165,10 @@ run_result run(D& d, kc<Fn, Env, Spec, Obj, Status>& k,
     if (!runs_now(level, current))
       return defer(d, k, obj, status);
     if (st & detail::hook_access::deferred_bit) {
+      KCONT_EXPECTS(detail::no_fresh_obj(obj, A::saved_obj(k)),
+                    "run: a deferred continuation runs with its saved obj; "
+                    "pass Obj{} (the seed's KASSERT(obj == NULL)), not a "
+                    "fresh one");
       obj = A::saved_obj(k);
       status = A::saved_status(k);
       detail::hook_access::clear<D::concurrent>(
@@ -173,7 +192,9 @@ std::size_t run_all(D& d, kcqueue<kc_base<Obj, Status, typename D::level_type>, 
   std::size_t n = 0;
   while (auto* k = q.pop()) {
     ++n;
-    (void)run(d, *k, obj, status, current);
+    // A continuation carrying its own deferral ignores the caller's obj
+    // (rule 4); it is handed Obj{} so run's fresh-obj check stays quiet.
+    (void)run(d, *k, k->is_deferred() ? Obj{} : obj, status, current);
   }
   return n;
 }
