@@ -1,0 +1,2 @@
+#include <kcont/kevent.hpp>
+#include <doctest/doctest.h>

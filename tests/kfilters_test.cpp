@@ -1,0 +1,2 @@
+#include <kcont/kfilters.hpp>
+#include <doctest/doctest.h>

@@ -1,0 +1,2 @@
+#include <kcont/kqueue.hpp>
+#include <doctest/doctest.h>
