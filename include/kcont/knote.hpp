@@ -176,7 +176,7 @@ class knote_core : public knote_fields {
   explicit knote_core(std::uintptr_t id) noexcept { ident = id; }
 
   ~knote_core() {
-    const auto s = state_.load(std::memory_order_acquire);
+    [[maybe_unused]] const auto s = state_.load(std::memory_order_acquire);
     KCONT_EXPECTS((s & attached_bit) == 0 || (s & detached_bit) != 0,
                   "knote: destroyed while attached (detach it first: rule 8)");
     KCONT_EXPECTS((s >> pin_shift) == 0,
