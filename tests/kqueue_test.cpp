@@ -389,3 +389,13 @@ TEST_CASE("kqueue.rule8_delete_while_an_activation_is_in_flight") {
   stop.store(true);
   firer.join();
 }
+
+TEST_CASE("kqueue.single_threaded_with_no_lock") {
+  kcont::kqueue<kcont::filters<kcont::user_filter>, std::uintptr_t, kcont::no_lock> kq;
+  REQUIRE(kq.change(user(1, ev::add | ev::clear)) == 0);
+  REQUIRE(kq.change(trigger(1)) == 0);
+  REQUIRE(kq.change(trigger(1)) == 0);
+  kev out[2];
+  CHECK(kq.scan(out, std::chrono::milliseconds(1)) == 1);
+  CHECK(kq.scan(out) == 0);
+}
