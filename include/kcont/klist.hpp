@@ -32,7 +32,8 @@
 
 namespace kcont {
 
-// An intrusive list of knotes with a lock policy.
+// An intrusive list of knotes with a lock policy. Hint is what an event
+// carries to the filters (BSD's long hint); Level is the knotes' level set.
 //
 // Lifetime contract: the list never owns its knotes; each stays linked from
 // its filter's attach to its detach. The list must be empty when destroyed
@@ -77,6 +78,7 @@ class klist {
 
   // Effects: unlinks kn if it is on this list (a filter's detach calls this);
   //   a fan-out in progress on any thread skips it from now on.
+  // Precondition: kn is on this list or on none.
   // Returns: true when kn was unlinked. Complexity: O(1) plus the number of
   //   fan-outs in progress.
   bool erase(knote_type& kn) noexcept {

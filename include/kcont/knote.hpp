@@ -114,11 +114,17 @@ inline thread_local activation_frame* activation_frames = nullptr;
 
 // The state every knote has, whatever its hint and level: the BSD fields, the
 // state word (active / queued / disabled / attached / detached, plus a count
-// of activations in flight) and the field lock. Not constructible alone:
-// derive through knote_base.
+// of activations in flight, packed in one atomic word so that each rule-6
+// transition is one compare-and-swap) and the field lock. Not constructible
+// alone: derive through knote_base. Owners that keep knotes of several hint
+// types in one container (a kqueue) reach their state through this class.
 //
+// Lifetime contract: as knote_base (it is one).
 // Thread-safety: the state-word operations are atomic and may be called from
 // any thread; the fields are guarded by the field lock.
+// Usage:
+//   kcont::knote_core& k = some_knote;
+//   if (k.is_active() && !k.is_disabled() && k.try_queue()) my_queue.link(k);
 class knote_core : public knote_fields {
  public:
   knote_core(const knote_core&) = delete;
@@ -140,12 +146,15 @@ class knote_core : public knote_fields {
   [[nodiscard]] bool is_detached() const noexcept { return test(detached_bit); }
 
   // Effects: marks the knote disabled: later activations only mark it
-  //   active. Complexity: O(1). Thread-safety: any thread.
+  //   active (enable runs the continuation then: rule 6).
+  // Complexity: O(1). Thread-safety: any thread.
   void disable() noexcept { state_.fetch_or(disabled_bit, std::memory_order_acq_rel); }
 
   // Effects: for owners that perform rule 6 themselves (a kqueue enabling a
-  //   knote whose continuation is its own): set or clear a state bit without
-  //   running anything. Returns: whether the bit was set before.
+  //   knote whose continuation is its own, under its own lock): set or clear
+  //   a state bit without running anything.
+  // Returns: whether the bit was set before.
+  // Complexity: O(1). Thread-safety: any thread (one atomic operation).
   bool set_active() noexcept { return set(active_bit); }
   bool clear_active() noexcept { return clear(active_bit); }
   bool clear_disabled() noexcept { return clear(disabled_bit); }
@@ -154,11 +163,15 @@ class knote_core : public knote_fields {
   //   `if (!(kn_status & KN_QUEUED)) knote_enqueue(kn)`.
   // Returns: true when this call claimed it (it was not queued before): the
   //   caller links it; false when it is queued already (coalesced, rule 7).
+  // Complexity: O(1). Thread-safety: any thread; the consumer serializes the
+  //   claim with its own queue's lock.
   bool try_queue() noexcept { return !set(queued_bit); }
   // Effects: releases the consumer's claim (the knote left its queue).
   void unqueue() noexcept { (void)clear(queued_bit); }
 
-  // Returns: a copy of the fields, read under the field lock.
+  // Returns: a copy of the fields, read under the field lock (the way for a
+  //   continuation to read data/fflags a filter may be updating).
+  // Complexity: O(1). Thread-safety: any thread.
   [[nodiscard]] knote_fields snapshot() const noexcept {
     std::lock_guard<spin_lock> g(fields_lock_);
     return static_cast<const knote_fields&>(*this);
@@ -346,6 +359,12 @@ concept filter_for =
 // A deferral target for activations that must never defer: with `current` at
 // the lowest level every continuation runs at once (rule 1), so nothing is
 // ever pushed here. kqueue-owned knotes (immediate continuations) use it.
+//
+// Lifetime contract: stateless; make one where needed.
+// Thread-safety: any thread.
+// Usage:
+//   kcont::immediate_target<> t;
+//   source.list.fire(t, hint, t.lowest);   // every continuation runs now
 template <level_set Level = bsd_level>
 struct immediate_target {
   using level_type = Level;
@@ -386,10 +405,12 @@ class knote_base : public knote_core {
   // The continuation activation runs.
   [[nodiscard]] continuation_type& continuation() const noexcept { return *kc_; }
 
-  // Effects: starts the filter watching (the filter's attach, under the field
-  //   lock); on success the knote is attached and a previous detach is
-  //   forgotten. Returns: 0, or the filter's errno value (then not attached).
+  // Effects: starts the filter watching (the filter's attach); on success
+  //   the knote is attached and a previous detach is forgotten.
+  // Returns: 0, or the filter's errno value (then not attached).
   // Precondition: not attached; no activation in flight.
+  // Complexity: the filter's attach. Thread-safety: one thread per knote;
+  //   activations of other knotes may run meanwhile.
   int attach() {
     KCONT_EXPECTS(!is_attached(), "knote: attach on an attached knote");
     (void)clear(detached_bit);
@@ -428,6 +449,7 @@ class knote_base : public knote_core {
 
   // Effects: runs the filter's event with `hint` under the field lock.
   // Returns: whether the knote fires (the caller then activates it).
+  // Thread-safety: any thread (the field lock serializes the filter).
   bool filter_event(const Hint& hint) {
     std::lock_guard<spin_lock> g(fields_lock_);
     return ops_->event(*this, hint);
@@ -438,6 +460,7 @@ class knote_base : public knote_core {
 
   // Effects: applies a change to the saved parameters under the field lock:
   //   the filter's touch, or by default sfflags = c.fflags, sdata = c.data.
+  // Thread-safety: any thread.
   void filter_change(knote_change& c) {
     std::lock_guard<spin_lock> g(fields_lock_);
     if (ops_->touch != nullptr)
@@ -451,6 +474,7 @@ class knote_base : public knote_core {
   // Effects: fills a report under the field lock: the filter's touch, or by
   //   default c.fflags = fflags, c.data = data, both reset when `clear`.
   // Returns: the report; c.flags carries `owner_flags` in.
+  // Thread-safety: any thread.
   knote_change filter_report(std::uint16_t owner_flags, bool clear) {
     knote_change c{owner_flags, 0, 0};
     std::lock_guard<spin_lock> g(fields_lock_);
@@ -485,6 +509,7 @@ class knote_base : public knote_core {
   // Effects: as detach(d), for a knote whose continuation is never deferred
   //   on a dispatcher (immediate, or always run at its level).
   // Precondition: the continuation is not queued.
+  // Thread-safety: any thread.
   bool detach() {
     const bool did = detach_filter();
     KCONT_EXPECTS(!kc_->is_queued(),
@@ -564,11 +589,13 @@ class knote : public knote_base<filter_hint_t<F>, Level> {
                 "kcont::knote: the hint type must be default-constructible "
                 "(Hint{} is the scan-time re-check)");
 
-  // Effects: stores the filter; the knote is idle (not attached).
+  // Effects: stores the filter; the knote is idle (not attached). `ident`
+  //   is what the filter watches (its meaning is the filter's).
   knote(F filter, continuation_type& k, std::uintptr_t ident = 0)
       : base_type(ops, k, ident), filter_(std::move(filter)) {}
 
-  // The filter (its state is guarded by the field lock while attached).
+  // The filter (its state is guarded by the field lock while attached: read
+  //   it from another thread only when detached or with the owner's lock).
   [[nodiscard]] F& filter() noexcept { return filter_; }
 
  private:
