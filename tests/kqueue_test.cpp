@@ -275,6 +275,13 @@ TEST_CASE("kqueue.readd_while_pending_updates_udata_without_duplicate") {
   REQUIRE(e.size() == 1);
   CHECK(e[0].udata == 2);
   CHECK(e[0].data == 5);
+  // A re-add updates the filter flags (through the user filter's FF* ops).
+  REQUIRE(f.change(user(1, ev::add, note::ffcopy | 0x5, 0, 21)) == 0);
+  REQUIRE(f.change(trigger(1)) == 0);
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == 0x5);
+  CHECK(e[0].udata == 21);
   // FreeBSD's filt_usertouch: EV_CLEAR in any change, a re-add included,
   // resets a user event, so the pending event is dropped by the re-check.
   REQUIRE(f.change(trigger(1)) == 0);

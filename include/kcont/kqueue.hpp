@@ -406,16 +406,19 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     n->kn.sfflags = c.fflags;
     n->kn.sdata = c.data;
     if (has(c.flags, ev::disable)) n->kn.disable();
-    if (const int err = n->kn.attach(); err != 0) {
-      delete n;
-      return err;
-    }
+    // Into the table before the attach: the insertion may throw, and undoing
+    // an attach here would wait for activations that need lock_ (held).
     try {
       table_.emplace(key{c.ident, c.filter}, n);
     } catch (...) {
-      (void)n->kn.detach();
       delete n;
       throw;
+    }
+    if (const int err = n->kn.attach(); err != 0) {
+      // A failed attach linked nothing, so no activation can reach it.
+      table_.erase(key{c.ident, c.filter});
+      delete n;
+      return err;
     }
     post_change(*n);
     return 0;
