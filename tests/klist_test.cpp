@@ -120,6 +120,7 @@ TEST_CASE("klist.a_subscriber_detaches_itself_during_the_fanout") {
   CHECK(s.list.fire(d, 1, bsd_level::process) == 3);
   CHECK(r.order == std::vector<std::uintptr_t>{1, 2, 3});
   CHECK(s.list.size_slow() == 2);
+  CHECK(kcont::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
   b.reset();
   CHECK(s.list.fire(d, 1, bsd_level::process) == 2);
   CHECK(r.order == std::vector<std::uintptr_t>{1, 2, 3, 1, 3});
@@ -144,6 +145,7 @@ TEST_CASE("klist.a_subscriber_detaches_the_next_one_during_the_fanout") {
   }
   CHECK(s.list.fire(d, 1, bsd_level::process) == 2);  // b was skipped
   CHECK(r.order == std::vector<std::uintptr_t>{1, 3});
+  CHECK(kcont::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
   b.reset();
   a.detach();
   c.detach();
@@ -246,4 +248,6 @@ TEST_CASE("klist.concurrent_fire_and_detach_under_a_mutex") {
   stop.store(true);
   for (auto& th : firers) th.join();
   CHECK(s.list.empty());
+  CHECK(kcont::klist_checker<long, bsd_level, std::mutex>::valid(s.list));
+  CHECK(runs.load() > 0);
 }

@@ -169,10 +169,32 @@ class klist {
     return true;
   }
 
+  template <class, level_set, lock_policy>
+  friend struct klist_checker;
+
   knote_core* head_ = nullptr;
   knote_core* tail_ = nullptr;
   cursor* cursors_ = nullptr;
   [[no_unique_address]] mutable Lock lock_;
+};
+
+// Validates a klist's links (fbl's checker idea): every node is marked
+// linked, each prev link mirrors the next link, the tail is the last node,
+// and no fan-out cursor is left behind. For tests.
+template <class Hint, level_set Level, lock_policy Lock>
+struct klist_checker {
+  static bool valid(const klist<Hint, Level, Lock>& l) noexcept {
+    using access = detail::knote_access;
+    std::lock_guard<Lock> g(l.lock_);
+    if ((l.head_ == nullptr) != (l.tail_ == nullptr)) return false;
+    if (l.cursors_ != nullptr) return false;
+    knote_core* prev = nullptr;
+    for (knote_core* p = l.head_; p != nullptr; p = access::next(*p)) {
+      if (!access::linked(*p) || access::prev(*p) != prev) return false;
+      prev = p;
+    }
+    return prev == l.tail_;
+  }
 };
 
 }  // namespace kcont
