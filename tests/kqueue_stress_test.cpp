@@ -59,6 +59,7 @@ TEST_CASE("kqueue.stress_concurrent_activate_scan_toggle_delete") {
     }
   };
 
+  std::thread s1(scanner), s2(scanner);
   std::thread firer([&] {
     for (int i = 0; i < fires; ++i) {
       f.cs.fire(1);
@@ -97,7 +98,6 @@ TEST_CASE("kqueue.stress_concurrent_activate_scan_toggle_delete") {
       }
     }
   });
-  std::thread s1(scanner), s2(scanner);
   firer.join();
   toggler.join();
   churner.join();
