@@ -33,6 +33,7 @@ enum class ev : std::uint16_t {
   eof = 0x8000,       // EV_EOF: filter-specific end of file
 };
 
+// Set operations on EV_* flag sets: union, intersection, complement.
 [[nodiscard]] constexpr ev operator|(ev a, ev b) noexcept {
   return static_cast<ev>(static_cast<std::uint16_t>(a) | static_cast<std::uint16_t>(b));
 }

@@ -68,6 +68,8 @@ struct user_filter {
     }
   }
 
+  // The filter_for members (kcont/knote.hpp). attach: FreeBSD's
+  // filt_userattach, NOTE_TRIGGER in the EV_ADD triggers it.
   template <class K>
   int attach(K& kn) {
     triggered = (kn.sfflags & note::trigger) != 0;
@@ -173,6 +175,7 @@ class timer_filter {
   using hint_type = typename Source::time_point;
   using duration = typename Source::duration;
 
+  // Effects: a timer on `source` (the kqueue passes its context).
   explicit timer_filter(Source& source) noexcept : source_(&source) {}
 
   // The period (or delay) a registration's fflags and data give.
@@ -190,6 +193,8 @@ class timer_filter {
     return d;
   }
 
+  // The filter_for members (kcont/knote.hpp). attach arms the timer from
+  // the source's current time and links the knote on the source's klist.
   template <class K>
   int attach(K& kn) {
     if (kn.sdata < 0) return EINVAL;
