@@ -133,3 +133,26 @@ TEST_CASE("kfilters.timer_on_a_plain_knote_defers_to_its_level") {
   CHECK(k.env() == 2);
   kn.detach(d);
 }
+
+TEST_CASE("kfilters.counting_filter_on_an_event_source") {
+  constexpr kcont::filter_id rx_id{7};
+  kcont::event_source rx;
+  kcont::kqueue<kcont::filters<kcont::counting_filter<rx_id>>> kq{rx};
+  REQUIRE(kq.change(kev{1, rx_id, ev::add | ev::clear, 0x2}) == 0);  // wants bit 1
+  REQUIRE(kq.change(kev{2, rx_id, ev::add}) == 0);                   // wants everything
+  CHECK(rx.post(0x1) == 1);
+  CHECK(rx.post(0x3) == 2);
+  CHECK(rx.post(0x2) == 2);
+  kev out[4];
+  REQUIRE(kq.scan(out) == 2);
+  CHECK(out[0].ident == 2);
+  CHECK(out[0].data == 3);
+  CHECK(out[0].fflags == 0x3);
+  CHECK(out[1].ident == 1);
+  CHECK(out[1].data == 2);
+  CHECK(out[1].fflags == 0x2);
+  REQUIRE(kq.scan(out) == 1);  // ident 2 is level-triggered
+  CHECK(out[0].ident == 2);
+  REQUIRE(kq.change(kev{2, rx_id, ev::delete_}) == 0);
+  CHECK(kq.scan(out) == 0);
+}
