@@ -162,7 +162,10 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   //   ev::add      — a new knote: allocated, its filter attached, enabled
   //                  unless ev::disable; an existing one: udata replaced,
   //                  enabled unless ev::disable (kqueue(2): "adding an event
-  //                  automatically enables it");
+  //                  automatically enables it"). Only ev::add replaces
+  //                  udata: FreeBSD replaces it on every change but a delete,
+  //                  a bare NOTE_TRIGGER included, which forces whoever
+  //                  triggers a user event to know the waiter's cookie;
   //   ev::delete_  — detach and free the knote; a pending event is dropped;
   //   ev::enable / ev::disable — as named; a disabled knote leaves the
   //                  pending list at once;
