@@ -13,3 +13,8 @@
 #include "kcont/kcqueue.hpp"     // IWYU pragma: export
 #include "kcont/run.hpp"         // IWYU pragma: export
 #include "kcont/dispatcher.hpp"  // IWYU pragma: export
+#include "kcont/knote.hpp"       // IWYU pragma: export
+#include "kcont/klist.hpp"       // IWYU pragma: export
+#include "kcont/kevent.hpp"      // IWYU pragma: export
+#include "kcont/kfilters.hpp"    // IWYU pragma: export
+#include "kcont/kqueue.hpp"      // IWYU pragma: export

@@ -1,0 +1,345 @@
+// kcont/kfilters.hpp — the filters kcont ships: the user event and the timer.
+//
+// Defines `user_filter` (EVFILT_USER: an event triggered by the program
+// itself through a kqueue change with note::trigger, carrying 24 user flag
+// bits combined by note::ffand / ffor / ffcopy), and `timer_filter` with its
+// event source `basic_timer_source` (EVFILT_TIMER: one-shot with ev::oneshot,
+// else periodic; `data` reports the expirations since the last scan), and
+// `counting_filter` with `basic_event_source`, a generic klist-driven source
+// whose events a kqueue counts.
+//
+// How timers fire: deterministically, from `timer_source::tick(now)`, which
+// the program calls (from its loop, a thread, or a test with made-up times);
+// a timer is armed relative to the time of the latest tick (or the source's
+// start time), so a test drives time by hand and a loop ticks as often as
+// its resolution needs. A tick fans the time out over the source's klist;
+// each due timer activates its knote.
+//
+// Both are ordinary filters (kcont/knote.hpp's filter_for): nothing in the
+// kqueue knows them; a filter of your own plugs in the same way.
+//
+// Usage:
+//   kcont::timer_source timers;                      // starts at steady_clock::now()
+//   kcont::kqueue<kcont::filters<kcont::user_filter, kcont::timer_filter<>>> kq{timers};
+//   kq.change({.ident = 1, .filter = kcont::filter_id::timer,
+//              .flags = kcont::ev::add, .data = 250});            // every 250 ms
+//   timers.tick(std::chrono::steady_clock::now());   // fires due timers
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+
+#include "kcont/contract.hpp"
+#include "kcont/kevent.hpp"
+#include "kcont/klist.hpp"
+#include "kcont/knote.hpp"
+#include "kcont/level.hpp"
+
+namespace kcont {
+
+// EVFILT_USER. Per-knote state: whether it is triggered. The saved user
+// flags live in the knote's sfflags, its data in sdata; a report returns
+// them (fflags holds the user's flags in its low 24 bits, as kqueue(2) says).
+//
+// Semantics follow FreeBSD's filt_user*: NOTE_TRIGGER in the EV_ADD fires
+// the event at once; a later change with note::trigger fires it; a change
+// carrying ev::clear resets it; a report resets it when the knote was added
+// with ev::clear (else it stays triggered and is reported by every scan).
+// Unlike FreeBSD, which saves the EV_ADD's fflags raw (control bits and
+// NOTE_TRIGGER included), the EV_ADD's control operation is applied to zero
+// and only the low 24 bits are kept, so a report never shows control bits.
+// Thread-safety: its members run under the knote's field lock.
+struct user_filter {
+  static constexpr filter_id id = filter_id::user;
+  using hint_type = long;
+
+  bool triggered = false;
+
+  // Effects: the user flag operation selected by `input`'s control bits.
+  [[nodiscard]] static constexpr std::uint32_t apply(std::uint32_t saved,
+                                                     std::uint32_t input) noexcept {
+    const std::uint32_t value = input & note::fflagsmask;
+    switch (input & note::ffctrlmask) {
+      case note::ffand: return saved & value;
+      case note::ffor: return saved | value;
+      case note::ffcopy: return value;
+      default: return saved;  // note::ffnop
+    }
+  }
+
+  // The filter_for members (kcont/knote.hpp). attach: FreeBSD's
+  // filt_userattach, NOTE_TRIGGER in the EV_ADD triggers it.
+  template <class K>
+  int attach(K& kn) {
+    triggered = (kn.sfflags & note::trigger) != 0;
+    kn.sfflags = apply(0, kn.sfflags);
+    return 0;
+  }
+  template <class K>
+  void detach(K&) {}
+  template <class K>
+  bool event(K&, long) {
+    return triggered;
+  }
+  template <class K>
+  void touch(K& kn, knote_change& c, touch_op op) {
+    const auto flags = static_cast<ev>(c.flags);
+    if (op == touch_op::change) {
+      if (c.fflags & note::trigger) triggered = true;
+      kn.sfflags = apply(kn.sfflags, c.fflags);
+      kn.sdata = c.data;
+      if (has(flags, ev::clear)) {  // FreeBSD: a change with EV_CLEAR resets
+        triggered = false;
+        kn.fflags = 0;
+        kn.data = 0;
+      }
+    } else {
+      c.fflags = kn.sfflags;
+      c.data = kn.sdata;
+      if (has(flags, ev::clear)) triggered = false;
+    }
+  }
+};
+
+// The event source of timers: a klist whose hint is the time, and the time
+// of the latest tick, which timers are armed from.
+//
+// Lifetime contract: outlives every timer knote attached to it.
+// Thread-safety: tick and attach/detach of timers may race when Lock is a
+// real lock (the default); now() is atomic.
+template <level_set Level = bsd_level, lock_policy Lock = std::mutex>
+class basic_timer_source {
+ public:
+  using clock = std::chrono::steady_clock;
+  using time_point = clock::time_point;
+  using duration = clock::duration;
+  using list_type = klist<time_point, Level, Lock>;
+
+  // Effects: the source's time starts at `start` (pass a fixed time in
+  //   tests: everything after is driven by tick).
+  explicit basic_timer_source(time_point start = clock::now()) noexcept
+      : now_(start.time_since_epoch().count()) {}
+
+  // The time of the latest tick (or the start): what new timers arm from.
+  [[nodiscard]] time_point now() const noexcept {
+    return time_point(duration(now_.load(std::memory_order_acquire)));
+  }
+
+  // Effects: advances the source's time to `now` (never backwards) and fires
+  //   every due timer: its knote is activated at `current` through `d`.
+  // Returns: how many timer knotes fired. Complexity: O(timers).
+  template <deferral_target D>
+    requires std::same_as<typename D::level_type, Level>
+  std::size_t tick(D& d, time_point now, Level current) {
+    auto seen = now_.load(std::memory_order_relaxed);
+    while (seen < now.time_since_epoch().count() &&
+           !now_.compare_exchange_weak(seen, now.time_since_epoch().count(),
+                                       std::memory_order_acq_rel)) {
+    }
+    return list_.fire(d, now, current);
+  }
+
+  // Effects: tick for timers whose continuations all run at once (kqueue
+  //   timers): nothing is deferred.
+  std::size_t tick(time_point now) {
+    immediate_target<Level> t;
+    return tick(t, now, t.lowest);
+  }
+
+  // The klist the timers are linked on (their filter attaches them).
+  [[nodiscard]] list_type& list() noexcept { return list_; }
+
+ private:
+  std::atomic<duration::rep> now_;
+  list_type list_;
+};
+
+// The timer source with bsd_level and a std::mutex.
+using timer_source = basic_timer_source<>;
+
+// EVFILT_TIMER. The registration's data is the period (or the one-shot
+// delay) in the unit its fflags name: note::seconds, mseconds (the default),
+// useconds or nseconds. Periodic unless the knote has ev::oneshot. A report
+// gives the expirations since the last report in data and resets it (timers
+// always behave as EV_CLEAR, as FreeBSD's filt_timerattach forces).
+// A negative period is refused with EINVAL; zero expires at the next tick.
+// A change re-arms the timer only when it carries ev::add (FreeBSD re-arms on
+// any change; re-arming on a bare EV_ENABLE with data 0 would be surprising).
+// Thread-safety: its members run under the knote's field lock.
+template <class Source = timer_source>
+class timer_filter {
+ public:
+  static constexpr filter_id id = filter_id::timer;
+  using context_type = Source;
+  using hint_type = typename Source::time_point;
+  using duration = typename Source::duration;
+
+  // Effects: a timer on `source` (the kqueue passes its context).
+  explicit timer_filter(Source& source) noexcept : source_(&source) {}
+
+  // The period (or delay) a registration's fflags and data give.
+  [[nodiscard]] static duration period_of(std::uint32_t fflags, std::int64_t data) noexcept {
+    using namespace std::chrono;
+    duration d;
+    if (fflags & note::seconds)
+      d = duration_cast<duration>(seconds(data));
+    else if (fflags & note::useconds)
+      d = duration_cast<duration>(microseconds(data));
+    else if (fflags & note::nseconds)
+      d = duration_cast<duration>(nanoseconds(data));
+    else
+      d = duration_cast<duration>(milliseconds(data));
+    return d;
+  }
+
+  // The filter_for members (kcont/knote.hpp). attach arms the timer from
+  // the source's current time and links the knote on the source's klist.
+  template <class K>
+  int attach(K& kn) {
+    if (kn.sdata < 0) return EINVAL;
+    arm(kn);
+    source_->list().insert(kn);
+    return 0;
+  }
+  template <class K>
+  void detach(K& kn) {
+    (void)source_->list().erase(kn);
+  }
+  // A tick at `now`: counts the expirations due by then. Hint{} (the scan's
+  // re-check) asks whether unreported expirations remain.
+  template <class K>
+  bool event(K& kn, const hint_type& now) {
+    if (now == hint_type{} || !armed_ || now < deadline_) {
+      return now == hint_type{} && kn.data != 0;
+    }
+    std::int64_t n = 1;
+    if (oneshot_) {
+      armed_ = false;
+    } else {
+      n += (now - deadline_) / period_;
+      deadline_ += n * period_;
+    }
+    kn.data += n;
+    return true;
+  }
+  template <class K>
+  void touch(K& kn, knote_change& c, touch_op op) {
+    if (op == touch_op::change) {
+      if (!has(static_cast<ev>(c.flags), ev::add) || c.data < 0) return;
+      kn.sfflags = c.fflags;
+      kn.sdata = c.data;
+      kn.data = 0;
+      arm(kn);
+    } else {
+      c.fflags = 0;
+      c.data = kn.data;
+      kn.data = 0;
+    }
+  }
+
+  // When the timer next expires (meaningful while armed()).
+  [[nodiscard]] hint_type deadline() const noexcept { return deadline_; }
+  [[nodiscard]] bool armed() const noexcept { return armed_; }
+
+ private:
+  template <class K>
+  void arm(K& kn) {
+    period_ = period_of(kn.sfflags, kn.sdata);
+    if (period_ <= duration::zero()) period_ = duration(1);
+    oneshot_ = has(static_cast<ev>(kn.flags), ev::oneshot);
+    deadline_ = source_->now() + period_;
+    armed_ = true;
+  }
+
+  Source* source_;
+  hint_type deadline_{};
+  duration period_{1};
+  bool oneshot_ = false;
+  bool armed_ = false;
+};
+
+// A generic event source: a klist of knotes that `post(hint)` fans a
+// non-zero hint out over (an interface, a device, a socket buffer). Pair it
+// with counting_filter to register its events on a kqueue.
+//
+// Lifetime contract: outlives every knote attached to it.
+// Thread-safety: post and attach/detach may race when Lock is a real lock.
+// Usage:
+//   kcont::event_source rx;
+//   kcont::kqueue<kcont::filters<kcont::counting_filter<kcont::filter_id{1}>>> kq{rx};
+//   kq.change({.ident = 0, .filter = kcont::filter_id{1}, .flags = kcont::ev::add | kcont::ev::clear});
+//   rx.post(1);   // the knote fires; a scan reports data == 1
+template <level_set Level = bsd_level, lock_policy Lock = std::mutex>
+class basic_event_source {
+ public:
+  using list_type = klist<long, Level, Lock>;
+
+  // Effects: fans `hint` out over the attached knotes (klist::fire).
+  //   A hint of 0 is reserved: filters read it as the scan's re-check.
+  // Returns: how many knotes fired. Complexity: O(knotes); no allocation.
+  template <deferral_target D>
+    requires std::same_as<typename D::level_type, Level>
+  std::size_t post(D& d, long hint, Level current) {
+    KCONT_EXPECTS(hint != 0, "event_source: hint 0 is the scan's re-check");
+    return list_.fire(d, hint, current);
+  }
+  // Effects: post for knotes whose continuations all run at once.
+  std::size_t post(long hint) {
+    immediate_target<Level> t;
+    return post(t, hint, t.lowest);
+  }
+
+  // The klist the knotes are linked on.
+  [[nodiscard]] list_type& list() noexcept { return list_; }
+
+ private:
+  list_type list_;
+};
+
+// The event source with bsd_level and a std::mutex.
+using event_source = basic_event_source<>;
+
+// A filter for an event source: each post whose hint shares a bit with the
+// knote's sfflags (any post when sfflags is 0) adds 1 to data and ORs those
+// hint bits into fflags; a report returns both, and ev::clear resets them.
+// Without ev::clear the knote stays level-triggered while data != 0.
+// Thread-safety: its members run as the filter concept says.
+template <filter_id Id, class Source = event_source>
+struct counting_filter {
+  static constexpr filter_id id = Id;
+  using context_type = Source;
+  using hint_type = long;
+
+  // Effects: a filter on `source` (the kqueue passes its context).
+  explicit counting_filter(Source& source) noexcept : source_(&source) {}
+
+  // The filter_for members (kcont/knote.hpp).
+  template <class K>
+  int attach(K& kn) {
+    source_->list().insert(kn);
+    return 0;
+  }
+  template <class K>
+  void detach(K& kn) {
+    (void)source_->list().erase(kn);
+  }
+  template <class K>
+  bool event(K& kn, long hint) {
+    if (hint == 0) return kn.data != 0;
+    const auto bits = static_cast<std::uint32_t>(hint);
+    const std::uint32_t wanted = kn.sfflags != 0 ? kn.sfflags : ~std::uint32_t{0};
+    if ((bits & wanted) == 0) return false;
+    kn.data += 1;
+    kn.fflags |= bits & wanted;
+    return true;
+  }
+
+ private:
+  Source* source_;
+};
+
+}  // namespace kcont

@@ -1,0 +1,540 @@
+// kcont/kqueue.hpp — the kqueue: register changes, scan events.
+//
+// Defines `kqueue<filters<F...>, Udata, Lock, Level>`: BSD's kqueue in user
+// space. A change list registers knotes (ev::add allocates one, as BSD
+// allocates knotes) and modifies or deletes them; a scan returns the events
+// of the knotes that fired, each once however often it fired (rule 7), with
+// the udata given at registration. The filters are compile-time types (the
+// shipped user_filter and timer_filter, or your own); each has a `filter_id`.
+//
+// The kqueue is nothing but one continuation among many (the seed's point):
+// each of its knotes carries the kqueue's own continuation, the seed's
+// kq_func, which links the knote on the kqueue's pending list unless it is
+// there already. knote.hpp and klist.hpp know nothing of this header.
+//
+// Semantics are kqueue(2)'s; where the manual is silent this follows FreeBSD
+// kern_event.c, and each such place says so. Activation and scan never
+// allocate; a scan may free (an ev::oneshot knote is deleted after its
+// report).
+//
+// Usage:
+//   using kq_t = kcont::kqueue<kcont::filters<kcont::user_filter>, session*>;
+//   kq_t kq;
+//   kq_t::kevent_type ch[] = {{.ident = 1, .filter = kcont::filter_id::user,
+//                              .flags = kcont::ev::add | kcont::ev::clear,
+//                              .udata = &s}};
+//   kq.kevent(ch, {});
+//   kq.change({.ident = 1, .filter = kcont::filter_id::user,
+//              .fflags = kcont::note::trigger});
+//   kq_t::kevent_type out[8];
+//   auto r = kq.kevent({}, out, std::chrono::milliseconds(10));  // r.count == 1
+#pragma once
+
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <tuple>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+
+#include "kcont/contract.hpp"
+#include "kcont/kc.hpp"
+#include "kcont/kcqueue.hpp"
+#include "kcont/kevent.hpp"
+#include "kcont/knote.hpp"
+#include "kcont/level.hpp"
+#include "kcont/run.hpp"
+
+namespace kcont {
+
+// The filters a kqueue accepts, as a type list: kqueue<filters<user_filter>>.
+template <class... F>
+struct filters {};
+
+// What kqueue::kevent returns: how many entries it wrote to the event list
+// (events, or EV_ERROR entries for changes), and the errno of a change that
+// failed with no room left to report it (then later changes were not
+// applied: BSD returns -1 with that errno).
+struct kevent_result {
+  std::size_t count = 0;
+  int error = 0;
+};
+
+namespace detail {
+template <class F>
+struct filter_context {
+  using pointer = std::nullptr_t;
+  static constexpr bool needed = false;
+};
+template <class F>
+  requires requires { typename F::context_type; }
+struct filter_context<F> {
+  using pointer = typename F::context_type*;
+  static constexpr bool needed = true;
+};
+template <class F>
+concept has_filter_id = requires {
+  { F::id } -> std::convertible_to<filter_id>;
+};
+}  // namespace detail
+
+template <class FilterList, class Udata = std::uintptr_t,
+          lock_policy Lock = std::mutex, level_set Level = bsd_level>
+class kqueue;
+
+// A kqueue of the filters F..., handing back a Udata with each event.
+//
+//   Udata — the caller's cookie type (a pointer or an integer; trivially
+//           copyable): typed, so a session* comes back as a session*.
+//   Lock  — guards the knote table and the pending list; std::mutex (the
+//           default) or spin_lock for concurrent use, no_lock for one thread
+//           (a blocking scan then only makes sense with a timeout).
+//   Level — the level set of the knotes' continuations (the kqueue's own is
+//           `immediate`).
+// A filter F is a filter_for its knote with `static constexpr filter_id id`;
+// if it names a `context_type`, it is built as F(context&) from a context
+// given to the kqueue's constructor (timer_filter takes its timer_source),
+// else default-constructed.
+//
+// Lifetime contract: the kqueue owns the knotes it allocates; deleting one
+// (ev::delete_, an ev::oneshot report, or the kqueue's destructor) detaches
+// it, waits for activations in flight, and frees it. Contexts outlive it.
+// No thread may be scanning when it is destroyed.
+// Thread-safety: with a real Lock, kevent/change/scan and the activations of
+// its knotes (from any klist, any thread) may race freely; blocked scanners
+// are woken by activations.
+template <class... F, class Udata, lock_policy Lock, level_set Level>
+class kqueue<filters<F...>, Udata, Lock, Level> {
+  static_assert(sizeof...(F) > 0, "kcont::kqueue: give at least one filter");
+  static_assert((detail::has_filter_id<F> && ...),
+                "kcont::kqueue: each filter needs `static constexpr "
+                "kcont::filter_id id`");
+  static_assert(std::is_trivially_copyable_v<Udata> &&
+                    std::default_initializable<Udata>,
+                "kcont::kqueue: Udata must be trivially copyable and default-"
+                "constructible (a pointer or an integer): scans copy it out");
+
+ public:
+  using kevent_type = basic_kevent<Udata>;
+  using udata_type = Udata;
+  using level_type = Level;
+  using lock_type = Lock;
+  using duration = std::chrono::nanoseconds;
+
+  // Effects: an empty kqueue; each context is bound to the filters whose
+  //   context_type it is (e.g. the timer_source of timer_filter).
+  template <class... Ctx>
+  explicit kqueue(Ctx&... ctx) {
+    static_assert((is_context<Ctx> && ...),
+                  "kcont::kqueue: a constructor argument is no filter's context_type");
+    (bind(ctx), ...);
+  }
+  kqueue(const kqueue&) = delete;
+  kqueue& operator=(const kqueue&) = delete;
+
+  // Effects: deletes every knote (detached, waited for, freed).
+  // Precondition: no thread is scanning.
+  ~kqueue() {
+    entry* drops = nullptr;
+    {
+      std::lock_guard<Lock> g(lock_);
+      KCONT_EXPECTS(waiters_ == 0, "kqueue: destroyed while a thread scans it");
+      for (auto& kv : table_) {
+        entry& e = *kv.second;
+        e.dropping = true;
+        if (e.core->is_queued()) remove_pending(e);
+        e.pnext = drops;
+        drops = &e;
+      }
+      table_.clear();
+    }
+    destroy_all(drops);
+  }
+
+  // Effects: applies one change (BSD kqueue_register):
+  //   ev::add      — a new knote: allocated, its filter attached, enabled
+  //                  unless ev::disable; an existing one: udata replaced,
+  //                  enabled unless ev::disable (kqueue(2): "adding an event
+  //                  automatically enables it"). Only ev::add replaces
+  //                  udata: FreeBSD replaces it on every change but a delete,
+  //                  a bare NOTE_TRIGGER included, which forces whoever
+  //                  triggers a user event to know the waiter's cookie;
+  //   ev::delete_  — detach and free the knote; a pending event is dropped;
+  //   ev::enable / ev::disable — as named; a disabled knote leaves the
+  //                  pending list at once;
+  //   any change but a delete passes fflags/data to the filter's touch
+  //                  (how note::trigger reaches a user event), then, as
+  //                  FreeBSD does after every change, re-checks the filter
+  //                  and queues the knote if it is active and enabled.
+  //   ev::oneshot / clear / dispatch are kept from the ev::add that created
+  //   the knote (FreeBSD ignores them on a re-add; so does this).
+  // Returns: 0, or an errno: ENOENT (no such knote and no ev::add), EINVAL
+  //   (a filter this kqueue does not have), or the filter's attach error.
+  // Throws: std::bad_alloc from ev::add (nothing was registered then).
+  // Complexity: O(1) expected. Thread-safety: any thread.
+  int change(const kevent_type& c) {
+    std::unique_lock<Lock> g(lock_);
+    auto it = table_.find(key{c.ident, c.filter});
+    if (it == table_.end()) {
+      if (!has(c.flags, ev::add)) return is_known(c.filter) ? ENOENT : EINVAL;
+      return add_new(c);
+    }
+    entry& e = *it->second;
+    if (has(c.flags, ev::delete_)) {
+      unlink_locked(e);
+      g.unlock();
+      e.ops->destroy(e);
+      return 0;
+    }
+    if (has(c.flags, ev::add)) e.udata = c.udata;
+    knote_change ch{static_cast<std::uint16_t>(c.flags), c.fflags, c.data};
+    e.ops->change(e, ch);
+    if (has(c.flags, ev::disable)) {
+      e.core->disable();
+      if (e.core->is_queued()) remove_pending(e);
+    } else if (has(c.flags, ev::add) || has(c.flags, ev::enable)) {
+      (void)e.core->clear_disabled();
+    }
+    post_change(e);
+    return 0;
+  }
+
+  // Effects: BSD kevent(2): applies `changes` in order, then scans into
+  //   `events`. A change that fails, or that carries ev::receipt, is reported
+  //   in `events` as a copy of the change with ev::error set and data = its
+  //   errno (0 for success); when any such entry was written, no scan is
+  //   done (FreeBSD). A failing change with no room left ends the call.
+  //   `timeout`: zero polls, std::nullopt blocks until an event arrives.
+  // Returns: entries written, and the error of an unreportable failure.
+  // Throws: std::bad_alloc from ev::add.
+  kevent_result kevent(std::span<const kevent_type> changes,
+                       std::span<kevent_type> events,
+                       std::optional<duration> timeout = duration::zero()) {
+    std::size_t written = 0;
+    for (const auto& c : changes) {
+      const int err = change(c);
+      if (err == 0 && !has(c.flags, ev::receipt)) continue;
+      if (written < events.size()) {
+        kevent_type r = c;
+        r.flags |= ev::error;
+        r.data = err;
+        events[written++] = r;
+      } else if (err != 0) {
+        return {written, err};
+      }
+    }
+    if (written != 0) return {written, 0};
+    return {scan(events, timeout), 0};
+  }
+
+  // Effects: BSD kqueue_scan: moves up to events.size() pending knotes, in
+  //   the order they became pending, into `events`; the rest stay pending, in
+  //   order. Each knote is re-checked first (the filter's event with Hint{});
+  //   one whose condition no longer holds is dropped silently. After its
+  //   report a knote with ev::oneshot is deleted; with ev::clear it is reset;
+  //   with ev::dispatch it is disabled; otherwise it stays pending behind the
+  //   others (level-triggered: reported again by the next scan).
+  //   When nothing is pending, waits up to `timeout` (std::nullopt: without
+  //   limit) for an activation.
+  // Returns: how many events were written.
+  // Complexity: O(events written). No allocation.
+  // Thread-safety: any thread; several threads may scan at once.
+  std::size_t scan(std::span<kevent_type> events,
+                   std::optional<duration> timeout = duration::zero()) {
+    if (events.empty()) return 0;
+    entry* drops = nullptr;
+    std::unique_lock<Lock> g(lock_);
+    std::size_t n = collect(events, drops);
+    if (n == 0 && (!timeout || *timeout > duration::zero())) {
+      const auto deadline =
+          std::chrono::steady_clock::now() + (timeout ? *timeout : duration::zero());
+      while (n == 0) {
+        ++waiters_;
+        bool timed_out = false;
+        if (timeout)
+          timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
+        else
+          cv_.wait(g);
+        --waiters_;
+        n = collect(events, drops);
+        if (timed_out) break;
+      }
+    }
+    g.unlock();
+    destroy_all(drops);
+    return n;
+  }
+
+  // The number of registered knotes. Complexity: O(1).
+  [[nodiscard]] std::size_t size() const {
+    std::lock_guard<Lock> g(lock_);
+    return table_.size();
+  }
+
+  // The number of knotes waiting for a scan. Complexity: O(1).
+  [[nodiscard]] std::size_t pending() const {
+    std::lock_guard<Lock> g(lock_);
+    return pending_;
+  }
+
+ private:
+  struct entry;
+  struct entry_ops {
+    bool (*recheck)(entry&);
+    knote_change (*report)(entry&, std::uint16_t flags, bool clear);
+    void (*change)(entry&, knote_change&);
+    void (*destroy)(entry&);
+  };
+
+  // What every knote of this kqueue has besides its knote: the kevent's
+  // identity, flags and udata, and the pending-list links (guarded by lock_).
+  struct entry {
+    const entry_ops* ops;
+    knote_core* core = nullptr;
+    entry* pnext = nullptr;
+    entry* pprev = nullptr;
+    std::uintptr_t ident;
+    filter_id filter;
+    ev flags;        // the persistent flags: oneshot, clear, dispatch
+    Udata udata;
+    bool dropping = false;  // being deleted: activations must not queue it
+  };
+
+  // A knote of filter Fi owned by this kqueue, with the kqueue's
+  // continuation (the seed's kq_func) stored beside it.
+  template <class Fi>
+  struct node final : entry {
+    using knote_type = knote<Fi, Level>;
+    using base_type = typename knote_type::base_type;
+
+    struct kq_fn {
+      void operator()(base_type*, node*& self, knote_cause) const {
+        self->kq->on_activation(*self);
+      }
+    };
+    using cont_type = kc<kq_fn, node*, static_level<Level::immediate>, base_type*, knote_cause>;
+
+    node(kqueue* q, Fi f, const kevent_type& c)
+        : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter,
+                c.flags & (ev::oneshot | ev::clear | ev::dispatch), c.udata, false},
+          kq(q),
+          cont(kq_fn{}, this, at<Level::immediate>),
+          kn(std::move(f), cont, c.ident) {
+      this->core = &kn;
+    }
+
+    static node& self(entry& e) noexcept { return static_cast<node&>(e); }
+    static bool do_recheck(entry& e) {
+      return self(e).kn.filter_event(typename knote_type::hint_type{});
+    }
+    static knote_change do_report(entry& e, std::uint16_t flags, bool clear) {
+      return self(e).kn.filter_report(flags, clear);
+    }
+    static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
+    static void do_destroy(entry& e) {
+      node* n = &self(e);
+      (void)n->kn.detach();
+      delete n;
+    }
+    static constexpr entry_ops ops{&do_recheck, &do_report, &do_change, &do_destroy};
+
+    kqueue* kq;
+    cont_type cont;
+    knote_type kn;
+  };
+
+  struct key {
+    std::uintptr_t ident;
+    filter_id filter;
+    bool operator==(const key&) const = default;
+  };
+  struct key_hash {
+    std::size_t operator()(const key& k) const noexcept {
+      return std::hash<std::uintptr_t>{}(k.ident) ^
+             (static_cast<std::size_t>(static_cast<std::uint16_t>(k.filter)) << 1);
+    }
+  };
+
+  using contexts = std::tuple<typename detail::filter_context<F>::pointer...>;
+  template <class C>
+  static constexpr bool is_context =
+      (std::is_same_v<typename detail::filter_context<F>::pointer, C*> || ...);
+
+  template <class C>
+  void bind(C& c) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      ((bind_at<I>(c)), ...);
+    }(std::index_sequence_for<F...>{});
+  }
+  template <std::size_t I, class C>
+  void bind_at(C& c) {
+    if constexpr (std::is_same_v<std::tuple_element_t<I, contexts>, C*>)
+      std::get<I>(ctx_) = &c;
+  }
+
+  [[nodiscard]] static constexpr bool is_known(filter_id id) noexcept {
+    return ((F::id == id) || ...);
+  }
+
+  // ev::add of a new knote, under lock_: the filter's attach takes its
+  // source's klist lock (kqueue lock, then klist lock: the one order used).
+  int add_new(const kevent_type& c) {
+    int err = EINVAL;
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (void)((F::id == c.filter ? (err = add_as<I, F>(c), true) : false) || ...);
+    }(std::index_sequence_for<F...>{});
+    return err;
+  }
+
+  template <std::size_t I, class Fi>
+  int add_as(const kevent_type& c) {
+    node<Fi>* n = nullptr;
+    if constexpr (detail::filter_context<Fi>::needed) {
+      auto* ctx = std::get<I>(ctx_);
+      if (ctx == nullptr) return EINVAL;  // the kqueue was built without it
+      n = new node<Fi>(this, Fi(*ctx), c);
+    } else {
+      n = new node<Fi>(this, Fi{}, c);
+    }
+    // BSD kqueue_register: the new knote's saved parameters come from the
+    // change, its flags from the EV_ADD, before the filter's attach sees it.
+    n->kn.flags = static_cast<std::uint16_t>(n->flags);
+    n->kn.sfflags = c.fflags;
+    n->kn.sdata = c.data;
+    if (has(c.flags, ev::disable)) n->kn.disable();
+    // Into the table before the attach: the insertion may throw, and undoing
+    // an attach here would wait for activations that need lock_ (held).
+    try {
+      table_.emplace(key{c.ident, c.filter}, n);
+    } catch (...) {
+      delete n;
+      throw;
+    }
+    if (const int err = n->kn.attach(); err != 0) {
+      // A failed attach linked nothing, so no activation can reach it.
+      table_.erase(key{c.ident, c.filter});
+      delete n;
+      return err;
+    }
+    post_change(*n);
+    return 0;
+  }
+
+  // Rule 6 done inline for the kqueue's own continuation (calling it here
+  // would take lock_ twice): FreeBSD's tail of kqueue_register. Under lock_.
+  void post_change(entry& e) {
+    if (e.dropping) return;
+    knote_core& k = *e.core;
+    if (!k.is_disabled() && e.ops->recheck(e)) (void)k.set_active();
+    if (k.is_active() && !k.is_disabled() && k.try_queue()) push_pending(e);
+  }
+
+  // The seed's kq_func: rule 7, a knote is queued once however often it
+  // fires before a scan. Called by activation, on any thread.
+  void on_activation(entry& e) {
+    std::lock_guard<Lock> g(lock_);
+    if (e.dropping || e.core->is_disabled()) return;
+    if (e.core->try_queue()) push_pending(e);
+  }
+
+  void push_pending(entry& e) noexcept {
+    e.pnext = nullptr;
+    e.pprev = ptail_;
+    if (ptail_ != nullptr)
+      ptail_->pnext = &e;
+    else
+      phead_ = &e;
+    ptail_ = &e;
+    ++pending_;
+    if (waiters_ != 0) cv_.notify_all();
+  }
+  void remove_pending(entry& e) noexcept {
+    if (e.pprev != nullptr)
+      e.pprev->pnext = e.pnext;
+    else
+      phead_ = e.pnext;
+    if (e.pnext != nullptr)
+      e.pnext->pprev = e.pprev;
+    else
+      ptail_ = e.pprev;
+    e.pnext = e.pprev = nullptr;
+    --pending_;
+    e.core->unqueue();
+  }
+
+  // Takes e out of the table and the pending list; activations racing in
+  // see `dropping` and leave it alone. Under lock_.
+  void unlink_locked(entry& e) {
+    e.dropping = true;
+    if (e.core->is_queued()) remove_pending(e);
+    table_.erase(key{e.ident, e.filter});
+  }
+
+  static void destroy_all(entry* drops) {
+    while (drops != nullptr) {
+      entry* e = drops;
+      drops = e->pnext;
+      e->ops->destroy(*e);
+    }
+  }
+
+  // One pass over the knotes pending when it starts (FreeBSD's marker):
+  // a level-triggered knote re-queued behind them is not seen twice.
+  std::size_t collect(std::span<kevent_type> events, entry*& drops) {
+    std::size_t n = 0;
+    std::size_t budget = pending_;
+    while (n < events.size() && budget-- > 0) {
+      entry& e = *phead_;
+      remove_pending(e);
+      knote_core& k = *e.core;
+      const bool oneshot = has(e.flags, ev::oneshot);
+      // FreeBSD reports a one-shot knote without re-checking it.
+      if (!oneshot && !e.ops->recheck(e)) {
+        (void)k.clear_active();
+        continue;
+      }
+      const bool clear = has(e.flags, ev::clear);
+      const knote_change r =
+          e.ops->report(e, static_cast<std::uint16_t>(e.flags), clear);
+      events[n++] = kevent_type{e.ident, e.filter, e.flags, r.fflags, r.data, e.udata};
+      if (oneshot) {
+        unlink_locked(e);
+        e.pnext = drops;
+        drops = &e;
+      } else if (clear || has(e.flags, ev::dispatch)) {
+        if (has(e.flags, ev::dispatch)) k.disable();
+        (void)k.clear_active();
+      } else {
+        (void)k.try_queue();
+        e.pnext = nullptr;
+        // Re-queued without waking anyone: the scanner that found it returns.
+        e.pprev = ptail_;
+        if (ptail_ != nullptr)
+          ptail_->pnext = &e;
+        else
+          phead_ = &e;
+        ptail_ = &e;
+        ++pending_;
+      }
+    }
+    return n;
+  }
+
+  mutable Lock lock_;
+  std::condition_variable_any cv_;
+  std::size_t waiters_ = 0;
+  std::unordered_map<key, entry*, key_hash> table_;
+  entry* phead_ = nullptr;
+  entry* ptail_ = nullptr;
+  std::size_t pending_ = 0;
+  contexts ctx_{};
+};
+
+}  // namespace kcont

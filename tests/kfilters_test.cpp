@@ -1,0 +1,158 @@
+// kfilters: the user filter's NOTE_FF* arithmetic and the timer filter,
+// both driven through a kqueue and, for the timer, through a plain knote.
+#include <kcont/kfilters.hpp>
+
+#include <doctest/doctest.h>
+
+#include <kcont/dispatcher.hpp>
+
+#include "kq_support.hpp"
+
+using namespace kq_test;
+namespace note = kcont::note;
+using std::chrono::milliseconds;
+
+static_assert(kcont::filter_for<kcont::user_filter, kcont::knote_base<long>>);
+static_assert(kcont::filter_has_touch<kcont::user_filter, kcont::knote_base<long>>);
+static_assert(kcont::filter_for<kcont::timer_filter<>,
+                                kcont::knote_base<kcont::timer_source::time_point>>);
+static_assert(!kcont::filter_for<kcont::timer_filter<>, kcont::knote_base<long>>);
+
+TEST_CASE("kfilters.user_ff_arithmetic") {
+  using kcont::user_filter;
+  CHECK(user_filter::apply(0x0f, note::ffnop | 0xf0) == 0x0f);
+  CHECK(user_filter::apply(0x0f, note::ffand | 0x3c) == 0x0c);
+  CHECK(user_filter::apply(0x0f, note::ffor | 0xf0) == 0xff);
+  CHECK(user_filter::apply(0x0f, note::ffcopy | 0xf0) == 0xf0);
+  // Only the low 24 bits are user flags: NOTE_TRIGGER and beyond never stick.
+  CHECK(user_filter::apply(0, note::ffcopy | note::trigger | 0xffffff) == 0xffffff);
+}
+
+TEST_CASE("kfilters.user_fflags_reported_through_a_kqueue") {
+  fixture f;
+  REQUIRE(f.change(user(1, ev::add | ev::clear, note::ffcopy | 0x11)) == 0);
+  CHECK(f.scan().empty());
+  REQUIRE(f.change(trigger(1, note::ffor | 0x100)) == 0);
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == 0x111);
+  REQUIRE(f.change(trigger(1, note::ffand | 0x101)) == 0);
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == 0x101);
+  REQUIRE(f.change(trigger(1, note::ffcopy | 0x7)) == 0);
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == 0x7);
+  // FFNOP with a trigger reports the saved flags unchanged.
+  REQUIRE(f.change(trigger(1, note::ffnop | 0xff)) == 0);
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == 0x7);
+  // A change without NOTE_TRIGGER only edits the flags.
+  REQUIRE(f.change(user(1, ev::none, note::ffor | 0x8)) == 0);
+  CHECK(f.scan().empty());
+  REQUIRE(f.change(trigger(1)) == 0);
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == 0xf);
+}
+
+TEST_CASE("kfilters.user_trigger_in_the_add_fires_at_once") {
+  fixture f;
+  REQUIRE(f.change(user(2, ev::add | ev::clear, note::trigger | note::ffcopy | 0x3, 9)) == 0);
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == 0x3);
+  CHECK(e[0].data == 9);
+}
+
+TEST_CASE("kfilters.timer_periodic_counts_expirations_since_last_scan") {
+  fixture f;
+  REQUIRE(f.change(kev{1, filter_id::timer, ev::add, 0, 10, 42}) == 0);  // 10 ms
+  f.ts.tick(t0 + milliseconds(5));
+  CHECK(f.scan().empty());
+  f.ts.tick(t0 + milliseconds(10));
+  f.ts.tick(t0 + milliseconds(35));  // two more expirations: 20 and 30
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].data == 3);
+  CHECK(e[0].udata == 42);
+  CHECK(f.scan().empty());  // timers behave as EV_CLEAR
+  f.ts.tick(t0 + milliseconds(40));
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].data == 1);
+  REQUIRE(f.change(kev{1, filter_id::timer, ev::delete_}) == 0);
+  f.ts.tick(t0 + milliseconds(100));
+  CHECK(f.scan().empty());
+  CHECK(f.ts.list().empty());
+}
+
+TEST_CASE("kfilters.timer_oneshot_fires_once_and_is_deleted") {
+  fixture f;
+  REQUIRE(f.change(kev{2, filter_id::timer, ev::add | ev::oneshot, note::useconds, 1500}) == 0);
+  f.ts.tick(t0 + milliseconds(1));
+  CHECK(f.scan().empty());
+  f.ts.tick(t0 + milliseconds(10));
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].data == 1);
+  CHECK(f.kq.size() == 0);
+  CHECK(f.ts.list().empty());
+}
+
+TEST_CASE("kfilters.timer_units_and_rearm_on_readd") {
+  using tf = kcont::timer_filter<>;
+  CHECK(tf::period_of(note::seconds, 2) == std::chrono::seconds(2));
+  CHECK(tf::period_of(note::nseconds, 7) == std::chrono::nanoseconds(7));
+  CHECK(tf::period_of(0, 3) == milliseconds(3));
+  fixture f;
+  CHECK(f.change(kev{3, filter_id::timer, ev::add, 0, -1}) == EINVAL);
+  REQUIRE(f.change(kev{3, filter_id::timer, ev::add, 0, 100}) == 0);
+  f.ts.tick(t0 + milliseconds(50));
+  REQUIRE(f.change(kev{3, filter_id::timer, ev::add, 0, 10}) == 0);  // re-armed from t0+50
+  f.ts.tick(t0 + milliseconds(59));
+  CHECK(f.scan().empty());
+  f.ts.tick(t0 + milliseconds(60));
+  CHECK(f.scan().size() == 1);
+}
+
+TEST_CASE("kfilters.timer_on_a_plain_knote_defers_to_its_level") {
+  kcont::manual_dispatcher<> d;
+  kcont::timer_source ts{t0};
+  using tkn = kcont::knote_base<kcont::timer_source::time_point>;
+  kcont::kc k{[](tkn* kn, long& total, kcont::knote_cause) { total += kn->snapshot().data; },
+              0L, bsd_level::softclock};
+  kcont::knote<kcont::timer_filter<>> kn{kcont::timer_filter<>{ts}, k, 1};
+  kn.sdata = 5;
+  REQUIRE(kn.attach() == 0);
+  CHECK(ts.tick(d, t0 + milliseconds(12), bsd_level::softserial) == 1);
+  CHECK(k.env() == 0);
+  d.drain(bsd_level::softclock);
+  CHECK(k.env() == 2);
+  kn.detach(d);
+}
+
+TEST_CASE("kfilters.counting_filter_on_an_event_source") {
+  constexpr kcont::filter_id rx_id{7};
+  kcont::event_source rx;
+  kcont::kqueue<kcont::filters<kcont::counting_filter<rx_id>>> kq{rx};
+  REQUIRE(kq.change(kev{1, rx_id, ev::add | ev::clear, 0x2}) == 0);  // wants bit 1
+  REQUIRE(kq.change(kev{2, rx_id, ev::add}) == 0);                   // wants everything
+  CHECK(rx.post(0x1) == 1);
+  CHECK(rx.post(0x3) == 2);
+  CHECK(rx.post(0x2) == 2);
+  kev out[4];
+  REQUIRE(kq.scan(out) == 2);
+  CHECK(out[0].ident == 2);
+  CHECK(out[0].data == 3);
+  CHECK(out[0].fflags == 0x3);
+  CHECK(out[1].ident == 1);
+  CHECK(out[1].data == 2);
+  CHECK(out[1].fflags == 0x2);
+  REQUIRE(kq.scan(out) == 1);  // ident 2 is level-triggered
+  CHECK(out[0].ident == 2);
+  REQUIRE(kq.change(kev{2, rx_id, ev::delete_}) == 0);
+  CHECK(kq.scan(out) == 0);
+}

@@ -1,0 +1,79 @@
+// Shared by the kqueue tests: a klist-driven counting filter (a user-defined
+// filter with a context, as a device driver would write one) and helpers.
+#pragma once
+
+#include <kcont/kfilters.hpp>
+#include <kcont/klist.hpp>
+#include <kcont/kqueue.hpp>
+
+#include <chrono>
+#include <mutex>
+#include <vector>
+
+namespace kq_test {
+
+using kcont::bsd_level;
+using kcont::ev;
+using kcont::filter_id;
+
+// An event source: each fire(n) adds n to the data of every attached knote.
+struct counter_source {
+  kcont::klist<long, bsd_level, std::mutex> list;
+  std::size_t fire(long n) {
+    kcont::immediate_target<> t;
+    return list.fire(t, n, t.lowest);
+  }
+};
+
+// A user-defined filter: data counts the events since the last report
+// (reset on report only with ev::clear: without it the knote stays
+// level-triggered while data != 0).
+struct counter_filter {
+  static constexpr filter_id id{100};
+  using context_type = counter_source;
+  counter_source* src;
+  explicit counter_filter(counter_source& s) : src(&s) {}
+  int attach(kcont::knote_base<long>& kn) {
+    src->list.insert(kn);
+    return 0;
+  }
+  void detach(kcont::knote_base<long>& kn) { (void)src->list.erase(kn); }
+  bool event(kcont::knote_base<long>& kn, long hint) {
+    if (hint > 0) {
+      kn.data += hint;
+      return true;
+    }
+    return kn.data != 0;
+  }
+};
+
+using kev = kcont::kevent;
+using kq_t = kcont::kqueue<kcont::filters<kcont::user_filter, counter_filter, kcont::timer_filter<>>>;
+
+inline const kcont::timer_source::time_point t0{std::chrono::hours(1)};
+
+struct fixture {
+  counter_source cs;
+  kcont::timer_source ts{t0};
+  kq_t kq{cs, ts};
+
+  int change(kev c) { return kq.change(c); }
+  std::vector<kev> scan(std::size_t max = 16) {
+    std::vector<kev> out(max);
+    out.resize(kq.scan(out));
+    return out;
+  }
+};
+
+inline kev user(std::uintptr_t id, ev flags, std::uint32_t fflags = 0,
+                std::int64_t data = 0, std::uintptr_t udata = 0) {
+  return kev{id, filter_id::user, flags, fflags, data, udata};
+}
+inline kev counter(std::uintptr_t id, ev flags, std::uintptr_t udata = 0) {
+  return kev{id, counter_filter::id, flags, 0, 0, udata};
+}
+inline kev trigger(std::uintptr_t id, std::uint32_t fflags = 0) {
+  return user(id, ev::none, kcont::note::trigger | fflags);
+}
+
+}  // namespace kq_test
