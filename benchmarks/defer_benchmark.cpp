@@ -8,7 +8,12 @@
 // and the status), then the drain runs every one of them in FIFO order; each
 // run does record(*t, r, status). Per item therefore: one push, one pop, one
 // call. The node storage (kc objects, raw nodes) is set up before the loop,
-// as a caller-owned continuation is.
+// as a caller-owned continuation is. Each batch is one out-of-line call of a
+// `round_*` function taking the queue by reference: the queue lives in memory
+// in every case (as a queue shared by the code that pushes and the code that
+// drains does), and report.sh counts the instructions of exactly these
+// functions with callgrind (--toggle-collect=*round_*), a figure the load on
+// the machine cannot disturb.
 //
 //   BM_DeferDrain_DequeMutexFunction  std::deque<std::function<void()>> + std::mutex:
 //                                     what a person writes by hand (lambda of 16
@@ -78,30 +83,33 @@ void finish(benchmark::State& state, kcont_bench::item_check& check,
 // then until empty (lock; move the front out; pop_front; unlock; call).
 // std::deque allocates a block every 512 bytes pushed and frees one every 512
 // bytes popped, so this baseline allocates about sizeof(function)/512 per item.
+[[gnu::noinline]] void round_deque(std::deque<std::function<void()>>& q,
+                                   std::mutex& m, request* reqs) {
+  for (std::size_t i = 0; i < batch; ++i) {
+    request* r = &reqs[i];
+    const int s = fresh_status();
+    std::lock_guard<std::mutex> g(m);
+    q.emplace_back([r, s] { record(*r->owner, r, s); });
+  }
+  for (;;) {
+    std::function<void()> f;
+    {
+      std::lock_guard<std::mutex> g(m);
+      if (q.empty()) break;
+      f = std::move(q.front());
+      q.pop_front();
+    }
+    f();
+  }
+}
+
 void BM_DeferDrain_DequeMutexFunction(benchmark::State& state) {
   tally t;
   auto reqs = make_requests(t);
   std::deque<std::function<void()>> q;
   std::mutex m;
   kcont_bench::item_check check(state);
-  for (auto _ : state) {
-    for (std::size_t i = 0; i < batch; ++i) {
-      request* r = &reqs[i];
-      const int s = fresh_status();
-      std::lock_guard<std::mutex> g(m);
-      q.emplace_back([r, s] { record(*r->owner, r, s); });
-    }
-    for (;;) {
-      std::function<void()> f;
-      {
-        std::lock_guard<std::mutex> g(m);
-        if (q.empty()) break;
-        f = std::move(q.front());
-        q.pop_front();
-      }
-      f();
-    }
-  }
+  for (auto _ : state) round_deque(q, m, reqs.get());
   finish(state, check, t);
 }
 BENCHMARK(BM_DeferDrain_DequeMutexFunction)->Apply(kcont_bench::register_case);
@@ -157,6 +165,14 @@ std::unique_ptr<raw_node[]> make_raw_nodes(tally& t) {
 // Loop: N x (store obj/status/next, link at the tail), then until empty
 // (unlink the head, one indirect call through the node's fn).
 template <class Lock>
+[[gnu::noinline]] void round_raw(raw_fifo<Lock>& q, raw_node* base,
+                                 request* reqs) {
+  for (std::size_t i = 0; i < batch; ++i)
+    q.push(&base[i], &reqs[i], fresh_status());
+  q.drain();
+}
+
+template <class Lock>
 void defer_drain_raw(benchmark::State& state) {
   tally t;
   auto reqs = make_requests(t);
@@ -164,11 +180,7 @@ void defer_drain_raw(benchmark::State& state) {
   raw_node* const base = kcont_bench::opaque(nodes.get());  // fn read at run time
   raw_fifo<Lock> q;
   kcont_bench::item_check check(state);
-  for (auto _ : state) {
-    for (std::size_t i = 0; i < batch; ++i)
-      q.push(&base[i], &reqs[i], fresh_status());
-    q.drain();
-  }
+  for (auto _ : state) round_raw(q, base, reqs.get());
   finish(state, check, t);
 }
 void BM_DeferDrain_RawFifo(benchmark::State& state) {
@@ -202,18 +214,22 @@ std::unique_ptr<std::optional<softnet_kc>[]> make_kcs(tally& t) {
 // indirect call to the trampoline, which takes the saved obj/status and calls
 // the lambda inlined).
 template <class Lock>
+[[gnu::noinline]] void round_kcont(kcont::manual_dispatcher<bsd_level, Lock>& d,
+                                   std::optional<softnet_kc>* ks,
+                                   request* reqs) {
+  for (std::size_t i = 0; i < batch; ++i)
+    benchmark::DoNotOptimize(kcont::defer(d, *ks[i], &reqs[i], fresh_status()));
+  benchmark::DoNotOptimize(d.drain(bsd_level::softnet));
+}
+
+template <class Lock>
 void defer_drain_kcont(benchmark::State& state) {
   tally t;
   auto reqs = make_requests(t);
   auto ks = make_kcs(t);
   kcont::manual_dispatcher<bsd_level, Lock> d;
   kcont_bench::item_check check(state);
-  for (auto _ : state) {
-    for (std::size_t i = 0; i < batch; ++i)
-      benchmark::DoNotOptimize(
-          kcont::defer(d, *ks[i], &reqs[i], fresh_status()));
-    benchmark::DoNotOptimize(d.drain(bsd_level::softnet));
-  }
+  for (auto _ : state) round_kcont(d, ks.get(), reqs.get());
   finish(state, check, t);
 }
 void BM_DeferDrain_KcontNoLock(benchmark::State& state) {
@@ -244,7 +260,8 @@ void BM_DeferOne_RawFifoSpinLock(benchmark::State& state) {
   auto reqs = make_requests(t);
   auto nodes = make_raw_nodes(t);
   raw_node* const base = kcont_bench::opaque(nodes.get());
-  raw_fifo<kcont::spin_lock> q;
+  raw_fifo<kcont::spin_lock> storage;  // in memory, as in defer_drain_raw
+  raw_fifo<kcont::spin_lock>& q = *kcont_bench::opaque(&storage);
   kcont_bench::item_check check(state);
   for (auto _ : state) {
     const auto start = clock_type::now();

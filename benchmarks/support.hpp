@@ -48,8 +48,15 @@ template <class T>
 }
 
 // What the handlers of a case accumulate: one count and one checksum.
+// Not adjacent on purpose: g++'s SLP vectorizer turns two adjacent 8-byte
+// read-modify-writes into one 16-byte load/add/store in some functions and not
+// in others (it did so in a free function and in kc's trampoline, not in
+// std::function's invoker), which made the same handler cost more behind one
+// mechanism than behind another. With a gap every mechanism runs the same
+// two scalar adds.
 struct tally {
   std::uint64_t count = 0;
+  std::uint64_t gap = 0;
   std::uint64_t sum = 0;
 };
 
