@@ -53,18 +53,27 @@ concept deferral_target =
 
 namespace detail {
 
-template <bool Concurrent, class Obj, class Status, class Level>
+template <class Obj, class Status, class Level>
 void save_once(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s) {
   using A = kc_base_access<Obj, Status, Level>;
   // The queue has claimed k (queued bit set by us), so no other deferral can
   // be here; only a racing claim attempt may touch the word, and it changes
-  // nothing, so a plain store of the deferred bit is safe.
-  if (hook_access::state(k).load(std::memory_order_relaxed) &
-      hook_access::deferred_bit)
+  // nothing, so a plain store of the deferred bit is safe, even when other
+  // threads use the queue: no locked read-modify-write here.
+  // The one other writer, a runner clearing the deferred bit of the previous
+  // deferral, wrote before our load whenever our load sees the bit clear (our
+  // claim read the latest value, and this load sees at least that one), and
+  // when it sees the bit set we store nothing. The saved values reach the
+  // runner through the queue's own synchronization (its lock).
+  const std::uint8_t st =
+      hook_access::state(k).load(std::memory_order_relaxed);
+  if (st & hook_access::deferred_bit)
     return;  // rule 2: the first deferral's values stand
   A::saved_obj(k) = o;
   A::saved_status(k) = s;
-  hook_access::set<Concurrent>(k, hook_access::deferred_bit);
+  hook_access::state(k).store(
+      static_cast<std::uint8_t>(st | hook_access::deferred_bit),
+      std::memory_order_relaxed);
 }
 
 }  // namespace detail
@@ -82,7 +91,7 @@ run_result defer(D& d, kc_base<Obj, Status, typename D::level_type>& k,
                 "defer: an immediate continuation has no level queue to wait on");
   if (k.level() == L::immediate) return run_result::refused;
   const push_result r = d.push_deferred(
-      k, [&] { detail::save_once<D::concurrent>(k, obj, status); });
+      k, [&] { detail::save_once(k, obj, status); });
   return pushed(r) ? run_result::deferred : run_result::refused;
 }
 
