@@ -109,11 +109,18 @@ run_result run(D& d, kc_base<Obj, Status, typename D::level_type>& k,
                typename D::level_type current) {
   using A = kc_base_access<Obj, Status, typename D::level_type>;
   const auto st = detail::hook_access::state(k).load(std::memory_order_acquire);
+  // The common case first, with one test of the state word: neither queued
+  // nor carrying a deferral.
+  if ((st & detail::hook_access::busy_bits) == 0) [[likely]] {
+    if (!runs_now(k.level(), current)) return defer(d, k, obj, status);
+    A::invoke(k, obj, status);
+    return run_result::ran;
+  }
   // Queued already (deferred and not yet run, or on an object's list): this
   // request coalesces with the pending one.
   if (st & detail::hook_access::queued_bit) return run_result::refused;
   if (!runs_now(k.level(), current)) return defer(d, k, obj, status);
-  if (st & detail::hook_access::deferred_bit) {
+  {
     obj = A::saved_obj(k);
     status = A::saved_status(k);
     detail::hook_access::clear<D::concurrent>(k,
@@ -150,15 +157,21 @@ run_result run(D& d, kc<Fn, Env, Spec, Obj, Status>& k,
   } else {
     const auto st =
         detail::hook_access::state(k).load(std::memory_order_acquire);
-    if (st & detail::hook_access::queued_bit) return run_result::refused;
     L level;
     if constexpr (is_static_level_v<Spec>)
       level = Spec::value;
     else
       level = k.level();
+    // The common case first, with one test of the state word.
+    if ((st & detail::hook_access::busy_bits) == 0) [[likely]] {
+      if (!runs_now(level, current)) return defer(d, k, obj, status);
+      direct::call(k, obj, status);
+      return run_result::ran;
+    }
+    if (st & detail::hook_access::queued_bit) return run_result::refused;
     if (!runs_now(level, current))
       return defer(d, k, obj, status);
-    if (st & detail::hook_access::deferred_bit) {
+    {
       obj = A::saved_obj(k);
       status = A::saved_status(k);
       detail::hook_access::clear<D::concurrent>(
