@@ -38,11 +38,11 @@ echo "== benchmarks: $reps repetitions x ${min_time}s per case, interleaved (abo
 # The build's compile flags and this run's settings go into the JSON context.
 "$py" benchmarks/report.py annotate "$out/report.json" "$builddir" \
   kcont_min_time="$min_time" kcont_interleaved=yes
-# Instructions per item of the defer + drain cases (callgrind: immune to the
-# load on the machine). Skipped when valgrind is not installed.
+# Instructions per item of the immediate-run and defer + drain cases
+# (callgrind: immune to the load on the machine). Skipped without valgrind.
 if command -v valgrind >/dev/null; then
-  echo "== counting instructions per item with callgrind (BM_DeferDrain_*)"
-  "$py" benchmarks/report.py count "$out/report.json" "$exe" '^BM_DeferDrain_'
+  echo "== counting instructions per item with callgrind (BM_ImmediateRun_*, BM_DeferDrain_*)"
+  "$py" benchmarks/report.py count "$out/report.json" "$exe" '^BM_(ImmediateRun|DeferDrain)_'
 fi
 
 "$py" benchmarks/report.py render "$out/report.json" "$out/report.md"
