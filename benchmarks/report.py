@@ -301,7 +301,7 @@ def compile_flags(builddir):
     return "unknown"
 
 
-def count_instructions(exe, regex):
+def count_instructions(exe, regex, only=None):
     """Runs each case matching `regex` once (one iteration) under callgrind,
     collecting only inside the functions named round_* (one batch each), and
     returns {case: {"instructions", "items", "per_item"}}. Instruction counts
@@ -311,6 +311,8 @@ def count_instructions(exe, regex):
         check=True, capture_output=True, text=True).stdout.split()
     counts = {}
     for name in names:
+        if only is not None and name not in only:
+            continue  # not in this run (KCONT_BENCH_FILTER)
         p = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
              "--toggle-collect=*round_*", exe,
@@ -545,7 +547,8 @@ def main(argv):
         return 0
     if len(argv) == 5 and argv[1] == "count":
         results = load_benchmark_results(argv[2])
-        results["kcont_instructions"] = count_instructions(argv[3], argv[4])
+        measured = {b.get("run_name", b["name"]) for b in results["benchmarks"]}
+        results["kcont_instructions"] = count_instructions(argv[3], argv[4], measured)
         v = subprocess.run(["valgrind", "--version"], capture_output=True, text=True)
         results["context"]["kcont_callgrind"] = v.stdout.strip()
         with open(argv[2], "w") as f:

@@ -11,18 +11,27 @@
 #   KCONT_BENCH_REPETITIONS (default 12), KCONT_BENCH_MIN_TIME (seconds per
 #   repetition, default 0.2), KCONT_BENCH_FILTER (a --benchmark_filter regex).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-
 builddir=${1:?usage: benchmarks/report.sh <builddir>}
+[ -d "$builddir" ] && builddir=$(cd "$builddir" && pwd)  # relative to the caller
+cd "$(dirname "$0")/.."
 py=/usr/bin/python3   # the system python (Google Benchmark's tools live there)
 reps=${KCONT_BENCH_REPETITIONS:-12}
 min_time=${KCONT_BENCH_MIN_TIME:-0.2}
 filter=${KCONT_BENCH_FILTER:-.}
 out=benchmarks/results
 
+[ -f "$builddir/build.ninja" ] || {
+  echo "report.sh: $builddir is not a meson build directory; make one with" >&2
+  echo "  meson setup $builddir -Dbuildtype=release -Db_ndebug=true" >&2
+  exit 1
+}
+if ! ninja -C "$builddir" -t targets all | grep -q '^benchmarks/kcont_bench:'; then
+  echo "report.sh: $builddir has no benchmark suite (Google Benchmark not found," >&2
+  echo "  or -Dbenchmarks=disabled): install libbenchmark-dev and reconfigure" >&2
+  exit 1
+fi
 ninja -C "$builddir" benchmarks/kcont_bench >/dev/null
 exe=$builddir/benchmarks/kcont_bench
-[ -x "$exe" ] || { echo "report.sh: $exe was not built (is benchmarks enabled?)" >&2; exit 1; }
 
 mkdir -p "$out"
 echo "== benchmarks: $reps repetitions x ${min_time}s per case, interleaved (about 2 minutes)"

@@ -120,7 +120,7 @@ run_result run(D& d, kc_base<Obj, Status, typename D::level_type>& k,
   // request coalesces with the pending one.
   if (st & detail::hook_access::queued_bit) return run_result::refused;
   if (!runs_now(k.level(), current)) return defer(d, k, obj, status);
-  {
+  {  // k carries a deferral: it runs with the saved values (rule 2)
     obj = A::saved_obj(k);
     status = A::saved_status(k);
     detail::hook_access::clear<D::concurrent>(k,
@@ -171,7 +171,7 @@ run_result run(D& d, kc<Fn, Env, Spec, Obj, Status>& k,
     if (st & detail::hook_access::queued_bit) return run_result::refused;
     if (!runs_now(level, current))
       return defer(d, k, obj, status);
-    {
+    {  // k carries a deferral: it runs with the saved values (rule 2)
       obj = A::saved_obj(k);
       status = A::saved_status(k);
       detail::hook_access::clear<D::concurrent>(
