@@ -53,13 +53,13 @@ concept deferral_target =
 
 namespace detail {
 
-template <class Obj, class Status, class Level>
+template <bool Concurrent, class Obj, class Status, class Level>
 void save_once(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s) {
   using A = kc_base_access<Obj, Status, Level>;
   // The queue has claimed k (queued bit set by us), so no other deferral can
   // be here; only a racing claim attempt may touch the word, and it changes
   // nothing, so a plain store of the deferred bit is safe, even when other
-  // threads use the queue: no locked read-modify-write here.
+  // threads use the queue (Concurrent): no locked read-modify-write here.
   // The one other writer, a runner clearing the deferred bit of the previous
   // deferral, wrote before our load whenever our load sees the bit clear (our
   // claim read the latest value, and this load sees at least that one), and
@@ -73,7 +73,7 @@ void save_once(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s) {
   A::saved_status(k) = s;
   hook_access::state(k).store(
       static_cast<std::uint8_t>(st | hook_access::deferred_bit),
-      std::memory_order_relaxed);
+      std::memory_order_relaxed);  // whatever Concurrent says: see above
 }
 
 }  // namespace detail
@@ -91,7 +91,7 @@ run_result defer(D& d, kc_base<Obj, Status, typename D::level_type>& k,
                 "defer: an immediate continuation has no level queue to wait on");
   if (k.level() == L::immediate) return run_result::refused;
   const push_result r = d.push_deferred(
-      k, [&] { detail::save_once(k, obj, status); });
+      k, [&] { detail::save_once<D::concurrent>(k, obj, status); });
   return pushed(r) ? run_result::deferred : run_result::refused;
 }
 
@@ -116,11 +116,12 @@ run_result run(D& d, kc_base<Obj, Status, typename D::level_type>& k,
     A::invoke(k, obj, status);
     return run_result::ran;
   }
+
   // Queued already (deferred and not yet run, or on an object's list): this
   // request coalesces with the pending one.
   if (st & detail::hook_access::queued_bit) return run_result::refused;
   if (!runs_now(k.level(), current)) return defer(d, k, obj, status);
-  {  // k carries a deferral: it runs with the saved values (rule 2)
+  if (st & detail::hook_access::deferred_bit) {
     obj = A::saved_obj(k);
     status = A::saved_status(k);
     detail::hook_access::clear<D::concurrent>(k,
@@ -157,21 +158,28 @@ run_result run(D& d, kc<Fn, Env, Spec, Obj, Status>& k,
   } else {
     const auto st =
         detail::hook_access::state(k).load(std::memory_order_acquire);
+    // The common case first, with one test of the state word.
+    if ((st & detail::hook_access::busy_bits) == 0) [[likely]] {
+      const L now = [&] {
+        if constexpr (is_static_level_v<Spec>)
+          return L{Spec::value};
+        else
+          return k.level();
+      }();
+      if (!runs_now(now, current)) return defer(d, k, obj, status);
+      direct::call(k, obj, status);
+      return run_result::ran;
+    }
+
+    if (st & detail::hook_access::queued_bit) return run_result::refused;
     L level;
     if constexpr (is_static_level_v<Spec>)
       level = Spec::value;
     else
       level = k.level();
-    // The common case first, with one test of the state word.
-    if ((st & detail::hook_access::busy_bits) == 0) [[likely]] {
-      if (!runs_now(level, current)) return defer(d, k, obj, status);
-      direct::call(k, obj, status);
-      return run_result::ran;
-    }
-    if (st & detail::hook_access::queued_bit) return run_result::refused;
     if (!runs_now(level, current))
       return defer(d, k, obj, status);
-    {  // k carries a deferral: it runs with the saved values (rule 2)
+    if (st & detail::hook_access::deferred_bit) {
       obj = A::saved_obj(k);
       status = A::saved_status(k);
       detail::hook_access::clear<D::concurrent>(
