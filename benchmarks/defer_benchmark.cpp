@@ -2,7 +2,9 @@
 // that level (kcont/run.hpp defer + kcont/dispatcher.hpp drain), next to the
 // hand-written equivalents, in the same binary.
 // Case G (push part): the cost of one deferral as a signal handler would do
-// it, under a lock a handler could take.
+// it. A spin lock is only signal-safe when the thread it interrupts never
+// holds it (signals blocked around that thread's own pushes): the figure is
+// the push, the signal-safe path is the lock-free queue (TODO below).
 //
 // B, one iteration = one batch: N deferrals (each saves obj = the i-th request
 // and the status), then the drain runs every one of them in FIFO order; each
@@ -361,8 +363,8 @@ BENCHMARK(BM_DeferOne_RawFifoSpinLock)
     ->Apply(kcont_bench::register_case);
 
 // Loop (timed by hand): N x one kcont::defer to the level queue of a
-// dispatcher whose queues take a lock a handler may take (spin_lock: no
-// syscall, no allocation). Untimed: the drain that checks them.
+// dispatcher whose queues take a spin_lock (no syscall, no allocation; see
+// the signal-safety note at the top). Untimed: the drain that checks them.
 template <class Dispatcher>
 void defer_one_kcont(benchmark::State& state) {
   tally t;

@@ -360,6 +360,7 @@ def render(results, out):
     w("| run | |")
     w("|---|---|")
     w(f"| date | {ctx.get('date', '?')} |")
+    w(f"| kcont commit | {ctx.get('kcont_commit', '?')} |")
     w(f"| host | {ctx.get('host_name', '?')} |")
     w(f"| CPU | {ctx.get('kcont_cpu_model', '?')}, {ctx.get('num_cpus', '?')} CPUs "
       f"at {ctx.get('mhz_per_cpu', '?')} MHz, frequency scaling "
