@@ -46,7 +46,7 @@ echo "== benchmarks: $reps repetitions x ${min_time}s per case, interleaved (abo
 
 # The build's compile flags and this run's settings go into the JSON context.
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- include benchmarks 2>/dev/null || commit="$commit+uncommitted changes"
+git diff --quiet HEAD -- include benchmarks ':!benchmarks/results' 2>/dev/null || commit="$commit+uncommitted changes"
 "$py" benchmarks/report.py annotate "$out/report.json" "$builddir" \
   kcont_min_time="$min_time" kcont_interleaved=yes kcont_commit="$commit"
 # Instructions per item of the immediate-run and defer + drain cases
