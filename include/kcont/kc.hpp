@@ -114,6 +114,8 @@ struct hook_access {
   static constexpr std::uint8_t queued_bit = kc_hook::queued_bit;
   static constexpr std::uint8_t deferred_bit = kc_hook::deferred_bit;
   static constexpr std::uint8_t autofree_bit = kc_hook::autofree_bit;
+  // Either set: run() leaves its one-test fast path.
+  static constexpr std::uint8_t busy_bits = queued_bit | deferred_bit;
 
   // Clears bits. `Concurrent` selects an atomic read-modify-write; without it
   // the caller guarantees no other thread touches the state word.

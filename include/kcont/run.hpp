@@ -58,13 +58,22 @@ void save_once(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s) {
   using A = kc_base_access<Obj, Status, Level>;
   // The queue has claimed k (queued bit set by us), so no other deferral can
   // be here; only a racing claim attempt may touch the word, and it changes
-  // nothing, so a plain store of the deferred bit is safe.
-  if (hook_access::state(k).load(std::memory_order_relaxed) &
-      hook_access::deferred_bit)
+  // nothing, so a plain store of the deferred bit is safe, even when other
+  // threads use the queue (Concurrent): no locked read-modify-write here.
+  // The one other writer, a runner clearing the deferred bit of the previous
+  // deferral, wrote before our load whenever our load sees the bit clear (our
+  // claim read the latest value, and this load sees at least that one), and
+  // when it sees the bit set we store nothing. The saved values reach the
+  // runner through the queue's own synchronization (its lock).
+  const std::uint8_t st =
+      hook_access::state(k).load(std::memory_order_relaxed);
+  if (st & hook_access::deferred_bit)
     return;  // rule 2: the first deferral's values stand
   A::saved_obj(k) = o;
   A::saved_status(k) = s;
-  hook_access::set<Concurrent>(k, hook_access::deferred_bit);
+  hook_access::state(k).store(
+      static_cast<std::uint8_t>(st | hook_access::deferred_bit),
+      std::memory_order_relaxed);  // whatever Concurrent says: see above
 }
 
 // The debug check behind "run a deferred continuation without a fresh obj":
@@ -112,6 +121,14 @@ run_result run(D& d, kc_base<Obj, Status, typename D::level_type>& k,
                typename D::level_type current) {
   using A = kc_base_access<Obj, Status, typename D::level_type>;
   const auto st = detail::hook_access::state(k).load(std::memory_order_acquire);
+  // The common case first, with one test of the state word: neither queued
+  // nor carrying a deferral.
+  if ((st & detail::hook_access::busy_bits) == 0) [[likely]] {
+    if (!runs_now(k.level(), current)) return defer(d, k, obj, status);
+    A::invoke(k, obj, status);
+    return run_result::ran;
+  }
+
   // Queued already (deferred and not yet run, or on an object's list): this
   // request coalesces with the pending one.
   if (st & detail::hook_access::queued_bit) return run_result::refused;
@@ -156,6 +173,19 @@ run_result run(D& d, kc<Fn, Env, Spec, Obj, Status>& k,
   } else {
     const auto st =
         detail::hook_access::state(k).load(std::memory_order_acquire);
+    // The common case first, with one test of the state word.
+    if ((st & detail::hook_access::busy_bits) == 0) [[likely]] {
+      const L now = [&] {
+        if constexpr (is_static_level_v<Spec>)
+          return L{Spec::value};
+        else
+          return k.level();
+      }();
+      if (!runs_now(now, current)) return defer(d, k, obj, status);
+      direct::call(k, obj, status);
+      return run_result::ran;
+    }
+
     if (st & detail::hook_access::queued_bit) return run_result::refused;
     L level;
     if constexpr (is_static_level_v<Spec>)

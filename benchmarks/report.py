@@ -1,0 +1,571 @@
+#!/usr/bin/python3
+"""Writes benchmarks/results/report.md from a Google Benchmark JSON file.
+
+Usage:
+  report.py annotate <json> <builddir> key=value...
+                                           add to the JSON's context the flags the
+                                           suite was built with (from
+                                           <builddir>/compile_commands.json) and
+                                           the given run settings
+  report.py count <json> <exe> <regex>    count with callgrind the instructions
+                                           per item of the cases matching regex
+                                           (their out-of-line round_* functions)
+                                           and add them to the JSON
+  report.py render <json> <report.md>      write the report
+
+Every figure comes from the JSON: Google Benchmark's own aggregates over the
+repetitions (median, plus the `min` and `max` statistics that support.hpp
+registers), its context (date, host, CPU count and frequency, load average)
+and the context the suite adds (compiler, CPU model, compile flags, contract
+checks). Nothing is typed by hand; a case absent from the JSON is reported as
+pending, a case that failed its item check as ERROR.
+Pure standard library, plus gbench.util (Google Benchmark's tools) when
+present, to load the results the same way compare.py does.
+"""
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+sys.path.insert(0, "/usr/share/benchmark")
+try:  # Google Benchmark's own loader (tools/gbench), when installed
+    from gbench.util import load_benchmark_results
+except ImportError:  # pragma: no cover
+    def load_benchmark_results(fname):
+        with open(fname) as f:
+            return json.load(f)
+
+
+# ----------------------------------------------------------------- the cases
+# Each scenario lists its cases: (benchmark name, role, like-for-like baseline,
+# what it is). `role` is "kcont" (a library path: must not allocate, except
+# where `allocs` says otherwise) or "baseline". The ratio column divides a
+# case's median by its baseline's median, both from this run.
+SCENARIOS = [
+    {
+        "id": "A",
+        "title": "Immediate run (one call)",
+        "cases": [
+            ("BM_ImmediateRun_Direct", "baseline", None,
+             "handler called directly, inlined"),
+            ("BM_ImmediateRun_FunctionPointer", "baseline", "BM_ImmediateRun_Direct",
+             "through a laundered fn(obj, env, status) pointer"),
+            ("BM_ImmediateRun_StdFunction", "baseline", "BM_ImmediateRun_FunctionPointer",
+             "through std::function"),
+            ("BM_ImmediateRun_KcStaticLevel", "kcont", "BM_ImmediateRun_Direct",
+             "kc at kcont::at<immediate>, concrete type"),
+            ("BM_ImmediateRun_KcRuntimeLevel", "kcont", "BM_ImmediateRun_FunctionPointer",
+             "kc with a runtime level, through kc_base&"),
+            ("BM_ImmediateRun_MakeKc", "kcont-alloc", "BM_ImmediateRun_KcRuntimeLevel",
+             "make_kc + run (the allocating maker)"),
+        ],
+    },
+    {
+        "id": "B",
+        "title": "Defer N = 1024, then drain (per item: push, pop, call)",
+        "cases": [
+            ("BM_DeferDrain_RawFifo", "baseline", None,
+             "raw intrusive FIFO, fn pointer per node, no lock (the floor)"),
+            ("BM_DeferDrain_DequeMutexFunction", "baseline", "BM_DeferDrain_RawFifo",
+             "std::deque<std::function<void()>> + std::mutex"),
+            ("BM_DeferDrain_RawFifoSpinLock", "baseline", "BM_DeferDrain_RawFifo",
+             "raw intrusive FIFO under kcont::spin_lock"),
+            ("BM_DeferDrain_GuardedFifo", "baseline", "BM_DeferDrain_RawFifo",
+             "the floor + kcont's guarantees, by hand (refuse if queued, save once, per-level queue)"),
+            ("BM_DeferDrain_KcontNoLock", "kcont", "BM_DeferDrain_RawFifo",
+             "kcont defer + drain, no_lock"),
+            ("BM_DeferDrain_KcontSpinLock", "kcont", "BM_DeferDrain_RawFifoSpinLock",
+             "kcont defer + drain, spin_lock"),
+            ("BM_DeferDrain_KcontMutex", "kcont", "BM_DeferDrain_DequeMutexFunction",
+             "kcont defer + drain, std::mutex"),
+        ],
+    },
+    {
+        "id": "G",
+        "title": "One deferral, as a signal handler does it (push only, timed by hand)",
+        "cases": [
+            ("BM_DeferOne_RawFifoSpinLock/manual_time", "baseline", None,
+             "raw intrusive push under spin_lock"),
+            ("BM_DeferOne_KcontSpinLock/manual_time", "kcont",
+             "BM_DeferOne_RawFifoSpinLock/manual_time",
+             "kcont::defer, spin_lock dispatcher"),
+            ("BM_DeferOne_KcontLockFree/manual_time", "kcont",
+             "BM_DeferOne_RawFifoSpinLock/manual_time",
+             "kcont::defer, lock-free queue (branch `dispatch`)"),
+        ],
+    },
+    {
+        "id": "C",
+        "title": "Coalesced activation (knote_benchmark.cpp)",
+        "cases": [
+            ("BM_Activate_RawQueuedFlag/8", "baseline", None,
+             "raw FIFO of objects with a queued flag"),
+            ("BM_Activate_KnoteCoalesced/8", "kcont", "BM_Activate_RawQueuedFlag/8",
+             "knote activated 8 times before each scan, queued once"),
+        ],
+    },
+    {
+        "id": "D",
+        "title": "Fan-out over a klist of 8, per subscriber (knote_benchmark.cpp)",
+        "cases": [
+            ("BM_FanOut_RawList/8", "baseline", None,
+             "raw intrusive list, fn pointer per subscriber"),
+            ("BM_FanOut_VirtualObserver/8", "baseline", "BM_FanOut_RawList/8",
+             "list of observers with a virtual on_event"),
+            ("BM_FanOut_Klist/8", "kcont", "BM_FanOut_RawList/8",
+             "knote(klist, hint) through each filter"),
+        ],
+    },
+    {
+        "id": "E",
+        "title": "Cross-thread throughput (dispatch_benchmark.cpp)",
+        "cases": [
+            ("BM_CrossThread_MutexCondvar/real_time", "baseline", None,
+             "std::deque + std::mutex + std::condition_variable"),
+            ("BM_CrossThread_Kcont/real_time", "kcont",
+             "BM_CrossThread_MutexCondvar/real_time",
+             "defer from a producer thread, drained by a worker"),
+        ],
+    },
+    {
+        "id": "F",
+        "title": "Back-to-back wake-up latency (dispatch_benchmark.cpp)",
+        "cases": [
+            ("BM_Wakeup_Kcont/real_time", "kcont", None,
+             "defer to an idle worker, time until it runs (counter p50_ns)"),
+        ],
+    },
+]
+
+# The targets (issue 5). kind: "le" ratio impl/base <= limit; "speedup"
+# base/impl >= limit; "abs" the counter `counter` of impl <= limit.
+TARGETS = [
+    ("A", "immediate, level known at run time <= 1.1x the function-pointer call",
+     "le", "BM_ImmediateRun_KcRuntimeLevel", "BM_ImmediateRun_FunctionPointer", 1.1, None),
+    ("A", "immediate, level known at compile time <= 1.1x the direct call",
+     "le", "BM_ImmediateRun_KcStaticLevel", "BM_ImmediateRun_Direct", 1.1, None),
+    ("B", "defer + drain <= 1.25x the raw intrusive FIFO (no_lock)",
+     "le", "BM_DeferDrain_KcontNoLock", "BM_DeferDrain_RawFifo", 1.25, None),
+    ("B", "defer + drain >= 4x faster than deque + mutex + std::function (no_lock)",
+     "speedup", "BM_DeferDrain_KcontNoLock", "BM_DeferDrain_DequeMutexFunction", 4.0, None),
+    ("C", "coalesced activation <= 1.25x the raw queued-flag FIFO",
+     "le", "BM_Activate_KnoteCoalesced/8", "BM_Activate_RawQueuedFlag/8", 1.25, None),
+    ("D", "fan-out <= 1.2x the raw intrusive list, per subscriber (8 subscribers)",
+     "le", "BM_FanOut_Klist/8", "BM_FanOut_RawList/8", 1.2, None),
+    ("E", "cross-thread throughput >= 4x mutex + condvar",
+     "speedup", "BM_CrossThread_Kcont/real_time", "BM_CrossThread_MutexCondvar/real_time", 4.0, None),
+    ("F", "back-to-back wake-up p50 <= 600 ns",
+     "abs", "BM_Wakeup_Kcont/real_time", None, 600.0, "p50_ns"),
+]
+
+# Like-for-like comparisons the issue sets no target for: the same queue
+# under the same lock. Reported with their ratio, no verdict.
+ALSO = [
+    ("B", "defer + drain, no_lock, vs the floor + the same guarantees by hand",
+     "le", "BM_DeferDrain_KcontNoLock", "BM_DeferDrain_GuardedFifo"),
+    ("B", "defer + drain, spin_lock, vs the raw FIFO under the same spin_lock",
+     "le", "BM_DeferDrain_KcontSpinLock", "BM_DeferDrain_RawFifoSpinLock"),
+    ("B", "defer + drain, std::mutex, vs deque + std::mutex + std::function",
+     "speedup", "BM_DeferDrain_KcontMutex", "BM_DeferDrain_DequeMutexFunction"),
+    ("G", "one deferral, spin_lock, vs a raw push under the same spin_lock",
+     "le", "BM_DeferOne_KcontSpinLock/manual_time", "BM_DeferOne_RawFifoSpinLock/manual_time"),
+    ("G", "one deferral, lock-free queue, vs a raw push under a spin_lock",
+     "le", "BM_DeferOne_KcontLockFree/manual_time", "BM_DeferOne_RawFifoSpinLock/manual_time"),
+]
+
+
+# --------------------------------------------------------------- the numbers
+def metric_field(name):
+    """The time a case is judged on: CPU time of the benchmark thread for the
+    single-threaded cases (least disturbed by the other processes on a loaded
+    machine), the measured real time for manual-time and real-time cases."""
+    return "real_time" if ("/manual_time" in name or "/real_time" in name) else "cpu_time"
+
+
+TO_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+class Case:
+    def __init__(self, name):
+        self.name = name
+        self.agg = {}        # aggregate name -> entry
+        self.error = None
+        self.repetitions = 0
+
+    def ns_per_item(self, aggregate):
+        e = self.agg.get(aggregate)
+        if e is None:
+            return None
+        items = e.get("items_per_iteration") or 1.0
+        return e[metric_field(self.name)] * TO_NS[e["time_unit"]] / items
+
+    def counter(self, name, aggregate="median"):
+        e = self.agg.get(aggregate)
+        return None if e is None else e.get(name)
+
+    @property
+    def ok(self):
+        return self.error is None and "median" in self.agg
+
+
+def collect(results):
+    cases = {}
+    for b in results["benchmarks"]:
+        name = b.get("run_name", b["name"])
+        c = cases.setdefault(name, Case(name))
+        if b.get("error_occurred"):
+            c.error = b.get("error_message", "error")
+        if b.get("run_type") == "aggregate":
+            c.agg[b["aggregate_name"]] = b
+            c.repetitions = b.get("repetitions", c.repetitions)
+    return cases
+
+
+def fmt_ns(v):
+    if v is None:
+        return "–"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def fmt_ratio(v):
+    return "–" if v is None else f"{v:.2f}×"
+
+
+def fmt_speedup(v):
+    if v is None:
+        return "–"
+    return f"{v:.2f}× faster" if v >= 1 else f"{1 / v:.2f}× slower"
+
+
+def ratio(cases, a, b, aggregate="median"):
+    ca, cb = cases.get(a), cases.get(b)
+    if not (ca and cb and ca.ok and cb.ok):
+        return None
+    x, y = ca.ns_per_item(aggregate), cb.ns_per_item(aggregate)
+    if x is None or y is None or y == 0:
+        return None
+    return x / y
+
+
+def short(name):
+    return name.replace("BM_", "", 1)
+
+
+def alloc_verdict(case, role):
+    a = case.counter("allocs_per_item")
+    if a is None or (isinstance(a, float) and math.isnan(a)):
+        return None, "–"
+    text = f"{a:.4g}"
+    if role == "kcont":
+        return a == 0, text
+    if role == "kcont-alloc":
+        return a == 1, text
+    return None, text
+
+
+# ---------------------------------------------------------------- the report
+def compile_flags(builddir):
+    """The flags of the suite's compile command in compile_commands.json,
+    without include paths, dependency-file and output arguments."""
+    path = os.path.join(builddir, "compile_commands.json")
+    with open(path) as f:
+        commands = json.load(f)
+    for c in commands:
+        if "kcont_bench" in c.get("output", c.get("command", "")) and \
+                c["file"].endswith("_benchmark.cpp"):
+            args = shlex.split(c["command"])
+            compiler = os.path.basename(args[0])
+            out, skip = [], False
+            for a in args[1:]:
+                if skip:
+                    skip = False
+                    continue
+                if a in ("-MD",):
+                    continue
+                if a in ("-MQ", "-MF", "-o", "-c"):
+                    skip = True
+                    continue
+                if a.startswith(("-I", "-fdiagnostics-color", "-isystem")):
+                    continue
+                if a.endswith(".cpp"):
+                    continue
+                out.append(a)
+            return compiler + " " + " ".join(out)
+    return "unknown"
+
+
+def count_instructions(exe, regex, only=None):
+    """Runs each case matching `regex` once (one iteration) under callgrind,
+    collecting only inside the functions named round_* (one batch each), and
+    returns {case: {"instructions", "items", "per_item"}}. Instruction counts
+    do not depend on the load on the machine."""
+    names = subprocess.run(
+        [exe, "--benchmark_list_tests=true", f"--benchmark_filter={regex}"],
+        check=True, capture_output=True, text=True).stdout.split()
+    counts = {}
+    for name in names:
+        if only is not None and name not in only:
+            continue  # not in this run (KCONT_BENCH_FILTER)
+        p = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             "--toggle-collect=*round_*", exe,
+             f"--benchmark_filter=^{re.escape(name)}$",
+             "--benchmark_min_time=0", "--benchmark_repetitions=1",
+             "--benchmark_format=json"],
+            capture_output=True, text=True)
+        m = re.search(r"Collected : (\d+)", p.stderr)
+        if p.returncode != 0 or not m:
+            continue
+        run = [b for b in json.loads(p.stdout)["benchmarks"]
+               if b.get("run_type") == "iteration"][0]
+        if run.get("error_occurred"):
+            continue
+        items = run["iterations"] * run.get("items_per_iteration", 1)
+        ir = int(m.group(1))
+        counts[run.get("run_name", name)] = {
+            "instructions": ir, "items": items, "per_item": ir / items}
+    return counts
+
+
+def instr(results, name):
+    c = results.get("kcont_instructions", {}).get(name)
+    return None if c is None else c["per_item"]
+
+
+def instr_ratio(results, a, b):
+    x, y = instr(results, a), instr(results, b)
+    return None if x is None or y is None or y == 0 else x / y
+
+
+def render(results, out):
+    ctx = results["context"]
+    cases = collect(results)
+    known = set()
+    w = out.append
+
+    w("# kcont benchmark report")
+    w("")
+    w("Generated by `benchmarks/report.sh` from `report.json` (beside this file); "
+      "every figure below is taken from that JSON. How to read it and the method: "
+      "[benchmarks/README.md](../README.md).")
+    w("")
+    reps = max((c.repetitions for c in cases.values()), default=0)
+    w("| run | |")
+    w("|---|---|")
+    w(f"| date | {ctx.get('date', '?')} |")
+    w(f"| kcont commit | {ctx.get('kcont_commit', '?')} |")
+    w(f"| host | {ctx.get('host_name', '?')} |")
+    w(f"| CPU | {ctx.get('kcont_cpu_model', '?')}, {ctx.get('num_cpus', '?')} CPUs "
+      f"at {ctx.get('mhz_per_cpu', '?')} MHz, frequency scaling "
+      f"{'on' if ctx.get('cpu_scaling_enabled') else 'off'} |")
+    la = ctx.get("load_avg")
+    if la:
+        w(f"| load average at start | {', '.join(f'{x:.2f}' for x in la)} "
+          f"(on {ctx.get('num_cpus', '?')} CPUs: other work shared the machine) |")
+    w(f"| compiler | {ctx.get('kcont_compiler', '?')} |")
+    w(f"| flags | `{ctx.get('kcont_compile_flags', '?')}` |")
+    w(f"| kcont contract checks | {ctx.get('kcont_contract_checks', '?')} |")
+    w(f"| Google Benchmark library build | {ctx.get('library_build_type', '?')} |")
+    if "kcont_callgrind" in ctx:
+        w(f"| instruction counts | {ctx['kcont_callgrind']} (`--toggle-collect=*round_*`, "
+          f"one batch per case) |")
+    w(f"| repetitions per case | {reps} (randomly interleaved: "
+      f"{ctx.get('kcont_interleaved', '?')}); min time per repetition "
+      f"{ctx.get('kcont_min_time', '?')} s |")
+    w("")
+    w("Times are nanoseconds per item: the median over the repetitions, then the "
+      "fastest..slowest repetition. Ratio = this case's median / its baseline's "
+      "median, both measured in this run. Single-threaded cases use the thread's "
+      "CPU time; manual- and real-time cases use wall time.")
+    w("")
+
+    # Targets first: the summary.
+    w("## Targets")
+    w("")
+    w("| | target | measured (median) | fastest/fastest | verdict |")
+    w("|---|---|---|---|---|")
+    verdicts = []
+    for sid, text, kind, impl, base, limit, counter in TARGETS:
+        ci = cases.get(impl)
+        cb = cases.get(base) if base else None
+        if ci is None or (base and cb is None):
+            w(f"| {sid} | {text} | – | – | pending |")
+            verdicts.append("pending")
+            continue
+        if not ci.ok or (cb is not None and not cb.ok):
+            bad = ci if not ci.ok else cb
+            w(f"| {sid} | {text} | ERROR in {short(bad.name)}: {bad.error} | – | MISS |")
+            verdicts.append("MISS")
+            continue
+        ir = None
+        if kind == "le":
+            m, f = ratio(cases, impl, base), ratio(cases, impl, base, "min")
+            ok = m <= limit
+            meas, fast = fmt_ratio(m), fmt_ratio(f)
+            ir = instr_ratio(results, impl, base)
+            if ir is not None:
+                meas += f" (instructions: {fmt_ratio(ir)})"
+        elif kind == "speedup":
+            m, f = ratio(cases, base, impl), ratio(cases, base, impl, "min")
+            ok = m >= limit
+            meas, fast = fmt_speedup(m), fmt_speedup(f)
+            ir = instr_ratio(results, base, impl)
+            if ir is not None:
+                meas += f" (instructions: {ir:.2f}×)"
+        else:
+            m = ci.counter(counter)
+            f = ci.counter(counter, "min")
+            ok = m is not None and m <= limit
+            meas, fast = f"{fmt_ns(m)} ns", f"{fmt_ns(f)} ns"
+        v = "PASS" if ok else "MISS"
+        verdicts.append(v)
+        w(f"| {sid} | {text} | {meas} | {fast} | **{v}** |")
+    # Allocations: one row for every kcont case measured.
+    alloc_rows = []
+    for sc in SCENARIOS:
+        for name, role, _, _ in sc["cases"]:
+            c = cases.get(name)
+            if c is None or not c.ok or not role.startswith("kcont"):
+                continue
+            good, text = alloc_verdict(c, role)
+            alloc_rows.append((name, role, good, text))
+    if alloc_rows:
+        bad = [r for r in alloc_rows if r[2] is False]
+        zero = [r for r in alloc_rows if r[1] == "kcont"]
+        maker = [r for r in alloc_rows if r[1] == "kcont-alloc"]
+        v = "PASS" if not bad else "MISS"
+        verdicts.append(v)
+        detail = (f"{len(zero)} caller-owned kcont cases: "
+                  + ", ".join(sorted({r[3] for r in zero}))
+                  + " allocs/item; make_kc: "
+                  + ", ".join(r[3] for r in maker) + " allocs/item")
+        if bad:
+            detail += "; off: " + ", ".join(f"{short(r[0])} = {r[3]}" for r in bad)
+        w(f"| all | zero allocations per item, except make_kc: exactly 1 | {detail} | – | **{v}** |")
+    w("")
+    w(f"**{verdicts.count('PASS')} PASS, {verdicts.count('MISS')} MISS, "
+      f"{verdicts.count('pending')} pending.** Verdicts are on the medians; "
+      "the fastest/fastest column divides the fastest repetitions, the least "
+      "disturbed by other work on the machine.")
+    w("")
+    w("Also measured, no target (like for like: the same guarantees, or the same lock, on both sides):")
+    w("")
+    w("| | comparison | measured (median) | fastest/fastest |")
+    w("|---|---|---|---|")
+    for sid, text, kind, impl, base in ALSO:
+        ci, cb = cases.get(impl), cases.get(base)
+        if ci is None or cb is None:
+            w(f"| {sid} | {text} | pending | – |")
+        elif not (ci.ok and cb.ok):
+            w(f"| {sid} | {text} | ERROR | – |")
+        elif kind == "le":
+            ir = instr_ratio(results, impl, base)
+            note = "" if ir is None else f" (instructions: {fmt_ratio(ir)})"
+            w(f"| {sid} | {text} | {fmt_ratio(ratio(cases, impl, base))}{note} | "
+              f"{fmt_ratio(ratio(cases, impl, base, 'min'))} |")
+        else:
+            ir = instr_ratio(results, base, impl)
+            note = "" if ir is None else f" (instructions: {ir:.2f}×)"
+            w(f"| {sid} | {text} | {fmt_speedup(ratio(cases, base, impl))}{note} | "
+              f"{fmt_speedup(ratio(cases, base, impl, 'min'))} |")
+    w("")
+
+    # The cases, scenario by scenario.
+    w("## Cases")
+    for sc in SCENARIOS:
+        present = [c for c in sc["cases"] if c[0] in cases]
+        for c in sc["cases"]:
+            known.add(c[0])
+        w("")
+        w(f"### {sc['id']}. {sc['title']}")
+        w("")
+        if not present:
+            w("Pending: " + ", ".join(f"`{c[0]}`" for c in sc["cases"])
+              + " (see benchmarks/README.md).")
+            continue
+        counted = any(instr(results, c[0]) is not None for c in present)
+        extra_h = " instructions/item (callgrind) |" if counted else ""
+        extra_s = "---|" if counted else ""
+        w("| case | what | ns/item (median) | fastest..slowest | vs baseline | allocs/item |" + extra_h)
+        w("|---|---|---|---|---|---|" + extra_s)
+        for name, role, base, what in sc["cases"]:
+            c = cases.get(name)
+            pad = " |" if counted else ""
+            if c is None:
+                w(f"| `{short(name)}` | {what} | pending | | | |" + pad)
+                continue
+            if not c.ok:
+                w(f"| `{short(name)}` | {what} | ERROR: {c.error} | | | |" + pad)
+                continue
+            r = ratio(cases, name, base) if base else None
+            vs = f"{fmt_ratio(r)} {short(base)}" if r is not None else ("baseline" if base is None else "–")
+            _, allocs = alloc_verdict(c, role)
+            extra = ""
+            if counted:
+                n = instr(results, name)
+                extra = f" {n:.1f} |" if n is not None else " – |"
+            w(f"| `{short(name)}` | {what} | {fmt_ns(c.ns_per_item('median'))} | "
+              f"{fmt_ns(c.ns_per_item('min'))}..{fmt_ns(c.ns_per_item('max'))} | "
+              f"{vs} | {allocs} |" + extra)
+
+    others = [c for n, c in sorted(cases.items()) if n not in known]
+    if others:
+        w("")
+        w("### Other cases (not yet described in report.py)")
+        w("")
+        w("| case | ns/item (median) | fastest..slowest | allocs/item |")
+        w("|---|---|---|---|")
+        for c in others:
+            if not c.ok:
+                w(f"| `{short(c.name)}` | ERROR: {c.error} | | |")
+                continue
+            _, allocs = alloc_verdict(c, "baseline")
+            w(f"| `{short(c.name)}` | {fmt_ns(c.ns_per_item('median'))} | "
+              f"{fmt_ns(c.ns_per_item('min'))}..{fmt_ns(c.ns_per_item('max'))} | {allocs} |")
+    w("")
+    return verdicts
+
+
+def main(argv):
+    if len(argv) >= 4 and argv[1] == "annotate":
+        # Google Benchmark's --benchmark_context cannot carry a value with '='
+        # or ',' in it (compile flags have both): add them to the JSON here.
+        results = load_benchmark_results(argv[2])
+        results["context"]["kcont_compile_flags"] = compile_flags(argv[3])
+        for kv in argv[4:]:
+            k, _, v = kv.partition("=")
+            results["context"][k] = v
+        with open(argv[2], "w") as f:
+            json.dump(results, f, indent=2)
+            f.write("\n")
+        return 0
+    if len(argv) == 5 and argv[1] == "count":
+        results = load_benchmark_results(argv[2])
+        measured = {b.get("run_name", b["name"]) for b in results["benchmarks"]}
+        results["kcont_instructions"] = count_instructions(argv[3], argv[4], measured)
+        v = subprocess.run(["valgrind", "--version"], capture_output=True, text=True)
+        results["context"]["kcont_callgrind"] = v.stdout.strip()
+        with open(argv[2], "w") as f:
+            json.dump(results, f, indent=2)
+            f.write("\n")
+        return 0
+    if len(argv) == 4 and argv[1] == "render":
+        results = load_benchmark_results(argv[2])
+        out = []
+        render(results, out)
+        with open(argv[3], "w") as f:
+            f.write("\n".join(out))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
