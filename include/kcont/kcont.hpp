@@ -13,3 +13,8 @@
 #include "kcont/kcqueue.hpp"     // IWYU pragma: export
 #include "kcont/run.hpp"         // IWYU pragma: export
 #include "kcont/dispatcher.hpp"  // IWYU pragma: export
+#include "kcont/current_level.hpp"      // IWYU pragma: export
+#include "kcont/mpsc_queue.hpp"         // IWYU pragma: export
+#include "kcont/wakeup.hpp"             // IWYU pragma: export
+#include "kcont/runner.hpp"             // IWYU pragma: export
+#include "kcont/thread_dispatcher.hpp"  // IWYU pragma: export
