@@ -11,7 +11,7 @@ if [ ! -f "$dir/build.ninja" ]; then
 fi
 ninja -C "$dir"
 
-for ex in quickstart io_completion; do
+for ex in quickstart io_completion event_loop; do
   echo "== examples/$ex.cpp"
   "$dir/examples/$ex"
 done

@@ -202,13 +202,15 @@ template <level_set Level = bsd_level,
           class Policy = dispatch_defaults>
 class thread_dispatcher {
  public:
-  using level_type = Level;
-  using plan_type = Plan;
+  using level_type = Level;  // the level set (deferral_target)
+  using plan_type = Plan;    // who drains each level
+  // The policy's knobs, defaults applied (see the banner).
   using queue_type = typename detail::policy_queue<Policy>::type;
   using wakeup_type = typename detail::policy_wakeup<Policy>::type;
   using on_exception_type = typename detail::policy_on_exception<Policy>::type;
   using on_stop_type = typename detail::policy_on_stop<Policy>::type;
 
+  // Number of level queues.
   static constexpr std::size_t levels = level_count<Level>;
   // Other threads touch the queues: deferral uses atomic state updates.
   static constexpr bool concurrent = true;
@@ -448,7 +450,8 @@ class thread_dispatcher {
   // Effects: stops the runners. Their threads finish their queues and
   //   exit; then the calling thread runs everything left (manual levels,
   //   work deferred across runners while they stopped), highest level
-  //   first, at each continuation's level. Idempotent.
+  //   first, at each continuation's level. Idempotent. A continuation that
+  //   re-defers itself on every run keeps its runner, and so stop(), busy.
   // Throws: with rethrow_exceptions, what a continuation throws (the rest
   //   stays queued; call stop() again to go on).
   // Thread-safety: any thread but a runner thread of this dispatcher.
@@ -598,6 +601,14 @@ class thread_dispatcher {
 
   void stop_threads(bool hand_back) noexcept {
     (void)hand_back;
+    if constexpr (contract_checks) {
+      for (auto& r : runners_)
+        if (r)
+          for (auto& t : r->threads)
+            KCONT_EXPECTS(t.get_id() != std::this_thread::get_id(),
+                          "thread_dispatcher: stop() called from one of its "
+                          "own runner threads (it would join itself)");
+    }
     std::lock_guard<std::mutex> g(stop_mutex_);
     stopping_.store(true, std::memory_order_seq_cst);
     for (auto& r : runners_)
