@@ -359,16 +359,17 @@ struct wake_config {
   };
   static constexpr std::size_t cycles = kcont_test::sized(Normal, Small);
 };
-using wake_atomic = wake_config<kcont::atomic_wakeup, 1000000, 20000>;
-using wake_condvar = wake_config<kcont::condvar_wakeup, 200000, 5000>;
-using wake_fd = wake_config<kcont::fd_wakeup, 200000, 5000>;
+using wake_atomic = wake_config<kcont::atomic_wakeup, 1200000, 20000>;
+using wake_condvar = wake_config<kcont::condvar_wakeup, 500000, 5000>;
+using wake_fd = wake_config<kcont::fd_wakeup, 300000, 5000>;
 }  // namespace
 
 // One producer defers one continuation, waits until it ran, and defers again:
 // the runner goes idle and to sleep between almost every pair, so each cycle
 // races a producer's push against a runner's last check. A lost wake-up
-// hangs the test. Cycles: 1,000,000 (atomic) / 200,000 (condvar, eventfd) in a
-// plain build; 20,000 / 5,000 under a sanitizer. Two levels share the runner.
+// hangs the test. Cycles: 1,200,000 (atomic) + 500,000 (condvar) + 300,000
+// (eventfd) = 2,000,000 in a plain build; 20,000 / 5,000 / 5,000 under a
+// sanitizer. Two levels share the runner.
 TEST_CASE_TEMPLATE("thread_dispatcher.no_lost_wakeup_in_post_sleep_cycles", W,
                    wake_atomic, wake_condvar, wake_fd) {
   kcont::thread_dispatcher<bsd_level, one_thread, typename W::policy> d;

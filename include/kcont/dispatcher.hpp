@@ -88,7 +88,10 @@ class manual_dispatcher {
     const level_guard<Level> at_level(level);
     std::size_t n = 0;
     while (n < budget) {
-      kc_hook* h = q.pop();
+      // Claimed, not released: the queued bit stays set until the
+      // trampoline's take_saved has read obj/status, so with a real lock a
+      // deferral racing with this pop is absorbed instead of being lost.
+      kc_hook* h = q.pop_claimed([](kc_hook&) noexcept {});
       if (h == nullptr) break;
       ++n;
       detail::hook_access::op(*h, concurrent ? kc_op::resume_shared
