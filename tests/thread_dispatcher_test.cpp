@@ -677,6 +677,30 @@ TEST_CASE("thread_dispatcher.hand_back_destroyed_with_work_is_a_contract_violati
       "call stop(out) first"));
 }
 
+TEST_CASE("thread_dispatcher.misuse_is_a_contract_violation") {
+  if (!kcont::contract_checks || kcont_test::sanitized) return;
+  using plan = kcont::runner_plan<kcont::manual_runner, kcont::thread_runner,
+                                  kcont::no_runner, kcont::no_runner>;
+  // drain() of a level a thread drains.
+  CHECK(kcont_test::dies_with(
+      [] {
+        kcont::thread_dispatcher<bsd_level, plan> d;
+        (void)d.drain(bsd_level::softnet);
+      },
+      "drain() is for manual runners"));
+  // stop() from a continuation running on one of the dispatcher's threads.
+  CHECK(kcont_test::dies_with(
+      [] {
+        using D = kcont::thread_dispatcher<bsd_level, plan>;
+        static D d;
+        static kcont::kc k{[](int, D*& self, int) { self->stop(); }, &d,
+                           bsd_level::softnet};
+        (void)kcont::defer(d, k, 0, 0);
+        for (;;) std::this_thread::yield();
+      },
+      "it would join itself"));
+}
+
 // ---- budgets ---------------------------------------------------------------
 
 TEST_CASE("thread_dispatcher.budgets_leave_the_rest_queued") {

@@ -178,7 +178,9 @@ struct drain_budget {
   }
 };
 
-// Level queues drained by compile-time runners (see the banner).
+// Level queues drained by compile-time runners (see the banner). The default
+// plan is one thread for every level (level 0's thread_runner, the others
+// falling back to it), highest level first.
 //
 // Lifetime contract: the runner threads start in the constructor and are
 // joined by stop() or, at the latest, by the destructor. Each queued
