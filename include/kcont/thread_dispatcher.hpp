@@ -337,7 +337,7 @@ class thread_dispatcher {
     const std::size_t i = level_index(level);
     const push_result r =
         queues_[i].push(h, std::forward<BeforeLink>(before_link));
-    if (r == push_result::first) runners_[Plan::runner_of(i)]->wake.notify();
+    if (r == push_result::first) wake(*runners_[Plan::runner_of(i)]);
     return r;
   }
 
@@ -525,6 +525,21 @@ class thread_dispatcher {
     return false;
   }
 
+  // Wakes runner r after its queue turned non-empty. A manual runner's
+  // waiter may be a poll loop, which only notify() reaches; a runner
+  // thread sleeps in wait(), so a policy that can skip the wake-up while
+  // nobody sleeps (fd_wakeup::wake_sleeper) does. Signal-safe when the
+  // policy is.
+  static void wake(runner& r) noexcept(noexcept(r.wake.notify())) {
+    if constexpr (requires { r.wake.wake_sleeper(); }) {
+      if (r.kind != runner_kind::manual) {
+        r.wake.wake_sleeper();
+        return;
+      }
+    }
+    r.wake.notify();
+  }
+
   static void wait_not_running(const slot& s, const kc_hook& h) noexcept {
     while (s.running.load(std::memory_order_acquire) == &h)
       std::this_thread::yield();
@@ -558,7 +573,7 @@ class thread_dispatcher {
       // A pool: wake a sibling when more is waiting, so one wake-up per
       // empty->non-empty transition still keeps every worker busy.
       if (pool != nullptr && pool->nthreads > 1 && runner_has_work(*pool))
-        pool->wake.notify();
+        wake(*pool);
       const level_guard<Level> at_level(level_at<Level>(i));
       running_scope scope{s, detail::running_here};
       detail::running_here = h;

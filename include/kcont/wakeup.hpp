@@ -48,6 +48,9 @@ namespace kcont {
 //                  true (no lost wake-up: ready() is re-checked after the
 //                  sleeper is announced).
 //   signal_safe  — whether notify() may be called from a signal handler.
+// Optionally wake_sleeper(): like notify(), but free when nobody sleeps in
+// wait() (a runner thread); notify() must also reach waiters that do not go
+// through wait() (a poll loop watching a descriptor).
 template <class W>
 concept wakeup_policy =
     std::default_initializable<W> && requires(W& w, bool (*ready)()) {
@@ -185,6 +188,14 @@ class fd_wakeup {
   // The descriptor to poll for readability.
   [[nodiscard]] int native_handle() const noexcept { return read_fd_; }
 
+  // Effects: notify(), but only when a thread sleeps in wait(): a runner
+  //   thread's producers skip the write(2) while it is awake. Protocol as
+  //   atomic_wakeup's: the sleeper announces itself before it resets and
+  //   re-checks. Async-signal-safe (one atomic load, maybe one write).
+  void wake_sleeper() const noexcept {
+    if (sleepers_.load(std::memory_order_seq_cst) != 0) notify();
+  }
+
   // Effects: makes the descriptor readable. Async-signal-safe.
   // Complexity: one write(2). A full pipe is already readable: ignored.
   void notify() const noexcept {
@@ -214,17 +225,20 @@ class fd_wakeup {
   //   before the check, so a notify after the check leaves the descriptor
   //   readable and poll returns.
   template <class Ready>
-  void wait(Ready&& ready) const {
+  void wait(Ready&& ready) {
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
     for (;;) {
       reset();
-      if (ready()) return;
+      if (ready()) break;
       ::pollfd p{read_fd_, POLLIN, 0};
       while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
       }
     }
+    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
   }
 
  private:
+  std::atomic<std::uint32_t> sleepers_{0};
   int read_fd_ = -1;
   int write_fd_ = -1;
 };
