@@ -300,7 +300,7 @@ class thread_dispatcher {
           });
       }
     } catch (...) {
-      stop_threads(true);
+      stop_threads();
       throw;
     }
   }
@@ -309,10 +309,12 @@ class thread_dispatcher {
   thread_dispatcher& operator=(const thread_dispatcher&) = delete;
 
   // Effects: stops the dispatcher if stop() was not called (see on_stop),
-  //   joining every runner thread.
+  //   joining every runner thread. A continuation that throws here under
+  //   rethrow_exceptions terminates the program (a destructor does not
+  //   throw): call stop() first to see the exception.
   ~thread_dispatcher() {
     if constexpr (hands_back) {
-      stop_threads(true);
+      stop_threads();
       KCONT_EXPECTS(!any_work(),
                     "thread_dispatcher: destroyed with work pending under "
                     "hand_back_on_stop; call stop(out) first (rule 9: every "
@@ -392,10 +394,11 @@ class thread_dispatcher {
     });
   }
 
-  // Returns: a descriptor readable while the manual runner draining `level`
-  //   has work (possibly spuriously readable; never unreadable while it has
-  //   work). Poll it for POLLIN, then call drain(level). Owned by the
-  //   dispatcher: do not read or close it.
+  // Returns: a descriptor that is readable whenever the manual runner
+  //   draining `level` has work and no drain() of it is in progress (it may
+  //   also be readable with nothing to do: drain() then returns 0). Poll it
+  //   for POLLIN, then call drain(level). Owned by the dispatcher: do not
+  //   read or close it.
   // Precondition: level's runner is a manual_runner.
   [[nodiscard]] int wait_fd(Level level) const
     requires std::same_as<wakeup_type, fd_wakeup>
@@ -460,7 +463,7 @@ class thread_dispatcher {
   void stop()
     requires(!hands_back)
   {
-    stop_threads(false);
+    stop_threads();
     drain_rest();
   }
 
@@ -475,7 +478,7 @@ class thread_dispatcher {
   std::size_t stop(kcqueue<kc_hook, Lock>& out)
     requires hands_back
   {
-    stop_threads(true);
+    stop_threads();
     std::size_t n = 0;
     for (std::size_t i = levels; i-- > 0;) {
       while (kc_hook* h = queues_[i].pop()) {
@@ -616,8 +619,9 @@ class thread_dispatcher {
     r.wake.notify_all();
   }
 
-  void stop_threads(bool hand_back) noexcept {
-    (void)hand_back;
+  // Sets the stop flag, wakes every runner and joins its threads (which
+  // finish their queues first under drain_on_stop, see thread_main).
+  void stop_threads() noexcept {
     if constexpr (contract_checks) {
       for (auto& r : runners_)
         if (r)
