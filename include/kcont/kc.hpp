@@ -54,6 +54,13 @@ enum class kc_op : std::uint8_t {
 // Lifetime contract: the owner (the caller, or the library for an allocated
 // continuation) keeps it alive while it is queued or deferred. Destroying it
 // while queued is a contract violation caught in debug builds.
+//
+// Dispatchers pop a continuation "claimed": its queued bit stays set until
+// its trampoline, about to call the function, reads the saved obj/status
+// (kc_base::take_saved), which ends the queued and deferred states in one
+// atomic step. A deferral racing with the pop is thus absorbed by the run
+// that has not started yet. A custom trampoline must call take_saved on
+// every resume.
 class kc_hook {
  public:
   kc_hook(const kc_hook&) = delete;
