@@ -88,10 +88,15 @@ class manual_dispatcher {
     const level_guard<Level> at_level(level);
     std::size_t n = 0;
     while (n < budget) {
-      // Claimed, not released: the queued bit stays set until the
-      // trampoline's take_saved has read obj/status, so with a real lock a
-      // deferral racing with this pop is absorbed instead of being lost.
-      kc_hook* h = q.pop_claimed([](kc_hook&) noexcept {});
+      // With a real lock, popped claimed: the queued bit stays set until the
+      // trampoline's take_saved has read obj/status, so a deferral racing
+      // with this pop from another thread is absorbed instead of being lost.
+      // With no_lock nothing can race, and a plain pop is the same.
+      kc_hook* h;
+      if constexpr (concurrent)
+        h = q.pop_claimed([](kc_hook&) noexcept {});
+      else
+        h = q.pop();
       if (h == nullptr) break;
       ++n;
       detail::hook_access::op(*h, concurrent ? kc_op::resume_shared
