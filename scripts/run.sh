@@ -11,7 +11,7 @@ if [ ! -f "$dir/build.ninja" ]; then
 fi
 ninja -C "$dir"
 
-for ex in quickstart io_completion interface_events; do
+for ex in quickstart io_completion event_loop interface_events; do
   echo "== examples/$ex.cpp"
   "$dir/examples/$ex"
 done

@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "kcont/contract.hpp"
+#include "kcont/current_level.hpp"
 #include "kcont/kc.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/level.hpp"
@@ -72,7 +73,8 @@ class manual_dispatcher {
 
   // Effects: runs the continuations queued at `level`, oldest first, each with
   //   the obj/status its deferral saved, until the queue is empty or `budget`
-  //   have run. Work queued while draining runs in the same call.
+  //   have run, with the calling thread's current level set to `level`
+  //   (restored on return). Work queued while draining runs in the same call.
   // Returns: how many ran.
   // Throws: what a function throws; the rest stays queued.
   // Reentrancy: a continuation may defer more work, to any level.
@@ -81,9 +83,20 @@ class manual_dispatcher {
     KCONT_EXPECTS(level != Level::immediate && is_valid_level(level),
                   "dispatcher: drain needs a deferrable level");
     auto& q = queues_[level_index(level)];
+    // The continuations run at their level (curipl), so a no-level run()
+    // from inside one defers work below it instead of nesting it.
+    const level_guard<Level> at_level(level);
     std::size_t n = 0;
     while (n < budget) {
-      kc_hook* h = q.pop();
+      // With a real lock, popped claimed: the queued bit stays set until the
+      // trampoline's take_saved has read obj/status, so a deferral racing
+      // with this pop from another thread is absorbed instead of being lost.
+      // With no_lock nothing can race, and a plain pop is the same.
+      kc_hook* h;
+      if constexpr (concurrent)
+        h = q.pop_claimed([](kc_hook&) noexcept {});
+      else
+        h = q.pop();
       if (h == nullptr) break;
       ++n;
       detail::hook_access::op(*h, concurrent ? kc_op::resume_shared

@@ -54,6 +54,13 @@ enum class kc_op : std::uint8_t {
 // Lifetime contract: the owner (the caller, or the library for an allocated
 // continuation) keeps it alive while it is queued or deferred. Destroying it
 // while queued is a contract violation caught in debug builds.
+//
+// Dispatchers pop a continuation "claimed": its queued bit stays set until
+// its trampoline, about to call the function, reads the saved obj/status
+// (kc_base::take_saved), which ends the queued and deferred states in one
+// atomic step. A deferral racing with the pop is thus absorbed by the run
+// that has not started yet. A custom trampoline must call take_saved on
+// every resume.
 class kc_hook {
  public:
   kc_hook(const kc_hook&) = delete;
@@ -201,14 +208,21 @@ class kc_base : public kc_hook {
   // For derived trampolines: the saved obj/status, clearing the deferred
   // state first, so a caller-owned continuation reused after it ran never
   // replays stale values (the seed never cleared KC_DEFERRED).
-  // The values are read before the bit is cleared: once it is clear a
+  // It also ends the queued state, in the same atomic step: a dispatcher
+  // that pops a continuation "claimed" (kcqueue::pop_claimed, mpsc_queue)
+  // leaves the queued bit set until here, so a deferral racing with the pop
+  // is absorbed by the pending run (it has not read its values yet) instead
+  // of slipping in between the pop and this read, where it would neither
+  // save its values nor be refused. Every resuming trampoline must call it.
+  // The values are read before the bits are cleared: once they are clear a
   // concurrent deferral may save new ones.
   std::pair<Obj, Status> take_saved(kc_op how) noexcept {
     std::pair<Obj, Status> saved{obj_, status_};
+    constexpr auto bits = static_cast<std::uint8_t>(deferred_bit | queued_bit);
     if (how == kc_op::resume_shared)
-      detail::hook_access::clear<true>(*this, deferred_bit);
+      detail::hook_access::clear<true>(*this, bits);
     else
-      detail::hook_access::clear<false>(*this, deferred_bit);
+      detail::hook_access::clear<false>(*this, bits);
     return saved;
   }
 

@@ -13,6 +13,11 @@
 #include "kcont/kcqueue.hpp"     // IWYU pragma: export
 #include "kcont/run.hpp"         // IWYU pragma: export
 #include "kcont/dispatcher.hpp"  // IWYU pragma: export
+#include "kcont/current_level.hpp"      // IWYU pragma: export
+#include "kcont/mpsc_queue.hpp"         // IWYU pragma: export
+#include "kcont/wakeup.hpp"             // IWYU pragma: export
+#include "kcont/runner.hpp"             // IWYU pragma: export
+#include "kcont/thread_dispatcher.hpp"  // IWYU pragma: export
 #include "kcont/knote.hpp"       // IWYU pragma: export
 #include "kcont/klist.hpp"       // IWYU pragma: export
 #include "kcont/kevent.hpp"      // IWYU pragma: export

@@ -150,6 +150,27 @@ class kcqueue {
     return static_cast<T*>(n);
   }
 
+  // Effects: removes the oldest continuation like pop, but leaves its queued
+  //   bit set: the caller holds the claim until it resumes the continuation
+  //   (kc_base::take_saved ends it) or clears the bit. `under_lock(node)` is
+  //   called while the queue's lock is held, before the node becomes
+  //   unreachable to erase_slow, so a dispatcher can publish "now running
+  //   this" atomically with respect to cancel.
+  // Returns: the node, or nullptr when empty. Complexity: O(1).
+  template <class UnderLock>
+    requires std::invocable<UnderLock&, T&>
+  T* pop_claimed(UnderLock&& under_lock) noexcept(
+      std::is_nothrow_invocable_v<UnderLock&, T&>) {
+    std::lock_guard<Lock> g(lock_);
+    kc_hook* n = head_;
+    if (n == nullptr) return nullptr;
+    head_ = access::next(*n);
+    if (head_ == nullptr) tail_ = nullptr;
+    access::next(*n) = nullptr;
+    under_lock(*static_cast<T*>(n));
+    return static_cast<T*>(n);
+  }
+
   // Effects: moves every continuation of `other` to the back of this queue,
   //   keeping their order; `other` is left empty.
   // Complexity: O(1). Locks both queues (in address order, so two splices in

@@ -1,0 +1,221 @@
+// kcont/mpsc_queue.hpp — a lock-free, intrusive, multi-producer queue of
+// continuations, drained in batches.
+//
+// Defines `mpsc_queue<T>`: what a dispatcher's level queue is when producers
+// are other threads or POSIX signal handlers. Producers never lock: a push
+// claims the node's queued bit, runs `before_link` (defer saves obj/status
+// there, exactly once) and links the node onto an intrusive Treiber stack
+// with one compare-and-swap, so it is wait-free in the absence of contention,
+// allocation-free and async-signal-safe. The consumer takes the whole stack
+// with one exchange and reverses it into a private FIFO batch, so the order
+// seen by the consumer is the push order of each producer (and, across
+// producers, the order their CASes succeeded).
+//
+// The private batch sits under a small consumer-side mutex held only while a
+// node is popped or erased, never while a continuation runs. That is what
+// makes cancel possible: erase_slow takes the mutex, moves the shared stack
+// into the batch and unlinks O(n). Producers never see that mutex.
+//
+// Compared with kcqueue<T, std::mutex> / kcqueue<T, spin_lock> (the other two
+// queue policies a thread_dispatcher accepts): those serialise producers with
+// the consumer; this one lets any number of producers (and signal handlers)
+// push while the consumer pops. Compared with a Vyukov MPSC node queue: no
+// stub node (a continuation may sit on one queue at a time, and an intrusive
+// stub would need a hook of its own), at the price of the reversal, which is
+// O(batch) once per exchange, i.e. O(1) amortised per node.
+//
+// Usage:
+//   kcont::mpsc_queue<> q;                        // of kc_hook
+//   (void)q.push(k);                               // any thread, or a signal handler
+//   while (kcont::kc_hook* h = q.pop()) { ... }   // the consumer
+#pragma once
+
+#include <atomic>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <type_traits>
+
+#include "kcont/contract.hpp"
+#include "kcont/kc.hpp"
+#include "kcont/kcqueue.hpp"
+
+namespace kcont {
+
+// A lock-free multi-producer queue of continuations, consumed in batches.
+//
+// Lifetime contract: the queue never owns its nodes; each node's owner keeps
+// it alive while it is queued. It must be empty when destroyed (rule 9); a
+// debug build aborts naming that rule.
+// Thread-safety: push from any thread and from a signal handler (lock-free,
+// no allocation, no errno change). pop, pop_claimed, erase_slow, empty and
+// size_slow from any thread but not from a signal handler (they take the
+// consumer mutex); several consumers are allowed and serialise on it.
+template <class T = kc_hook>
+class mpsc_queue {
+  static_assert(std::derived_from<T, kc_hook>,
+                "kcont::mpsc_queue<T>: T must be a continuation type");
+  static_assert(std::atomic<kc_hook*>::is_always_lock_free,
+                "kcont::mpsc_queue needs lock-free pointer atomics");
+  static_assert(std::atomic<std::uint8_t>::is_always_lock_free,
+                "kcont::mpsc_queue needs lock-free byte atomics (the state "
+                "bits are claimed from signal handlers)");
+
+  using access = detail::hook_access;
+
+ public:
+  using value_type = T;
+  // Capabilities: no size counter, erase is a walk.
+  static constexpr bool constant_time_size = false;
+  static constexpr bool constant_time_erase = false;
+  // push may be called from a POSIX signal handler.
+  static constexpr bool signal_safe_push = true;
+
+  mpsc_queue() = default;
+  mpsc_queue(const mpsc_queue&) = delete;
+  mpsc_queue& operator=(const mpsc_queue&) = delete;
+  ~mpsc_queue() {
+    KCONT_EXPECTS(stack_.load(std::memory_order_relaxed) == nullptr &&
+                      head_ == nullptr,
+                  "mpsc_queue: destroyed while it still holds continuations "
+                  "(rule 9: every continuation runs or is handed back)");
+  }
+
+  // Effects: pushes n unless it is already on a queue. `before_link` runs
+  //   after n is claimed and before it becomes visible to the consumer.
+  // Returns: already_queued (n untouched), first (the shared stack was empty:
+  //   the consumer may need waking) or queued.
+  // Complexity: O(1) plus CAS retries under contention; lock-free.
+  // Thread-safety: any thread; async-signal-safe when before_link is.
+  template <std::invocable<> BeforeLink = detail::nothing>
+  push_result push(T& n, BeforeLink&& before_link = {}) {
+    if (access::set<true>(n, access::queued_bit) & access::queued_bit)
+      return push_result::already_queued;
+    before_link();
+    kc_hook* old = stack_.load(std::memory_order_relaxed);
+    do {
+      access::next(n) = old;
+      // seq_cst: a runner's "is it empty before I sleep" check must not be
+      // reordered ahead of its wake-ticket read (see wakeup.hpp).
+    } while (!stack_.compare_exchange_weak(old, &n, std::memory_order_seq_cst,
+                                           std::memory_order_relaxed));
+    return old == nullptr ? push_result::first : push_result::queued;
+  }
+
+  // Effects: removes and returns the oldest continuation (clearing its queued
+  //   bit), or nullptr when the queue is empty.
+  // Complexity: O(1) amortised. Thread-safety: consumers; not signal-safe.
+  T* pop() noexcept {
+    T* n = pop_claimed([](T&) noexcept {});
+    if (n != nullptr) access::clear<true>(*n, access::queued_bit);
+    return n;
+  }
+
+  // Effects: as pop, but leaves the queued bit set (the caller holds the
+  //   claim; kc_base::take_saved ends it) and calls under_lock(node) while
+  //   the consumer mutex is held, so a concurrent erase_slow either finds the
+  //   node or runs after under_lock published it.
+  // Returns: the node, or nullptr when empty. Complexity: O(1) amortised.
+  template <class UnderLock>
+    requires std::invocable<UnderLock&, T&>
+  T* pop_claimed(UnderLock&& under_lock) noexcept(
+      std::is_nothrow_invocable_v<UnderLock&, T&>) {
+    // Cheap exit without the mutex: nothing in the batch and nothing pushed.
+    if (!batch_nonempty_.load(std::memory_order_acquire) &&
+        stack_.load(std::memory_order_acquire) == nullptr)
+      return nullptr;
+    std::lock_guard<std::mutex> g(consumer_);
+    if (head_ == nullptr) take_stack();
+    kc_hook* n = head_;
+    if (n == nullptr) return nullptr;
+    head_ = access::next(*n);
+    if (head_ == nullptr) {
+      tail_ = nullptr;
+      batch_nonempty_.store(false, std::memory_order_release);
+    }
+    access::next(*n) = nullptr;
+    under_lock(*static_cast<T*>(n));
+    return static_cast<T*>(n);
+  }
+
+  // Effects: unlinks n if it is on this queue (in the batch or still on the
+  //   shared stack), clearing its queued bit.
+  // Returns: true when n was removed before anyone popped it.
+  // Complexity: O(n). Thread-safety: not from a signal handler.
+  bool erase_slow(T& n) noexcept {
+    std::lock_guard<std::mutex> g(consumer_);
+    take_stack();
+    kc_hook* prev = nullptr;
+    for (kc_hook* p = head_; p != nullptr; prev = p, p = access::next(*p)) {
+      if (p != &n) continue;
+      kc_hook* next = access::next(*p);
+      if (prev == nullptr)
+        head_ = next;
+      else
+        access::next(*prev) = next;
+      if (tail_ == p) tail_ = prev;
+      if (head_ == nullptr)
+        batch_nonempty_.store(false, std::memory_order_release);
+      access::next(*p) = nullptr;
+      access::clear<true>(*p, access::queued_bit);
+      return true;
+    }
+    return false;
+  }
+
+  // True when the queue holds nothing. A snapshot (producers may push at
+  // once); sequentially consistent, which the sleep protocol relies on.
+  // Thread-safety: any thread, lock-free; async-signal-safe.
+  [[nodiscard]] bool empty() const noexcept {
+    return !batch_nonempty_.load(std::memory_order_seq_cst) &&
+           stack_.load(std::memory_order_seq_cst) == nullptr;
+  }
+
+  // Effects: counts the queued continuations. Complexity: O(n).
+  [[nodiscard]] std::size_t size_slow() noexcept {
+    std::lock_guard<std::mutex> g(consumer_);
+    take_stack();
+    std::size_t count = 0;
+    for (kc_hook* p = head_; p != nullptr; p = access::next(*p)) ++count;
+    return count;
+  }
+
+ private:
+  // Moves the shared stack (newest first) to the back of the batch, oldest
+  // first. Called with consumer_ held.
+  void take_stack() noexcept {
+    if (stack_.load(std::memory_order_relaxed) == nullptr) return;
+    // Flag the batch first: empty() may then say "not empty" a moment too
+    // early, never "empty" while nodes are in transit from stack to batch
+    // (a runner that believed that could go to sleep on work). Only holders
+    // of consumer_ empty the stack, so it is still non-empty below.
+    batch_nonempty_.store(true, std::memory_order_seq_cst);
+    kc_hook* s = stack_.exchange(nullptr, std::memory_order_acquire);
+    kc_hook* reversed = nullptr;
+    kc_hook* last = s;  // the newest becomes the new tail
+    while (s != nullptr) {
+      kc_hook* next = access::next(*s);
+      access::next(*s) = reversed;
+      reversed = s;
+      s = next;
+    }
+    if (tail_ == nullptr)
+      head_ = reversed;
+    else
+      access::next(*tail_) = reversed;
+    tail_ = last;
+  }
+
+  // Shared with producers: the Treiber stack, newest first. Its own cache
+  // line, away from the consumer's batch.
+  alignas(64) std::atomic<kc_hook*> stack_{nullptr};
+  // Consumer side, under consumer_: the FIFO batch.
+  alignas(64) std::mutex consumer_;
+  kc_hook* head_ = nullptr;
+  kc_hook* tail_ = nullptr;
+  // head_ != nullptr, readable without the mutex (empty() and the fast path).
+  std::atomic<bool> batch_nonempty_{false};
+};
+
+}  // namespace kcont

@@ -1,0 +1,680 @@
+// kcont/thread_dispatcher.hpp — level queues safe across threads, drained by
+// runners chosen at compile time: the caller, a dedicated thread, or a pool.
+//
+// Defines `thread_dispatcher<Level, Plan, Policy>`, the threaded sibling of
+// manual_dispatcher (dispatcher.hpp): a deferral target (run.hpp) with one
+// queue per level, where any thread (and, with the signal-safe policies, a
+// POSIX signal handler) may defer work, and each level is drained by the
+// runner its `runner_plan` names (runner.hpp): a level with no runner falls
+// back to the runner below; a shared runner runs the highest level first.
+// Runners set the thread's current level (current_level.hpp) while they run
+// a level's continuations.
+//
+// The policy is one optional struct; each knob is a member type, detected
+// with `requires`, with the default in brackets:
+//
+//   queue        — a level queue of kc_hook          [mpsc_queue<>]
+//                  mpsc_queue<> (lock-free producers, signal-safe),
+//                  kcqueue<kc_hook, std::mutex>, kcqueue<kc_hook, spin_lock>
+//   wakeup       — how runners sleep (wakeup.hpp)     [atomic_wakeup]
+//                  atomic_wakeup, condvar_wakeup, fd_wakeup (signal-safe,
+//                  pollable: wait_fd())
+//   on_exception — a continuation that throws         [terminate_on_exception]
+//                  terminate_on_exception: std::terminate, as from a thread;
+//                  rethrow_exceptions: out of drain()/stop() to their caller
+//                    (only for plans without threads: enforced at compile
+//                    time, a runner thread has no caller to rethrow to);
+//                  any callable h(std::exception_ptr, Level): called on the
+//                    runner's thread, then the runner goes on.
+//                  Whichever: the continuation that threw has run (it is not
+//                  re-queued) and every continuation not yet run stays queued.
+//   on_stop      — what stop() does with pending work [drain_on_stop]
+//                  drain_on_stop: runners finish their queues, then the
+//                    caller of stop() runs whatever is left (work deferred
+//                    across runners while they stopped, manual levels);
+//                  hand_back_on_stop: runners stop after the continuation
+//                    they are running; stop(out) moves the rest, unrun and
+//                    with their saved obj/status, to the caller's kcqueue.
+//
+// Compared with a mutex + condition variable + deque<std::function>: no
+// allocation per task (the continuation is the node), producers never lock
+// (mpsc_queue), a sleeping runner costs the producer one futex wake and an
+// awake one none, and priorities are levels fixed in the type.
+//
+// Usage:
+//   using plan = kcont::plan_for<bsd_level, kcont::pool_runner<>, kcont::thread_runner>;
+//   kcont::thread_dispatcher<bsd_level, plan> d;      // threads start here
+//   kcont::defer(d, done, &req, 0);                   // any thread
+//   d.stop();                                         // or let the destructor
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "kcont/contract.hpp"
+#include "kcont/current_level.hpp"
+#include "kcont/kc.hpp"
+#include "kcont/kcqueue.hpp"
+#include "kcont/level.hpp"
+#include "kcont/mpsc_queue.hpp"
+#include "kcont/run.hpp"
+#include "kcont/runner.hpp"
+#include "kcont/wakeup.hpp"
+
+namespace kcont {
+
+// ---- policies --------------------------------------------------------------
+
+// on_exception: a throwing continuation ends the program (the default, and
+// what an exception leaving a std::thread does anyway).
+struct terminate_on_exception {};
+// on_exception: the exception leaves drain() (or stop()) in the caller's
+// thread; only for plans without runner threads.
+struct rethrow_exceptions {};
+// on_stop: pending work runs before stop() returns.
+struct drain_on_stop {};
+// on_stop: pending work is handed back to the caller of stop(out).
+struct hand_back_on_stop {};
+
+// The default policy: every knob at its default.
+struct dispatch_defaults {};
+
+// What a level queue must offer a thread_dispatcher (mpsc_queue<> and
+// kcqueue<kc_hook, Lock> do).
+template <class Q>
+concept level_queue =
+    std::default_initializable<Q> &&
+    requires(Q& q, kc_hook& h, detail::nothing before_link,
+             void (*under_lock)(kc_hook&) noexcept) {
+      { q.push(h, before_link) } -> std::same_as<push_result>;
+      { q.pop() } -> std::same_as<kc_hook*>;
+      { q.pop_claimed(under_lock) } -> std::same_as<kc_hook*>;
+      { q.erase_slow(h) } -> std::same_as<bool>;
+      { q.empty() } -> std::same_as<bool>;
+    };
+
+namespace detail {
+
+template <class P>
+struct policy_queue {
+  using type = mpsc_queue<kc_hook>;
+};
+template <class P>
+  requires requires { typename P::queue; }
+struct policy_queue<P> {
+  using type = typename P::queue;
+};
+template <class P>
+struct policy_wakeup {
+  using type = atomic_wakeup;
+};
+template <class P>
+  requires requires { typename P::wakeup; }
+struct policy_wakeup<P> {
+  using type = typename P::wakeup;
+};
+template <class P>
+struct policy_on_exception {
+  using type = terminate_on_exception;
+};
+template <class P>
+  requires requires { typename P::on_exception; }
+struct policy_on_exception<P> {
+  using type = typename P::on_exception;
+};
+template <class P>
+struct policy_on_stop {
+  using type = drain_on_stop;
+};
+template <class P>
+  requires requires { typename P::on_stop; }
+struct policy_on_stop<P> {
+  using type = typename P::on_stop;
+};
+
+template <class Q>
+inline constexpr bool signal_safe_queue = false;
+template <class Q>
+  requires requires { Q::signal_safe_push; }
+inline constexpr bool signal_safe_queue<Q> = Q::signal_safe_push;
+
+// The continuation the calling thread is running for a thread_dispatcher
+// (cancel_sync from inside it must not wait for itself).
+inline thread_local const kc_hook* running_here = nullptr;
+
+}  // namespace detail
+
+// How much one drain may do: at most `count` continuations and, when a
+// deadline is set, until that time point (checked before each one). The rest
+// stays queued and the runner is rescheduled (its descriptor stays readable).
+struct drain_budget {
+  std::size_t count = std::numeric_limits<std::size_t>::max();
+  std::chrono::steady_clock::time_point deadline =
+      std::chrono::steady_clock::time_point::max();
+
+  // Returns: a budget of n continuations.
+  [[nodiscard]] static drain_budget items(std::size_t n) noexcept {
+    return {n, std::chrono::steady_clock::time_point::max()};
+  }
+  // Returns: a budget of `d` from now.
+  template <class Rep, class Period>
+  [[nodiscard]] static drain_budget for_time(
+      std::chrono::duration<Rep, Period> d) noexcept {
+    return {std::numeric_limits<std::size_t>::max(),
+            std::chrono::steady_clock::now() +
+                std::chrono::duration_cast<std::chrono::steady_clock::duration>(d)};
+  }
+};
+
+// Level queues drained by compile-time runners (see the banner). The default
+// plan is one thread for every level (level 0's thread_runner, the others
+// falling back to it), highest level first.
+//
+// Lifetime contract: the runner threads start in the constructor and are
+// joined by stop() or, at the latest, by the destructor. Each queued
+// continuation's owner keeps it alive until it has run, or until cancel /
+// stop(out) handed it back. The destructor stops the dispatcher under its
+// on_stop policy; with hand_back_on_stop, call stop(out) first: work still
+// pending in the destructor is a contract violation in a debug build (and is
+// drained in a release build rather than dropped).
+//
+// Thread-safety: push_deferred (so defer/run), has_work, cancel, cancel_sync
+// and stop from any thread. With a signal-safe queue and wake-up
+// (`signal_safe`, see defer_from_signal), push_deferred also from a POSIX
+// signal handler; nothing else is signal-safe. drain(), wait() and
+// wait_fd() are for the manual runners' levels, one draining thread per
+// runner at a time. Producers must be done deferring before stop() is
+// called: work deferred after stop() returned stays queued (and trips the
+// queues' rule-9 check when the dispatcher is destroyed).
+template <level_set Level = bsd_level,
+          runner_plan_for<Level> Plan =
+              plan_for<Level, thread_runner, no_runner>,
+          class Policy = dispatch_defaults>
+class thread_dispatcher {
+ public:
+  using level_type = Level;  // the level set (deferral_target)
+  using plan_type = Plan;    // who drains each level
+  // The policy's knobs, defaults applied (see the banner).
+  using queue_type = typename detail::policy_queue<Policy>::type;
+  using wakeup_type = typename detail::policy_wakeup<Policy>::type;
+  using on_exception_type = typename detail::policy_on_exception<Policy>::type;
+  using on_stop_type = typename detail::policy_on_stop<Policy>::type;
+
+  // Number of level queues.
+  static constexpr std::size_t levels = level_count<Level>;
+  // Other threads touch the queues: deferral uses atomic state updates.
+  static constexpr bool concurrent = true;
+  // True when push_deferred (defer, defer_from_signal) is async-signal-safe:
+  // a lock-free queue and a write(2) wake-up.
+  static constexpr bool signal_safe =
+      detail::signal_safe_queue<queue_type> && wakeup_type::signal_safe;
+
+ private:
+  static constexpr bool rethrows =
+      std::is_same_v<on_exception_type, rethrow_exceptions>;
+  static constexpr bool terminates =
+      std::is_same_v<on_exception_type, terminate_on_exception>;
+  static constexpr bool hands_back =
+      std::is_same_v<on_stop_type, hand_back_on_stop>;
+
+  static_assert(level_queue<queue_type>,
+                "kcont::thread_dispatcher: Policy::queue must be a level queue "
+                "of kc_hook (mpsc_queue<>, kcqueue<kc_hook, std::mutex>, "
+                "kcqueue<kc_hook, spin_lock>)");
+  static_assert(!std::is_same_v<queue_type, kcqueue<kc_hook, no_lock>>,
+                "kcont::thread_dispatcher: a queue without a lock is not safe "
+                "across threads; use mpsc_queue<> or a real lock");
+  static_assert(wakeup_policy<wakeup_type>,
+                "kcont::thread_dispatcher: Policy::wakeup must be a wake-up "
+                "policy (atomic_wakeup, condvar_wakeup, fd_wakeup)");
+  static_assert(std::same_as<on_stop_type, drain_on_stop> || hands_back,
+                "kcont::thread_dispatcher: Policy::on_stop must be "
+                "drain_on_stop or hand_back_on_stop");
+  static_assert(rethrows || terminates ||
+                    std::invocable<on_exception_type&, std::exception_ptr, Level>,
+                "kcont::thread_dispatcher: Policy::on_exception must be "
+                "terminate_on_exception, rethrow_exceptions or a callable "
+                "h(std::exception_ptr, Level)");
+  static_assert(!(rethrows && Plan::has_threads),
+                "kcont::thread_dispatcher: rethrow_exceptions needs a caller to "
+                "rethrow to, and a runner thread has none: use a handler "
+                "h(std::exception_ptr, Level) or terminate_on_exception");
+
+  // One per runner thread (and one per manual runner, one for stop()): what
+  // it is running now, so cancel_sync can wait for it. Own cache line.
+  struct alignas(64) slot {
+    std::atomic<const kc_hook*> running{nullptr};
+  };
+
+  // A runner: the levels [lo, hi] it drains, how it sleeps, its threads.
+  struct runner {
+    std::size_t lo = 0;
+    std::size_t hi = 0;
+    runner_kind kind = runner_kind::manual;
+    unsigned nthreads = 0;
+    wakeup_type wake;
+    std::unique_ptr<slot[]> slots;  // max(nthreads, 1)
+    std::vector<std::thread> threads;
+    std::atomic<bool> draining{false};  // a manual drain is in progress
+  };
+
+ public:
+  // Effects: creates the queues and runners and starts the plan's threads.
+  // Throws: std::system_error (thread or descriptor creation) or
+  //   std::bad_alloc; threads already started are stopped and joined first.
+  // Thread-safety: the threads may run continuations before it returns.
+  explicit thread_dispatcher(on_exception_type on_exception = {})
+      : on_exception_(std::move(on_exception)) {
+    for (std::size_t i = 0; i < levels; ++i) {
+      if (Plan::runner_of(i) != i) continue;
+      auto r = std::make_unique<runner>();
+      r->lo = i;
+      r->hi = Plan::top_of(i);
+      r->kind = Plan::kinds[i];
+      r->nthreads = Plan::threads[i];
+      if (r->kind == runner_kind::pool && r->nthreads == 0)
+        r->nthreads = std::max(1u, std::thread::hardware_concurrency());
+      if (r->kind == runner_kind::manual) r->nthreads = 0;
+      r->slots = std::make_unique<slot[]>(std::max(r->nthreads, 1u));
+      r->threads.reserve(r->nthreads);
+      runners_[i] = std::move(r);
+    }
+    try {
+      for (auto& r : runners_) {
+        if (!r) continue;
+        for (unsigned t = 0; t < r->nthreads; ++t)
+          r->threads.emplace_back([this, rp = r.get(), t] {
+            thread_main(*rp, rp->slots[t]);
+          });
+      }
+    } catch (...) {
+      stop_threads();
+      throw;
+    }
+  }
+
+  thread_dispatcher(const thread_dispatcher&) = delete;
+  thread_dispatcher& operator=(const thread_dispatcher&) = delete;
+
+  // Effects: stops the dispatcher if stop() was not called (see on_stop),
+  //   joining every runner thread. A continuation that throws here under
+  //   rethrow_exceptions terminates the program (a destructor does not
+  //   throw): call stop() first to see the exception.
+  ~thread_dispatcher() {
+    if constexpr (hands_back) {
+      stop_threads();
+      KCONT_EXPECTS(!any_work(),
+                    "thread_dispatcher: destroyed with work pending under "
+                    "hand_back_on_stop; call stop(out) first (rule 9: every "
+                    "continuation runs or is handed back)");
+      drain_rest();  // release build: run it rather than drop it
+    } else {
+      stop();
+    }
+  }
+
+  // Effects: queues h on its level's queue (see deferral_target), calling
+  //   before_link after claiming it, and wakes the level's runner when the
+  //   queue turned non-empty.
+  // Returns: already_queued, first or queued.
+  // Complexity: O(1); no allocation; lock-free with mpsc_queue.
+  // Thread-safety: any thread; from a signal handler when `signal_safe`.
+  template <std::invocable<> BeforeLink>
+  push_result push_deferred(kc_hook& h, BeforeLink&& before_link) {
+    const auto level = static_cast<Level>(detail::hook_access::level(h));
+    KCONT_EXPECTS(level != Level::immediate && is_valid_level(level),
+                  "dispatcher: only a deferrable level has a queue");
+    const std::size_t i = level_index(level);
+    const push_result r =
+        queues_[i].push(h, std::forward<BeforeLink>(before_link));
+    if (r == push_result::first) wake(*runners_[Plan::runner_of(i)]);
+    return r;
+  }
+
+  // Effects: runs continuations of the manual runner that drains `level` —
+  //   all of its levels, the highest non-empty one first — each at its level,
+  //   until they are empty or the budget is spent. The runner's wake-up is
+  //   reset first and re-armed when work is left, so a descriptor stays
+  //   readable while the runner has work.
+  // Returns: how many ran.
+  // Throws: with rethrow_exceptions, what a continuation throws (it has run;
+  //   the rest stays queued and the runner is re-armed).
+  // Precondition: level's runner is a manual_runner; no other thread drains
+  //   that runner at the same time.
+  // Reentrancy: a continuation may defer more work, to any level.
+  std::size_t drain(Level level, drain_budget budget = {}) {
+    runner& r = runner_for(level);
+    KCONT_EXPECTS(r.kind == runner_kind::manual,
+                  "thread_dispatcher: drain() is for manual runners' levels");
+    KCONT_EXPECTS(!r.draining.exchange(true, std::memory_order_acquire),
+                  "thread_dispatcher: one thread drains a manual runner at a "
+                  "time");
+    struct finish {
+      thread_dispatcher* self;
+      runner* r;
+      ~finish() {
+        r->draining.store(false, std::memory_order_release);
+        if (self->runner_has_work(*r)) r->wake.notify();
+      }
+    } fin{this, &r};
+    if constexpr (requires { r.wake.reset(); }) r.wake.reset();
+    const bool timed =
+        budget.deadline != std::chrono::steady_clock::time_point::max();
+    std::size_t n = 0;
+    while (n < budget.count) {
+      if (timed && std::chrono::steady_clock::now() >= budget.deadline) break;
+      if (!run_one(r, r.slots[0])) break;
+      ++n;
+    }
+    return n;
+  }
+
+  // Effects: blocks until the manual runner draining `level` has work, or
+  //   the dispatcher is stopping. Never allocates.
+  // Precondition: level's runner is a manual_runner.
+  void wait(Level level) {
+    runner& r = runner_for(level);
+    KCONT_EXPECTS(r.kind == runner_kind::manual,
+                  "thread_dispatcher: wait() is for manual runners' levels");
+    r.wake.wait([&] {
+      return runner_has_work(r) ||
+             stopping_.load(std::memory_order_seq_cst);
+    });
+  }
+
+  // Returns: a descriptor that is readable whenever the manual runner
+  //   draining `level` has work and no drain() of it is in progress (it may
+  //   also be readable with nothing to do: drain() then returns 0). Poll it
+  //   for POLLIN, then call drain(level). Owned by the dispatcher: do not
+  //   read or close it.
+  // Precondition: level's runner is a manual_runner.
+  [[nodiscard]] int wait_fd(Level level) const
+    requires std::same_as<wakeup_type, fd_wakeup>
+  {
+    const runner& r = runner_for(level);
+    KCONT_EXPECTS(r.kind == runner_kind::manual,
+                  "thread_dispatcher: wait_fd() is for manual runners' levels");
+    return r.wake.native_handle();
+  }
+
+  // True when `level`'s queue holds work. A snapshot.
+  [[nodiscard]] bool has_work(Level level) const noexcept {
+    return !queues_[level_index(level)].empty();
+  }
+
+  // Effects: removes h from its level's queue if it is still waiting there;
+  //   the caller owns it again (dispose() it if kcont allocated it). As with
+  //   manual_dispatcher::cancel, it is handed back still carrying the saved
+  //   obj/status of its deferral: run() gives it those, and deferring it
+  //   again keeps them (rule 2).
+  // Returns: true when h was removed before it ran; false when it was not
+  //   queued here, or is running or has run.
+  // Complexity: O(queue length). Thread-safety: any thread, not from a signal
+  //   handler; does not wait for a running continuation (see cancel_sync).
+  bool cancel(kc_hook& h) noexcept {
+    const auto level = static_cast<Level>(detail::hook_access::level(h));
+    if (level == Level::immediate || !is_valid_level(level)) return false;
+    return queues_[level_index(level)].erase_slow(h);
+  }
+
+  // Effects: cancel(h); when h was not removed because a runner is running
+  //   it, waits (yielding) until that call returns. Called from inside h's
+  //   own run, it does not wait for itself.
+  // Returns: true when h was removed before it ran; false otherwise, and then
+  //   h is not running on this dispatcher when it returns (unless deferred
+  //   again meanwhile by another thread).
+  // Thread-safety: any thread, not a signal handler. Calling it from a
+  //   continuation nested inside h's run (a nested drain) deadlocks.
+  bool cancel_sync(kc_hook& h) {
+    if (cancel(h)) return true;
+    if (detail::running_here == &h) return false;
+    // A runner publishes the node it pops in its slot under the queue's lock
+    // (pop_claimed), so the failed erase above, which took that lock too, is
+    // ordered after the publication: if h is running now, a slot shows it.
+    for (auto& r : runners_) {
+      if (!r) continue;
+      for (unsigned t = 0; t < std::max(r->nthreads, 1u); ++t)
+        wait_not_running(r->slots[t], h);
+    }
+    wait_not_running(stop_slot_, h);
+    return false;
+  }
+
+  // Effects: stops the runners. Their threads finish their queues and
+  //   exit; then the calling thread runs everything left (manual levels,
+  //   work deferred across runners while they stopped), highest level
+  //   first, at each continuation's level. Idempotent. A continuation that
+  //   re-defers itself on every run keeps its runner, and so stop(), busy.
+  // Throws: with rethrow_exceptions, what a continuation throws (the rest
+  //   stays queued; call stop() again to go on).
+  // Thread-safety: any thread but a runner thread of this dispatcher.
+  void stop()
+    requires(!hands_back)
+  {
+    stop_threads();
+    drain_rest();
+  }
+
+  // Effects: stops the runners after the continuation each is running, joins
+  //   them, and moves every continuation still queued to `out` (unrun, still
+  //   carrying its saved obj/status, queued bit cleared then set by out),
+  //   highest level first, FIFO within a level. The caller then runs them
+  //   elsewhere (push_deferred on another dispatcher) or dispose()s them.
+  // Returns: how many were handed back.
+  // Thread-safety: any thread but a runner thread of this dispatcher.
+  template <lock_policy Lock>
+  std::size_t stop(kcqueue<kc_hook, Lock>& out)
+    requires hands_back
+  {
+    stop_threads();
+    std::size_t n = 0;
+    for (std::size_t i = levels; i-- > 0;) {
+      while (kc_hook* h = queues_[i].pop()) {
+        (void)out.push(*h);
+        ++n;
+      }
+    }
+    return n;
+  }
+
+  // True once stop() began.
+  [[nodiscard]] bool stopping() const noexcept {
+    return stopping_.load(std::memory_order_acquire);
+  }
+
+  // Returns: the runner kind draining `level` (after no_runner fallback).
+  [[nodiscard]] static constexpr runner_kind runner_kind_of(Level level) noexcept {
+    return Plan::kinds[Plan::runner_of(level_index(level))];
+  }
+
+  // Returns: how many threads drain `level` (0 for a manual runner).
+  [[nodiscard]] unsigned thread_count(Level level) const noexcept {
+    return runner_for(level).nthreads;
+  }
+
+  // The exception handler (when on_exception is a callable), for inspection.
+  [[nodiscard]] on_exception_type& exception_handler() noexcept {
+    return on_exception_;
+  }
+
+ private:
+  runner& runner_for(Level level) noexcept {
+    return *runners_[Plan::runner_of(level_index(level))];
+  }
+  const runner& runner_for(Level level) const noexcept {
+    return *runners_[Plan::runner_of(level_index(level))];
+  }
+
+  bool runner_has_work(const runner& r) const noexcept {
+    for (std::size_t i = r.hi + 1; i-- > r.lo;)
+      if (!queues_[i].empty()) return true;
+    return false;
+  }
+  bool any_work() const noexcept {
+    for (const auto& q : queues_)
+      if (!q.empty()) return true;
+    return false;
+  }
+
+  // Wakes runner r after its queue turned non-empty. A manual runner's
+  // waiter may be a poll loop, which only notify() reaches; a runner
+  // thread sleeps in wait(), so a policy that can skip the wake-up while
+  // nobody sleeps (fd_wakeup::wake_sleeper) does. Signal-safe when the
+  // policy is.
+  static void wake(runner& r) noexcept(noexcept(r.wake.notify())) {
+    if constexpr (requires { r.wake.wake_sleeper(); }) {
+      if (r.kind != runner_kind::manual) {
+        r.wake.wake_sleeper();
+        return;
+      }
+    }
+    r.wake.notify();
+  }
+
+  static void wait_not_running(const slot& s, const kc_hook& h) noexcept {
+    while (s.running.load(std::memory_order_acquire) == &h)
+      std::this_thread::yield();
+  }
+
+  // Publishes "running h" in a slot and on the thread, and withdraws both
+  // when the call returns or throws (only the pointer value is touched: h
+  // itself may be gone by then).
+  struct running_scope {
+    slot& s;
+    const kc_hook* saved_here;
+    ~running_scope() {
+      detail::running_here = saved_here;
+      s.running.store(nullptr, std::memory_order_release);
+    }
+  };
+
+  // Runs one continuation from runner r's highest non-empty level.
+  // Returns: false when all of r's queues were empty.
+  // Throws: what the continuation throws, unless handled by the policy.
+  bool run_one(runner& r, slot& s) { return run_one(r.lo, r.hi, s, &r); }
+
+  // The same over the levels [lo, hi], publishing in slot s; `pool` (when
+  // not null) is the runner whose idle siblings may need waking.
+  bool run_one(std::size_t lo, std::size_t hi, slot& s, runner* pool) {
+    for (std::size_t i = hi + 1; i-- > lo;) {
+      kc_hook* h = queues_[i].pop_claimed([&s](kc_hook& n) noexcept {
+        s.running.store(&n, std::memory_order_release);
+      });
+      if (h == nullptr) continue;
+      // A pool: wake a sibling when more is waiting, so one wake-up per
+      // empty->non-empty transition still keeps every worker busy.
+      if (pool != nullptr && pool->nthreads > 1 && runner_has_work(*pool))
+        wake(*pool);
+      const level_guard<Level> at_level(level_at<Level>(i));
+      running_scope scope{s, detail::running_here};
+      detail::running_here = h;
+      if constexpr (rethrows) {
+        detail::hook_access::op(*h, kc_op::resume_shared);
+      } else if constexpr (terminates) {
+        resume_or_terminate(*h);
+      } else {
+        try {
+          detail::hook_access::op(*h, kc_op::resume_shared);
+        } catch (...) {
+          on_exception_(std::current_exception(), level_at<Level>(i));
+        }
+      }
+      // *h may be gone: the function may have destroyed it.
+      return true;
+    }
+    return false;
+  }
+
+  // An exception reaching this noexcept frame calls std::terminate.
+  static void resume_or_terminate(kc_hook& h) noexcept {
+    detail::hook_access::op(h, kc_op::resume_shared);
+  }
+
+  // A runner thread: run while there is work; sleep without losing a
+  // wake-up; exit on stop (after its queues are empty under drain_on_stop,
+  // at once under hand_back_on_stop).
+  void thread_main(runner& r, slot& s) {
+    for (;;) {
+      if (hands_back && stopping_.load(std::memory_order_acquire)) break;
+      if (run_one(r, s)) continue;
+      if (stopping_.load(std::memory_order_seq_cst)) break;
+      r.wake.wait([&] {
+        return stopping_.load(std::memory_order_seq_cst) || runner_has_work(r);
+      });
+    }
+    // A sibling may have lost its wake-up to us (a shared descriptor): pass
+    // the stop on.
+    r.wake.notify_all();
+  }
+
+  // Sets the stop flag, wakes every runner and joins its threads (which
+  // finish their queues first under drain_on_stop, see thread_main).
+  void stop_threads() noexcept {
+    if constexpr (contract_checks) {
+      for (auto& r : runners_)
+        if (r)
+          for (auto& t : r->threads)
+            KCONT_EXPECTS(t.get_id() != std::this_thread::get_id(),
+                          "thread_dispatcher: stop() called from one of its "
+                          "own runner threads (it would join itself)");
+    }
+    std::lock_guard<std::mutex> g(stop_mutex_);
+    stopping_.store(true, std::memory_order_seq_cst);
+    for (auto& r : runners_)
+      if (r) r->wake.notify_all();
+    for (auto& r : runners_) {
+      if (!r) continue;
+      for (auto& t : r->threads)
+        if (t.joinable()) t.join();
+    }
+  }
+
+  // Runs everything left, highest level first, on the calling thread.
+  void drain_rest() {
+    for (;;) {
+      std::size_t i = levels;
+      while (i > 0 && queues_[i - 1].empty()) --i;
+      if (i == 0) return;
+      (void)run_one(i - 1, i - 1, stop_slot_, nullptr);
+    }
+  }
+
+  std::array<queue_type, levels> queues_;
+  std::array<std::unique_ptr<runner>, levels> runners_;
+  slot stop_slot_;
+  std::atomic<bool> stopping_{false};
+  std::mutex stop_mutex_;
+  [[no_unique_address]] on_exception_type on_exception_;
+};
+
+// Effects: defer (run.hpp) from a POSIX signal handler: lock-free push, no
+//   allocation, and an async-signal-safe wake-up (a write(2)).
+// Returns: deferred, or refused when k is already queued (the pending run
+//   absorbs this one).
+// Compile-time check: the dispatcher's queue and wake-up are signal-safe
+//   (mpsc_queue<> and fd_wakeup).
+template <deferral_target D, class Obj, class Status>
+run_result defer_from_signal(D& d,
+                             kc_base<Obj, Status, typename D::level_type>& k,
+                             std::type_identity_t<Obj> obj,
+                             std::type_identity_t<Status> status) {
+  static_assert(requires { requires D::signal_safe; },
+                "kcont::defer_from_signal: the dispatcher is not "
+                "async-signal-safe; use Policy::queue = mpsc_queue<> and "
+                "Policy::wakeup = fd_wakeup");
+  return defer(d, k, obj, status);
+}
+
+}  // namespace kcont
