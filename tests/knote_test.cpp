@@ -4,6 +4,8 @@
 
 #include <doctest/doctest.h>
 
+#include <kcont/thread_dispatcher.hpp>
+
 #include <kcont/dispatcher.hpp>
 
 #include <atomic>
@@ -272,6 +274,33 @@ TEST_CASE("knote.rule8_detach_waits_for_an_activation_in_flight_on_another_threa
   kn.detach();  // must wait until the continuation has returned
   CHECK(phase.load() == 3);
   activator.join();
+}
+
+TEST_CASE("knote.rule8_detach_waits_for_a_deferred_run_on_a_runner_thread") {
+  // The continuation was deferred to softnet and a thread_dispatcher runner
+  // has popped it and is running it when the owner detaches: detach(d) must
+  // return only after that run has returned (then the knote may be freed).
+  using plan = kcont::plan_for<bsd_level, kcont::thread_runner, kcont::no_runner>;
+  kcont::thread_dispatcher<bsd_level, plan> d;
+  std::atomic<int> phase{0};
+  struct env_t {
+    std::atomic<int>* phase;
+  };
+  kcont::kc k{[](kn_t*, env_t& e, knote_cause) {
+                e.phase->store(1);
+                while (e.phase->load() == 1) std::this_thread::yield();
+                std::this_thread::sleep_for(std::chrono::milliseconds(20));
+                e.phase->store(3);
+              },
+              env_t{&phase}, bsd_level::softnet};
+  kcont::knote<count_filter> kn{count_filter{}, k};
+  REQUIRE(kn.attach() == 0);
+  CHECK(kn.activate(d, bsd_level::softserial) == kcont::run_result::deferred);
+  while (phase.load() != 1) std::this_thread::yield();  // the runner is in it
+  phase.store(2);
+  kn.detach(d);
+  CHECK(phase.load() == 3);
+  d.stop();
 }
 
 TEST_CASE("knote.concurrent_activate_enable_disable_never_loses_the_enabled_run") {

@@ -393,8 +393,10 @@ struct immediate_target {
 // violation (debug builds abort). Immovable: klists link it in place.
 // Thread-safety: activate, enable, disable and detach may race each other
 // from any thread. A continuation deferred to a dispatcher level is cancelled
-// by detach(d); when another thread is draining that level concurrently, the
-// owner must also synchronize with that drain before destroying the knote.
+// by detach(d); with a dispatcher that runs levels on its own threads
+// (thread_dispatcher), detach(d) also waits for a run a runner has already
+// popped. With a manual_dispatcher drained by another thread of yours, the
+// owner must synchronize with that drain before destroying the knote.
 template <class Hint = long, level_set Level = bsd_level>
 class knote_base : public knote_core {
  public:
@@ -494,15 +496,27 @@ class knote_base : public knote_core {
   // Effects: rule 8: stops activations from running the continuation,
   //   detaches the filter, waits for activations in flight on other threads
   //   (not for the calling thread's own: a continuation may detach its own
-  //   knote), then cancels the continuation if it is deferred on `d`.
+  //   knote), then cancels the continuation if it is deferred on `d`. When
+  //   `d` runs continuations on threads of its own (it has cancel_sync, as
+  //   thread_dispatcher does), it also waits for a run of the continuation
+  //   that a runner has already popped, so nothing runs on the knote once
+  //   this returns and the owner may free it.
   // Returns: true when this call detached it (false: detached already).
-  // Complexity: O(1) plus the wait and d.cancel. Thread-safety: any thread.
+  // Complexity: O(1) plus the wait and the dispatcher's cancel.
+  // Thread-safety: any thread (not a runner nested inside this knote's own
+  //   continuation: see thread_dispatcher::cancel_sync).
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level> &&
              requires(D& d, kc_hook& h) { d.cancel(h); }
   bool detach(D& d) {
     const bool did = detach_filter();
-    if (kc_->is_queued()) (void)d.cancel(*kc_);
+    if constexpr (requires(D& dd, kc_hook& h) { dd.cancel_sync(h); }) {
+      // A popped continuation stops showing as queued once it starts, so
+      // cancel_sync is asked whatever is_queued says.
+      (void)d.cancel_sync(*kc_);
+    } else if (kc_->is_queued()) {
+      (void)d.cancel(*kc_);
+    }
     return did;
   }
 
