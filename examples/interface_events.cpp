@@ -34,7 +34,10 @@ std::string describe(std::uint32_t bits) {
   std::string s;
   for (auto [bit, name] : {std::pair{link_up, "link-up"}, {link_down, "link-down"},
                            {addr_added, "addr-added"}, {addr_removed, "addr-removed"}})
-    if (bits & bit) s += (s.empty() ? "" : ",") + std::string(name);
+    if (bits & bit) {
+      if (!s.empty()) s += ',';
+      s += name;
+    }
   return s;
 }
 
