@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <memory>
 #include <thread>
 
 #include "kq_support.hpp"
@@ -405,4 +406,24 @@ TEST_CASE("kqueue.single_threaded_with_no_lock") {
   kev out[2];
   CHECK(kq.scan(out, std::chrono::milliseconds(1)) == 1);
   CHECK(kq.scan(out) == 0);
+}
+
+TEST_CASE("kqueue.destroyed_while_a_thread_scans_is_a_contract_violation") {
+  // The check fires in a forked child that destroys its copy of a kqueue on
+  // which the parent's scanner thread is blocked.
+  if (!kcont::contract_checks || kcont_test::under_tsan) return;
+  auto f = std::make_unique<kq_test::fixture>();
+  std::thread scanner([&] {
+    kev out[1];
+    (void)f->kq.scan(out, std::chrono::seconds(30));
+  });
+  while (f->kq.waiting() == 0) std::this_thread::yield();
+  CHECK(kcont_test::dies_with([&] { f.reset(); },
+                              "kqueue: destroyed while a thread scans it"));
+  // Wake the scanner in this process: an event ends its wait.
+  REQUIRE(f->change({.ident = 9, .filter = kcont::filter_id::user,
+                     .flags = ev::add}) == 0);
+  REQUIRE(f->change({.ident = 9, .filter = kcont::filter_id::user,
+                     .fflags = note::trigger}) == 0);
+  scanner.join();
 }

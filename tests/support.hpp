@@ -7,6 +7,20 @@
 
 namespace kcont_test {
 
+// True in a ThreadSanitizer build: fork() from a process with threads (what a
+// death test of a multi-threaded contract needs) is not supported there.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool under_tsan = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool under_tsan = true;
+#else
+inline constexpr bool under_tsan = false;
+#endif
+#else
+inline constexpr bool under_tsan = false;
+#endif
+
 // Heap allocations made through operator new since the program started, on
 // every thread (the replacement operator new lives in main.cpp).
 std::size_t allocations() noexcept;

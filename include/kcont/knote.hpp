@@ -608,6 +608,17 @@ class knote : public knote_base<filter_hint_t<F>, Level> {
   knote(F filter, continuation_type& k, std::uintptr_t ident = 0)
       : base_type(ops, k, ident), filter_(std::move(filter)) {}
 
+  // A continuation of another signature: rejected with the reason, rather
+  // than with "no matching constructor".
+  template <class K>
+    requires(!std::is_convertible_v<K&, continuation_type&>)
+  knote(F, K&, std::uintptr_t = 0) : base_type(ops, *static_cast<continuation_type*>(nullptr), 0) {
+    static_assert(std::is_convertible_v<K&, continuation_type&>,
+                  "kcont::knote: the continuation must take the knote: its "
+                  "function is fn(knote_base<Hint, Level>*, Env&, "
+                  "knote_cause), at a level of the knote's level set");
+  }
+
   // The filter (its state is guarded by the field lock while attached: read
   //   it from another thread only when detached or with the owner's lock).
   [[nodiscard]] F& filter() noexcept { return filter_; }

@@ -272,6 +272,13 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     return n;
   }
 
+  // The number of threads blocked in scan right now (a snapshot): what the
+  // destructor's precondition is about.
+  [[nodiscard]] std::size_t waiting() const {
+    std::lock_guard<Lock> g(lock_);
+    return waiters_;
+  }
+
   // The number of registered knotes. Complexity: O(1).
   [[nodiscard]] std::size_t size() const {
     std::lock_guard<Lock> g(lock_);
