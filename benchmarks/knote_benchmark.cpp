@@ -463,7 +463,7 @@ struct observer {
   ~observer() = default;
 };
 
-struct request_observer : observer {
+struct request_observer final : observer {
   explicit request_observer(request* r) : req(r) {}
   void on_event(long hint) noexcept override {
     record(*req->owner, req, static_cast<int>(hint));
