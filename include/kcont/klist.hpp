@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <mutex>
+#include <type_traits>
 
 #include "kcont/contract.hpp"
 #include "kcont/kcqueue.hpp"
@@ -107,6 +108,15 @@ class klist {
       c.next = access::next(*core);
       auto& kn = static_cast<knote_type&>(*core);
       if (!kn.filter_event(hint)) continue;
+      if constexpr (std::is_same_v<Lock, no_lock>) {
+        // No lock: every detach erases from this list, so none runs on
+        // another thread during this fan-out; nothing to pin (knote.hpp,
+        // begin_activation<false>), no lock to drop around the call.
+        if (!access::begin_activation_unpinned(kn)) continue;
+        ++n;
+        (void)kn.run_unpinned(d, current, knote_cause::event);
+        continue;
+      }
       // Pinned under the list lock: a detach on another thread erases it
       // from the list and then waits for this activation to finish.
       if (!access::begin_activation(kn)) continue;
