@@ -39,8 +39,8 @@
 //                               t.lowest) over K knote<filter>, each with a
 //                               kc{fn, request*, at<immediate>}: per
 //                               subscriber the filter's event (under the
-//                               knote's field lock), the activation (rule 6:
-//                               state CAS, pin) and the continuation
+//                               knote's field lock), the activation (rule 6)
+//                               and the continuation
 //
 // E, kqueue activate + scan per event: one registered object; one iteration
 // posts one event and consumes it (one item).
@@ -225,8 +225,9 @@ void enqueue_once::operator()(knote_ref* kn, sub_fifo* q,
 }
 
 // Loop: 2 x list.fire (per knote: the filter's event under the field lock,
-// begin_activation's CAS, the continuation through kcont::run: try_queue,
-// link), then until the FIFO is empty (unlink, unqueue, take and reset
+// rule 6's activation (no_lock list: no pin; the knote stays active after
+// its first activation: no write), the continuation through kcont::run:
+// try_queue (a fetch_or), link), then until the FIFO is empty (unlink, unqueue, take and reset
 // kn.data, record). One thread: kn.data is read without the field lock.
 [[gnu::noinline]] void round_knote_fifo(fan_list& l, sub_fifo& q,
                                         int activations) {
@@ -527,9 +528,10 @@ struct fan_sub {
 };
 
 // Loop: one list.fire(t, hint, t.lowest): per knote the filter's event
-// (indirect, under the knote's field lock), begin_activation (a CAS on the
-// state word), the activation frame (pin, thread-local frame list), and the
-// continuation through kcont::run (state test, level test, indirect call).
+// (indirect, under the knote's field lock), rule 6's activation (no_lock
+// list: no pin; the knote stays active, so a load and a test, no write), and
+// the continuation through kcont::run (state test, level test, indirect
+// call).
 [[gnu::noinline]] void round_klist(fan_list& l, long hint) {
   kcont::immediate_target<> t;
   (void)l.fire(t, hint, t.lowest);
