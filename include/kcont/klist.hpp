@@ -96,6 +96,10 @@ class klist {
   // Complexity: O(knotes). No allocation.
   // Reentrancy: a continuation may detach its own knote or any other, and
   //   may fire this list again (a nested fan-out).
+  // With no_lock, activations are not pinned (no detach can run on another
+  //   thread during the fan-out: it would erase from this unlocked list), so
+  //   a fan-out costs no atomic read-modify-write beyond the filters' field
+  //   locks once the knotes are active.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t fire(D& d, const Hint& hint, Level current) {
