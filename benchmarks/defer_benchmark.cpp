@@ -14,7 +14,7 @@
 // `round_*` function taking the queue by reference: the queue lives in memory
 // in every case (as a queue shared by the code that pushes and the code that
 // drains does), and report.sh counts the instructions of exactly these
-// functions with callgrind (--toggle-collect=*round_*), a figure the load on
+// functions with callgrind (round_* in this anonymous namespace), a figure the load on
 // the machine cannot disturb.
 //
 //   BM_DeferDrain_DequeMutexFunction  std::deque<std::function<void()>> + std::mutex:

@@ -84,43 +84,50 @@ SCENARIOS = [
         ],
     },
     {
-        "id": "G",
-        "title": "One deferral, as a signal handler does it (push only, timed by hand)",
-        "cases": [
-            ("BM_DeferOne_RawFifoSpinLock/manual_time", "baseline", None,
-             "raw intrusive push under spin_lock"),
-            ("BM_DeferOne_KcontSpinLock/manual_time", "kcont",
-             "BM_DeferOne_RawFifoSpinLock/manual_time",
-             "kcont::defer, spin_lock dispatcher"),
-            ("BM_DeferOne_KcontLockFree/manual_time", "kcont",
-             "BM_DeferOne_RawFifoSpinLock/manual_time",
-             "kcont::defer, lock-free queue (branch `dispatch`)"),
-        ],
-    },
-    {
         "id": "C",
-        "title": "Coalesced activation (knote_benchmark.cpp)",
+        "title": "Coalesced activation: N = 64 objects, each activated twice, consumed once (per object)",
         "cases": [
-            ("BM_Activate_RawQueuedFlag/8", "baseline", None,
-             "raw FIFO of objects with a queued flag"),
-            ("BM_Activate_KnoteCoalesced/8", "kcont", "BM_Activate_RawQueuedFlag/8",
-             "knote activated 8 times before each scan, queued once"),
+            ("BM_Activate_RawQueuedFlag", "baseline", None,
+             "raw intrusive FIFO, plain queued flag: ++count, link if not queued; pop, run (the floor)"),
+            ("BM_Activate_KnoteFifo", "kcont", "BM_Activate_RawQueuedFlag",
+             "knotes on a klist<no_lock>, immediate continuation links on the caller's FIFO once"),
+            ("BM_Activate_Kqueue", "kcont", "BM_Activate_RawQueuedFlag",
+             "kqueue<counting_filter, request*, spin_lock> + event_source (std::mutex): 2 posts, 1 scan"),
+            ("BM_Activate_KqueueNoLock", "kcont", "BM_Activate_RawQueuedFlag",
+             "the same kqueue and source with no_lock"),
         ],
     },
+] + [
     {
         "id": "D",
-        "title": "Fan-out over a klist of 8, per subscriber (knote_benchmark.cpp)",
+        "title": f"Fan-out of one event to K = {k} subscribers (per subscriber)",
         "cases": [
-            ("BM_FanOut_RawList/8", "baseline", None,
-             "raw intrusive list, fn pointer per subscriber"),
-            ("BM_FanOut_VirtualObserver/8", "baseline", "BM_FanOut_RawList/8",
-             "list of observers with a virtual on_event"),
-            ("BM_FanOut_Klist/8", "kcont", "BM_FanOut_RawList/8",
-             "knote(klist, hint) through each filter"),
+            (f"BM_FanOut_RawList/{k}", "baseline", None,
+             "intrusive list of {next, fn, request}, one indirect call each (the floor)"),
+            (f"BM_FanOut_StdFunctionVector/{k}", "baseline", f"BM_FanOut_RawList/{k}",
+             "std::vector<std::function<void(long)>>"),
+            (f"BM_FanOut_VirtualObserver/{k}", "baseline", f"BM_FanOut_RawList/{k}",
+             "std::vector<observer*>, virtual on_event (reference)"),
+            (f"BM_FanOut_Klist/{k}", "kcont", f"BM_FanOut_RawList/{k}",
+             "klist<long, bsd_level, no_lock>::fire over knote<filter> + kc at immediate"),
+        ],
+    }
+    for k in (1, 8, 64)
+] + [
+    {
+        "id": "E",
+        "title": "kqueue activate + scan, one event per round",
+        "cases": [
+            ("BM_ActivateScan_DequeMutex", "baseline", None,
+             "std::deque of event records + std::mutex: push, pop"),
+            ("BM_ActivateScan_RawQueuedFlag", "baseline", "BM_ActivateScan_DequeMutex",
+             "raw queued-flag FIFO, one object"),
+            ("BM_ActivateScan_Kqueue", "kcont", "BM_ActivateScan_DequeMutex",
+             "src.post(1); kq.scan(out) (spin_lock kqueue, std::mutex source)"),
         ],
     },
     {
-        "id": "E",
+        "id": "F",
         "title": "Cross-thread throughput (dispatch_benchmark.cpp)",
         "cases": [
             ("BM_CrossThread_MutexCondvar/real_time", "baseline", None,
@@ -135,7 +142,21 @@ SCENARIOS = [
         "title": "Back-to-back wake-up latency (dispatch_benchmark.cpp)",
         "cases": [
             ("BM_Wakeup_Kcont/real_time", "kcont", None,
-             "defer to an idle worker, time until it runs (counter p50_ns)"),
+             "defer to an idle worker, time until it runs (counters p50_ns, p99_ns)"),
+        ],
+    },
+    {
+        "id": "G",
+        "title": "One deferral, as a signal handler does it (push only, timed by hand)",
+        "cases": [
+            ("BM_DeferOne_RawFifoSpinLock/manual_time", "baseline", None,
+             "raw intrusive push under spin_lock"),
+            ("BM_DeferOne_KcontSpinLock/manual_time", "kcont",
+             "BM_DeferOne_RawFifoSpinLock/manual_time",
+             "kcont::defer, spin_lock dispatcher"),
+            ("BM_DeferOne_KcontLockFree/manual_time", "kcont",
+             "BM_DeferOne_RawFifoSpinLock/manual_time",
+             "kcont::defer, lock-free queue (branch `dispatch`)"),
         ],
     },
 ]
@@ -151,11 +172,14 @@ TARGETS = [
      "le", "BM_DeferDrain_KcontNoLock", "BM_DeferDrain_RawFifo", 1.25, None),
     ("B", "defer + drain >= 4x faster than deque + mutex + std::function (no_lock)",
      "speedup", "BM_DeferDrain_KcontNoLock", "BM_DeferDrain_DequeMutexFunction", 4.0, None),
-    ("C", "coalesced activation <= 1.25x the raw queued-flag FIFO",
-     "le", "BM_Activate_KnoteCoalesced/8", "BM_Activate_RawQueuedFlag/8", 1.25, None),
-    ("D", "fan-out <= 1.2x the raw intrusive list, per subscriber (8 subscribers)",
-     "le", "BM_FanOut_Klist/8", "BM_FanOut_RawList/8", 1.2, None),
-    ("E", "cross-thread throughput >= 4x mutex + condvar",
+    ("C", "coalesced activation <= 1.25x the raw queued-flag FIFO (kqueue, spin_lock)",
+     "le", "BM_Activate_Kqueue", "BM_Activate_RawQueuedFlag", 1.25, None),
+] + [
+    ("D", f"fan-out <= 1.2x the raw intrusive list, per subscriber (K = {k})",
+     "le", f"BM_FanOut_Klist/{k}", f"BM_FanOut_RawList/{k}", 1.2, None)
+    for k in (1, 8, 64)
+] + [
+    ("F", "cross-thread throughput >= 4x mutex + condvar",
      "speedup", "BM_CrossThread_Kcont/real_time", "BM_CrossThread_MutexCondvar/real_time", 4.0, None),
     ("F", "back-to-back wake-up p50 <= 600 ns",
      "abs", "BM_Wakeup_Kcont/real_time", None, 600.0, "p50_ns"),
@@ -170,6 +194,18 @@ ALSO = [
      "le", "BM_DeferDrain_KcontSpinLock", "BM_DeferDrain_RawFifoSpinLock"),
     ("B", "defer + drain, std::mutex, vs deque + std::mutex + std::function",
      "speedup", "BM_DeferDrain_KcontMutex", "BM_DeferDrain_DequeMutexFunction"),
+    ("C", "coalesced activation, kqueue with no_lock (kqueue and source) vs the raw queued-flag FIFO",
+     "le", "BM_Activate_KqueueNoLock", "BM_Activate_RawQueuedFlag"),
+    ("C", "coalesced activation, plain knotes + the caller's FIFO vs the raw queued-flag FIFO",
+     "le", "BM_Activate_KnoteFifo", "BM_Activate_RawQueuedFlag"),
+    ("D", "fan-out to 8, klist vs std::vector<std::function>",
+     "le", "BM_FanOut_Klist/8", "BM_FanOut_StdFunctionVector/8"),
+    ("D", "fan-out to 8, klist vs virtual observers",
+     "le", "BM_FanOut_Klist/8", "BM_FanOut_VirtualObserver/8"),
+    ("E", "kqueue activate + scan vs std::deque + std::mutex of event records",
+     "le", "BM_ActivateScan_Kqueue", "BM_ActivateScan_DequeMutex"),
+    ("E", "kqueue activate + scan vs the raw queued-flag FIFO (one object)",
+     "le", "BM_ActivateScan_Kqueue", "BM_ActivateScan_RawQueuedFlag"),
     ("G", "one deferral, spin_lock, vs a raw push under the same spin_lock",
      "le", "BM_DeferOne_KcontSpinLock/manual_time", "BM_DeferOne_RawFifoSpinLock/manual_time"),
     ("G", "one deferral, lock-free queue, vs a raw push under a spin_lock",
@@ -301,9 +337,17 @@ def compile_flags(builddir):
     return "unknown"
 
 
+TOGGLE = "--toggle-collect=*(anonymous namespace)::round_*"
+
+
 def count_instructions(exe, regex, only=None):
     """Runs each case matching `regex` once (one iteration) under callgrind,
-    collecting only inside the functions named round_* (one batch each), and
+    collecting only inside the suite's functions named round_* (one batch
+    each; the pattern names the anonymous namespace, because a bare *round_*
+    also matched glibc's strtod helper round_and_return, run while parsing
+    --benchmark_min_time, and added its instructions to every case), with
+    eager binding (LD_BIND_NOW) so that resolving a PLT entry on a round's
+    first call is not counted either, and
     returns {case: {"instructions", "items", "per_item"}}. Instruction counts
     do not depend on the load on the machine."""
     names = subprocess.run(
@@ -315,11 +359,12 @@ def count_instructions(exe, regex, only=None):
             continue  # not in this run (KCONT_BENCH_FILTER)
         p = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-             "--toggle-collect=*round_*", exe,
+             TOGGLE, exe,
              f"--benchmark_filter=^{re.escape(name)}$",
              "--benchmark_min_time=0", "--benchmark_repetitions=1",
              "--benchmark_format=json"],
-            capture_output=True, text=True)
+            capture_output=True, text=True,
+            env=dict(os.environ, LD_BIND_NOW="1"))
         m = re.search(r"Collected : (\d+)", p.stderr)
         if p.returncode != 0 or not m:
             continue
@@ -374,7 +419,7 @@ def render(results, out):
     w(f"| kcont contract checks | {ctx.get('kcont_contract_checks', '?')} |")
     w(f"| Google Benchmark library build | {ctx.get('library_build_type', '?')} |")
     if "kcont_callgrind" in ctx:
-        w(f"| instruction counts | {ctx['kcont_callgrind']} (`--toggle-collect=*round_*`, "
+        w(f"| instruction counts | {ctx['kcont_callgrind']} (`{TOGGLE}`, LD_BIND_NOW=1, "
           f"one batch per case) |")
     w(f"| repetitions per case | {reps} (randomly interleaved: "
       f"{ctx.get('kcont_interleaved', '?')}); min time per repetition "
@@ -507,6 +552,11 @@ def render(results, out):
             r = ratio(cases, name, base) if base else None
             vs = f"{fmt_ratio(r)} {short(base)}" if r is not None else ("baseline" if base is None else "–")
             _, allocs = alloc_verdict(c, role)
+            # Latency cases (F) report their percentiles as counters.
+            pct = [f"{p} {fmt_ns(c.counter(p + '_ns'))} ns" for p in ("p50", "p99")
+                   if c.counter(p + "_ns") is not None]
+            if pct:
+                what = f"{what}; median run: {', '.join(pct)}"
             extra = ""
             if counted:
                 n = instr(results, name)

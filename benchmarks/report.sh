@@ -49,11 +49,11 @@ commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD -- include benchmarks ':!benchmarks/results' 2>/dev/null || commit="$commit+uncommitted changes"
 "$py" benchmarks/report.py annotate "$out/report.json" "$builddir" \
   kcont_min_time="$min_time" kcont_interleaved=yes kcont_commit="$commit"
-# Instructions per item of the immediate-run and defer + drain cases
+# Instructions per item of the single-threaded cases A to E
 # (callgrind: immune to the load on the machine). Skipped without valgrind.
 if command -v valgrind >/dev/null; then
-  echo "== counting instructions per item with callgrind (BM_ImmediateRun_*, BM_DeferDrain_*)"
-  "$py" benchmarks/report.py count "$out/report.json" "$exe" '^BM_(ImmediateRun|DeferDrain)_'
+  echo "== counting instructions per item with callgrind (A: BM_ImmediateRun_*, B: BM_DeferDrain_*, C: BM_Activate_*, D: BM_FanOut_*, E: BM_ActivateScan_*)"
+  "$py" benchmarks/report.py count "$out/report.json" "$exe" '^BM_(ImmediateRun|DeferDrain|Activate|ActivateScan|FanOut)_'
 fi
 
 "$py" benchmarks/report.py render "$out/report.json" "$out/report.md"

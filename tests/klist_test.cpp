@@ -251,3 +251,32 @@ TEST_CASE("klist.concurrent_fire_and_detach_under_a_mutex") {
   CHECK(s.list.empty());
   CHECK(kcont::klist_checker<long, bsd_level, std::mutex>::valid(s.list));
 }
+
+TEST_CASE("klist.no_lock_fire_of_an_active_knote_honours_disable_and_enable") {
+  // With no_lock the fan-out does not pin, and an active, enabled knote is
+  // run without writing its state word: disable must still stop it.
+  kcont::immediate_target<> t;
+  source<> s;
+  recorder r;
+  rec_kc k1{record_fn{}, &r, bsd_level::immediate};
+  kcont::knote<bits_filter<>> a{bits_filter<>{&s}, k1, 1};
+  a.sfflags = 0x1;
+  REQUIRE(a.attach() == 0);
+  CHECK(s.list.fire(t, 0x1, t.lowest) == 1);
+  CHECK(a.is_active());
+  CHECK(s.list.fire(t, 0x1, t.lowest) == 1);  // active already: runs again
+  CHECK(r.order == std::vector<std::uintptr_t>{1, 1});
+  a.disable();
+  CHECK(s.list.fire(t, 0x1, t.lowest) == 0);  // active and disabled: not run
+  CHECK(r.order == std::vector<std::uintptr_t>{1, 1});
+  CHECK(a.enable(t, t.lowest) == kcont::run_result::ran);  // rule 6, second half
+  CHECK(s.list.fire(t, 0x1, t.lowest) == 1);
+  CHECK(r.order == std::vector<std::uintptr_t>{1, 1, 1, 1});
+  (void)a.clear_active();
+  CHECK(s.list.fire(t, 0x1, t.lowest) == 1);  // inactive: marked active again
+  CHECK(a.is_active());
+  a.detach();
+  CHECK(s.list.fire(t, 0x1, t.lowest) == 0);
+  CHECK(r.order.size() == 5);
+  CHECK(kcont::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
+}

@@ -23,6 +23,7 @@
 
 #include <cstddef>
 #include <mutex>
+#include <type_traits>
 
 #include "kcont/contract.hpp"
 #include "kcont/kcqueue.hpp"
@@ -95,6 +96,10 @@ class klist {
   // Complexity: O(knotes). No allocation.
   // Reentrancy: a continuation may detach its own knote or any other, and
   //   may fire this list again (a nested fan-out).
+  // With no_lock, activations are not pinned (no detach can run on another
+  //   thread during the fan-out: it would erase from this unlocked list), so
+  //   a fan-out costs no atomic read-modify-write beyond the filters' field
+  //   locks once the knotes are active.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t fire(D& d, const Hint& hint, Level current) {
@@ -107,6 +112,15 @@ class klist {
       c.next = access::next(*core);
       auto& kn = static_cast<knote_type&>(*core);
       if (!kn.filter_event(hint)) continue;
+      if constexpr (std::is_same_v<Lock, no_lock>) {
+        // No lock: every detach erases from this list, so none runs on
+        // another thread during this fan-out; nothing to pin (knote.hpp,
+        // begin_activation<false>), no lock to drop around the call.
+        if (!access::begin_activation_unpinned(kn)) continue;
+        ++n;
+        (void)kn.run_unpinned(d, current, knote_cause::event);
+        continue;
+      }
       // Pinned under the list lock: a detach on another thread erases it
       // from the list and then waits for this activation to finish.
       if (!access::begin_activation(kn)) continue;

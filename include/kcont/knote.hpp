@@ -210,12 +210,21 @@ class knote_core : public knote_fields {
   // detached, pins it (one more activation in flight) so that a detach on
   // another thread waits for the continuation to return.
   // Returns: true when the caller must run the continuation (and unpin).
+  // Pin = false: the same without the pin, for a caller that no detach can
+  // race with (a klist with no_lock: detaching erases from that list, so it
+  // happens on the firing thread or is serialized with the fan-out by the
+  // owner); an active, enabled knote then needs no write at all.
+  template <bool Pin = true>
   bool begin_activation() noexcept {
     auto old = state_.load(std::memory_order_acquire);
+    if constexpr (!Pin) {
+      if ((old & (active_bit | disabled_bit | detached_bit)) == active_bit)
+        return true;  // active already: the state word stays as it is
+    }
     for (;;) {
       if (old & detached_bit) return false;
       const bool runs = (old & disabled_bit) == 0;
-      const std::uint32_t next = (old | active_bit) + (runs ? pin_one : 0);
+      const std::uint32_t next = (old | active_bit) + (Pin && runs ? pin_one : 0);
       if (state_.compare_exchange_weak(old, next, std::memory_order_acq_rel,
                                        std::memory_order_acquire))
         return runs;
@@ -296,6 +305,9 @@ struct knote_access {
   static bool& linked(knote_core& k) noexcept { return k.linked_; }
   static bool begin_activation(knote_core& k) noexcept {
     return k.begin_activation();
+  }
+  static bool begin_activation_unpinned(knote_core& k) noexcept {
+    return k.begin_activation<false>();
   }
 };
 
@@ -555,6 +567,15 @@ class knote_base : public knote_core {
     return kcont::run(d, *kc_, this, cause, current);
     // After run returns the knote may be gone (detached and destroyed by its
     // own continuation): only the frame, on this stack, is touched.
+  }
+
+  // For a klist with no_lock (see begin_activation<false>): no pin, no
+  // activation frame. A continuation that detaches (and destroys) its own
+  // knote is still safe: nothing here touches the knote after run returns,
+  // and detach finds no pin of this activation to wait for.
+  template <class D>
+  run_result run_unpinned(D& d, Level current, knote_cause cause) {
+    return kcont::run(d, *kc_, this, cause, current);
   }
 
   bool detach_filter() {

@@ -1,0 +1,557 @@
+// Cases C, D and E: the knote layer (kcont/knote.hpp, klist.hpp, kqueue.hpp,
+// kfilters.hpp) next to the hand-written equivalents, in the same binary.
+//
+// C, coalesced activation. N = 64 event objects; one iteration activates
+// each of them twice, then consumes each once (one item = one object: two
+// activations, one event consumed, run with status = the number of
+// activations it absorbed, 2). Rule 7: the second activation must not queue
+// the object again.
+//   BM_Activate_RawQueuedFlag   the floor: the source walks an intrusive list
+//                               of its objects; activation = ++count and, if
+//                               the object's plain `queued` flag is clear,
+//                               set it and link it on an intrusive FIFO; the
+//                               consumer pops, clears the flag, reads and
+//                               resets the count, does the item's work
+//   BM_Activate_KnoteFifo       plain knotes on a klist<no_lock>, each firing
+//                               through its filter (count in kn.data) and
+//                               running an immediate continuation that links
+//                               the knote on the caller's FIFO once
+//                               (knote_core::try_queue); the consumer pops,
+//                               unqueues, reads and resets kn.data
+//   BM_Activate_Kqueue          knotes of a kcont::kqueue<counting_filter,
+//                               request*, spin_lock> registered with
+//                               ev::add | ev::clear on a kcont::event_source
+//                               (its klist under std::mutex): 2 x
+//                               src.post(1) fan out 2N activations, each
+//                               running the kqueue's own continuation (rule 7:
+//                               queued once), then one kq.scan of N events
+//   BM_Activate_KqueueNoLock    the same with no_lock for the kqueue and the
+//                               source (one thread, like the floor)
+//
+// D, fan-out of one event to K = 1, 8, 64 subscribers (->Arg(K)); one item =
+// one subscriber called with the event's hint (the status), per fire K items.
+//   BM_FanOut_RawList           intrusive list of {next, fn, request}: one
+//                               indirect call per subscriber (the floor)
+//   BM_FanOut_StdFunctionVector std::vector<std::function<void(long)>>
+//   BM_FanOut_VirtualObserver   std::vector<observer*>, virtual on_event(long)
+//                               (the usual C++ observer, for reference)
+//   BM_FanOut_Klist             klist<long, bsd_level, no_lock>.fire(t, hint,
+//                               t.lowest) over K knote<filter>, each with a
+//                               kc{fn, request*, at<immediate>}: per
+//                               subscriber the filter's event (under the
+//                               knote's field lock), the activation (rule 6)
+//                               and the continuation
+//
+// E, kqueue activate + scan per event: one registered object; one iteration
+// posts one event and consumes it (one item).
+//   BM_ActivateScan_DequeMutex      std::deque of event records + std::mutex:
+//                                   push {ident, data, request*} under the
+//                                   lock, pop it under the lock, do the work
+//   BM_ActivateScan_RawQueuedFlag   the floor of C with one object, one
+//                                   activation per round
+//   BM_ActivateScan_Kqueue          src.post(1); kq.scan(out) (spin_lock
+//                                   kqueue, std::mutex source, as in C)
+//
+// As in the other files: every round is one out-of-line `round_*` call taking
+// its structures by reference (they live in memory, as a queue shared by a
+// producer and a consumer does; report.sh counts these functions' instructions
+// with callgrind); the hint/status is laundered through kcont_bench::opaque
+// each round; function pointers and object pointers of the baselines are
+// laundered once so that nothing is devirtualized; item_check verifies the
+// count and the checksum of every item and reports allocs_per_item.
+// Registration (kqueue ev::add, knote attach, vector fill) happens before the
+// timed loop; detaching after it.
+#include <kcont/kcont.hpp>
+#include <kcont/kfilters.hpp>
+#include <kcont/klist.hpp>
+#include <kcont/knote.hpp>
+#include <kcont/kqueue.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "support.hpp"
+
+namespace {
+
+using kcont::bsd_level;
+using kcont_bench::record;
+using kcont_bench::request;
+using kcont_bench::tally;
+
+std::unique_ptr<request[]> make_requests(tally& t, std::size_t n) {
+  auto reqs = std::make_unique<request[]>(n);
+  for (std::size_t i = 0; i < n; ++i) reqs[i] = request{i, &t};
+  return reqs;
+}
+
+void finish(benchmark::State& state, kcont_bench::item_check& check,
+            const tally& t, std::size_t per_round, int status) {
+  const auto rounds = static_cast<std::uint64_t>(state.iterations());
+  check.finish(rounds * per_round, t,
+               kcont_bench::expected_sum(rounds, per_round, status));
+}
+
+// =============================================== C and E: coalesced activation
+
+constexpr std::size_t objects = 64;  // C: N event objects
+constexpr long post_hint = 1;
+
+// ---------------------------------------------------------------- the floor
+
+// An event object of the floor: linked on its source's list (snext) and, when
+// queued, on the consumer's FIFO (qnext).
+struct flag_node {
+  flag_node* snext = nullptr;
+  flag_node* qnext = nullptr;
+  request* req = nullptr;
+  int count = 0;
+  bool queued = false;
+};
+
+struct flag_queue {
+  flag_node* src_head = nullptr;  // the source's objects
+  flag_node* head = nullptr;      // the consumer's FIFO
+  flag_node* tail = nullptr;
+};
+
+// Loop: `activations` x (walk the source's list: ++count; if !queued, set
+// queued and link at the FIFO's tail), then until the FIFO is empty (unlink
+// the head, clear queued, take and reset the count, record(req, count)).
+[[gnu::noinline]] void round_raw_flag(flag_queue& q, int activations) {
+  for (int a = 0; a < activations; ++a) {
+    for (flag_node* n = q.src_head; n != nullptr; n = n->snext) {
+      ++n->count;
+      if (n->queued) continue;  // rule 7 by hand: queued once
+      n->queued = true;
+      n->qnext = nullptr;
+      if (q.tail == nullptr)
+        q.head = n;
+      else
+        q.tail->qnext = n;
+      q.tail = n;
+    }
+  }
+  while (flag_node* n = q.head) {
+    q.head = n->qnext;
+    if (q.head == nullptr) q.tail = nullptr;
+    n->queued = false;
+    const int c = n->count;
+    n->count = 0;
+    record(*n->req->owner, n->req, c);
+  }
+}
+
+void activate_raw_flag(benchmark::State& state, std::size_t n, int activations) {
+  tally t;
+  auto reqs = make_requests(t, n);
+  auto nodes = std::make_unique<flag_node[]>(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    nodes[i].req = &reqs[i];
+    nodes[i].snext = i + 1 < n ? &nodes[i + 1] : nullptr;
+  }
+  flag_queue q;
+  q.src_head = kcont_bench::opaque(nodes.get());
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_raw_flag(q, kcont_bench::opaque(activations));
+  finish(state, check, t, n, activations);
+}
+
+void BM_Activate_RawQueuedFlag(benchmark::State& state) {
+  activate_raw_flag(state, objects, 2);
+}
+BENCHMARK(BM_Activate_RawQueuedFlag)->Apply(kcont_bench::register_case);
+
+// ------------------------------------------- plain knotes + a caller FIFO
+
+using fan_list = kcont::klist<long, bsd_level, kcont::no_lock>;
+using knote_ref = kcont::knote_base<long>;
+
+// Counts the posts it sees in kn.data (as counting_filter does), fires on
+// every one.
+struct count_filter {
+  fan_list* list;
+  int attach(knote_ref& kn) {
+    list->insert(kn);
+    return 0;
+  }
+  void detach(knote_ref& kn) { (void)list->erase(kn); }
+  bool event(knote_ref& kn, long) {
+    ++kn.data;
+    return true;
+  }
+};
+
+struct fifo_sub;
+struct sub_fifo {
+  fifo_sub* head = nullptr;
+  fifo_sub* tail = nullptr;
+};
+
+// The caller's continuation: link the knote on the FIFO unless it is queued
+// there already (the knote's own queued bit, knote_core::try_queue).
+struct enqueue_once {
+  void operator()(knote_ref* kn, sub_fifo* q, kcont::knote_cause) const noexcept;
+};
+using enqueue_kc = kcont::kc<enqueue_once, sub_fifo*,
+                             kcont::static_level<bsd_level::immediate>>;
+
+struct fifo_sub : kcont::knote<count_filter> {
+  fifo_sub(fan_list& l, enqueue_kc& k, request* r)
+      : kcont::knote<count_filter>(count_filter{&l}, k), req(r) {}
+  fifo_sub* qnext = nullptr;
+  request* req;
+};
+
+void enqueue_once::operator()(knote_ref* kn, sub_fifo* q,
+                              kcont::knote_cause) const noexcept {
+  if (!kn->try_queue()) return;  // rule 7: queued once
+  auto* s = static_cast<fifo_sub*>(kn);
+  s->qnext = nullptr;
+  if (q->tail == nullptr)
+    q->head = s;
+  else
+    q->tail->qnext = s;
+  q->tail = s;
+}
+
+// Loop: 2 x list.fire (per knote: the filter's event under the field lock,
+// rule 6's activation (no_lock list: no pin; the knote stays active after
+// its first activation: no write), the continuation through kcont::run:
+// try_queue (a fetch_or), link), then until the FIFO is empty (unlink, unqueue, take and reset
+// kn.data, record). One thread: kn.data is read without the field lock.
+[[gnu::noinline]] void round_knote_fifo(fan_list& l, sub_fifo& q,
+                                        int activations) {
+  kcont::immediate_target<> t;
+  for (int a = 0; a < activations; ++a)
+    (void)l.fire(t, post_hint, t.lowest);
+  while (fifo_sub* s = q.head) {
+    q.head = s->qnext;
+    if (q.head == nullptr) q.tail = nullptr;
+    s->unqueue();
+    const int c = static_cast<int>(s->data);
+    s->data = 0;
+    record(*s->req->owner, s->req, c);
+  }
+}
+
+void BM_Activate_KnoteFifo(benchmark::State& state) {
+  tally t;
+  auto reqs = make_requests(t, objects);
+  fan_list list;
+  sub_fifo q;
+  enqueue_kc k{enqueue_once{}, &q, kcont::at<bsd_level::immediate>};
+  auto subs = std::make_unique<std::optional<fifo_sub>[]>(objects);
+  for (std::size_t i = 0; i < objects; ++i) {
+    subs[i].emplace(list, k, &reqs[i]);
+    (void)subs[i]->attach();
+  }
+  constexpr int activations = 2;
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_knote_fifo(list, q, kcont_bench::opaque(activations));
+  finish(state, check, t, objects, activations);
+  for (std::size_t i = 0; i < objects; ++i) (void)subs[i]->detach();
+}
+BENCHMARK(BM_Activate_KnoteFifo)->Apply(kcont_bench::register_case);
+
+// ---------------------------------------------------------------- kqueue
+
+template <kcont::lock_policy SourceLock, kcont::lock_policy QueueLock>
+struct kq_setup {
+  using source_type = kcont::basic_event_source<bsd_level, SourceLock>;
+  using filter_type = kcont::counting_filter<kcont::filter_id{1}, source_type>;
+  using queue_type =
+      kcont::kqueue<kcont::filters<filter_type>, request*, QueueLock>;
+  using event_type = typename queue_type::kevent_type;
+};
+
+// Loop: `activations` x src.post(1) (the source's klist lock; per knote the
+// counting filter's event under the field lock, begin_activation's CAS, the
+// kqueue's continuation: the kqueue lock, try_queue, link on the pending
+// list), then one kq.scan of up to N events (per event: unlink and unqueue,
+// the filter's re-check and report under the field lock, ev::clear's reset,
+// the kevent copied out), then per event record(udata, data).
+template <class Setup>
+[[gnu::noinline]] void round_kqueue(typename Setup::source_type& src,
+                                    typename Setup::queue_type& kq,
+                                    std::span<typename Setup::event_type> out,
+                                    int activations) {
+  for (int a = 0; a < activations; ++a) (void)src.post(post_hint);
+  const std::size_t n = kq.scan(out);
+  for (std::size_t i = 0; i < n; ++i) {
+    request* r = out[i].udata;
+    record(*r->owner, r, static_cast<int>(out[i].data));
+  }
+}
+
+template <class Setup>
+void activate_kqueue(benchmark::State& state, std::size_t n, int activations) {
+  tally t;
+  auto reqs = make_requests(t, n);
+  typename Setup::source_type src;
+  typename Setup::queue_type kq{src};
+  for (std::size_t i = 0; i < n; ++i) {
+    const int err = kq.change({.ident = i,
+                               .filter = kcont::filter_id{1},
+                               .flags = kcont::ev::add | kcont::ev::clear,
+                               .udata = &reqs[i]});
+    if (err != 0) {
+      state.SkipWithError("kqueue: ev::add failed");
+      return;
+    }
+  }
+  std::vector<typename Setup::event_type> out(n);
+  kcont_bench::item_check check(state);
+  for (auto _ : state)
+    round_kqueue<Setup>(src, kq, out, kcont_bench::opaque(activations));
+  finish(state, check, t, n, activations);
+}
+
+using kq_spin = kq_setup<std::mutex, kcont::spin_lock>;  // event_source + spin_lock kqueue
+using kq_nolock = kq_setup<kcont::no_lock, kcont::no_lock>;
+
+void BM_Activate_Kqueue(benchmark::State& state) {
+  activate_kqueue<kq_spin>(state, objects, 2);
+}
+BENCHMARK(BM_Activate_Kqueue)->Apply(kcont_bench::register_case);
+
+void BM_Activate_KqueueNoLock(benchmark::State& state) {
+  activate_kqueue<kq_nolock>(state, objects, 2);
+}
+BENCHMARK(BM_Activate_KqueueNoLock)->Apply(kcont_bench::register_case);
+
+// ==================================================== E: activate + scan, one
+
+void BM_ActivateScan_RawQueuedFlag(benchmark::State& state) {
+  activate_raw_flag(state, 1, 1);
+}
+BENCHMARK(BM_ActivateScan_RawQueuedFlag)->Apply(kcont_bench::register_case);
+
+void BM_ActivateScan_Kqueue(benchmark::State& state) {
+  activate_kqueue<kq_spin>(state, 1, 1);
+}
+BENCHMARK(BM_ActivateScan_Kqueue)->Apply(kcont_bench::register_case);
+
+struct event_record {
+  std::uintptr_t ident;
+  std::int64_t data;
+  request* udata;
+};
+
+// Loop: lock; push_back an event record; unlock; then lock; take the front
+// record and pop it; unlock; record(udata, data).
+[[gnu::noinline]] void round_deque_event(std::deque<event_record>& q,
+                                         std::mutex& m, request* r,
+                                         std::int64_t data) {
+  {
+    std::lock_guard<std::mutex> g(m);
+    q.push_back(event_record{r->id, data, r});
+  }
+  event_record e;
+  {
+    std::lock_guard<std::mutex> g(m);
+    e = q.front();
+    q.pop_front();
+  }
+  record(*e.udata->owner, e.udata, static_cast<int>(e.data));
+}
+
+void BM_ActivateScan_DequeMutex(benchmark::State& state) {
+  tally t;
+  auto reqs = make_requests(t, 1);
+  request* const r = kcont_bench::opaque(reqs.get());
+  std::deque<event_record> q;
+  std::mutex m;
+  // Its first block allocated before the loop (not in a round: callgrind's
+  // single-round count would charge that one-off allocation to one item; in
+  // the loop the deque allocates one block every 512 bytes, which
+  // allocs_per_item shows).
+  q.push_back(event_record{0, 0, r});
+  q.pop_front();
+  kcont_bench::item_check check(state);
+  for (auto _ : state)
+    round_deque_event(q, m, r, kcont_bench::opaque(std::int64_t{1}));
+  finish(state, check, t, 1, 1);
+}
+BENCHMARK(BM_ActivateScan_DequeMutex)->Apply(kcont_bench::register_case);
+
+// ============================================================ D: fan-out
+
+constexpr int fan_status = 3;
+
+void fan_args(benchmark::internal::Benchmark* b) {
+  b->Arg(1)->Arg(8)->Arg(64);
+  kcont_bench::register_case(b);
+}
+
+std::size_t subscribers(const benchmark::State& state) {
+  return static_cast<std::size_t>(state.range(0));
+}
+
+inline long fresh_hint() noexcept { return kcont_bench::opaque(long{fan_status}); }
+
+// ---------------------------------------------------------------- raw list
+
+struct raw_sub {
+  raw_sub* next;
+  void (*fn)(raw_sub*, long) noexcept;
+  request* req;
+};
+
+void raw_sub_handler(raw_sub* s, long hint) noexcept {
+  record(*s->req->owner, s->req, static_cast<int>(hint));
+}
+
+// Loop: for each subscriber, one indirect call through its fn (read from the
+// node at run time: the list is laundered).
+[[gnu::noinline]] void round_raw_list(raw_sub* head, long hint) {
+  for (raw_sub* s = head; s != nullptr; s = s->next) s->fn(s, hint);
+}
+
+void BM_FanOut_RawList(benchmark::State& state) {
+  const std::size_t k = subscribers(state);
+  tally t;
+  auto reqs = make_requests(t, k);
+  auto subs = std::make_unique<raw_sub[]>(k);
+  for (std::size_t i = 0; i < k; ++i)
+    subs[i] = raw_sub{i + 1 < k ? &subs[i + 1] : nullptr, &raw_sub_handler, &reqs[i]};
+  raw_sub* const head = kcont_bench::opaque(subs.get());
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_raw_list(head, fresh_hint());
+  finish(state, check, t, k, fan_status);
+}
+BENCHMARK(BM_FanOut_RawList)->Apply(fan_args);
+
+// ------------------------------------------------------- std::function vector
+
+// Loop: for each std::function in the vector, its invoker (an indirect call;
+// the 8-byte capture sits in the small buffer).
+[[gnu::noinline]] void round_function_vector(
+    std::vector<std::function<void(long)>>& v, long hint) {
+  for (auto& f : v) f(hint);
+}
+
+void BM_FanOut_StdFunctionVector(benchmark::State& state) {
+  const std::size_t k = subscribers(state);
+  tally t;
+  auto reqs = make_requests(t, k);
+  std::vector<std::function<void(long)>> v;
+  for (std::size_t i = 0; i < k; ++i) {
+    request* r = &reqs[i];
+    v.emplace_back([r](long h) { record(*r->owner, r, static_cast<int>(h)); });
+  }
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_function_vector(v, fresh_hint());
+  finish(state, check, t, k, fan_status);
+}
+BENCHMARK(BM_FanOut_StdFunctionVector)->Apply(fan_args);
+
+// ---------------------------------------------------------- virtual observer
+
+struct observer {
+  virtual void on_event(long hint) noexcept = 0;
+
+ protected:
+  ~observer() = default;
+};
+
+struct request_observer final : observer {
+  explicit request_observer(request* r) : req(r) {}
+  void on_event(long hint) noexcept override {
+    record(*req->owner, req, static_cast<int>(hint));
+  }
+  request* req;
+};
+
+// Loop: for each observer pointer in the vector, one virtual call.
+[[gnu::noinline]] void round_virtual(std::vector<observer*>& v, long hint) {
+  for (observer* o : v) o->on_event(hint);
+}
+
+void BM_FanOut_VirtualObserver(benchmark::State& state) {
+  const std::size_t k = subscribers(state);
+  tally t;
+  auto reqs = make_requests(t, k);
+  std::vector<request_observer> obs;
+  obs.reserve(k);
+  std::vector<observer*> v;
+  for (std::size_t i = 0; i < k; ++i) {
+    obs.emplace_back(&reqs[i]);
+    v.push_back(kcont_bench::opaque(static_cast<observer*>(&obs.back())));
+  }
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_virtual(v, fresh_hint());
+  finish(state, check, t, k, fan_status);
+}
+BENCHMARK(BM_FanOut_VirtualObserver)->Apply(fan_args);
+
+// -------------------------------------------------------------------- klist
+
+// The three-line filter: attach links the knote on the list, event keeps
+// the hint for the continuation (kn.data) and fires.
+struct hint_filter {
+  fan_list* list;
+  int attach(knote_ref& kn) {
+    list->insert(kn);
+    return 0;
+  }
+  void detach(knote_ref& kn) { (void)list->erase(kn); }
+  bool event(knote_ref& kn, long hint) {
+    kn.data = hint;
+    return true;
+  }
+};
+
+constexpr auto fan_handler = [](knote_ref* kn, request* r,
+                                kcont::knote_cause) noexcept {
+  record(*r->owner, r, static_cast<int>(kn->data));
+};
+using fan_kc = kcont::kc<std::remove_const_t<decltype(fan_handler)>, request*,
+                         kcont::static_level<bsd_level::immediate>>;
+
+// One subscriber: its continuation and its knote, built in place.
+struct fan_sub {
+  fan_sub(fan_list& l, request* r)
+      : k(fan_handler, r, kcont::at<bsd_level::immediate>),
+        kn(hint_filter{&l}, k) {}
+  fan_kc k;
+  kcont::knote<hint_filter> kn;
+};
+
+// Loop: one list.fire(t, hint, t.lowest): per knote the filter's event
+// (indirect, under the knote's field lock), rule 6's activation (no_lock
+// list: no pin; the knote stays active, so a load and a test, no write), and
+// the continuation through kcont::run (state test, level test, indirect
+// call).
+[[gnu::noinline]] void round_klist(fan_list& l, long hint) {
+  kcont::immediate_target<> t;
+  (void)l.fire(t, hint, t.lowest);
+}
+
+void BM_FanOut_Klist(benchmark::State& state) {
+  const std::size_t k = subscribers(state);
+  tally t;
+  auto reqs = make_requests(t, k);
+  fan_list list;
+  auto subs = std::make_unique<std::optional<fan_sub>[]>(k);
+  for (std::size_t i = 0; i < k; ++i) {
+    subs[i].emplace(list, &reqs[i]);
+    (void)subs[i]->kn.attach();
+  }
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_klist(list, fresh_hint());
+  finish(state, check, t, k, fan_status);
+  for (std::size_t i = 0; i < k; ++i) (void)subs[i]->kn.detach();
+}
+BENCHMARK(BM_FanOut_Klist)->Apply(fan_args);
+
+}  // namespace
