@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <memory>
+#include <stdexcept>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -279,4 +280,54 @@ TEST_CASE("klist.no_lock_fire_of_an_active_knote_honours_disable_and_enable") {
   CHECK(s.list.fire(t, 0x1, t.lowest) == 0);
   CHECK(r.order.size() == 5);
   CHECK(kcont::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
+}
+
+namespace {
+// A filter that throws while `armed` is set: a driver's bug, in the middle of
+// a fan-out.
+template <class Lock>
+struct throwing_filter {
+  source<Lock>* src;
+  bool* armed;
+  int attach(kn_t& kn) {
+    src->list.insert(kn);
+    return 0;
+  }
+  void detach(kn_t& kn) { (void)src->list.erase(kn); }
+  bool event(kn_t&, long) {
+    if (*armed) throw std::runtime_error("filter failed");
+    return true;
+  }
+};
+}  // namespace
+
+TEST_CASE_TEMPLATE("klist.throwing_filter_propagates_and_leaves_the_list_intact",
+                   Lock, kcont::no_lock, std::mutex) {
+  // The exception reaches fire's caller; the subscribers before it ran, the
+  // ones after it did not; the list, its fan-out cursor and the knotes' pins
+  // are all released (detach does not wait forever), and the next fire works.
+  kcont::manual_dispatcher<> d;
+  source<Lock> s;
+  recorder r;
+  bool armed = true;
+  rec_kc k1{record_fn{}, &r, bsd_level::immediate};
+  rec_kc k2{record_fn{}, &r, bsd_level::immediate};
+  rec_kc k3{record_fn{}, &r, bsd_level::immediate};
+  kcont::knote<bits_filter<Lock>> a{bits_filter<Lock>{&s}, k1, 1};
+  kcont::knote<throwing_filter<Lock>> b{throwing_filter<Lock>{&s, &armed}, k2, 2};
+  kcont::knote<bits_filter<Lock>> c{bits_filter<Lock>{&s}, k3, 3};
+  a.sfflags = c.sfflags = 0x1;
+  REQUIRE(a.attach() == 0);
+  REQUIRE(b.attach() == 0);
+  REQUIRE(c.attach() == 0);
+  CHECK_THROWS_AS(s.list.fire(d, 1, bsd_level::softserial), std::runtime_error);
+  CHECK(r.order == std::vector<std::uintptr_t>{1});
+  CHECK(kcont::klist_checker<long, bsd_level, Lock>::valid(s.list));
+  armed = false;
+  CHECK(s.list.fire(d, 1, bsd_level::softserial) == 3);
+  CHECK(r.order == std::vector<std::uintptr_t>{1, 1, 2, 3});
+  CHECK(b.detach(d));
+  CHECK(a.detach(d));
+  CHECK(c.detach(d));
+  CHECK(s.list.empty());
 }
