@@ -18,7 +18,8 @@
 //     BM_CrossThread_Kcont          kcont::defer of caller-owned continuations
 //                                   to a thread_dispatcher with one
 //                                   thread_runner, default policy (mpsc_queue
-//                                   + atomic_wakeup)
+//                                   + atomic_wakeup + default_idle_spin)
+//     BM_CrossThread_KcontNoSpin    the same with idle_spin = no_spin
 //   BM_CrossThreadTwoProducers_{MutexCondvar,Kcont}: the same batch posted
 //   half by the benchmark thread and half by a second producer thread.
 //
@@ -27,9 +28,12 @@
 //   clock) and kept; p50_ns / p99_ns are the percentiles of the kept samples
 //   of one repetition (Google Benchmark aggregates whole repetitions only).
 //     BM_Wakeup_Kcont               thread_dispatcher, default policy
+//     BM_Wakeup_KcontNoSpin         the same with idle_spin = no_spin
 //     BM_Wakeup_KcontCondvarWakeup  the same with condvar_wakeup
 //     BM_Wakeup_KcontFdWakeup       the same with fd_wakeup
 //     BM_Wakeup_MutexCondvar        the hand-written worker queue above
+//     BM_Wakeup_SpinningThread      the machine's floor: a thread spinning on
+//                                   a sequence number, no queue, no sleep
 //
 // G. Deferral from a signal handler, one iteration = N raise(SIGUSR1) timed by
 //   hand (manual time); the handler does one item; untimed, the drain that
@@ -195,13 +199,15 @@ std::unique_ptr<std::optional<task_kc>[]> make_kcs(tally& t, std::size_t n) {
 // back to it): the kcont counterpart of the one worker thread.
 using one_thread =
     kcont::plan_for<bsd_level, kcont::thread_runner, kcont::no_runner>;
-template <class Wakeup>
-struct wakeup_is {
+template <class Wakeup, class Spin>
+struct policy_is {
   using wakeup = Wakeup;
+  using idle_spin = Spin;
 };
-template <class Wakeup = kcont::atomic_wakeup>
+template <class Wakeup = kcont::atomic_wakeup,
+          class Spin = kcont::default_idle_spin>
 using runner_dispatcher =
-    kcont::thread_dispatcher<bsd_level, one_thread, wakeup_is<Wakeup>>;
+    kcont::thread_dispatcher<bsd_level, one_thread, policy_is<Wakeup, Spin>>;
 
 // ------------------------------------------------- F: throughput, 1 producer
 
@@ -230,7 +236,8 @@ BENCHMARK(BM_CrossThread_MutexCondvar)
 // Loop: N x kcont::defer (claim, save obj/status, one CAS onto the runner's
 // queue; the first of a batch also moves the wake-up ticket and, if the
 // runner sleeps, wakes it); wait for the batch.
-void BM_CrossThread_Kcont(benchmark::State& state) {
+template <class Spin>
+void cross_thread_kcont(benchmark::State& state) {
   shared_tally t;
   t.publish_mask = batch - 1;
   auto reqs = make_requests(t);
@@ -238,7 +245,7 @@ void BM_CrossThread_Kcont(benchmark::State& state) {
   std::uint64_t rounds = 0;
   std::optional<kcont_bench::item_check> check;
   {
-    runner_dispatcher<> d;
+    runner_dispatcher<kcont::atomic_wakeup, Spin> d;
     check.emplace(state);  // after the threads' start-up
     for (auto _ : state) {
       for (std::size_t i = 0; i < batch; ++i)
@@ -250,7 +257,18 @@ void BM_CrossThread_Kcont(benchmark::State& state) {
   check->finish(rounds * batch, t,
                 kcont_bench::expected_sum(rounds, batch, status_value));
 }
+void BM_CrossThread_Kcont(benchmark::State& state) {
+  cross_thread_kcont<kcont::default_idle_spin>(state);
+}
 BENCHMARK(BM_CrossThread_Kcont)->UseRealTime()->Apply(kcont_bench::register_case);
+// The same with Policy::idle_spin = no_spin: the runner sleeps as soon as a
+// batch is done, and the first post of the next batch wakes it.
+void BM_CrossThread_KcontNoSpin(benchmark::State& state) {
+  cross_thread_kcont<kcont::no_spin>(state);
+}
+BENCHMARK(BM_CrossThread_KcontNoSpin)
+    ->UseRealTime()
+    ->Apply(kcont_bench::register_case);
 
 // ------------------------------------------------ F: throughput, 2 producers
 
@@ -391,9 +409,80 @@ void BM_Wakeup_MutexCondvar(benchmark::State& state) {
 }
 BENCHMARK(BM_Wakeup_MutexCondvar)->UseRealTime()->Apply(kcont_bench::register_case);
 
+// The floor of a cross-thread round trip on this machine: no queue, no
+// wake-up, no sleeping. A thread spins (pause; a yield after about 2 us, as
+// await() does) on a sequence number the benchmark thread bumps after it
+// wrote the item (request, status) into the same cache line, then runs the
+// item. Each round trip is two cache-line transfers at the least (the item
+// there, the published count back), plus the timing.
+class spinning_thread {
+ public:
+  spinning_thread() : thread_([this] { loop(); }) {}
+  spinning_thread(const spinning_thread&) = delete;
+  spinning_thread& operator=(const spinning_thread&) = delete;
+  ~spinning_thread() {
+    stop_.store(true, std::memory_order_release);
+    thread_.join();
+  }
+  void post(request* r, int s) noexcept {
+    r_ = r;
+    s_ = s;
+    seq_.store(seq_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  }
+
+ private:
+  void loop() {
+    std::uint64_t seen = 0;
+    for (int idle = 0;;) {
+      const std::uint64_t q = seq_.load(std::memory_order_acquire);
+      if (q != seen) {
+        seen = q;
+        idle = 0;
+        record_and_publish(r_, s_);
+        continue;
+      }
+      if (stop_.load(std::memory_order_acquire)) return;
+      if (++idle < 75)
+        cpu_relax();
+      else
+        std::this_thread::yield();
+    }
+  }
+
+  alignas(64) std::atomic<std::uint64_t> seq_{0};
+  request* r_ = nullptr;  // written before seq_, read after it
+  int s_ = 0;
+  alignas(64) std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// Loop: write the item and bump the sequence number, wait until it ran.
+void BM_Wakeup_SpinningThread(benchmark::State& state) {
+  shared_tally t;
+  auto reqs = make_requests(t);
+  latency_samples samples;
+  std::uint64_t n = 0;
+  std::optional<kcont_bench::item_check> check;
+  {
+    spinning_thread w;
+    check.emplace(state);
+    for (auto _ : state) {
+      const auto t0 = clock_type::now();
+      w.post(&reqs[0], fresh_status());
+      await(t.ran, ++n);
+      samples.add(t0);
+    }
+  }
+  check->finish(n, t, kcont_bench::expected_sum(n, 1, status_value));
+  samples.report(state);
+}
+BENCHMARK(BM_Wakeup_SpinningThread)
+    ->UseRealTime()
+    ->Apply(kcont_bench::register_case);
+
 // Loop: kcont::defer of one continuation to the runner (the queue turns
 // non-empty: move the ticket, wake the runner if it sleeps), wait until it ran.
-template <class Wakeup>
+template <class Wakeup, class Spin = kcont::default_idle_spin>
 void wakeup_kcont(benchmark::State& state) {
   shared_tally t;
   auto reqs = make_requests(t);
@@ -402,7 +491,7 @@ void wakeup_kcont(benchmark::State& state) {
   std::uint64_t n = 0;
   std::optional<kcont_bench::item_check> check;
   {
-    runner_dispatcher<Wakeup> d;
+    runner_dispatcher<Wakeup, Spin> d;
     check.emplace(state);  // after the threads' start-up
     for (auto _ : state) {
       const auto t0 = clock_type::now();
@@ -419,6 +508,14 @@ void BM_Wakeup_Kcont(benchmark::State& state) {
   wakeup_kcont<kcont::atomic_wakeup>(state);
 }
 BENCHMARK(BM_Wakeup_Kcont)->UseRealTime()->Apply(kcont_bench::register_case);
+// The same with Policy::idle_spin = no_spin: every task wakes a sleeping
+// runner (a futex wake and a scheduler wake-up per round trip).
+void BM_Wakeup_KcontNoSpin(benchmark::State& state) {
+  wakeup_kcont<kcont::atomic_wakeup, kcont::no_spin>(state);
+}
+BENCHMARK(BM_Wakeup_KcontNoSpin)
+    ->UseRealTime()
+    ->Apply(kcont_bench::register_case);
 void BM_Wakeup_KcontCondvarWakeup(benchmark::State& state) {
   wakeup_kcont<kcont::condvar_wakeup>(state);
 }
