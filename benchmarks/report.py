@@ -84,6 +84,26 @@ SCENARIOS = [
         ],
     },
     {
+        "id": "G",
+        "title": "Signal push: one deferral as a signal handler does it, "
+                 "N = 1024 per iteration timed by hand",
+        "cases": [
+            ("BM_DeferOne_RawFifoSpinLock/manual_time", "baseline", None,
+             "no signal: raw intrusive push under spin_lock"),
+            ("BM_DeferOne_KcontSpinLock/manual_time", "kcont",
+             "BM_DeferOne_RawFifoSpinLock/manual_time",
+             "no signal: kcont::defer, manual_dispatcher with spin_lock"),
+            ("BM_DeferOne_KcontLockFree/manual_time", "kcont",
+             "BM_DeferOne_RawFifoSpinLock/manual_time",
+             "no signal: kcont::defer, lock-free mpsc_queue + fd_wakeup (the signal-safe dispatcher)"),
+            ("BM_SignalPush_EmptyHandler/manual_time", "baseline", None,
+             "raise(SIGUSR1), the handler does the item's work itself"),
+            ("BM_SignalPush_Kcont/manual_time", "kcont",
+             "BM_SignalPush_EmptyHandler/manual_time",
+             "raise(SIGUSR1), the handler calls defer_from_signal (mpsc_queue + fd_wakeup)"),
+        ],
+    },
+    {
         "id": "C",
         "title": "Coalesced activation (knote_benchmark.cpp)",
         "cases": [
@@ -135,26 +155,6 @@ SCENARIOS = [
              "BM_Wakeup_MutexCondvar/real_time", "the same with condvar_wakeup"),
             ("BM_Wakeup_KcontFdWakeup/real_time", "kcont",
              "BM_Wakeup_MutexCondvar/real_time", "the same with fd_wakeup (eventfd)"),
-        ],
-    },
-    {
-        "id": "G",
-        "title": "Signal push: one deferral as a signal handler does it, "
-                 "N = 1024 per iteration timed by hand",
-        "cases": [
-            ("BM_DeferOne_RawFifoSpinLock/manual_time", "baseline", None,
-             "no signal: raw intrusive push under spin_lock"),
-            ("BM_DeferOne_KcontSpinLock/manual_time", "kcont",
-             "BM_DeferOne_RawFifoSpinLock/manual_time",
-             "no signal: kcont::defer, manual_dispatcher with spin_lock"),
-            ("BM_DeferOne_KcontLockFree/manual_time", "kcont",
-             "BM_DeferOne_RawFifoSpinLock/manual_time",
-             "no signal: kcont::defer, lock-free mpsc_queue + fd_wakeup (the signal-safe dispatcher)"),
-            ("BM_SignalPush_EmptyHandler/manual_time", "baseline", None,
-             "raise(SIGUSR1), the handler does the item's work itself"),
-            ("BM_SignalPush_Kcont/manual_time", "kcont",
-             "BM_SignalPush_EmptyHandler/manual_time",
-             "raise(SIGUSR1), the handler calls defer_from_signal (mpsc_queue + fd_wakeup)"),
         ],
     },
 ]
