@@ -4,7 +4,8 @@
 // Case G (push part): the cost of one deferral as a signal handler would do
 // it. A spin lock is only signal-safe when the thread it interrupts never
 // holds it (signals blocked around that thread's own pushes): the figure is
-// the push, the signal-safe path is the lock-free queue (TODO below).
+// the push; the signal-safe path is the lock-free queue (KcontLockFree below,
+// and BM_SignalPush_Kcont in dispatch_benchmark.cpp, inside a real handler).
 //
 // B, one iteration = one batch: N deferrals (each saves obj = the i-th request
 // and the status), then the drain runs every one of them in FIFO order; each
@@ -38,9 +39,9 @@
 // untimed drain that checks them:
 //   BM_DeferOne_RawFifoSpinLock       raw intrusive push under a spin_lock
 //   BM_DeferOne_KcontSpinLock         kcont::defer to manual_dispatcher<..., spin_lock>
-//   TODO(lock-free queue, branch `dispatch`): BM_DeferOne_KcontLockFree, the
-//   same loop over the lock-free multi-producer dispatcher (see the hook at
-//   the end of this file).
+//   BM_DeferOne_KcontLockFree         kcont::defer to the signal-safe
+//                                     thread_dispatcher (mpsc_queue + fd_wakeup,
+//                                     level drained by hand)
 #include <kcont/kcont.hpp>
 
 #include <benchmark/benchmark.h>
@@ -389,16 +390,26 @@ BENCHMARK(BM_DeferOne_KcontSpinLock)
     ->UseManualTime()
     ->Apply(kcont_bench::register_case);
 
-// TODO(lock-free queue, branch `dispatch`): the signal-handler deferral over
-// the lock-free multi-producer queue. When it lands, add (with the name the
-// report already expects):
-//
-//   void BM_DeferOne_KcontLockFree(benchmark::State& state) {
-//     defer_one_kcont<kcont::manual_dispatcher<bsd_level, kcont::lock_free>>(state);
-//   }
-//   BENCHMARK(BM_DeferOne_KcontLockFree)->UseManualTime()->Apply(kcont_bench::register_case);
-//
-// (adapting the dispatcher type to the one `dispatch` provides) and its row in
-// benchmarks/report.py turns from "pending" into a measured ratio.
+// Loop (timed by hand): N x one kcont::defer to the lock-free level queue
+// (mpsc_queue: claim the queued bit, save obj/status, one CAS) of the
+// signal-safe dispatcher, the one a signal handler defers to with
+// defer_from_signal (BM_SignalPush_Kcont, dispatch_benchmark.cpp): fd_wakeup,
+// the level drained by hand. The first push of each batch makes the queue
+// non-empty and writes the eventfd once (a syscall per N pushes, inside the
+// timing). Untimed: the drain that checks them.
+struct signal_safe_policy {
+  using wakeup = kcont::fd_wakeup;
+};
+using lock_free_dispatcher = kcont::thread_dispatcher<
+    bsd_level, kcont::plan_for<bsd_level, kcont::manual_runner, kcont::no_runner>,
+    signal_safe_policy>;
+static_assert(lock_free_dispatcher::signal_safe);
+
+void BM_DeferOne_KcontLockFree(benchmark::State& state) {
+  defer_one_kcont<lock_free_dispatcher>(state);
+}
+BENCHMARK(BM_DeferOne_KcontLockFree)
+    ->UseManualTime()
+    ->Apply(kcont_bench::register_case);
 
 }  // namespace

@@ -128,35 +128,54 @@ SCENARIOS = [
     },
     {
         "id": "F",
-        "title": "Cross-thread throughput (dispatch_benchmark.cpp)",
+        "title": "Cross-thread: throughput, a batch of N = 1024 per iteration, "
+                 "and back-to-back wake-up, one task per iteration (dispatch_benchmark.cpp)",
         "cases": [
             ("BM_CrossThread_MutexCondvar/real_time", "baseline", None,
-             "std::deque + std::mutex + std::condition_variable"),
+             "1 producer, 1 worker: std::deque<std::function> + std::mutex + std::condition_variable"),
             ("BM_CrossThread_Kcont/real_time", "kcont",
              "BM_CrossThread_MutexCondvar/real_time",
-             "defer from a producer thread, drained by a worker"),
-        ],
-    },
-    {
-        "id": "F",
-        "title": "Back-to-back wake-up latency (dispatch_benchmark.cpp)",
-        "cases": [
-            ("BM_Wakeup_Kcont/real_time", "kcont", None,
-             "defer to an idle worker, time until it runs (counters p50_ns, p99_ns)"),
+             "1 producer: kcont::defer to a thread_dispatcher (mpsc_queue + atomic_wakeup, idle_spin 2 us), 1 runner thread"),
+            ("BM_CrossThread_KcontNoSpin/real_time", "kcont",
+             "BM_CrossThread_MutexCondvar/real_time",
+             "the same with idle_spin = no_spin"),
+            ("BM_CrossThreadTwoProducers_MutexCondvar/real_time", "baseline", None,
+             "2 producers (N/2 each), 1 worker: the same hand-written queue"),
+            ("BM_CrossThreadTwoProducers_Kcont/real_time", "kcont",
+             "BM_CrossThreadTwoProducers_MutexCondvar/real_time",
+             "2 producers (N/2 each): kcont::defer, 1 runner thread"),
+            ("BM_Wakeup_MutexCondvar/real_time", "baseline", None,
+             "post one task to the hand-written worker, wait until it ran"),
+            ("BM_Wakeup_SpinningThread/real_time", "baseline", None,
+             "the machine's floor: a thread spinning on a sequence number (no queue, no sleep)"),
+            ("BM_Wakeup_Kcont/real_time", "kcont", "BM_Wakeup_MutexCondvar/real_time",
+             "defer one continuation to the runner (atomic_wakeup, idle_spin 2 us), wait until it ran"),
+            ("BM_Wakeup_KcontNoSpin/real_time", "kcont", "BM_Wakeup_MutexCondvar/real_time",
+             "the same with idle_spin = no_spin: the runner sleeps after each task"),
+            ("BM_Wakeup_KcontCondvarWakeup/real_time", "kcont",
+             "BM_Wakeup_MutexCondvar/real_time", "the same with condvar_wakeup"),
+            ("BM_Wakeup_KcontFdWakeup/real_time", "kcont",
+             "BM_Wakeup_MutexCondvar/real_time", "the same with fd_wakeup (eventfd)"),
         ],
     },
     {
         "id": "G",
-        "title": "One deferral, as a signal handler does it (push only, timed by hand)",
+        "title": "Signal push: one deferral as a signal handler does it, "
+                 "N = 1024 per iteration timed by hand",
         "cases": [
             ("BM_DeferOne_RawFifoSpinLock/manual_time", "baseline", None,
-             "raw intrusive push under spin_lock"),
+             "no signal: raw intrusive push under spin_lock"),
             ("BM_DeferOne_KcontSpinLock/manual_time", "kcont",
              "BM_DeferOne_RawFifoSpinLock/manual_time",
-             "kcont::defer, spin_lock dispatcher"),
+             "no signal: kcont::defer, manual_dispatcher with spin_lock"),
             ("BM_DeferOne_KcontLockFree/manual_time", "kcont",
              "BM_DeferOne_RawFifoSpinLock/manual_time",
-             "kcont::defer, lock-free queue (branch `dispatch`)"),
+             "no signal: kcont::defer, lock-free mpsc_queue + fd_wakeup (the signal-safe dispatcher)"),
+            ("BM_SignalPush_EmptyHandler/manual_time", "baseline", None,
+             "raise(SIGUSR1), the handler does the item's work itself"),
+            ("BM_SignalPush_Kcont/manual_time", "kcont",
+             "BM_SignalPush_EmptyHandler/manual_time",
+             "raise(SIGUSR1), the handler calls defer_from_signal (mpsc_queue + fd_wakeup)"),
         ],
     },
 ]
@@ -179,9 +198,9 @@ TARGETS = [
      "le", f"BM_FanOut_Klist/{k}", f"BM_FanOut_RawList/{k}", 1.2, None)
     for k in (1, 8, 64)
 ] + [
-    ("F", "cross-thread throughput >= 4x mutex + condvar",
+    ("F", "cross-thread throughput >= 4x mutex + condvar (1 producer)",
      "speedup", "BM_CrossThread_Kcont/real_time", "BM_CrossThread_MutexCondvar/real_time", 4.0, None),
-    ("F", "back-to-back wake-up p50 <= 600 ns",
+    ("F", "back-to-back wake-up p50 <= 600 ns (counter p50_ns, median over repetitions)",
      "abs", "BM_Wakeup_Kcont/real_time", None, 600.0, "p50_ns"),
 ]
 
@@ -210,6 +229,15 @@ ALSO = [
      "le", "BM_DeferOne_KcontSpinLock/manual_time", "BM_DeferOne_RawFifoSpinLock/manual_time"),
     ("G", "one deferral, lock-free queue, vs a raw push under a spin_lock",
      "le", "BM_DeferOne_KcontLockFree/manual_time", "BM_DeferOne_RawFifoSpinLock/manual_time"),
+    ("G", "one deferral, lock-free queue, vs kcont's spin_lock queue",
+     "le", "BM_DeferOne_KcontLockFree/manual_time", "BM_DeferOne_KcontSpinLock/manual_time"),
+    ("G", "raise + handler with defer_from_signal, vs raise + a handler doing the item's work",
+     "le", "BM_SignalPush_Kcont/manual_time", "BM_SignalPush_EmptyHandler/manual_time"),
+    ("F", "cross-thread throughput, 2 producers, vs mutex + condvar",
+     "speedup", "BM_CrossThreadTwoProducers_Kcont/real_time",
+     "BM_CrossThreadTwoProducers_MutexCondvar/real_time"),
+    ("F", "back-to-back wake-up (mean round trip), vs mutex + condvar",
+     "speedup", "BM_Wakeup_Kcont/real_time", "BM_Wakeup_MutexCondvar/real_time"),
 ]
 
 
@@ -538,11 +566,17 @@ def render(results, out):
         counted = any(instr(results, c[0]) is not None for c in present)
         extra_h = " instructions/item (callgrind) |" if counted else ""
         extra_s = "---|" if counted else ""
+        # Latency cases (F) carry p50_ns / p99_ns counters: medians over the
+        # repetitions, fastest..slowest repetition.
+        latency = any(cases[c[0]].counter("p50_ns") is not None for c in present)
+        if latency:
+            extra_h += " p50 ns (fastest..slowest) | p99 ns (fastest..slowest) |"
+            extra_s += "---|---|"
         w("| case | what | ns/item (median) | fastest..slowest | vs baseline | allocs/item |" + extra_h)
         w("|---|---|---|---|---|---|" + extra_s)
         for name, role, base, what in sc["cases"]:
             c = cases.get(name)
-            pad = " |" if counted else ""
+            pad = (" |" if counted else "") + (" | |" if latency else "")
             if c is None:
                 w(f"| `{short(name)}` | {what} | pending | | | |" + pad)
                 continue
@@ -561,6 +595,12 @@ def render(results, out):
             if counted:
                 n = instr(results, name)
                 extra = f" {n:.1f} |" if n is not None else " – |"
+            if latency:
+                for k in ("p50_ns", "p99_ns"):
+                    v = c.counter(k)
+                    extra += (" – |" if v is None else
+                              f" {fmt_ns(v)} ({fmt_ns(c.counter(k, 'min'))}.."
+                              f"{fmt_ns(c.counter(k, 'max'))}) |")
             w(f"| `{short(name)}` | {what} | {fmt_ns(c.ns_per_item('median'))} | "
               f"{fmt_ns(c.ns_per_item('min'))}..{fmt_ns(c.ns_per_item('max'))} | "
               f"{vs} | {allocs} |" + extra)

@@ -20,6 +20,7 @@
 #include <optional>
 #include <stdexcept>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <poll.h>
@@ -352,26 +353,35 @@ TEST_CASE_TEMPLATE("thread_dispatcher.stress_each_runs_once_or_is_cancelled", C,
 // ---- lost wake-ups ---------------------------------------------------------
 
 namespace {
-template <class Wakeup, std::size_t Normal, std::size_t Small>
+// no_spin: the runner sleeps as soon as it runs dry, so (almost) every cycle
+// goes through the sleep protocol. wake_atomic_spin keeps the default idle
+// spin: most cycles find the runner spinning, the others race the end of
+// the spin against the push.
+template <class Wakeup, std::size_t Normal, std::size_t Small,
+          class Spin = kcont::no_spin>
 struct wake_config {
   struct policy {
     using wakeup = Wakeup;
+    using idle_spin = Spin;
   };
   static constexpr std::size_t cycles = kcont_test::sized(Normal, Small);
 };
 using wake_atomic = wake_config<kcont::atomic_wakeup, 1200000, 20000>;
 using wake_condvar = wake_config<kcont::condvar_wakeup, 500000, 5000>;
 using wake_fd = wake_config<kcont::fd_wakeup, 300000, 5000>;
+using wake_atomic_spin =
+    wake_config<kcont::atomic_wakeup, 300000, 5000, kcont::default_idle_spin>;
 }  // namespace
 
 // One producer defers one continuation, waits until it ran, and defers again:
 // the runner goes idle and to sleep between almost every pair, so each cycle
 // races a producer's push against a runner's last check. A lost wake-up
 // hangs the test. Cycles: 1,200,000 (atomic) + 500,000 (condvar) + 300,000
-// (eventfd) = 2,000,000 in a plain build; 20,000 / 5,000 / 5,000 under a
-// sanitizer. Two levels share the runner.
+// (eventfd) = 2,000,000 in a plain build, plus 300,000 with the default idle
+// spin; 20,000 / 5,000 / 5,000 / 5,000 under a sanitizer. Two levels share
+// the runner.
 TEST_CASE_TEMPLATE("thread_dispatcher.no_lost_wakeup_in_post_sleep_cycles", W,
-                   wake_atomic, wake_condvar, wake_fd) {
+                   wake_atomic, wake_condvar, wake_fd, wake_atomic_spin) {
   kcont::thread_dispatcher<bsd_level, one_thread, typename W::policy> d;
   node_set nodes(2, [](std::size_t i) {
     return i == 0 ? bsd_level::softnet : bsd_level::process;
@@ -388,6 +398,30 @@ TEST_CASE_TEMPLATE("thread_dispatcher.no_lost_wakeup_in_post_sleep_cycles", W,
   d.stop();
   CHECK(refused == 0);
   CHECK(nodes.total_runs() == W::cycles);
+}
+
+// Policy::idle_spin: a runner spinning for work (here up to 2 s) still runs
+// what is deferred during the spin, and stop() ends the spin at once rather
+// than after it.
+TEST_CASE("thread_dispatcher.idle_spin_runs_work_and_stop_ends_it") {
+  struct long_spin {
+    using idle_spin = kcont::spin_for_ns<2000000000>;
+  };
+  static_assert(std::is_same_v<kcont::thread_dispatcher<>::idle_spin_type,
+                               kcont::default_idle_spin>);
+  std::optional<kcont::thread_dispatcher<bsd_level, one_thread, long_spin>> d;
+  d.emplace();
+  node_set nodes(1, [](std::size_t) { return bsd_level::softnet; });
+  for (std::uint64_t c = 1; c <= 100; ++c) {
+    CHECK(kcont::defer(*d, nodes[0], 0, 1) == run_result::deferred);
+    kcont_test::spin_until([&] {
+      return nodes.tallies[0].runs.load(std::memory_order_acquire) >= c;
+    });
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  d.reset();  // stop() and join, while the runner spins
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
+  CHECK(nodes.total_runs() == 100);
 }
 
 // ---- deferral from a signal handler ----------------------------------------

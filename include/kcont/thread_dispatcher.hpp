@@ -19,6 +19,11 @@
 //   wakeup       — how runners sleep (wakeup.hpp)     [atomic_wakeup]
 //                  atomic_wakeup, condvar_wakeup, fd_wakeup (signal-safe,
 //                  pollable: wait_fd())
+//   idle_spin    — how long a runner thread spins     [default_idle_spin]
+//                  before it sleeps (wakeup.hpp)       (2 us)
+//                  no_spin, spin_for_ns<N>: back-to-back work finds the
+//                  runner awake (no wake-up syscall, no scheduler delay) at
+//                  the price of at most N ns of CPU each time it runs dry
 //   on_exception — a continuation that throws         [terminate_on_exception]
 //                  terminate_on_exception: std::terminate, as from a thread;
 //                  rethrow_exceptions: out of drain()/stop() to their caller
@@ -126,6 +131,15 @@ struct policy_wakeup<P> {
   using type = typename P::wakeup;
 };
 template <class P>
+struct policy_idle_spin {
+  using type = default_idle_spin;
+};
+template <class P>
+  requires requires { typename P::idle_spin; }
+struct policy_idle_spin<P> {
+  using type = typename P::idle_spin;
+};
+template <class P>
 struct policy_on_exception {
   using type = terminate_on_exception;
 };
@@ -209,6 +223,7 @@ class thread_dispatcher {
   // The policy's knobs, defaults applied (see the banner).
   using queue_type = typename detail::policy_queue<Policy>::type;
   using wakeup_type = typename detail::policy_wakeup<Policy>::type;
+  using idle_spin_type = typename detail::policy_idle_spin<Policy>::type;
   using on_exception_type = typename detail::policy_on_exception<Policy>::type;
   using on_stop_type = typename detail::policy_on_stop<Policy>::type;
 
@@ -239,6 +254,12 @@ class thread_dispatcher {
   static_assert(wakeup_policy<wakeup_type>,
                 "kcont::thread_dispatcher: Policy::wakeup must be a wake-up "
                 "policy (atomic_wakeup, condvar_wakeup, fd_wakeup)");
+  static_assert(idle_spin_policy<idle_spin_type>,
+                "kcont::thread_dispatcher: Policy::idle_spin must be no_spin, "
+                "spin_for_ns<N> or a type with a constexpr duration");
+  static constexpr std::chrono::nanoseconds idle_spin =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(
+          idle_spin_type::duration);
   static_assert(std::same_as<on_stop_type, drain_on_stop> || hands_back,
                 "kcont::thread_dispatcher: Policy::on_stop must be "
                 "drain_on_stop or hand_back_on_stop");
@@ -610,6 +631,7 @@ class thread_dispatcher {
       if (hands_back && stopping_.load(std::memory_order_acquire)) break;
       if (run_one(r, s)) continue;
       if (stopping_.load(std::memory_order_seq_cst)) break;
+      if (spin_for_work(r)) continue;
       r.wake.wait([&] {
         return stopping_.load(std::memory_order_seq_cst) || runner_has_work(r);
       });
@@ -617,6 +639,26 @@ class thread_dispatcher {
     // A sibling may have lost its wake-up to us (a shared descriptor): pass
     // the stop on.
     r.wake.notify_all();
+  }
+
+  // The idle spin (Policy::idle_spin): looks at r's queues and the stop
+  // flag until one of them says go on, or idle_spin has passed. Loads only;
+  // the clock is read every 16 looks.
+  // Returns: true when there is work (or a stop) to look at again.
+  bool spin_for_work(const runner& r) const noexcept {
+    if constexpr (idle_spin.count() <= 0) {
+      return false;
+    } else {
+      if (!spin_allowed_) return false;
+      const auto deadline = std::chrono::steady_clock::now() + idle_spin;
+      for (unsigned i = 1;; ++i) {
+        if (runner_has_work(r) || stopping_.load(std::memory_order_relaxed))
+          return true;
+        detail::cpu_relax();
+        if (i % 16 == 0 && std::chrono::steady_clock::now() >= deadline)
+          return false;
+      }
+    }
   }
 
   // Sets the stop flag, wakes every runner and joins its threads (which
@@ -654,7 +696,11 @@ class thread_dispatcher {
   std::array<queue_type, levels> queues_;
   std::array<std::unique_ptr<runner>, levels> runners_;
   slot stop_slot_;
-  std::atomic<bool> stopping_{false};
+  // Own cache line: idle runners poll it while they spin (Policy::idle_spin),
+  // and what lies next to the dispatcher (a caller's locals) must not share it.
+  alignas(64) std::atomic<bool> stopping_{false};
+  // Spinning for work another thread must produce needs a second CPU.
+  bool spin_allowed_ = std::thread::hardware_concurrency() != 1;
   std::mutex stop_mutex_;
   [[no_unique_address]] on_exception_type on_exception_;
 };

@@ -26,6 +26,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <concepts>
 #include <condition_variable>
 #include <cstdint>
@@ -59,6 +60,52 @@ concept wakeup_policy =
       w.wait(ready);
       { W::signal_safe } -> std::convertible_to<bool>;
     };
+
+// How long a runner thread keeps looking for work after its queues ran dry,
+// before it announces itself and sleeps: the `idle_spin` knob of a
+// thread_dispatcher policy (thread_dispatcher.hpp), whatever the wake-up.
+//
+// While a runner spins, a producer finds no sleeper: its push costs no
+// futex wake or write(2), and the runner picks the work up within a
+// cache-line transfer instead of a scheduler wake-up (several microseconds;
+// tens to hundreds on a loaded machine). Back-to-back work — a request and
+// the next one, a batch and the next batch — thus never sleeps. The price is
+// at most `duration` of CPU per time a runner runs dry. The spin checks the
+// queues (loads only) with a pause instruction between checks and the clock
+// every 16 checks; a runner does not spin on a machine with one CPU (the
+// producer it waits for would need that CPU).
+//
+//   no_spin               sleep at once (the behaviour before this knob)
+//   spin_for_ns<N>        spin at most N nanoseconds
+//   default_idle_spin     spin_for_ns<2000>: covers the round trip of a
+//                         producer that posts again as soon as it sees its
+//                         previous work done, also when that producer's
+//                         thread is briefly preempted (benchmarks/README.md,
+//                         case F, has the figures with and without)
+template <std::uint32_t Nanoseconds>
+struct spin_for_ns {
+  static constexpr std::chrono::nanoseconds duration{Nanoseconds};
+};
+using no_spin = spin_for_ns<0>;
+using default_idle_spin = spin_for_ns<2000>;
+
+// An idle_spin knob: a type with a constexpr `duration`.
+template <class S>
+concept idle_spin_policy = requires {
+  { S::duration } -> std::convertible_to<std::chrono::nanoseconds>;
+};
+
+namespace detail {
+// One spin-wait step: tells the core the thread is spinning (x86 pause,
+// Arm yield), which frees resources for its SMT sibling and saves power.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
+}  // namespace detail
 
 // std::atomic::wait/notify on a 32-bit ticket (a futex on Linux).
 //
