@@ -318,7 +318,10 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   // continuation (the seed's kq_func) stored beside it.
   template <class Fi>
   struct node final : entry {
-    using knote_type = knote<Fi, Level>;
+    // With no_lock the kqueue is used from one thread: its knotes are
+    // single-threaded too (no field lock, plain state updates).
+    using knote_type =
+        knote<Fi, Level, std::conditional_t<std::is_same_v<Lock, no_lock>, no_lock, spin_lock>>;
     using base_type = typename knote_type::base_type;
 
     struct kq_fn {
