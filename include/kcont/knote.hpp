@@ -2,8 +2,10 @@
 // pluggable continuation; and the filter concept that decides when it fires.
 //
 // Defines `knote_base<Hint, Level>` (the type-erased subscription a klist
-// links), `knote<Filter, Level>` (a knote with its filter stored inline, the
-// continuation caller-owned), `knote_closure<Filter, Fn, Env, LevelSpec>` and
+// links), `knote<Filter, Level, Lock>` (a knote with its filter stored inline,
+// the continuation caller-owned; Lock = spin_lock, the default, makes it
+// thread-safe, Lock = no_lock single-threaded: no field lock, plain state
+// updates, for no_lock klists and kqueues), `knote_closure<Filter, Fn, Env, LevelSpec>` and
 // `knote_method<&C::f, Filter, LevelSpec>` (a knote that embeds its own
 // continuation, after Fuchsia's WaitMethod), the `filter_for` concept, and
 // `immediate_target<Level>`, a deferral target for callers that never defer.
@@ -121,7 +123,10 @@ inline thread_local activation_frame* activation_frames = nullptr;
 //
 // Lifetime contract: as knote_base (it is one).
 // Thread-safety: the state-word operations are atomic and may be called from
-// any thread; the fields are guarded by the field lock.
+// any thread; the fields are guarded by the field lock. For a single-threaded
+// knote (single_threaded(), made by knote<F, Level, no_lock>) the field lock
+// is a no-op and the state word is written with plain loads and stores:
+// every operation on it from one thread at a time.
 // Usage:
 //   kcont::knote_core& k = some_knote;
 //   if (k.is_active() && !k.is_disabled() && k.try_queue()) my_queue.link(k);
@@ -416,7 +421,8 @@ concept filter_has_touch =
 //                               (op == process); without it the owner saves
 //                               fflags/data on a change and reports kn's
 //                               fflags/data, resetting them on EV_CLEAR.
-// event/touch run under the knote's field lock (a spin lock): keep them
+// event/touch run under the knote's field lock (a spin lock; a no-op for a
+// single-threaded knote, which one thread drives): keep them
 // short, never block, never activate, attach or detach knotes inside them.
 // attach/detach run without it (they take the source's klist lock); attach
 // may write the fields because nobody else sees the knote before it links it.
@@ -461,7 +467,8 @@ struct immediate_target {
 // inside the continuation. Destroying an attached knote is a contract
 // violation (debug builds abort). Immovable: klists link it in place.
 // Thread-safety: activate, enable, disable and detach may race each other
-// from any thread. A continuation deferred to a dispatcher level is cancelled
+// from any thread (single-threaded knotes, knote<F, Level, no_lock>: all
+// operations from one thread at a time; see knote). A continuation deferred to a dispatcher level is cancelled
 // by detach(d); with a dispatcher that runs levels on its own threads
 // (thread_dispatcher), detach(d) also waits for a run a runner has already
 // popped. With a manual_dispatcher drained by another thread of yours, the

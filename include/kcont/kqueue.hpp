@@ -95,7 +95,9 @@ class kqueue;
 //           copyable): typed, so a session* comes back as a session*.
 //   Lock  — guards the knote table and the pending list; std::mutex (the
 //           default) or spin_lock for concurrent use, no_lock for one thread
-//           (a blocking scan then only makes sense with a timeout).
+//           (a blocking scan then only makes sense with a timeout; its knotes
+//           are then single-threaded, knote<F, Level, no_lock>: the sources
+//           they are attached to must be fired from that thread too).
 //   Level — the level set of the knotes' continuations (the kqueue's own is
 //           `immediate`).
 // A filter F is a filter_for its knote with `static constexpr filter_id id`;
