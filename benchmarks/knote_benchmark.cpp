@@ -191,31 +191,39 @@ struct count_filter {
   }
 };
 
+// Pol: the knotes' threading policy: no_lock (single-threaded knotes, as
+// the list: the kcont case) or spin_lock (thread-safe knotes, for reference).
+template <class Pol>
 struct fifo_sub;
+template <class Pol>
 struct sub_fifo {
-  fifo_sub* head = nullptr;
-  fifo_sub* tail = nullptr;
+  fifo_sub<Pol>* head = nullptr;
+  fifo_sub<Pol>* tail = nullptr;
 };
 
 // The caller's continuation: link the knote on the FIFO unless it is queued
 // there already (the knote's own queued bit, knote_core::try_queue).
+template <class Pol>
 struct enqueue_once {
-  void operator()(knote_ref* kn, sub_fifo* q, kcont::knote_cause) const noexcept;
+  void operator()(knote_ref* kn, sub_fifo<Pol>* q, kcont::knote_cause) const noexcept;
 };
-using enqueue_kc = kcont::kc<enqueue_once, sub_fifo*,
+template <class Pol>
+using enqueue_kc = kcont::kc<enqueue_once<Pol>, sub_fifo<Pol>*,
                              kcont::static_level<bsd_level::immediate>>;
 
-struct fifo_sub : kcont::knote<count_filter> {
-  fifo_sub(fan_list& l, enqueue_kc& k, request* r)
-      : kcont::knote<count_filter>(count_filter{&l}, k), req(r) {}
+template <class Pol>
+struct fifo_sub : kcont::knote<count_filter, bsd_level, Pol> {
+  fifo_sub(fan_list& l, enqueue_kc<Pol>& k, request* r)
+      : kcont::knote<count_filter, bsd_level, Pol>(count_filter{&l}, k), req(r) {}
   fifo_sub* qnext = nullptr;
   request* req;
 };
 
-void enqueue_once::operator()(knote_ref* kn, sub_fifo* q,
-                              kcont::knote_cause) const noexcept {
+template <class Pol>
+void enqueue_once<Pol>::operator()(knote_ref* kn, sub_fifo<Pol>* q,
+                                   kcont::knote_cause) const noexcept {
   if (!kn->try_queue()) return;  // rule 7: queued once
-  auto* s = static_cast<fifo_sub*>(kn);
+  auto* s = static_cast<fifo_sub<Pol>*>(kn);
   s->qnext = nullptr;
   if (q->tail == nullptr)
     q->head = s;
@@ -229,12 +237,13 @@ void enqueue_once::operator()(knote_ref* kn, sub_fifo* q,
 // its first activation: no write), the continuation through kcont::run:
 // try_queue (a fetch_or), link), then until the FIFO is empty (unlink, unqueue, take and reset
 // kn.data, record). One thread: kn.data is read without the field lock.
-[[gnu::noinline]] void round_knote_fifo(fan_list& l, sub_fifo& q,
+template <class Pol>
+[[gnu::noinline]] void round_knote_fifo(fan_list& l, sub_fifo<Pol>& q,
                                         int activations) {
   kcont::immediate_target<> t;
   for (int a = 0; a < activations; ++a)
     (void)l.fire(t, post_hint, t.lowest);
-  while (fifo_sub* s = q.head) {
+  while (fifo_sub<Pol>* s = q.head) {
     q.head = s->qnext;
     if (q.head == nullptr) q.tail = nullptr;
     s->unqueue();
@@ -244,24 +253,34 @@ void enqueue_once::operator()(knote_ref* kn, sub_fifo* q,
   }
 }
 
-void BM_Activate_KnoteFifo(benchmark::State& state) {
+template <class Pol>
+void activate_knote_fifo(benchmark::State& state) {
   tally t;
   auto reqs = make_requests(t, objects);
   fan_list list;
-  sub_fifo q;
-  enqueue_kc k{enqueue_once{}, &q, kcont::at<bsd_level::immediate>};
-  auto subs = std::make_unique<std::optional<fifo_sub>[]>(objects);
+  sub_fifo<Pol> q;
+  enqueue_kc<Pol> k{enqueue_once<Pol>{}, &q, kcont::at<bsd_level::immediate>};
+  auto subs = std::make_unique<std::optional<fifo_sub<Pol>>[]>(objects);
   for (std::size_t i = 0; i < objects; ++i) {
     subs[i].emplace(list, k, &reqs[i]);
     (void)subs[i]->attach();
   }
   constexpr int activations = 2;
   kcont_bench::item_check check(state);
-  for (auto _ : state) round_knote_fifo(list, q, kcont_bench::opaque(activations));
+  for (auto _ : state) round_knote_fifo<Pol>(list, q, kcont_bench::opaque(activations));
   finish(state, check, t, objects, activations);
   for (std::size_t i = 0; i < objects; ++i) (void)subs[i]->detach();
 }
+
+void BM_Activate_KnoteFifo(benchmark::State& state) {
+  activate_knote_fifo<kcont::no_lock>(state);
+}
 BENCHMARK(BM_Activate_KnoteFifo)->Apply(kcont_bench::register_case);
+
+void BM_Activate_KnoteFifoThreadSafe(benchmark::State& state) {
+  activate_knote_fifo<kcont::spin_lock>(state);
+}
+BENCHMARK(BM_Activate_KnoteFifoThreadSafe)->Apply(kcont_bench::register_case);
 
 // ---------------------------------------------------------------- kqueue
 
@@ -518,13 +537,15 @@ constexpr auto fan_handler = [](knote_ref* kn, request* r,
 using fan_kc = kcont::kc<std::remove_const_t<decltype(fan_handler)>, request*,
                          kcont::static_level<bsd_level::immediate>>;
 
-// One subscriber: its continuation and its knote, built in place.
+// One subscriber: its continuation and its knote, built in place. Pol: the
+// knote's threading policy (no_lock: single-threaded, as the list).
+template <class Pol>
 struct fan_sub {
   fan_sub(fan_list& l, request* r)
       : k(fan_handler, r, kcont::at<bsd_level::immediate>),
         kn(hint_filter{&l}, k) {}
   fan_kc k;
-  kcont::knote<hint_filter> kn;
+  kcont::knote<hint_filter, bsd_level, Pol> kn;
 };
 
 // Loop: one list.fire(t, hint, t.lowest): per knote the filter's event
@@ -537,12 +558,13 @@ struct fan_sub {
   (void)l.fire(t, hint, t.lowest);
 }
 
-void BM_FanOut_Klist(benchmark::State& state) {
+template <class Pol>
+void fan_out_klist(benchmark::State& state) {
   const std::size_t k = subscribers(state);
   tally t;
   auto reqs = make_requests(t, k);
   fan_list list;
-  auto subs = std::make_unique<std::optional<fan_sub>[]>(k);
+  auto subs = std::make_unique<std::optional<fan_sub<Pol>>[]>(k);
   for (std::size_t i = 0; i < k; ++i) {
     subs[i].emplace(list, &reqs[i]);
     (void)subs[i]->kn.attach();
@@ -552,6 +574,13 @@ void BM_FanOut_Klist(benchmark::State& state) {
   finish(state, check, t, k, fan_status);
   for (std::size_t i = 0; i < k; ++i) (void)subs[i]->kn.detach();
 }
+
+void BM_FanOut_Klist(benchmark::State& state) { fan_out_klist<kcont::no_lock>(state); }
 BENCHMARK(BM_FanOut_Klist)->Apply(fan_args);
+
+void BM_FanOut_KlistThreadSafe(benchmark::State& state) {
+  fan_out_klist<kcont::spin_lock>(state);
+}
+BENCHMARK(BM_FanOut_KlistThreadSafe)->Apply(fan_args);
 
 }  // namespace

@@ -90,11 +90,13 @@ SCENARIOS = [
             ("BM_Activate_RawQueuedFlag", "baseline", None,
              "raw intrusive FIFO, plain queued flag: ++count, link if not queued; pop, run (the floor)"),
             ("BM_Activate_KnoteFifo", "kcont", "BM_Activate_RawQueuedFlag",
-             "knotes on a klist<no_lock>, immediate continuation links on the caller's FIFO once"),
+             "single-threaded knotes (knote<F, L, no_lock>) on a klist<no_lock>, immediate continuation links on the caller's FIFO once"),
+            ("BM_Activate_KnoteFifoThreadSafe", "kcont", "BM_Activate_RawQueuedFlag",
+             "the same with thread-safe knotes (knote<F>: field lock, atomic state)"),
             ("BM_Activate_Kqueue", "kcont", "BM_Activate_RawQueuedFlag",
              "kqueue<counting_filter, request*, spin_lock> + event_source (std::mutex): 2 posts, 1 scan"),
             ("BM_Activate_KqueueNoLock", "kcont", "BM_Activate_RawQueuedFlag",
-             "the same kqueue and source with no_lock"),
+             "the same kqueue and source with no_lock (its knotes single-threaded)"),
         ],
     },
 ] + [
@@ -109,7 +111,9 @@ SCENARIOS = [
             (f"BM_FanOut_VirtualObserver/{k}", "baseline", f"BM_FanOut_RawList/{k}",
              "std::vector<observer*>, virtual on_event (reference)"),
             (f"BM_FanOut_Klist/{k}", "kcont", f"BM_FanOut_RawList/{k}",
-             "klist<long, bsd_level, no_lock>::fire over knote<filter> + kc at immediate"),
+             "klist<long, bsd_level, no_lock>::fire over knote<filter, bsd_level, no_lock> + kc at immediate"),
+            (f"BM_FanOut_KlistThreadSafe/{k}", "kcont", f"BM_FanOut_RawList/{k}",
+             "the same with thread-safe knotes (knote<filter>: field lock, atomic state)"),
         ],
     }
     for k in (1, 8, 64)

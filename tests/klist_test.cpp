@@ -53,16 +53,17 @@ using rec_kc = kcont::kc<record_fn, recorder*, bsd_level>;
 
 }  // namespace
 
-TEST_CASE("klist.fire_runs_each_filter_and_activates_those_that_fire") {
+TEST_CASE_TEMPLATE("klist.fire_runs_each_filter_and_activates_those_that_fire", Pol,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   source<> s;
   recorder r;
   rec_kc k1{record_fn{}, &r, bsd_level::immediate};
   rec_kc k2{record_fn{}, &r, bsd_level::immediate};
   rec_kc k3{record_fn{}, &r, bsd_level::softnet};
-  kcont::knote<bits_filter<>> a{bits_filter<>{&s}, k1, 1};
-  kcont::knote<bits_filter<>> b{bits_filter<>{&s}, k2, 2};
-  kcont::knote<bits_filter<>> c{bits_filter<>{&s}, k3, 3};
+  kcont::knote<bits_filter<>, bsd_level, Pol> a{bits_filter<>{&s}, k1, 1};
+  kcont::knote<bits_filter<>, bsd_level, Pol> b{bits_filter<>{&s}, k2, 2};
+  kcont::knote<bits_filter<>, bsd_level, Pol> c{bits_filter<>{&s}, k3, 3};
   a.sfflags = 0x1;
   b.sfflags = 0x2;
   c.sfflags = 0x3;
@@ -103,16 +104,17 @@ struct detacher_fn {
 using det_kc = kcont::kc<detacher_fn, detacher_env, bsd_level>;
 }  // namespace
 
-TEST_CASE("klist.a_subscriber_detaches_itself_during_the_fanout") {
+TEST_CASE_TEMPLATE("klist.a_subscriber_detaches_itself_during_the_fanout", Pol,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   source<> s;
   recorder r;
   rec_kc k1{record_fn{}, &r, bsd_level::immediate};
   rec_kc k3{record_fn{}, &r, bsd_level::immediate};
   det_kc k2{detacher_fn{}, {&r, nullptr}, bsd_level::immediate};
-  kcont::knote<bits_filter<>> a{bits_filter<>{&s}, k1, 1};
-  auto b = std::make_unique<kcont::knote<bits_filter<>>>(bits_filter<>{&s}, k2, 2);
-  kcont::knote<bits_filter<>> c{bits_filter<>{&s}, k3, 3};
+  kcont::knote<bits_filter<>, bsd_level, Pol> a{bits_filter<>{&s}, k1, 1};
+  auto b = std::make_unique<kcont::knote<bits_filter<>, bsd_level, Pol>>(bits_filter<>{&s}, k2, 2);
+  kcont::knote<bits_filter<>, bsd_level, Pol> c{bits_filter<>{&s}, k3, 3};
   k2.env().victim = b.get();
   for (auto* kn : {&a, b.get(), &c}) {
     kn->sfflags = 1;
@@ -129,16 +131,17 @@ TEST_CASE("klist.a_subscriber_detaches_itself_during_the_fanout") {
   c.detach();
 }
 
-TEST_CASE("klist.a_subscriber_detaches_the_next_one_during_the_fanout") {
+TEST_CASE_TEMPLATE("klist.a_subscriber_detaches_the_next_one_during_the_fanout", Pol,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   source<> s;
   recorder r;
   rec_kc k2{record_fn{}, &r, bsd_level::immediate};
   rec_kc k3{record_fn{}, &r, bsd_level::immediate};
   det_kc k1{detacher_fn{}, {&r, nullptr}, bsd_level::immediate};
-  kcont::knote<bits_filter<>> a{bits_filter<>{&s}, k1, 1};
-  auto b = std::make_unique<kcont::knote<bits_filter<>>>(bits_filter<>{&s}, k2, 2);
-  kcont::knote<bits_filter<>> c{bits_filter<>{&s}, k3, 3};
+  kcont::knote<bits_filter<>, bsd_level, Pol> a{bits_filter<>{&s}, k1, 1};
+  auto b = std::make_unique<kcont::knote<bits_filter<>, bsd_level, Pol>>(bits_filter<>{&s}, k2, 2);
+  kcont::knote<bits_filter<>, bsd_level, Pol> c{bits_filter<>{&s}, k3, 3};
   k1.env().victim = b.get();
   for (auto* kn : {&a, b.get(), &c}) {
     kn->sfflags = 1;
@@ -152,7 +155,8 @@ TEST_CASE("klist.a_subscriber_detaches_the_next_one_during_the_fanout") {
   c.detach();
 }
 
-TEST_CASE("klist.nested_fire_from_a_continuation") {
+TEST_CASE_TEMPLATE("klist.nested_fire_from_a_continuation", Pol,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   source<> s;
   recorder r;
@@ -167,8 +171,8 @@ TEST_CASE("klist.nested_fire_from_a_continuation") {
                },
                env_t{&r, &s, &d}, bsd_level::immediate};
   rec_kc k2{record_fn{}, &r, bsd_level::immediate};
-  kcont::knote<bits_filter<>> a{bits_filter<>{&s}, k1, 1};
-  kcont::knote<bits_filter<>> b{bits_filter<>{&s}, k2, 2};
+  kcont::knote<bits_filter<>, bsd_level, Pol> a{bits_filter<>{&s}, k1, 1};
+  kcont::knote<bits_filter<>, bsd_level, Pol> b{bits_filter<>{&s}, k2, 2};
   a.sfflags = 1;
   b.sfflags = 2;
   REQUIRE(a.attach() == 0);
@@ -179,7 +183,8 @@ TEST_CASE("klist.nested_fire_from_a_continuation") {
   b.detach();
 }
 
-TEST_CASE("klist.fanout_never_allocates") {
+TEST_CASE_TEMPLATE("klist.fanout_never_allocates", Pol,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   source<> s;
   long sum = 0;
@@ -191,8 +196,8 @@ TEST_CASE("klist.fanout_never_allocates") {
   using add_kc = kcont::kc<add_fn, long*, bsd_level>;
   add_kc k1{add_fn{}, &sum, bsd_level::immediate};
   add_kc k2{add_fn{}, &sum, bsd_level::softnet};
-  kcont::knote<bits_filter<>> a{bits_filter<>{&s}, k1, 1};
-  kcont::knote<bits_filter<>> b{bits_filter<>{&s}, k2, 2};
+  kcont::knote<bits_filter<>, bsd_level, Pol> a{bits_filter<>{&s}, k1, 1};
+  kcont::knote<bits_filter<>, bsd_level, Pol> b{bits_filter<>{&s}, k2, 2};
   a.sfflags = b.sfflags = 1;
   REQUIRE(a.attach() == 0);
   REQUIRE(b.attach() == 0);
@@ -253,14 +258,15 @@ TEST_CASE("klist.concurrent_fire_and_detach_under_a_mutex") {
   CHECK(kcont::klist_checker<long, bsd_level, std::mutex>::valid(s.list));
 }
 
-TEST_CASE("klist.no_lock_fire_of_an_active_knote_honours_disable_and_enable") {
+TEST_CASE_TEMPLATE("klist.no_lock_fire_of_an_active_knote_honours_disable_and_enable", Pol,
+                   kcont::spin_lock, kcont::no_lock) {
   // With no_lock the fan-out does not pin, and an active, enabled knote is
   // run without writing its state word: disable must still stop it.
   kcont::immediate_target<> t;
   source<> s;
   recorder r;
   rec_kc k1{record_fn{}, &r, bsd_level::immediate};
-  kcont::knote<bits_filter<>> a{bits_filter<>{&s}, k1, 1};
+  kcont::knote<bits_filter<>, bsd_level, Pol> a{bits_filter<>{&s}, k1, 1};
   a.sfflags = 0x1;
   REQUIRE(a.attach() == 0);
   CHECK(s.list.fire(t, 0x1, t.lowest) == 1);

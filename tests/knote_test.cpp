@@ -102,13 +102,19 @@ static_assert(std::is_same_v<kcont::filter_hint_t<string_hint_filter>, int>);
 static_assert(!std::is_copy_constructible_v<kcont::knote<count_filter>>);
 static_assert(!std::is_move_constructible_v<kcont::knote<count_filter>>);
 static_assert(kcont::deferral_target<kcont::immediate_target<>>);
+// The threading policy keeps the type filters and klists see.
+static_assert(std::is_base_of_v<kn_t, kcont::knote<count_filter, bsd_level, kcont::no_lock>>);
+static_assert(kcont::knote<count_filter, bsd_level, kcont::no_lock>::single_thread);
+static_assert(!kcont::knote<count_filter>::single_thread);
 
-TEST_CASE("knote.rule6_activation_runs_the_continuation_with_the_knote_as_obj") {
+TEST_CASE_TEMPLATE("knote.rule6_activation_runs_the_continuation_with_the_knote_as_obj", Pol, kcont::spin_lock,
+                   kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   std::vector<log_entry> log;
   kcont::kc k{log_fn{}, &log, bsd_level::immediate};
-  kcont::knote<count_filter> kn{count_filter{}, k, 7};
+  kcont::knote<count_filter, bsd_level, Pol> kn{count_filter{}, k, 7};
   CHECK(kn.ident == 7);
+  CHECK(kn.single_threaded() == std::is_same_v<Pol, kcont::no_lock>);
   REQUIRE(kn.attach() == 0);
   CHECK(kn.is_attached());
   CHECK(kn.activate(d, bsd_level::softserial) == run_result::ran);
@@ -118,11 +124,12 @@ TEST_CASE("knote.rule6_activation_runs_the_continuation_with_the_knote_as_obj") 
   CHECK(kn.is_detached());
 }
 
-TEST_CASE("knote.rule6_disabled_activation_marks_active_and_enable_runs_it") {
+TEST_CASE_TEMPLATE("knote.rule6_disabled_activation_marks_active_and_enable_runs_it", Pol, kcont::spin_lock,
+                   kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   std::vector<log_entry> log;
   kcont::kc k{log_fn{}, &log, bsd_level::immediate};
-  kcont::knote<count_filter> kn{count_filter{}, k};
+  kcont::knote<count_filter, bsd_level, Pol> kn{count_filter{}, k};
   REQUIRE(kn.attach() == 0);
   kn.disable();
   CHECK(kn.activate(d, bsd_level::process) == run_result::refused);
@@ -139,11 +146,12 @@ TEST_CASE("knote.rule6_disabled_activation_marks_active_and_enable_runs_it") {
   kn.detach();
 }
 
-TEST_CASE("knote.continuation_runs_at_its_own_level") {
+TEST_CASE_TEMPLATE("knote.continuation_runs_at_its_own_level", Pol, kcont::spin_lock,
+                   kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   std::vector<log_entry> log;
   kcont::kc k{log_fn{}, &log, bsd_level::softnet};
-  kcont::knote<count_filter> kn{count_filter{}, k};
+  kcont::knote<count_filter, bsd_level, Pol> kn{count_filter{}, k};
   REQUIRE(kn.attach() == 0);
   CHECK(kn.activate(d, bsd_level::softserial) == run_result::deferred);
   // A second activation before the level drains coalesces with the first.
@@ -156,22 +164,24 @@ TEST_CASE("knote.continuation_runs_at_its_own_level") {
   kn.detach(d);
 }
 
-TEST_CASE("knote.attach_error_leaves_it_unattached") {
+TEST_CASE_TEMPLATE("knote.attach_error_leaves_it_unattached", Pol, kcont::spin_lock,
+                   kcont::no_lock) {
   std::vector<log_entry> log;
   kcont::kc k{log_fn{}, &log, bsd_level::immediate};
-  kcont::knote<failing_filter> kn{failing_filter{}, k};
+  kcont::knote<failing_filter, bsd_level, Pol> kn{failing_filter{}, k};
   CHECK(kn.attach() == 22);
   CHECK(!kn.is_attached());
 }
 
-TEST_CASE("knote.rule8_detach_cancels_a_deferred_continuation") {
+TEST_CASE_TEMPLATE("knote.rule8_detach_cancels_a_deferred_continuation", Pol, kcont::spin_lock,
+                   kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   std::vector<log_entry> log;
   int attached = 0;
   {
     auto k = std::make_unique<kcont::kc<log_fn, std::vector<log_entry>*, bsd_level>>(
         log_fn{}, &log, bsd_level::process);
-    auto kn = std::make_unique<kcont::knote<count_filter>>(count_filter{&attached}, *k);
+    auto kn = std::make_unique<kcont::knote<count_filter, bsd_level, Pol>>(count_filter{&attached}, *k);
     REQUIRE(kn->attach() == 0);
     CHECK(attached == 1);
     CHECK(kn->activate(d, bsd_level::softnet) == run_result::deferred);
@@ -191,6 +201,7 @@ TEST_CASE("knote.rule8_detach_cancels_a_deferred_continuation") {
 
 namespace {
 // A subscriber that detaches and destroys itself from its own continuation.
+template <class Pol>
 struct self_destroying {
   struct fn {
     void operator()(kn_t* kn, self_destroying*& self, knote_cause) const;
@@ -199,20 +210,22 @@ struct self_destroying {
   kcont::kc<fn, self_destroying*, kcont::static_level<bsd_level::immediate>, kn_t*,
             knote_cause>
       k{fn{}, this, kcont::at<bsd_level::immediate>};
-  kcont::knote<count_filter> kn{count_filter{}, k};
+  kcont::knote<count_filter, bsd_level, Pol> kn{count_filter{}, k};
 };
-void self_destroying::fn::operator()(kn_t* kn, self_destroying*& self,
-                                     knote_cause) const {
+template <class Pol>
+void self_destroying<Pol>::fn::operator()(kn_t* kn, self_destroying*& self,
+                                          knote_cause) const {
   ++*self->ran;
   CHECK(kn->detach());
   delete self;  // the knote and its continuation are gone now
 }
 }  // namespace
 
-TEST_CASE("knote.rule8_a_continuation_may_detach_and_destroy_its_own_knote") {
+TEST_CASE_TEMPLATE("knote.rule8_a_continuation_may_detach_and_destroy_its_own_knote", Pol, kcont::spin_lock,
+                   kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   int ran = 0;
-  auto* s = new self_destroying{&ran};
+  auto* s = new self_destroying<Pol>{&ran};
   REQUIRE(s->kn.attach() == 0);
   CHECK(s->kn.activate(d, bsd_level::process) == run_result::ran);
   CHECK(ran == 1);
@@ -228,11 +241,12 @@ struct handler {
 };
 }  // namespace
 
-TEST_CASE("knote.method_and_closure_bindings") {
+TEST_CASE_TEMPLATE("knote.method_and_closure_bindings", Pol, kcont::spin_lock,
+                   kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   handler h;
   kcont::knote_method<&handler::on_event, count_filter,
-                      kcont::static_level<bsd_level::immediate>>
+                      kcont::static_level<bsd_level::immediate>, Pol>
       m{count_filter{}, &h, kcont::at<bsd_level::immediate>, 5};
   REQUIRE(m.attach() == 0);
   CHECK(m.activate(d, bsd_level::softserial) == run_result::ran);
@@ -397,13 +411,14 @@ TEST_CASE("knote.closure_accepts_a_generic_lambda") {
   c.detach();
 }
 
-TEST_CASE("knote.activation_never_allocates") {
+TEST_CASE_TEMPLATE("knote.activation_never_allocates", Pol, kcont::spin_lock,
+                   kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   long n = 0;
   kcont::kc k1{[](kn_t*, long& c, knote_cause) noexcept { ++c; }, 0L, bsd_level::immediate};
   kcont::kc k2{[](kn_t*, long*& c, knote_cause) noexcept { ++*c; }, &n, bsd_level::softnet};
-  kcont::knote<count_filter> a{count_filter{}, k1};
-  kcont::knote<count_filter> b{count_filter{}, k2};
+  kcont::knote<count_filter, bsd_level, Pol> a{count_filter{}, k1};
+  kcont::knote<count_filter, bsd_level, Pol> b{count_filter{}, k2};
   REQUIRE(a.attach() == 0);
   REQUIRE(b.attach() == 0);
   kcont_test::allocation_scope scope;

@@ -48,14 +48,21 @@ struct counter_filter {
 };
 
 using kev = kcont::kevent;
+template <class Lock>
+using basic_kq_t = kcont::kqueue<kcont::filters<kcont::user_filter, counter_filter, kcont::timer_filter<>>,
+                                 std::uintptr_t, Lock>;
 using kq_t = kcont::kqueue<kcont::filters<kcont::user_filter, counter_filter, kcont::timer_filter<>>>;
+static_assert(std::is_same_v<kq_t, basic_kq_t<std::mutex>>);
 
 inline const kcont::timer_source::time_point t0{std::chrono::hours(1)};
 
-struct fixture {
+// Lock: the kqueue's lock; with no_lock its knotes are single-threaded
+// (knote<F, Level, no_lock>), for the single-threaded cases.
+template <class Lock = std::mutex>
+struct basic_fixture {
   counter_source cs;
   kcont::timer_source ts{t0};
-  kq_t kq{cs, ts};
+  basic_kq_t<Lock> kq{cs, ts};
 
   int change(kev c) { return kq.change(c); }
   std::vector<kev> scan(std::size_t max = 16) {
@@ -64,6 +71,7 @@ struct fixture {
     return out;
   }
 };
+using fixture = basic_fixture<>;
 
 inline kev user(std::uintptr_t id, ev flags, std::uint32_t fflags = 0,
                 std::int64_t data = 0, std::uintptr_t udata = 0) {

@@ -15,8 +15,9 @@ using namespace kq_test;
 namespace note = kcont::note;
 using std::chrono::milliseconds;
 
-TEST_CASE("kqueue.add_trigger_scan_round_trips_udata") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.add_trigger_scan_round_trips_udata", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   kev ch[] = {user(1, ev::add | ev::clear, 0, 0, 0xfeed)};
   kev out[4];
   auto r = f.kq.kevent(ch, out);
@@ -47,8 +48,9 @@ TEST_CASE("kqueue.typed_udata_round_trips_a_pointer") {
   CHECK(out[0].udata->id == 4);  // a trigger without EV_ADD keeps the udata
 }
 
-TEST_CASE("kqueue.trigger_before_add_is_enoent_and_not_remembered") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.trigger_before_add_is_enoent_and_not_remembered", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   CHECK(f.change(trigger(1)) == ENOENT);
   REQUIRE(f.change(user(1, ev::add | ev::clear)) == 0);
   CHECK(f.scan().empty());
@@ -62,8 +64,9 @@ TEST_CASE("kqueue.trigger_before_add_is_enoent_and_not_remembered") {
   CHECK(e[0].data == 1);
 }
 
-TEST_CASE("kqueue.errors_have_errno_codes") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.errors_have_errno_codes", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   CHECK(f.change(user(1, ev::delete_)) == ENOENT);
   CHECK(f.change(user(1, ev::enable)) == ENOENT);
   CHECK(f.change(user(1, ev::disable)) == ENOENT);
@@ -72,8 +75,9 @@ TEST_CASE("kqueue.errors_have_errno_codes") {
   CHECK(f.kq.size() == 0);
 }
 
-TEST_CASE("kqueue.receipt_and_error_entries") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.receipt_and_error_entries", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   kev ch[] = {user(1, ev::add | ev::receipt, 0, 0, 7), user(2, ev::delete_),
               user(3, ev::add)};
   kev out[4];
@@ -105,8 +109,9 @@ TEST_CASE("kqueue.receipt_and_error_entries") {
   CHECK(f.kq.size() == 2);
 }
 
-TEST_CASE("kqueue.rule7_coalesces_activations_before_a_scan") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.rule7_coalesces_activations_before_a_scan", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(counter(1, ev::add | ev::clear)) == 0);
   REQUIRE(f.change(counter(2, ev::add | ev::clear)) == 0);
   for (int i = 0; i < 10; ++i) CHECK(f.cs.fire(1) == 2);
@@ -119,8 +124,9 @@ TEST_CASE("kqueue.rule7_coalesces_activations_before_a_scan") {
   CHECK(f.scan().empty());
 }
 
-TEST_CASE("kqueue.disable_then_trigger_then_enable_reports") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.disable_then_trigger_then_enable_reports", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(user(1, ev::add | ev::clear)) == 0);
   REQUIRE(f.change(user(1, ev::disable)) == 0);
   REQUIRE(f.change(trigger(1)) == 0);
@@ -137,8 +143,9 @@ TEST_CASE("kqueue.disable_then_trigger_then_enable_reports") {
   CHECK(e[0].data == 3);
 }
 
-TEST_CASE("kqueue.disable_while_pending_withdraws_the_event") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.disable_while_pending_withdraws_the_event", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(user(1, ev::add | ev::clear)) == 0);
   REQUIRE(f.change(trigger(1)) == 0);
   CHECK(f.kq.pending() == 1);
@@ -149,8 +156,9 @@ TEST_CASE("kqueue.disable_while_pending_withdraws_the_event") {
   CHECK(f.scan().size() == 1);
 }
 
-TEST_CASE("kqueue.oneshot_auto_deletes_after_its_report") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.oneshot_auto_deletes_after_its_report", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(user(1, ev::add | ev::oneshot, 0, 0, 3)) == 0);
   REQUIRE(f.change(counter(2, ev::add | ev::oneshot)) == 0);
   REQUIRE(f.change(trigger(1)) == 0);
@@ -165,8 +173,9 @@ TEST_CASE("kqueue.oneshot_auto_deletes_after_its_report") {
   CHECK(f.change(trigger(1)) == ENOENT);
 }
 
-TEST_CASE("kqueue.dispatch_auto_disables_and_enable_rearms") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.dispatch_auto_disables_and_enable_rearms", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(user(1, ev::add | ev::clear | ev::dispatch)) == 0);
   REQUIRE(f.change(trigger(1)) == 0);
   CHECK(f.scan().size() == 1);
@@ -185,8 +194,9 @@ TEST_CASE("kqueue.dispatch_auto_disables_and_enable_rearms") {
   CHECK(f.scan().size() == 1);
 }
 
-TEST_CASE("kqueue.clear_resets_state_and_no_clear_is_level_triggered") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.clear_resets_state_and_no_clear_is_level_triggered", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(counter(1, ev::add | ev::clear)) == 0);
   REQUIRE(f.change(counter(2, ev::add)) == 0);
   f.cs.fire(2);
@@ -214,15 +224,17 @@ TEST_CASE("kqueue.clear_resets_state_and_no_clear_is_level_triggered") {
   CHECK(f.scan().empty());
 }
 
-TEST_CASE("kqueue.level_triggered_knote_is_reported_once_per_scan") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.level_triggered_knote_is_reported_once_per_scan", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(user(1, ev::add, note::trigger)) == 0);
   auto e = f.scan(8);
   CHECK(e.size() == 1);
 }
 
-TEST_CASE("kqueue.scan_max_below_pending_leaves_the_rest_in_order") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.scan_max_below_pending_leaves_the_rest_in_order", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   for (std::uintptr_t i = 1; i <= 5; ++i) REQUIRE(f.change(user(i, ev::add | ev::clear)) == 0);
   for (std::uintptr_t i : {3, 1, 5, 2, 4}) REQUIRE(f.change(trigger(i)) == 0);
   auto e = f.scan(2);
@@ -239,8 +251,9 @@ TEST_CASE("kqueue.scan_max_below_pending_leaves_the_rest_in_order") {
   CHECK(e[1].ident == 4);
 }
 
-TEST_CASE("kqueue.delete_while_pending_drops_the_event") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.delete_while_pending_drops_the_event", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(user(1, ev::add | ev::clear)) == 0);
   REQUIRE(f.change(counter(2, ev::add | ev::clear)) == 0);
   REQUIRE(f.change(trigger(1)) == 0);
@@ -256,8 +269,9 @@ TEST_CASE("kqueue.delete_while_pending_drops_the_event") {
   CHECK(f.scan().empty());
 }
 
-TEST_CASE("kqueue.readd_while_pending_updates_udata_without_duplicate") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.readd_while_pending_updates_udata_without_duplicate", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(user(1, ev::add | ev::clear, 0, 0, 10)) == 0);
   REQUIRE(f.change(trigger(1)) == 0);
   REQUIRE(f.change(user(1, ev::add, 0, 0, 20)) == 0);
@@ -290,8 +304,9 @@ TEST_CASE("kqueue.readd_while_pending_updates_udata_without_duplicate") {
   CHECK(f.scan().empty());
 }
 
-TEST_CASE("kqueue.readd_enables_a_disabled_knote") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.readd_enables_a_disabled_knote", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(user(1, ev::add | ev::clear | ev::disable)) == 0);
   REQUIRE(f.change(trigger(1)) == 0);
   CHECK(f.scan().empty());
@@ -299,8 +314,9 @@ TEST_CASE("kqueue.readd_enables_a_disabled_knote") {
   CHECK(f.scan().size() == 1);
 }
 
-TEST_CASE("kqueue.recheck_drops_an_event_whose_condition_no_longer_holds") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.recheck_drops_an_event_whose_condition_no_longer_holds", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   REQUIRE(f.change(user(1, ev::add)) == 0);
   REQUIRE(f.change(trigger(1)) == 0);
   REQUIRE(f.change(user(1, ev::clear)) == 0);  // FreeBSD: EV_CLEAR in a change resets
@@ -333,8 +349,9 @@ TEST_CASE("kqueue.scan_timeout_expires_empty") {
   CHECK(r.count == 0);
 }
 
-TEST_CASE("kqueue.activation_and_scan_never_allocate") {
-  fixture f;
+TEST_CASE_TEMPLATE("kqueue.activation_and_scan_never_allocate", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
   for (std::uintptr_t i = 0; i < 8; ++i) {
     REQUIRE(f.change(counter(i, ev::add | ev::clear)) == 0);
     REQUIRE(f.change(user(i, ev::add | ev::clear)) == 0);

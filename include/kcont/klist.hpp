@@ -42,6 +42,10 @@ namespace kcont {
 // Thread-safety: every member, from any thread, when Lock is a real lock.
 // The lock is held while filters' `event` run, never while a continuation
 // runs; so a continuation may fire, insert or erase on this same list.
+// With no_lock, link single-threaded knotes (knote<F, Level, no_lock>: no
+// field lock, no atomic read-modify-write) for the cheapest fan-out; the
+// list accepts thread-safe knotes too. A single-threaded knote must never be
+// linked on a list fired from several threads.
 template <class Hint = long, level_set Level = bsd_level, lock_policy Lock = no_lock>
 class klist {
   using access = detail::knote_access;
@@ -99,7 +103,8 @@ class klist {
   // With no_lock, activations are not pinned (no detach can run on another
   //   thread during the fan-out: it would erase from this unlocked list), so
   //   a fan-out costs no atomic read-modify-write beyond the filters' field
-  //   locks once the knotes are active.
+  //   locks once the knotes are active, and none at all with single-threaded
+  //   knotes (knote<F, Level, no_lock>).
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t fire(D& d, const Hint& hint, Level current) {

@@ -2,8 +2,10 @@
 // pluggable continuation; and the filter concept that decides when it fires.
 //
 // Defines `knote_base<Hint, Level>` (the type-erased subscription a klist
-// links), `knote<Filter, Level>` (a knote with its filter stored inline, the
-// continuation caller-owned), `knote_closure<Filter, Fn, Env, LevelSpec>` and
+// links), `knote<Filter, Level, Lock>` (a knote with its filter stored inline,
+// the continuation caller-owned; Lock = spin_lock, the default, makes it
+// thread-safe, Lock = no_lock single-threaded: no field lock, plain state
+// updates, for no_lock klists and kqueues), `knote_closure<Filter, Fn, Env, LevelSpec>` and
 // `knote_method<&C::f, Filter, LevelSpec>` (a knote that embeds its own
 // continuation, after Fuchsia's WaitMethod), the `filter_for` concept, and
 // `immediate_target<Level>`, a deferral target for callers that never defer.
@@ -121,7 +123,10 @@ inline thread_local activation_frame* activation_frames = nullptr;
 //
 // Lifetime contract: as knote_base (it is one).
 // Thread-safety: the state-word operations are atomic and may be called from
-// any thread; the fields are guarded by the field lock.
+// any thread; the fields are guarded by the field lock. For a single-threaded
+// knote (single_threaded(), made by knote<F, Level, no_lock>) the field lock
+// is a no-op and the state word is written with plain loads and stores:
+// every operation on it from one thread at a time.
 // Usage:
 //   kcont::knote_core& k = some_knote;
 //   if (k.is_active() && !k.is_disabled() && k.try_queue()) my_queue.link(k);
@@ -148,7 +153,12 @@ class knote_core : public knote_fields {
   // Effects: marks the knote disabled: later activations only mark it
   //   active (enable runs the continuation then: rule 6).
   // Complexity: O(1). Thread-safety: any thread.
-  void disable() noexcept { state_.fetch_or(disabled_bit, std::memory_order_acq_rel); }
+  void disable() noexcept { (void)set(disabled_bit); }
+
+  // True for a single-threaded knote (knote<F, Level, no_lock>): its field
+  //   lock is a no-op and its state word is updated with plain loads and
+  //   stores, so every operation on it must come from one thread at a time.
+  [[nodiscard]] bool single_threaded() const noexcept { return single_; }
 
   // Effects: for owners that perform rule 6 themselves (a kqueue enabling a
   //   knote whose continuation is its own, under its own lock): set or clear
@@ -173,7 +183,7 @@ class knote_core : public knote_fields {
   //   continuation to read data/fflags a filter may be updating).
   // Complexity: O(1). Thread-safety: any thread.
   [[nodiscard]] knote_fields snapshot() const noexcept {
-    std::lock_guard<spin_lock> g(fields_lock_);
+    field_guard g(*this);
     return static_cast<const knote_fields&>(*this);
   }
 
@@ -186,7 +196,9 @@ class knote_core : public knote_fields {
   static constexpr std::uint32_t pin_shift = 8;
   static constexpr std::uint32_t pin_one = 1u << pin_shift;
 
-  explicit knote_core(std::uintptr_t id) noexcept { ident = id; }
+  explicit knote_core(std::uintptr_t id, bool single = false) noexcept : single_(single) {
+    ident = id;
+  }
 
   ~knote_core() {
     [[maybe_unused]] const auto s = state_.load(std::memory_order_acquire);
@@ -199,12 +211,47 @@ class knote_core : public knote_fields {
   [[nodiscard]] bool test(std::uint32_t bit) const noexcept {
     return (state_.load(std::memory_order_acquire) & bit) != 0;
   }
+  // A single-threaded knote writes its state word with a plain store (no
+  // read-modify-write): nothing else touches it meanwhile.
+  void store_plain(std::uint32_t v) noexcept {
+    state_.store(v, std::memory_order_relaxed);
+  }
   bool set(std::uint32_t bit) noexcept {
+    if (single_) {
+      const auto old = state_.load(std::memory_order_relaxed);
+      if ((old & bit) == 0) store_plain(old | bit);
+      return (old & bit) != 0;
+    }
     return (state_.fetch_or(bit, std::memory_order_acq_rel) & bit) != 0;
   }
   bool clear(std::uint32_t bit) noexcept {
+    if (single_) {
+      const auto old = state_.load(std::memory_order_relaxed);
+      if ((old & bit) != 0) store_plain(old & ~bit);
+      return (old & bit) != 0;
+    }
     return (state_.fetch_and(~bit, std::memory_order_acq_rel) & bit) != 0;
   }
+  // Adds (or, wrapping, subtracts) `delta` to the state word (the pin count).
+  void add(std::uint32_t delta) noexcept {
+    if (single_)
+      store_plain(state_.load(std::memory_order_relaxed) + delta);
+    else
+      state_.fetch_add(delta, std::memory_order_acq_rel);
+  }
+
+  // The field lock, taken only by a thread-safe knote.
+  struct field_guard {
+    const knote_core& k;
+    explicit field_guard(const knote_core& kn) noexcept : k(kn) {
+      if (!k.single_) k.fields_lock_.lock();
+    }
+    ~field_guard() {
+      if (!k.single_) k.fields_lock_.unlock();
+    }
+    field_guard(const field_guard&) = delete;
+    field_guard& operator=(const field_guard&) = delete;
+  };
 
   // Rule 6, first half: marks the knote active and, unless it is disabled or
   // detached, pins it (one more activation in flight) so that a detach on
@@ -225,6 +272,10 @@ class knote_core : public knote_fields {
       if (old & detached_bit) return false;
       const bool runs = (old & disabled_bit) == 0;
       const std::uint32_t next = (old | active_bit) + (Pin && runs ? pin_one : 0);
+      if (single_) {
+        if (next != old) store_plain(next);
+        return runs;
+      }
       if (state_.compare_exchange_weak(old, next, std::memory_order_acq_rel,
                                        std::memory_order_acquire))
         return runs;
@@ -239,6 +290,10 @@ class knote_core : public knote_fields {
       if (old & detached_bit) return false;
       const bool runs = (old & disabled_bit) != 0 && (old & active_bit) != 0;
       const std::uint32_t next = (old & ~disabled_bit) + (runs ? pin_one : 0);
+      if (single_) {
+        store_plain(next);
+        return runs;
+      }
       if (state_.compare_exchange_weak(old, next, std::memory_order_acq_rel,
                                        std::memory_order_acquire))
         return runs;
@@ -248,6 +303,11 @@ class knote_core : public knote_fields {
   // Rule 8: marks the knote detached so that no new activation runs its
   // continuation. Returns: the state before.
   std::uint32_t begin_detach() noexcept {
+    if (single_) {
+      const auto old = state_.load(std::memory_order_relaxed);
+      store_plain(old | detached_bit);
+      return old;
+    }
     return state_.fetch_or(detached_bit, std::memory_order_acq_rel);
   }
 
@@ -263,7 +323,7 @@ class knote_core : public knote_fields {
         ++mine;
       }
     }
-    if (mine != 0) state_.fetch_sub(mine * pin_one, std::memory_order_acq_rel);
+    if (mine != 0) add(0u - mine * pin_one);
     // Another thread is inside the continuation: its call is short (the
     // continuation is a callback, not a loop), so yielding beats a futex.
     while ((state_.load(std::memory_order_acquire) >> pin_shift) != 0)
@@ -277,6 +337,8 @@ class knote_core : public knote_fields {
   friend struct detail::activation_frame;
 
   std::atomic<std::uint32_t> state_{0};
+  // Set for knote<F, Level, no_lock>: plain state updates, no field lock.
+  const bool single_ = false;
   // klist links (guarded by the klist's lock).
   knote_core* next_ = nullptr;
   knote_core* prev_ = nullptr;
@@ -294,7 +356,7 @@ inline activation_frame::~activation_frame() {
   // `released` means the continuation detached this knote and may have
   // destroyed it: the pin was returned by detach, so do not touch it.
   if (!released)
-    kn->state_.fetch_sub(knote_core::pin_one, std::memory_order_acq_rel);
+    kn->add(0u - knote_core::pin_one);
   activation_frames = prev;
 }
 
@@ -359,7 +421,8 @@ concept filter_has_touch =
 //                               (op == process); without it the owner saves
 //                               fflags/data on a change and reports kn's
 //                               fflags/data, resetting them on EV_CLEAR.
-// event/touch run under the knote's field lock (a spin lock): keep them
+// event/touch run under the knote's field lock (a spin lock; a no-op for a
+// single-threaded knote, which one thread drives): keep them
 // short, never block, never activate, attach or detach knotes inside them.
 // attach/detach run without it (they take the source's klist lock); attach
 // may write the fields because nobody else sees the knote before it links it.
@@ -404,7 +467,8 @@ struct immediate_target {
 // inside the continuation. Destroying an attached knote is a contract
 // violation (debug builds abort). Immovable: klists link it in place.
 // Thread-safety: activate, enable, disable and detach may race each other
-// from any thread. A continuation deferred to a dispatcher level is cancelled
+// from any thread (single-threaded knotes, knote<F, Level, no_lock>: all
+// operations from one thread at a time; see knote). A continuation deferred to a dispatcher level is cancelled
 // by detach(d); with a dispatcher that runs levels on its own threads
 // (thread_dispatcher), detach(d) also waits for a run a runner has already
 // popped. With a manual_dispatcher drained by another thread of yours, the
@@ -465,7 +529,7 @@ class knote_base : public knote_core {
   // Returns: whether the knote fires (the caller then activates it).
   // Thread-safety: any thread (the field lock serializes the filter).
   bool filter_event(const Hint& hint) {
-    std::lock_guard<spin_lock> g(fields_lock_);
+    field_guard g(*this);
     return ops_->event(*this, hint);
   }
 
@@ -476,7 +540,7 @@ class knote_base : public knote_core {
   //   the filter's touch, or by default sfflags = c.fflags, sdata = c.data.
   // Thread-safety: any thread.
   void filter_change(knote_change& c) {
-    std::lock_guard<spin_lock> g(fields_lock_);
+    field_guard g(*this);
     if (ops_->touch != nullptr)
       ops_->touch(*this, c, touch_op::change);
     else {
@@ -491,7 +555,7 @@ class knote_base : public knote_core {
   // Thread-safety: any thread.
   knote_change filter_report(std::uint16_t owner_flags, bool clear) {
     knote_change c{owner_flags, 0, 0};
-    std::lock_guard<spin_lock> g(fields_lock_);
+    field_guard g(*this);
     if (ops_->touch != nullptr) {
       ops_->touch(*this, c, touch_op::process);
     } else {
@@ -553,8 +617,9 @@ class knote_base : public knote_core {
     void (*touch)(knote_base&, knote_change&, touch_op);
   };
 
-  knote_base(const ops_table& ops, continuation_type& k, std::uintptr_t id) noexcept
-      : knote_core(id), ops_(&ops), kc_(&k) {}
+  knote_base(const ops_table& ops, continuation_type& k, std::uintptr_t id,
+             bool single = false) noexcept
+      : knote_core(id, single), ops_(&ops), kc_(&k) {}
   ~knote_base() = default;
 
  private:
@@ -596,17 +661,37 @@ class knote_base : public knote_core {
 // A knote with its filter F stored inline and a caller-owned continuation.
 // F is the per-knote filter state (BSD's kn_hook / kn_ptr and friends).
 //
+// Lock is the threading policy: spin_lock (the default) makes the thread-safe
+// knote described at knote_base; no_lock makes a single-threaded knote, for a
+// klist<Hint, Level, no_lock> or a kqueue<..., no_lock> (whose knotes are
+// single-threaded): its field lock is a no-op and its state word is written
+// with plain loads and stores, no atomic read-modify-write. The type filters
+// and klists see is the same knote_base<Hint, Level> for both (the policy is
+// a flag fixed at construction, knote_core::single_threaded()).
+//
 // Lifetime contract: as knote_base; the continuation must outlive the knote's
-// attachment. Thread-safety: as knote_base.
+// attachment. Thread-safety: as knote_base with spin_lock. With no_lock:
+// every operation on the knote (attach, fire of its klist, activate, enable,
+// disable, detach, snapshot, the kqueue's or caller's queue claim) from one
+// thread at a time, the same thread or threads synchronized by the owner
+// (never a klist with a real lock fired from several threads).
 // Usage:
 //   kcont::kc k{[](kcont::knote_base<long>* kn, int& n, kcont::knote_cause) { ++n; },
 //               0, kcont::at<kcont::bsd_level::immediate>};
 //   kcont::knote<my_filter> kn{my_filter{&source}, k};
-template <class F, level_set Level = bsd_level>
+//   kcont::knote<my_filter, kcont::bsd_level, kcont::no_lock> fast{my_filter{&src}, k};
+template <class F, level_set Level = bsd_level, lock_policy Lock = spin_lock>
 class knote : public knote_base<filter_hint_t<F>, Level> {
+  static_assert(std::is_same_v<Lock, spin_lock> || std::is_same_v<Lock, no_lock>,
+                "kcont::knote: the threading policy is spin_lock (thread-safe) "
+                "or no_lock (single-threaded)");
+
  public:
   using base_type = knote_base<filter_hint_t<F>, Level>;
   using filter_type = F;
+  using lock_type = Lock;
+  // True for the single-threaded policy (no_lock).
+  static constexpr bool single_thread = std::is_same_v<Lock, no_lock>;
   using typename base_type::continuation_type;
   using typename base_type::hint_type;
 
@@ -627,7 +712,7 @@ class knote : public knote_base<filter_hint_t<F>, Level> {
   // Effects: stores the filter; the knote is idle (not attached). `ident`
   //   is what the filter watches (its meaning is the filter's).
   knote(F filter, continuation_type& k, std::uintptr_t ident = 0)
-      : base_type(ops, k, ident), filter_(std::move(filter)) {}
+      : base_type(ops, k, ident, single_thread), filter_(std::move(filter)) {}
 
   // A continuation of another signature: rejected with the reason, rather
   // than with "no matching constructor".
@@ -688,22 +773,23 @@ struct method_class<M> {
 // fn(knote_base<Hint, Level>*, Env&, knote_cause).
 //
 // Lifetime contract: as knote_base. The function may destroy the whole
-// knote_closure after detaching it. Thread-safety: as knote_base.
+// knote_closure after detaching it. Thread-safety: as knote<F, Level, Lock>
+// (Lock = no_lock: single-threaded).
 // Usage:
 //   kcont::knote_closure sub{my_filter{&src}, [](auto* kn, int& n, auto) {...},
 //                            0, kcont::at<kcont::bsd_level::immediate>};
-template <class F, class Fn, class Env, level_spec LevelSpec>
+template <class F, class Fn, class Env, level_spec LevelSpec, lock_policy Lock = spin_lock>
 class knote_closure
     : private detail::closure_holder<
           kc<Fn, Env, LevelSpec, knote_base<filter_hint_t<F>, level_set_of_t<LevelSpec>>*,
              knote_cause>>,
-      public knote<F, level_set_of_t<LevelSpec>> {
+      public knote<F, level_set_of_t<LevelSpec>, Lock> {
   using holder = detail::closure_holder<
       kc<Fn, Env, LevelSpec, knote_base<filter_hint_t<F>, level_set_of_t<LevelSpec>>*,
          knote_cause>>;
 
  public:
-  using knote_type = knote<F, level_set_of_t<LevelSpec>>;
+  using knote_type = knote<F, level_set_of_t<LevelSpec>, Lock>;
 
   // Effects: builds the continuation from fn/env/level and the knote around
   //   it; the knote is idle (not attached).
@@ -726,12 +812,12 @@ class knote_closure
 //                         kcont::static_level<kcont::bsd_level::softnet>>
 //         sub{link_filter{}, this, kcont::at<kcont::bsd_level::softnet>};
 //   };
-template <auto M, class F, level_spec LevelSpec>
+template <auto M, class F, level_spec LevelSpec, lock_policy Lock = spin_lock>
 class knote_method
     : public knote_closure<F, method_fn<M>, typename detail::method_class<M>::type*,
-                           LevelSpec> {
+                           LevelSpec, Lock> {
   using C = typename detail::method_class<M>::type;
-  using base = knote_closure<F, method_fn<M>, C*, LevelSpec>;
+  using base = knote_closure<F, method_fn<M>, C*, LevelSpec, Lock>;
 
  public:
   // Effects: binds M to `self`; the knote is idle (not attached).

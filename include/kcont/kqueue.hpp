@@ -95,7 +95,9 @@ class kqueue;
 //           copyable): typed, so a session* comes back as a session*.
 //   Lock  — guards the knote table and the pending list; std::mutex (the
 //           default) or spin_lock for concurrent use, no_lock for one thread
-//           (a blocking scan then only makes sense with a timeout).
+//           (a blocking scan then only makes sense with a timeout; its knotes
+//           are then single-threaded, knote<F, Level, no_lock>: the sources
+//           they are attached to must be fired from that thread too).
 //   Level — the level set of the knotes' continuations (the kqueue's own is
 //           `immediate`).
 // A filter F is a filter_for its knote with `static constexpr filter_id id`;
@@ -318,7 +320,10 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   // continuation (the seed's kq_func) stored beside it.
   template <class Fi>
   struct node final : entry {
-    using knote_type = knote<Fi, Level>;
+    // With no_lock the kqueue is used from one thread: its knotes are
+    // single-threaded too (no field lock, plain state updates).
+    using knote_type =
+        knote<Fi, Level, std::conditional_t<std::is_same_v<Lock, no_lock>, no_lock, spin_lock>>;
     using base_type = typename knote_type::base_type;
 
     struct kq_fn {
