@@ -124,6 +124,25 @@ struct hook_access {
   // Either set: run() leaves its one-test fast path.
   static constexpr std::uint8_t busy_bits = queued_bit | deferred_bit;
 
+  // Unlinks n from the singly linked list [head, tail] if it is there,
+  // fixing head and tail; n's own link is reset, its state left alone (the
+  // caller clears the queued bit with the atomicity its queue needs).
+  // Returns: true when n was on the list. Complexity: O(position of n).
+  static bool unlink_slow(kc_hook*& head, kc_hook*& tail, kc_hook& n) noexcept {
+    kc_hook* prev = nullptr;
+    for (kc_hook* p = head; p != nullptr; prev = p, p = p->next_) {
+      if (p != &n) continue;
+      if (prev == nullptr)
+        head = p->next_;
+      else
+        prev->next_ = p->next_;
+      if (tail == p) tail = prev;
+      p->next_ = nullptr;
+      return true;
+    }
+    return false;
+  }
+
   // Clears bits. `Concurrent` selects an atomic read-modify-write; without it
   // the caller guarantees no other thread touches the state word.
   template <bool Concurrent = true>

@@ -195,20 +195,9 @@ class kcqueue {
   // Complexity: O(position of n).
   bool erase_slow(T& n) noexcept {
     std::lock_guard<Lock> g(lock_);
-    kc_hook* prev = nullptr;
-    for (kc_hook* p = head_; p != nullptr; prev = p, p = access::next(*p)) {
-      if (p != &n) continue;
-      kc_hook* next = access::next(*p);
-      if (prev == nullptr)
-        head_ = next;
-      else
-        access::next(*prev) = next;
-      if (tail_ == p) tail_ = prev;
-      access::next(*p) = nullptr;
-      access::clear<concurrent>(*p, access::queued_bit);
-      return true;
-    }
-    return false;
+    if (!access::unlink_slow(head_, tail_, n)) return false;
+    access::clear<concurrent>(n, access::queued_bit);
+    return true;
   }
 
   // True when the queue holds nothing. With a real lock, a snapshot.

@@ -146,22 +146,11 @@ class mpsc_queue {
   bool erase_slow(T& n) noexcept {
     std::lock_guard<std::mutex> g(consumer_);
     take_stack();
-    kc_hook* prev = nullptr;
-    for (kc_hook* p = head_; p != nullptr; prev = p, p = access::next(*p)) {
-      if (p != &n) continue;
-      kc_hook* next = access::next(*p);
-      if (prev == nullptr)
-        head_ = next;
-      else
-        access::next(*prev) = next;
-      if (tail_ == p) tail_ = prev;
-      if (head_ == nullptr)
-        batch_nonempty_.store(false, std::memory_order_release);
-      access::next(*p) = nullptr;
-      access::clear<true>(*p, access::queued_bit);
-      return true;
-    }
-    return false;
+    if (!access::unlink_slow(head_, tail_, n)) return false;
+    if (head_ == nullptr)
+      batch_nonempty_.store(false, std::memory_order_release);
+    access::clear<true>(n, access::queued_bit);
+    return true;
   }
 
   // True when the queue holds nothing. A snapshot (producers may push at
