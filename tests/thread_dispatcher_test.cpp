@@ -264,7 +264,7 @@ struct expect {
 // the node they deferred last. Each producer knows what it deferred and what it got
 // back, per node: after stop(), every node ran exactly that many times with
 // exactly that sum of statuses (count and checksum).
-TEST_CASE_TEMPLATE("thread_dispatcher.stress_each_runs_once_or_is_cancelled", C,
+TEST_CASE_TEMPLATE("thread_dispatcher.rule9_stress_each_runs_once_or_is_cancelled", C,
                    stress_mpsc_atomic, stress_mutex_condvar, stress_spin_fd,
                    stress_manual_fd) {
   using D = kcont::thread_dispatcher<bsd_level, typename C::plan, typename C::policy>;
