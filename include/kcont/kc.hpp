@@ -156,6 +156,20 @@ struct hook_access {
                      std::memory_order_relaxed);
     }
   }
+  // Clears bits of a continuation this thread holds claimed (queued bit set
+  // by its deferral, popped by this consumer). No read-modify-write is
+  // needed even with producers racing: while the queued bit is set, the only
+  // other writes are failed claims (fetch_or of a bit already set), which
+  // store the value they read; so a plain store of the new value loses
+  // nothing, and a claim ordered after it sees the bits clear. Release:
+  // the caller's reads of the saved obj/status happen before a new claimer
+  // may overwrite them. Saves a locked instruction per continuation run by
+  // a runner thread.
+  static void end_claim(kc_hook& h, std::uint8_t bits) noexcept {
+    h.state_.store(h.state_.load(std::memory_order_relaxed) &
+                       static_cast<std::uint8_t>(~bits),
+                   std::memory_order_release);
+  }
   template <bool Concurrent = true>
   static std::uint8_t set(kc_hook& h, std::uint8_t bits) noexcept {
     if constexpr (Concurrent) {
@@ -239,7 +253,7 @@ class kc_base : public kc_hook {
     std::pair<Obj, Status> saved{obj_, status_};
     constexpr auto bits = static_cast<std::uint8_t>(deferred_bit | queued_bit);
     if (how == kc_op::resume_shared)
-      detail::hook_access::clear<true>(*this, bits);
+      detail::hook_access::end_claim(*this, bits);
     else
       detail::hook_access::clear<false>(*this, bits);
     return saved;

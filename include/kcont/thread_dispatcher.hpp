@@ -627,11 +627,15 @@ class thread_dispatcher {
   // wake-up; exit on stop (after its queues are empty under drain_on_stop,
   // at once under hand_back_on_stop).
   void thread_main(runner& r, slot& s) {
+    hold_off pace;  // this thread's, see spin_for_work
     for (;;) {
       if (hands_back && stopping_.load(std::memory_order_acquire)) break;
-      if (run_one(r, s)) continue;
+      if (run_one(r, s)) {
+        ++pace.ran;
+        continue;
+      }
       if (stopping_.load(std::memory_order_seq_cst)) break;
-      if (spin_for_work(r)) continue;
+      if (spin_for_work(r, pace)) continue;
       r.wake.wait([&] {
         return stopping_.load(std::memory_order_seq_cst) || runner_has_work(r);
       });
@@ -641,23 +645,86 @@ class thread_dispatcher {
     r.wake.notify_all();
   }
 
+  // How long a runner thread that ran dry waits before its first look
+  // (per runner thread), learnt from the gaps it sees:
+  //  - work found after some looks, `gap` after running dry: wait half that
+  //    gap next time. Back-to-back requests arrive a round trip apart, so
+  //    the wait stays well inside the gap and costs them no latency.
+  //  - work found at the first look: the wait may be too long (a request
+  //    waited for it) or work is streaming. The run that follows tells: more
+  //    than one continuation before running dry again means a stream, and
+  //    the wait doubles (up to max_hold_off) so that batches gather; one
+  //    continuation means the wait overshot, and it halves.
+  struct hold_off {
+    std::chrono::nanoseconds wait{0};
+    unsigned ran = 0;       // continuations run since the spin found work
+    bool at_first = false;  // ... and it found it at its first look
+
+    void found(bool first_look, std::chrono::nanoseconds gap) noexcept {
+      ran = 0;
+      at_first = first_look;
+      if (!first_look) wait = std::min(gap / 2, max_hold_off);
+    }
+    void judge_last_wait() noexcept {
+      if (at_first)
+        wait = ran > 1 ? std::clamp(2 * wait, min_hold_off, max_hold_off) : wait / 2;
+      at_first = false;
+    }
+  };
+  // The hold-off's bounds: a stream's first step, and a ceiling that keeps
+  // a request arriving during a wait within about half a microsecond.
+  static constexpr std::chrono::nanoseconds min_hold_off{64};
+  static constexpr std::chrono::nanoseconds max_hold_off{512};
+
   // The idle spin (Policy::idle_spin): looks at r's queues and the stop
   // flag until one of them says go on, or idle_spin has passed. Loads only;
   // the clock is read every 16 looks.
+  //
+  // The first look comes after a hold-off (hold_off below). Every look
+  // takes the queues' shared lines from the producers (their next push must
+  // fetch them back), so looking as often as possible is right only when
+  // work comes one item at a time: a request and, a round trip later, the
+  // next. When work streams in, a runner looking all the time catches each
+  // item alone, and every push and every pop pays a cache-line transfer or
+  // two: such a spinning runner was slower than a sleeping one, which wakes
+  // late and takes one big batch (case F: 216 against 64 ns per item).
   // Returns: true when there is work (or a stop) to look at again.
-  bool spin_for_work(const runner& r) const noexcept {
+  bool spin_for_work(const runner& r, hold_off& pace) const noexcept {
     if constexpr (idle_spin.count() <= 0) {
+      (void)pace;
       return false;
     } else {
       if (!spin_allowed_) return false;
-      const auto deadline = std::chrono::steady_clock::now() + idle_spin;
-      for (unsigned i = 1;; ++i) {
-        if (runner_has_work(r) || stopping_.load(std::memory_order_relaxed))
-          return true;
-        detail::cpu_relax();
-        if (i % 16 == 0 && std::chrono::steady_clock::now() >= deadline)
-          return false;
+      using clock = std::chrono::steady_clock;
+      pace.judge_last_wait();
+      const auto dry = clock::now();
+      if (pace.wait.count() > 0) {
+        const auto until = dry + pace.wait;
+        while (clock::now() < until) detail::cpu_relax();
       }
+      const auto deadline = dry + idle_spin;
+      for (unsigned i = 1;; ++i) {
+        if (runner_has_work(r)) {
+          prefetch_newest(r);  // first: the clock read below overlaps it
+          pace.found(i == 1, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 clock::now() - dry));
+          return true;
+        }
+        if (stopping_.load(std::memory_order_relaxed)) return true;
+        detail::cpu_relax();
+        if (i % 16 == 0 && clock::now() >= deadline) {
+          pace = hold_off{};
+          return false;
+        }
+      }
+    }
+  }
+
+  // Starts fetching the newest node of each of r's non-empty queues (the
+  // queue policy permitting), so its transfer overlaps the pop.
+  void prefetch_newest(const runner& r) const noexcept {
+    if constexpr (requires(const queue_type& q) { q.prefetch_newest(); }) {
+      for (std::size_t i = r.hi + 1; i-- > r.lo;) queues_[i].prefetch_newest();
     }
   }
 
