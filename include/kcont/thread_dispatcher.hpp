@@ -23,7 +23,9 @@
 //                  before it sleeps (wakeup.hpp)       (2 us)
 //                  no_spin, spin_for_ns<N>: back-to-back work finds the
 //                  runner awake (no wake-up syscall, no scheduler delay) at
-//                  the price of at most N ns of CPU each time it runs dry
+//                  the price of at most N ns of CPU each time it runs dry;
+//                  paced by a learnt hold-off, so a stream of work is taken
+//                  in batches (see spin_for_work)
 //   on_exception — a continuation that throws         [terminate_on_exception]
 //                  terminate_on_exception: std::terminate, as from a thread;
 //                  rethrow_exceptions: out of drain()/stop() to their caller

@@ -73,7 +73,11 @@ concept wakeup_policy =
 // at most `duration` of CPU per time a runner runs dry. The spin checks the
 // queues (loads only) with a pause instruction between checks and the clock
 // every 16 checks; a runner does not spin on a machine with one CPU (the
-// producer it waits for would need that CPU).
+// producer it waits for would need that CPU). The first check comes after a
+// hold-off the runner learns (thread_dispatcher::spin_for_work): zero for
+// requests a round trip apart, growing to half a microsecond while work
+// streams in, so that a spinning runner takes batches instead of pulling
+// each push's cache line away from its producer.
 //
 //   no_spin               sleep at once (the behaviour before this knob)
 //   spin_for_ns<N>        spin at most N nanoseconds
