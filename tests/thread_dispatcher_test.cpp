@@ -556,7 +556,7 @@ void handler(int) {
 }  // namespace
 
 // The handler interrupts the very thread that drains the queue it pushes to,
-// often while that thread holds the queue's consumer mutex (pop): the push
+// often while that thread holds the queue's consumer lock (pop): the push
 // must not need it. pthread_kill N times, one at a time (3,000; 500 under a
 // sanitizer); every handler call's node runs exactly once, nothing deadlocks.
 TEST_CASE("thread_dispatcher.signal_interrupting_its_own_consumer") {
@@ -591,7 +591,7 @@ TEST_CASE("thread_dispatcher.signal_interrupting_its_own_consumer") {
   kcont_test::spin_until([&] { return started.load(); });
   for (std::size_t i = 0; i < n; ++i) {
     // One at a time (pending signals coalesce): each lands wherever the
-    // consumer is, often inside pop with the consumer mutex held.
+    // consumer is, often inside pop with the consumer lock held.
     const std::size_t before = sig2::next.load();
     (void)pthread_kill(consumer.native_handle(), SIGUSR2);
     kcont_test::spin_until([&] { return sig2::next.load() > before; });

@@ -22,6 +22,7 @@
 #include <concepts>
 #include <cstdint>
 #include <mutex>
+#include <thread>
 #include <type_traits>
 
 #include "kcont/contract.hpp"
@@ -44,14 +45,21 @@ struct no_lock {
 
 // A test-and-test-and-set spin lock, for short critical sections where a
 // mutex's sleep is too dear. Fair it is not; hold it for a few instructions.
+// A waiter that has spun for about a hundred pauses yields its CPU between
+// tries: the holder may have been preempted, and on a machine with fewer
+// CPUs than runnable threads it needs that CPU to finish.
 class spin_lock {
  public:
   void lock() noexcept {
     while (locked_.exchange(true, std::memory_order_acquire)) {
-      while (locked_.load(std::memory_order_relaxed)) {
+      for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
+        if (spins < 128) {
 #if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
+          __builtin_ia32_pause();
 #endif
+        } else {
+          std::this_thread::yield();
+        }
       }
     }
   }

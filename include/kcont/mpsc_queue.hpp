@@ -11,10 +11,13 @@
 // seen by the consumer is the push order of each producer (and, across
 // producers, the order their CASes succeeded).
 //
-// The private batch sits under a small consumer-side mutex held only while a
+// The private batch sits under a small consumer-side lock held only while a
 // node is popped or erased, never while a continuation runs. That is what
-// makes cancel possible: erase_slow takes the mutex, moves the shared stack
-// into the batch and unlinks O(n). Producers never see that mutex.
+// makes cancel possible: erase_slow takes the lock, moves the shared stack
+// into the batch and unlinks O(n). Producers never see that lock. It is a
+// spin_lock (one locked instruction per pop, where a std::mutex takes two:
+// the runner's pop is the bottleneck of a stream, case F), which yields
+// when held long, as a cancel walking a long queue may.
 //
 // Compared with kcqueue<T, std::mutex> / kcqueue<T, spin_lock> (the other two
 // queue policies a thread_dispatcher accepts): those serialise producers with
@@ -51,7 +54,7 @@ namespace kcont {
 // Thread-safety: push from any thread and from a signal handler (lock-free,
 // no allocation, no errno change). pop, pop_claimed, erase_slow, empty and
 // size_slow from any thread but not from a signal handler (they take the
-// consumer mutex); several consumers are allowed and serialise on it.
+// consumer lock); several consumers are allowed and serialise on it.
 template <class T = kc_hook>
 class mpsc_queue {
   static_assert(std::derived_from<T, kc_hook>,
@@ -114,18 +117,18 @@ class mpsc_queue {
 
   // Effects: as pop, but leaves the queued bit set (the caller holds the
   //   claim; kc_base::take_saved ends it) and calls under_lock(node) while
-  //   the consumer mutex is held, so a concurrent erase_slow either finds the
+  //   the consumer lock is held, so a concurrent erase_slow either finds the
   //   node or runs after under_lock published it.
   // Returns: the node, or nullptr when empty. Complexity: O(1) amortised.
   template <class UnderLock>
     requires std::invocable<UnderLock&, T&>
   T* pop_claimed(UnderLock&& under_lock) noexcept(
       std::is_nothrow_invocable_v<UnderLock&, T&>) {
-    // Cheap exit without the mutex: nothing in the batch and nothing pushed.
+    // Cheap exit without the lock: nothing in the batch and nothing pushed.
     if (!batch_nonempty_.load(std::memory_order_acquire) &&
         stack_.load(std::memory_order_acquire) == nullptr)
       return nullptr;
-    std::lock_guard<std::mutex> g(consumer_);
+    std::lock_guard<spin_lock> g(consumer_);
     if (head_ == nullptr) take_stack();
     kc_hook* n = head_;
     if (n == nullptr) return nullptr;
@@ -144,7 +147,7 @@ class mpsc_queue {
   // Returns: true when n was removed before anyone popped it.
   // Complexity: O(n). Thread-safety: not from a signal handler.
   bool erase_slow(T& n) noexcept {
-    std::lock_guard<std::mutex> g(consumer_);
+    std::lock_guard<spin_lock> g(consumer_);
     take_stack();
     if (!access::unlink_slow(head_, tail_, n)) return false;
     if (head_ == nullptr)
@@ -172,7 +175,7 @@ class mpsc_queue {
 
   // Effects: counts the queued continuations. Complexity: O(n).
   [[nodiscard]] std::size_t size_slow() noexcept {
-    std::lock_guard<std::mutex> g(consumer_);
+    std::lock_guard<spin_lock> g(consumer_);
     take_stack();
     std::size_t count = 0;
     for (kc_hook* p = head_; p != nullptr; p = access::next(*p)) ++count;
@@ -221,10 +224,10 @@ class mpsc_queue {
   // line, away from the consumer's batch.
   alignas(64) std::atomic<kc_hook*> stack_{nullptr};
   // Consumer side, under consumer_: the FIFO batch.
-  alignas(64) std::mutex consumer_;
+  alignas(64) spin_lock consumer_;
   kc_hook* head_ = nullptr;
   kc_hook* tail_ = nullptr;
-  // head_ != nullptr, readable without the mutex (empty() and the fast path).
+  // head_ != nullptr, readable without the lock (empty() and the fast path).
   std::atomic<bool> batch_nonempty_{false};
 };
 

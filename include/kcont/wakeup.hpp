@@ -21,7 +21,7 @@
 //
 // Unlike a bare condition variable, a policy never needs the producer to take
 // the sleeper's lock on the fast path, so a push that finds the consumer
-// awake costs one atomic increment and one load.
+// awake costs one load.
 #pragma once
 
 #include <atomic>
@@ -114,22 +114,25 @@ inline void cpu_relax() noexcept {
 // std::atomic::wait/notify on a 32-bit ticket (a futex on Linux).
 //
 // Protocol. Sleeper: S1 sleepers_++, S2 t = ticket_, S3 ready()?, S4 wait
-// while ticket_ == t. Producer (after its queue push P0): P1 ticket_++,
-// P2 sleepers_ > 0 ? notify. All seq_cst. If P2 reads 0, P2 precedes S1, so
-// P0 precedes S3 and the sleeper sees the work. Otherwise the producer
-// notifies after moving the ticket: if S2 read the old ticket, S4 does not
-// sleep (or is woken); if it read the new one, P0 precedes S3 again.
+// while ticket_ == t. Producer (after its queue push P0): P1 sleepers_ > 0?
+// and only then P2 ticket_++ and notify. All seq_cst. If P1 reads 0, P1
+// precedes S1, so P0 precedes S3 and the sleeper sees the work. Otherwise
+// the producer notifies after moving the ticket: if S2 read the old ticket,
+// S4 does not sleep (or is woken); if it read the new one, P0 precedes S3
+// again. A producer that finds nobody asleep thus only reads a line the
+// awake runner never writes: no read-modify-write, no cache-line transfer.
 //
 // Thread-safety: all members from any thread; none from a signal handler.
 class atomic_wakeup {
  public:
   static constexpr bool signal_safe = false;
 
-  // Effects: moves the ticket; wakes one sleeper if any is announced.
-  // Complexity: one RMW and one load; a futex wake only with a sleeper.
+  // Effects: wakes one sleeper if any is announced (moving the ticket).
+  // Complexity: one load; with a sleeper, one RMW and a futex wake.
   void notify() noexcept {
+    if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
     ticket_.fetch_add(1, std::memory_order_seq_cst);
-    if (sleepers_.load(std::memory_order_seq_cst) != 0) ticket_.notify_one();
+    ticket_.notify_one();
   }
   // Effects: moves the ticket and wakes every sleeper.
   void notify_all() noexcept {
@@ -161,13 +164,13 @@ class condvar_wakeup {
  public:
   static constexpr bool signal_safe = false;
 
-  // Effects: moves the ticket; wakes one sleeper if any is announced.
+  // Effects: wakes one sleeper if any is announced (moving the ticket).
+  //   The protocol is atomic_wakeup's.
   void notify() {
+    if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
     ticket_.fetch_add(1, std::memory_order_seq_cst);
-    if (sleepers_.load(std::memory_order_seq_cst) != 0) {
-      { std::lock_guard<std::mutex> g(m_); }
-      cv_.notify_one();
-    }
+    { std::lock_guard<std::mutex> g(m_); }
+    cv_.notify_one();
   }
   // Effects: moves the ticket and wakes every sleeper.
   void notify_all() {
