@@ -583,4 +583,52 @@ void BM_FanOut_KlistThreadSafe(benchmark::State& state) {
 }
 BENCHMARK(BM_FanOut_KlistThreadSafe)->Apply(fan_args);
 
+// --------------------------------------------------------------- knote_closure
+
+// One subscriber as one object: the knote with its continuation (the same
+// handler, the same request*) embedded, so its type is known to the knote's
+// fused fire function. Pol: the knote's threading policy.
+template <class Pol>
+using fan_closure =
+    kcont::knote_closure<hint_filter, std::remove_const_t<decltype(fan_handler)>, request*,
+                         kcont::static_level<bsd_level::immediate>, Pol>;
+
+// Loop: as round_klist; per knote one indirect call, the closure's fused
+// fire function, with the filter's event, rule 6's activation (a load and a
+// test: the knote stays active), a test of the continuation's state byte
+// (queued or deferred: refused / resumed by kcont::run) and the handler
+// inlined.
+[[gnu::noinline]] void round_knote_closure(fan_list& l, long hint) {
+  kcont::immediate_target<> t;
+  (void)l.fire(t, hint, t.lowest);
+}
+
+template <class Pol>
+void fan_out_closure(benchmark::State& state) {
+  const std::size_t k = subscribers(state);
+  tally t;
+  auto reqs = make_requests(t, k);
+  fan_list list;
+  auto subs = std::make_unique<std::optional<fan_closure<Pol>>[]>(k);
+  for (std::size_t i = 0; i < k; ++i) {
+    subs[i].emplace(hint_filter{&list}, fan_handler, &reqs[i],
+                    kcont::at<bsd_level::immediate>);
+    (void)subs[i]->attach();
+  }
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_knote_closure(list, fresh_hint());
+  finish(state, check, t, k, fan_status);
+  for (std::size_t i = 0; i < k; ++i) (void)subs[i]->detach();
+}
+
+void BM_FanOut_KnoteClosure(benchmark::State& state) {
+  fan_out_closure<kcont::no_lock>(state);
+}
+BENCHMARK(BM_FanOut_KnoteClosure)->Apply(fan_args);
+
+void BM_FanOut_KnoteClosureThreadSafe(benchmark::State& state) {
+  fan_out_closure<kcont::spin_lock>(state);
+}
+BENCHMARK(BM_FanOut_KnoteClosureThreadSafe)->Apply(fan_args);
+
 }  // namespace
