@@ -127,7 +127,7 @@ class klist {
     requires std::same_as<typename D::level_type, Level>
   std::size_t fire(D& d, const Hint& hint, Level current) {
     fire_guard g = lock_for_fire();
-    cursor c{head_, cursors_};
+    cursor c{nullptr, cursors_};
     cursors_ = &c;
     cursor_guard guard{*this, c, g};
     std::size_t n = 0;
@@ -177,10 +177,9 @@ class klist {
       // through kcont::run, as before.
       (void)g;
       const fire_outcome r = kn.fire_unpinned(hint, current);
-      if (r == fire_outcome::skipped) return false;
       if (r == fire_outcome::needs_run) [[unlikely]]
-        (void)kn.run_unpinned(d, current, knote_cause::event);
-      return true;
+        run_later(d, current, kn);
+      return r != fire_outcome::skipped;
     } else {
       if (!kn.filter_event(hint)) return false;
       // Pinned under the list lock: a detach on another thread erases it
@@ -191,6 +190,15 @@ class klist {
       g.lock();
       return true;
     }
+  }
+
+  // The rare end of a no_lock fan-out's step: a continuation the fused fire
+  // function could not run (to defer, queued, or carrying a deferral).
+  // Out of line, so that the common step has no taken branch around it.
+  template <class D>
+  [[gnu::cold, gnu::noinline]] static void run_later(D& d, Level current,
+                                                     knote_type& kn) {
+    (void)kn.run_unpinned(d, current, knote_cause::event);
   }
 
   // A fan-out's position: the next knote to visit. erase moves it on and

@@ -287,7 +287,7 @@ class knote_core : public knote_fields {
     if constexpr (!Pin && T == threading::single) {
       // Nobody else reads or writes the word: storing it again costs less
       // than testing whether it changes (the filter just wrote this knote).
-      if ((old & (disabled_bit | detached_bit)) == 0) {
+      if ((old & (disabled_bit | detached_bit)) == 0) [[likely]] {
         store_plain(old | active_bit);
         return true;
       }
@@ -513,7 +513,12 @@ class knote_base : public knote_core {
   //   Each concrete knote type supplies its own, with its filter, its
   //   threading policy and (knote_closure) its continuation statically
   //   typed. Only for fan-outs no detach on another thread can race with.
-  using fire_fn = fire_outcome (*)(knote_base&, const Hint&, Level current);
+  //   The hint comes by value when it is small and trivially copyable (a
+  //   long: in a register, not stored for the callee to load back).
+  using hint_arg = std::conditional_t<std::is_trivially_copyable_v<Hint> &&
+                                          sizeof(Hint) <= 2 * sizeof(void*),
+                                      Hint, const Hint&>;
+  using fire_fn = fire_outcome (*)(knote_base&, hint_arg, Level current);
 
   // The continuation activation runs.
   [[nodiscard]] continuation_type& continuation() const noexcept { return *kc_; }
@@ -661,7 +666,7 @@ class knote_base : public knote_core {
 
   // The fused fire function of a knote type that knows nothing more than
   // knote_base does: the same steps as the unfused fan-out.
-  static fire_outcome fire_erased(knote_base& kn, const Hint& hint, Level current) {
+  static fire_outcome fire_erased(knote_base& kn, hint_arg hint, Level current) {
     if (!kn.filter_event(hint) || !kn.template begin_activation<false>())
       return fire_outcome::skipped;
     knote_base* const obj = &kn;
@@ -685,7 +690,7 @@ class knote_base : public knote_core {
   // One event of a klist<..., no_lock> fan-out, through the fused fire
   // function (one indirect call per knote where the unfused steps made up to
   // three). After `ran` the knote may be gone.
-  fire_outcome fire_unpinned(const Hint& hint, Level current) {
+  fire_outcome fire_unpinned(hint_arg hint, Level current) {
     return fire_(*this, hint, current);
   }
 
@@ -817,7 +822,7 @@ class knote : public knote_base<filter_hint_t<F>, Level> {
  private:
   // The fused fire of a knote with a type-erased continuation: filter and
   // activation inline, the continuation through its trampoline.
-  static fire_outcome fire_plain(base_type& b, const hint_type& h,
+  static fire_outcome fire_plain(base_type& b, typename base_type::hint_arg h,
                                  typename base_type::level_type current) {
     if (!event_and_activate(static_cast<knote&>(b), h)) return fire_outcome::skipped;
     base_type* const obj = &b;
@@ -903,7 +908,7 @@ class knote_closure
   // called directly (no trampoline; at a compile-time level no level test),
   // so a fan-out costs one indirect call per subscriber, as a list of
   // {next, fn, data} nodes does.
-  static fire_outcome fire_closure(base_type& b, const typename base_type::hint_type& h,
+  static fire_outcome fire_closure(base_type& b, typename base_type::hint_arg h,
                                    typename base_type::level_type current) {
     auto& self = static_cast<knote_closure&>(b);
     if (!knote_type::event_and_activate(self, h)) return fire_outcome::skipped;

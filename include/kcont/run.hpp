@@ -231,22 +231,27 @@ bool try_run_now(kc_base<Obj, Status, L>& k, const Obj& obj,
 }
 
 // The same for a kc whose type is known: a direct call, and at a
-// compile-time level no level test (at immediate none at all). Unlike
-// run's immediate overload the state word is still tested: a queued
-// continuation is handed to the full path, which refuses it (rule 7), the
-// answer the type-erased path has always given a knote's activation.
+// compile-time level no level test. At a compile-time immediate level no
+// test at all, as run's own overload: such a continuation is never
+// deferred (defer refuses it), and running it while on a queue breaks
+// run's precondition, checked in debug builds.
 template <class Fn, class Env, level_spec Spec, class Obj, class Status>
 bool try_run_now(kc<Fn, Env, Spec, Obj, Status>& k, const Obj& obj,
                  const Status& status, level_set_of_t<Spec> current) {
   using L = level_set_of_t<Spec>;
-  const auto st = hook_access::state(k).load(std::memory_order_acquire);
-  if ((st & hook_access::busy_bits) != 0) return false;
   if constexpr (is_static_immediate<Spec>()) {
+    KCONT_EXPECTS(!k.is_queued(),
+                  "run: an immediate continuation is on a queue; pop it "
+                  "before running it");
     (void)current;
-  } else if constexpr (is_static_level_v<Spec>) {
-    if (!runs_now(L{Spec::value}, current)) return false;
   } else {
-    if (!runs_now(k.level(), current)) return false;
+    const auto st = hook_access::state(k).load(std::memory_order_acquire);
+    if ((st & hook_access::busy_bits) != 0) return false;
+    if constexpr (is_static_level_v<Spec>) {
+      if (!runs_now(L{Spec::value}, current)) return false;
+    } else {
+      if (!runs_now(k.level(), current)) return false;
+    }
   }
   kc_access<Fn, Env, Spec, Obj, Status>::call(k, obj, status);
   return true;
