@@ -122,7 +122,10 @@ class klist {
   //   thread during the fan-out: it would erase from this unlocked list), so
   //   a fan-out costs no atomic read-modify-write beyond the filters' field
   //   locks once the knotes are active, and none at all with single-threaded
-  //   knotes (knote<F, Level, no_lock>).
+  //   knotes (knote<F, Level, no_lock>). Each knote then costs one call of
+  //   its fused fire function (knote_base::fire_fn); only a continuation
+  //   that must be deferred, is queued or carries a deferral goes through
+  //   kcont::run with `d`.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t fire(D& d, const Hint& hint, Level current) {
