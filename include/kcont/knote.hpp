@@ -290,15 +290,10 @@ class knote_core : public knote_fields {
     KCONT_EXPECTS(T == threading::runtime || single_ == (T == threading::single),
                   "knote: activation with the wrong threading policy");
     auto old = state_.load(std::memory_order_acquire);
-    if constexpr (!Pin && T == threading::single) {
-      // Nobody else reads or writes the word: storing it again costs less
-      // than testing whether it changes (the filter just wrote this knote).
-      if ((old & (disabled_bit | detached_bit)) == 0) [[likely]] {
-        store_plain(old | active_bit);
-        return true;
-      }
-    } else if constexpr (!Pin) {
-      if ((old & (active_bit | disabled_bit | detached_bit)) == active_bit)
+    if constexpr (!Pin) {
+      // No store when nothing changes, even single-threaded: a fan-out is
+      // bound by its stores (the filter's, the cursor's, the handler's).
+      if ((old & (active_bit | disabled_bit | detached_bit)) == active_bit) [[likely]]
         return true;  // active already: the state word stays as it is
     }
     for (;;) {
