@@ -35,12 +35,22 @@
 //   BM_FanOut_StdFunctionVector std::vector<std::function<void(long)>>
 //   BM_FanOut_VirtualObserver   std::vector<observer*>, virtual on_event(long)
 //                               (the usual C++ observer, for reference)
-//   BM_FanOut_Klist             klist<long, bsd_level, no_lock>.fire(t, hint,
-//                               t.lowest) over K knote<filter>, each with a
-//                               kc{fn, request*, at<immediate>}: per
-//                               subscriber the filter's event (under the
-//                               knote's field lock), the activation (rule 6)
-//                               and the continuation
+//   BM_FanOut_KnoteClosure      klist<long, bsd_level, no_lock>.fire(t, hint,
+//                               t.lowest) over K knote_closure<filter, fn,
+//                               request*, at<immediate>, no_lock>: handler
+//                               and data bound in the node, as the floor's
+//                               {fn, request}; per subscriber one indirect
+//                               call, the knote's fused fire function, with
+//                               the filter's event, the activation (rule 6)
+//                               and the handler inline (the target row)
+//   BM_FanOut_KnoteClosureThreadSafe  the same with thread-safe closures
+//                               (the filter under the knote's field lock)
+//   BM_FanOut_Klist             the same list over K knote<filter, bsd_level,
+//                               no_lock>, each with a separate kc{fn,
+//                               request*, at<immediate>}: the fused fire
+//                               function calls the continuation through its
+//                               type-erased trampoline (comparison row)
+//   BM_FanOut_KlistThreadSafe   the same with thread-safe knotes
 //
 // E, kqueue activate + scan per event: one registered object; one iteration
 // posts one event and consumes it (one item).
@@ -548,11 +558,11 @@ struct fan_sub {
   kcont::knote<hint_filter, bsd_level, Pol> kn;
 };
 
-// Loop: one list.fire(t, hint, t.lowest): per knote the filter's event
-// (indirect, under the knote's field lock), rule 6's activation (no_lock
-// list: no pin; the knote stays active, so a load and a test, no write), and
-// the continuation through kcont::run (state test, level test, indirect
-// call).
+// Loop: one list.fire(t, hint, t.lowest): per knote one indirect call, the
+// knote's fused fire function: the filter's event inline (under the field
+// lock for a thread-safe knote), rule 6's activation (no_lock list: no pin)
+// and the continuation through its type-erased trampoline (state test,
+// level test, indirect call).
 [[gnu::noinline]] void round_klist(fan_list& l, long hint) {
   kcont::immediate_target<> t;
   (void)l.fire(t, hint, t.lowest);
@@ -582,5 +592,53 @@ void BM_FanOut_KlistThreadSafe(benchmark::State& state) {
   fan_out_klist<kcont::spin_lock>(state);
 }
 BENCHMARK(BM_FanOut_KlistThreadSafe)->Apply(fan_args);
+
+// --------------------------------------------------------------- knote_closure
+
+// One subscriber as one object: the knote with its continuation (the same
+// handler, the same request*) embedded, so its type is known to the knote's
+// fused fire function. Pol: the knote's threading policy.
+template <class Pol>
+using fan_closure =
+    kcont::knote_closure<hint_filter, std::remove_const_t<decltype(fan_handler)>, request*,
+                         kcont::static_level<bsd_level::immediate>, Pol>;
+
+// Loop: as round_klist; per knote one indirect call, the closure's fused
+// fire function, with the filter's event, rule 6's activation (a load and a
+// test: the knote stays active), a test of the continuation's state byte
+// (queued or deferred: refused / resumed by kcont::run) and the handler
+// inlined.
+[[gnu::noinline]] void round_knote_closure(fan_list& l, long hint) {
+  kcont::immediate_target<> t;
+  (void)l.fire(t, hint, t.lowest);
+}
+
+template <class Pol>
+void fan_out_closure(benchmark::State& state) {
+  const std::size_t k = subscribers(state);
+  tally t;
+  auto reqs = make_requests(t, k);
+  fan_list list;
+  auto subs = std::make_unique<std::optional<fan_closure<Pol>>[]>(k);
+  for (std::size_t i = 0; i < k; ++i) {
+    subs[i].emplace(hint_filter{&list}, fan_handler, &reqs[i],
+                    kcont::at<bsd_level::immediate>);
+    (void)subs[i]->attach();
+  }
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_knote_closure(list, fresh_hint());
+  finish(state, check, t, k, fan_status);
+  for (std::size_t i = 0; i < k; ++i) (void)subs[i]->detach();
+}
+
+void BM_FanOut_KnoteClosure(benchmark::State& state) {
+  fan_out_closure<kcont::no_lock>(state);
+}
+BENCHMARK(BM_FanOut_KnoteClosure)->Apply(fan_args);
+
+void BM_FanOut_KnoteClosureThreadSafe(benchmark::State& state) {
+  fan_out_closure<kcont::spin_lock>(state);
+}
+BENCHMARK(BM_FanOut_KnoteClosureThreadSafe)->Apply(fan_args);
 
 }  // namespace

@@ -110,8 +110,14 @@ SCENARIOS = [
              "std::vector<std::function<void(long)>>"),
             (f"BM_FanOut_VirtualObserver/{k}", "baseline", f"BM_FanOut_RawList/{k}",
              "std::vector<observer*>, virtual on_event (reference)"),
+            (f"BM_FanOut_KnoteClosure/{k}", "kcont", f"BM_FanOut_RawList/{k}",
+             "klist<long, bsd_level, no_lock>::fire over knote_closure<filter, fn, request*, "
+             "at<immediate>, no_lock>: handler and data in the node, as the floor's"),
+            (f"BM_FanOut_KnoteClosureThreadSafe/{k}", "kcont", f"BM_FanOut_RawList/{k}",
+             "the same with thread-safe knote_closures (field lock, atomic state)"),
             (f"BM_FanOut_Klist/{k}", "kcont", f"BM_FanOut_RawList/{k}",
-             "klist<long, bsd_level, no_lock>::fire over knote<filter, bsd_level, no_lock> + kc at immediate"),
+             "the same list over knote<filter, bsd_level, no_lock> + a separate kc at immediate "
+             "(continuation type-erased: its trampoline is a second indirect call)"),
             (f"BM_FanOut_KlistThreadSafe/{k}", "kcont", f"BM_FanOut_RawList/{k}",
              "the same with thread-safe knotes (knote<filter>: field lock, atomic state)"),
         ],
@@ -198,8 +204,8 @@ TARGETS = [
     ("C", "coalesced activation <= 1.25x the raw queued-flag FIFO (kqueue, spin_lock)",
      "le", "BM_Activate_Kqueue", "BM_Activate_RawQueuedFlag", 1.25, None),
 ] + [
-    ("D", f"fan-out <= 1.2x the raw intrusive list, per subscriber (K = {k})",
-     "le", f"BM_FanOut_Klist/{k}", f"BM_FanOut_RawList/{k}", 1.2, None)
+    ("D", f"fan-out <= 1.2x the raw intrusive list, per subscriber (K = {k}; knote_closure)",
+     "le", f"BM_FanOut_KnoteClosure/{k}", f"BM_FanOut_RawList/{k}", 1.2, None)
     for k in (1, 8, 64)
 ] + [
     ("F", "cross-thread throughput >= 4x mutex + condvar (1 producer)",
@@ -232,10 +238,19 @@ ALSO = [
      "le", "BM_Activate_KqueueNoLock", "BM_Activate_RawQueuedFlag"),
     ("C", "coalesced activation, plain knotes + the caller's FIFO vs the raw queued-flag FIFO",
      "le", "BM_Activate_KnoteFifo", "BM_Activate_RawQueuedFlag"),
-    ("D", "fan-out to 8, klist vs std::vector<std::function>",
+] + [
+    ("D", f"fan-out, plain knote + separate kc (type-erased continuation) vs the raw intrusive list (K = {k})",
+     "le", f"BM_FanOut_Klist/{k}", f"BM_FanOut_RawList/{k}")
+    for k in (1, 8, 64)
+] + [
+    ("D", "fan-out to 8, thread-safe knote_closure vs the raw intrusive list",
+     "le", "BM_FanOut_KnoteClosureThreadSafe/8", "BM_FanOut_RawList/8"),
+    ("D", "fan-out to 8, klist (knote_closure) vs std::vector<std::function>",
+     "le", "BM_FanOut_KnoteClosure/8", "BM_FanOut_StdFunctionVector/8"),
+    ("D", "fan-out to 8, klist (knote_closure) vs virtual observers",
+     "le", "BM_FanOut_KnoteClosure/8", "BM_FanOut_VirtualObserver/8"),
+    ("D", "fan-out to 8, klist (plain knote + kc) vs std::vector<std::function>",
      "le", "BM_FanOut_Klist/8", "BM_FanOut_StdFunctionVector/8"),
-    ("D", "fan-out to 8, klist vs virtual observers",
-     "le", "BM_FanOut_Klist/8", "BM_FanOut_VirtualObserver/8"),
     ("E", "kqueue activate + scan vs std::deque + std::mutex of event records",
      "le", "BM_ActivateScan_Kqueue", "BM_ActivateScan_DequeMutex"),
     ("E", "kqueue activate + scan vs the raw queued-flag FIFO (one object)",

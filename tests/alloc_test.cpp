@@ -1,5 +1,6 @@
 // Zero heap allocation on every caller-owned path: kc, kcqueue (every lock
-// policy), run, defer, run_all, drain, drain_all, cancel, splice.
+// policy), run, defer, run_all, drain, drain_all, cancel, splice, and a
+// klist<no_lock> fan-out over knote_closure and knote (the fused fire path).
 #include <kcont/kcont.hpp>
 
 #include <doctest/doctest.h>
@@ -66,4 +67,61 @@ TEST_CASE("alloc.make_kc_allocates_exactly_once_and_frees") {
   CHECK(scope.count() == 100);
   d.drain_all();
   CHECK(sum == 200);
+}
+
+namespace {
+using kn_t = kcont::knote_base<long>;
+using fan_list = kcont::klist<long, bsd_level, kcont::no_lock>;
+struct list_filter {
+  fan_list* list;
+  int attach(kn_t& kn) {
+    list->insert(kn);
+    return 0;
+  }
+  void detach(kn_t& kn) { (void)list->erase(kn); }
+  bool event(kn_t& kn, long hint) {
+    kn.data = hint;
+    return hint != 0;
+  }
+};
+struct sum_fn {
+  void operator()(kn_t* kn, long*& sum, kcont::knote_cause) const noexcept { *sum += kn->data; }
+};
+}  // namespace
+
+TEST_CASE_TEMPLATE("alloc.knote_closure_fanout_never_allocates", Pol, kcont::no_lock,
+                   kcont::spin_lock) {
+  // The fused fire path of knote_closure and knote on a klist<no_lock>: run
+  // now (compile-time immediate, run-time process), deferred (softnet at
+  // softserial), coalesced while queued, drained, filter false, disabled.
+  kcont::manual_dispatcher<> d;
+  fan_list list;
+  long sum = 0;
+  kcont_test::allocation_scope scope;
+  {
+    kcont::knote_closure<list_filter, sum_fn, long*, kcont::static_level<bsd_level::immediate>, Pol>
+        now{list_filter{&list}, sum_fn{}, &sum, kcont::at<bsd_level::immediate>};
+    kcont::knote_closure<list_filter, sum_fn, long*, bsd_level, Pol> later{
+        list_filter{&list}, sum_fn{}, &sum, bsd_level::softnet};
+    kcont::kc k{sum_fn{}, &sum, bsd_level::process};
+    kcont::knote<list_filter, bsd_level, Pol> plain{list_filter{&list}, k};
+    kcont::knote_closure<list_filter, sum_fn, long*, bsd_level, Pol> off{
+        list_filter{&list}, sum_fn{}, &sum, bsd_level::immediate};
+    for (kn_t* kn : {static_cast<kn_t*>(&now), static_cast<kn_t*>(&later),
+                     static_cast<kn_t*>(&plain), static_cast<kn_t*>(&off)})
+      REQUIRE(kn->attach() == 0);
+    off.disable();
+    for (int round = 0; round < 1000; ++round) {
+      (void)list.fire(d, 0, bsd_level::softserial);  // filter false
+      (void)list.fire(d, 1, bsd_level::softserial);  // now; later, plain deferred
+      (void)list.fire(d, 1, bsd_level::softserial);  // later, plain coalesced
+      (void)d.drain_all();
+    }
+    CHECK(sum == 1000 * (2 + 1 + 1));  // now twice; later, plain once each
+    (void)now.detach(d);
+    (void)later.detach(d);
+    (void)plain.detach(d);
+    (void)off.detach(d);
+  }
+  CHECK(scope.count() == 0);
 }

@@ -10,6 +10,9 @@
 #include <stdexcept>
 #include <mutex>
 #include <thread>
+#include <tuple>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "support.hpp"
@@ -337,3 +340,275 @@ TEST_CASE_TEMPLATE("klist.throwing_filter_propagates_and_leaves_the_list_intact"
   CHECK(c.detach(d));
   CHECK(s.list.empty());
 }
+
+// ------------------------------------------------------------ fused fire
+// A klist<no_lock> fan-out calls each knote's fused fire function (filter,
+// activation and, when it may run now, the continuation in one call). Every
+// knote flavour has its own: knote (type-erased continuation), knote_closure
+// and knote_method (continuation type known, called directly), each with
+// both threading policies, at run-time and compile-time levels. The cases
+// below hold each of them to the semantics of the unfused path.
+
+namespace {
+
+struct fused_log {
+  std::vector<std::uintptr_t> ids;
+  std::vector<knote_cause> causes;
+  std::vector<kn_t*> objs;
+};
+
+// What a subscriber's continuation does besides logging: detach `victim`
+// (itself or another), then call `destroy(owner)` (its own destruction).
+struct fused_env {
+  fused_log* log = nullptr;
+  kn_t* victim = nullptr;
+  void (*destroy)(void*) = nullptr;
+  void* owner = nullptr;
+};
+
+void on_fused(kn_t* kn, fused_env& e, knote_cause cause) {
+  e.log->ids.push_back(kn->ident);
+  e.log->causes.push_back(cause);
+  e.log->objs.push_back(kn);
+  if (kn_t* v = std::exchange(e.victim, nullptr)) (void)v->detach();
+  void (*destroy)(void*) = std::exchange(e.destroy, nullptr);
+  if (destroy != nullptr) destroy(e.owner);  // e may be gone from here on
+}
+
+struct fused_fn {
+  void operator()(kn_t* kn, fused_env& e, knote_cause cause) const { on_fused(kn, e, cause); }
+};
+
+template <bool Static, bsd_level L>
+using spec_t = std::conditional_t<Static, kcont::static_level<L>, bsd_level>;
+template <bool Static, bsd_level L>
+constexpr spec_t<Static, L> spec_v() {
+  if constexpr (Static)
+    return kcont::at<L>;
+  else
+    return L;
+}
+
+// knote<F, Level, Pol> with a caller-owned kc beside it.
+template <class Pol, bool Static, bsd_level L>
+struct plain_sub {
+  plain_sub(source<>& s, fused_log& log, std::uintptr_t id)
+      : k(fused_fn{}, fused_env{&log}, spec_v<Static, L>()), node(bits_filter<>{&s}, k, id) {
+    node.sfflags = 1;
+  }
+  kn_t& kn() { return node; }
+  fused_env& env() { return k.env(); }
+  kcont::kc<fused_fn, fused_env, spec_t<Static, L>> k;
+  kcont::knote<bits_filter<>, bsd_level, Pol> node;
+};
+
+template <class Pol, bool Static, bsd_level L>
+struct closure_sub {
+  closure_sub(source<>& s, fused_log& log, std::uintptr_t id)
+      : node(bits_filter<>{&s}, fused_fn{}, fused_env{&log}, spec_v<Static, L>(), id) {
+    node.sfflags = 1;
+  }
+  kn_t& kn() { return node; }
+  fused_env& env() { return node.env(); }
+  kcont::knote_closure<bits_filter<>, fused_fn, fused_env, spec_t<Static, L>, Pol> node;
+};
+
+struct method_target {
+  fused_env e;
+  void on(kn_t* kn, knote_cause cause) { on_fused(kn, e, cause); }
+};
+template <class Pol, bool Static, bsd_level L>
+struct method_sub {
+  method_sub(source<>& s, fused_log& log, std::uintptr_t id)
+      : target{fused_env{&log}}, node(bits_filter<>{&s}, &target, spec_v<Static, L>(), id) {
+    node.sfflags = 1;
+  }
+  kn_t& kn() { return node; }
+  fused_env& env() { return target.e; }
+  method_target target;
+  kcont::knote_method<&method_target::on, bits_filter<>, spec_t<Static, L>, Pol> node;
+};
+
+using fused_now_flavours = std::tuple<
+    plain_sub<kcont::no_lock, false, bsd_level::immediate>,
+    plain_sub<kcont::spin_lock, false, bsd_level::immediate>,
+    plain_sub<kcont::no_lock, true, bsd_level::immediate>,
+    closure_sub<kcont::no_lock, true, bsd_level::immediate>,
+    closure_sub<kcont::spin_lock, true, bsd_level::immediate>,
+    closure_sub<kcont::no_lock, false, bsd_level::process>,
+    method_sub<kcont::no_lock, true, bsd_level::immediate>,
+    method_sub<kcont::spin_lock, true, bsd_level::immediate>>;
+
+// Levels a fan-out at softserial must defer (softnet), at run time and at
+// compile time.
+using fused_deferred_flavours = std::tuple<
+    plain_sub<kcont::no_lock, false, bsd_level::softnet>,
+    plain_sub<kcont::spin_lock, true, bsd_level::softnet>,
+    closure_sub<kcont::no_lock, false, bsd_level::softnet>,
+    closure_sub<kcont::spin_lock, false, bsd_level::softnet>,
+    closure_sub<kcont::no_lock, true, bsd_level::softnet>,
+    closure_sub<kcont::spin_lock, true, bsd_level::softnet>,
+    method_sub<kcont::no_lock, true, bsd_level::softnet>,
+    method_sub<kcont::spin_lock, false, bsd_level::softnet>>;
+
+using checker = kcont::klist_checker<long, bsd_level, kcont::no_lock>;
+
+}  // namespace
+
+TEST_CASE_TEMPLATE_DEFINE("klist.fused_fire_filter_false_runs_nothing", Sub, fused_filter_false) {
+  kcont::manual_dispatcher<> d;
+  source<> s;
+  fused_log log;
+  Sub a{s, log, 1};
+  REQUIRE(a.kn().attach() == 0);
+  CHECK(s.list.fire(d, 0x2, bsd_level::process) == 0);  // no interest in 0x2
+  CHECK(!a.kn().is_active());
+  CHECK(log.ids.empty());
+  CHECK(s.list.fire(d, 0x1, bsd_level::process) == 1);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1});
+  CHECK(log.objs == std::vector<kn_t*>{&a.kn()});
+  CHECK(log.causes == std::vector<knote_cause>{knote_cause::event});
+  CHECK(a.kn().is_active());
+  CHECK(a.kn().detach(d));
+}
+TEST_CASE_TEMPLATE_APPLY(fused_filter_false, fused_now_flavours);
+
+TEST_CASE_TEMPLATE_DEFINE("klist.fused_fire_disabled_marks_active_and_enable_runs_it", Sub,
+                          fused_disabled) {
+  kcont::manual_dispatcher<> d;
+  source<> s;
+  fused_log log;
+  Sub a{s, log, 1};
+  Sub b{s, log, 2};
+  REQUIRE(a.kn().attach() == 0);
+  REQUIRE(b.kn().attach() == 0);
+  a.kn().disable();
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 1);  // rule 6: a only marked
+  CHECK(a.kn().is_active());
+  CHECK(log.ids == std::vector<std::uintptr_t>{2});
+  CHECK(a.kn().enable(d, bsd_level::process) == kcont::run_result::ran);
+  CHECK(log.ids == std::vector<std::uintptr_t>{2, 1});
+  CHECK(log.causes.back() == knote_cause::enable);
+  CHECK(log.objs.back() == &a.kn());
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 2);
+  CHECK(log.ids == std::vector<std::uintptr_t>{2, 1, 1, 2});
+  CHECK(a.kn().detach(d));
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 1);  // detached: skipped
+  CHECK(b.kn().detach(d));
+}
+TEST_CASE_TEMPLATE_APPLY(fused_disabled, fused_now_flavours);
+
+TEST_CASE_TEMPLATE_DEFINE("klist.fused_fire_continuation_detaches_and_destroys_its_knote", Sub,
+                          fused_self_destroy) {
+  kcont::manual_dispatcher<> d;
+  source<> s;
+  fused_log log;
+  Sub a{s, log, 1};
+  auto b = std::make_unique<Sub>(s, log, 2);
+  Sub c{s, log, 3};
+  b->env().victim = &b->kn();
+  b->env().destroy = [](void* p) { static_cast<std::unique_ptr<Sub>*>(p)->reset(); };
+  b->env().owner = &b;
+  for (kn_t* kn : {&a.kn(), &b->kn(), &c.kn()}) REQUIRE(kn->attach() == 0);
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 3);
+  CHECK(b == nullptr);  // rule 8: gone, and the fan-out went on to c
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 2, 3});
+  CHECK(checker::valid(s.list));
+  CHECK(s.list.size_slow() == 2);
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 2);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 2, 3, 1, 3});
+  CHECK(a.kn().detach(d));
+  CHECK(c.kn().detach(d));
+}
+TEST_CASE_TEMPLATE_APPLY(fused_self_destroy, fused_now_flavours);
+
+TEST_CASE_TEMPLATE_DEFINE("klist.fused_fire_continuation_detaches_the_next_knote", Sub,
+                          fused_detach_next) {
+  kcont::manual_dispatcher<> d;
+  source<> s;
+  fused_log log;
+  Sub a{s, log, 1};
+  Sub b{s, log, 2};
+  Sub c{s, log, 3};
+  a.env().victim = &b.kn();
+  for (kn_t* kn : {&a.kn(), &b.kn(), &c.kn()}) REQUIRE(kn->attach() == 0);
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 2);  // b skipped: erased
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 3});
+  CHECK(!b.kn().is_attached());
+  CHECK(checker::valid(s.list));
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 2);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 3, 1, 3});
+  CHECK(a.kn().detach(d));
+  CHECK(c.kn().detach(d));
+}
+TEST_CASE_TEMPLATE_APPLY(fused_detach_next, fused_now_flavours);
+
+TEST_CASE_TEMPLATE_DEFINE("klist.fused_fire_defers_through_the_dispatcher_and_coalesces", Sub,
+                          fused_deferred) {
+  // current (softserial) above the continuation's level (softnet): the
+  // fused function cannot run it and fire takes kcont::run's path with the
+  // dispatcher. While it is queued a second fan-out activates the knote but
+  // its run coalesces with the pending one (rule 7); the drain runs it once,
+  // with the knote as obj and cause event.
+  kcont::manual_dispatcher<> d;
+  source<> s;
+  fused_log log;
+  Sub a{s, log, 1};
+  Sub b{s, log, 2};
+  REQUIRE(a.kn().attach() == 0);
+  REQUIRE(b.kn().attach() == 0);
+  CHECK(s.list.fire(d, 1, bsd_level::softserial) == 2);
+  CHECK(log.ids.empty());
+  CHECK(a.kn().continuation().is_queued());
+  CHECK(s.list.fire(d, 1, bsd_level::softserial) == 2);  // refused: queued
+  CHECK(d.drain_all() == 2);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 2});
+  CHECK(log.objs == std::vector<kn_t*>{&a.kn(), &b.kn()});
+  CHECK(log.causes == std::vector<knote_cause>{knote_cause::event, knote_cause::event});
+  CHECK(!a.kn().continuation().is_queued());
+  CHECK(!a.kn().continuation().is_deferred());
+  // At or below its level it runs at once, in the fan-out.
+  CHECK(s.list.fire(d, 1, bsd_level::softnet) == 2);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 2, 1, 2});
+  CHECK(d.drain_all() == 0);
+  // Deferred again, then cancelled by detach (rule 8): never run.
+  CHECK(s.list.fire(d, 1, bsd_level::softserial) == 2);
+  CHECK(a.kn().continuation().is_queued());
+  CHECK(a.kn().detach(d));
+  CHECK(b.kn().detach(d));
+  CHECK(d.drain_all() == 0);
+  CHECK(log.ids.size() == 4);
+}
+TEST_CASE_TEMPLATE_APPLY(fused_deferred, fused_deferred_flavours);
+
+TEST_CASE_TEMPLATE_DEFINE("klist.fused_fire_nested_fire_from_a_continuation", Sub,
+                          fused_nested) {
+  kcont::manual_dispatcher<> d;
+  source<> s;
+  fused_log log;
+  Sub a{s, log, 1};
+  Sub b{s, log, 2};
+  bool nested = false;
+  struct nest_target {
+    source<>* s;
+    kcont::manual_dispatcher<>* d;
+    bool* nested;
+  } nt{&s, &d, &nested};
+  // a's continuation destroys nothing; its destroy hook fires the list again
+  // once (the hook runs after logging, inside the fan-out).
+  a.env().destroy = [](void* p) {
+    auto* t = static_cast<nest_target*>(p);
+    if (std::exchange(*t->nested, true)) return;
+    (void)t->s->list.fire(*t->d, 1, bsd_level::process);
+  };
+  a.env().owner = &nt;
+  REQUIRE(a.kn().attach() == 0);
+  REQUIRE(b.kn().attach() == 0);
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 2);
+  // outer a, then the nested fan-out (a, b), then outer b
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 1, 2, 2});
+  CHECK(checker::valid(s.list));
+  CHECK(a.kn().detach(d));
+  CHECK(b.kn().detach(d));
+}
+TEST_CASE_TEMPLATE_APPLY(fused_nested, fused_now_flavours);

@@ -7,6 +7,7 @@
 #include <kcont/thread_dispatcher.hpp>
 
 #include <kcont/dispatcher.hpp>
+#include <kcont/klist.hpp>
 
 #include <atomic>
 #include <memory>
@@ -435,4 +436,49 @@ TEST_CASE_TEMPLATE("knote.activation_never_allocates", Pol, kcont::spin_lock,
   CHECK(n == 1000);
   a.detach(d);
   b.detach(d);
+}
+
+namespace {
+// A knote type derived from knote_base directly, with its own ops table and
+// no fused fire function of its own: a klist<no_lock> fan-out uses the
+// default (knote_base::fire_erased), through the ops table and the
+// type-erased continuation.
+struct bare_knote : kn_t {
+  using list_type = kcont::klist<long, bsd_level, kcont::no_lock>;
+  bare_knote(list_type& l, continuation_type& k) : kn_t(ops, k, 7), list(&l) {}
+  static int do_attach(kn_t& b) {
+    static_cast<bare_knote&>(b).list->insert(b);
+    return 0;
+  }
+  static void do_detach(kn_t& b) { (void)static_cast<bare_knote&>(b).list->erase(b); }
+  static bool do_event(kn_t& b, const long& h) {
+    b.data = h;
+    return h > 0;
+  }
+  static constexpr ops_table ops{&do_attach, &do_detach, &do_event, nullptr};
+  list_type* list;
+};
+}  // namespace
+
+TEST_CASE("knote.a_knote_without_its_own_fused_fire_fans_out_through_the_default") {
+  kcont::manual_dispatcher<> d;
+  bare_knote::list_type list;
+  std::vector<log_entry> log;
+  kcont::kc k{log_fn{}, &log, bsd_level::softnet};
+  bare_knote kn{list, k};
+  REQUIRE(kn.attach() == 0);
+  CHECK(list.fire(d, 0, bsd_level::process) == 0);  // filter false
+  CHECK(list.fire(d, 1, bsd_level::process) == 1);  // runs now
+  CHECK(log == std::vector<log_entry>{{&kn, knote_cause::event}});
+  CHECK(list.fire(d, 1, bsd_level::softserial) == 1);  // deferred
+  CHECK(list.fire(d, 1, bsd_level::softserial) == 1);  // coalesced
+  CHECK(log.size() == 1);
+  CHECK(d.drain_all() == 1);
+  CHECK(log.size() == 2);
+  kn.disable();
+  CHECK(list.fire(d, 1, bsd_level::process) == 0);  // rule 6: marked, not run
+  CHECK(kn.enable(d, bsd_level::process) == run_result::ran);
+  CHECK(log.back() == log_entry{&kn, knote_cause::enable});
+  CHECK(kn.detach(d));
+  CHECK(list.empty());
 }

@@ -50,6 +50,24 @@ template <class Hint = long, level_set Level = bsd_level, lock_policy Lock = no_
 class klist {
   using access = detail::knote_access;
 
+  static constexpr bool unlocked = std::is_same_v<Lock, no_lock>;
+
+  // What fire holds: the list lock, dropped around each continuation; for
+  // no_lock nothing (std::unique_lock<no_lock> would still keep and test an
+  // owns flag on every fan-out).
+  struct no_guard {
+    void lock() noexcept {}
+    void unlock() noexcept {}
+    [[nodiscard]] bool owns_lock() const noexcept { return true; }
+  };
+  using fire_guard = std::conditional_t<unlocked, no_guard, std::unique_lock<Lock>>;
+  fire_guard lock_for_fire() {
+    if constexpr (unlocked)
+      return no_guard{};
+    else
+      return std::unique_lock<Lock>(lock_);
+  }
+
  public:
   using knote_type = knote_base<Hint, Level>;
   using hint_type = Hint;
@@ -104,35 +122,31 @@ class klist {
   //   thread during the fan-out: it would erase from this unlocked list), so
   //   a fan-out costs no atomic read-modify-write beyond the filters' field
   //   locks once the knotes are active, and none at all with single-threaded
-  //   knotes (knote<F, Level, no_lock>).
+  //   knotes (knote<F, Level, no_lock>). Each knote then costs one call of
+  //   its fused fire function (knote_base::fire_fn); only a continuation
+  //   that must be deferred, is queued or carries a deferral goes through
+  //   kcont::run with `d`.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t fire(D& d, const Hint& hint, Level current) {
-    std::unique_lock<Lock> g(lock_);
-    cursor c{head_, cursors_};
+    fire_guard g = lock_for_fire();
+    cursor c{nullptr, cursors_};
     cursors_ = &c;
-    cursor_guard guard{*this, c, g};
+    cursor_guard guard{*this, c, g, c.outer};
     std::size_t n = 0;
-    while (knote_core* core = c.next) {
-      c.next = access::next(*core);
-      auto& kn = static_cast<knote_type&>(*core);
-      if (!kn.filter_event(hint)) continue;
-      if constexpr (std::is_same_v<Lock, no_lock>) {
-        // No lock: every detach erases from this list, so none runs on
-        // another thread during this fan-out; nothing to pin (knote.hpp,
-        // begin_activation<false>), no lock to drop around the call.
-        if (!access::begin_activation_unpinned(kn)) continue;
-        ++n;
-        (void)kn.run_unpinned(d, current, knote_cause::event);
-        continue;
+    knote_core* next = head_;
+    while (knote_core* core = next) {
+      // The next knote travels in a register; the cursor in memory is where
+      // erase finds it, and `moved` says erase changed it. Reading the flag
+      // (a predicted branch) instead of reloading c.next keeps the store to
+      // c.next and its reload off the chain from one knote to the next.
+      next = access::next(*core);
+      c.next = next;
+      if (fire_one(d, hint, current, g, static_cast<knote_type&>(*core))) ++n;
+      if (c.moved) [[unlikely]] {
+        next = c.next;
+        c.moved = false;
       }
-      // Pinned under the list lock: a detach on another thread erases it
-      // from the list and then waits for this activation to finish.
-      if (!access::begin_activation(kn)) continue;
-      ++n;
-      g.unlock();
-      (void)kn.run_pinned(d, current, knote_cause::event);
-      g.lock();
     }
     return n;
   }
@@ -152,20 +166,71 @@ class klist {
   }
 
  private:
-  // A fan-out's position: the next knote to visit. erase moves it on.
+  // One knote of a fan-out. Returns: whether it fired and was activated.
+  template <class D>
+  static bool fire_one(D& d, const Hint& hint, Level current, fire_guard& g,
+                       knote_type& kn) {
+    if constexpr (std::is_same_v<Lock, no_lock>) {
+      // No lock: every detach erases from this list, so none runs on
+      // another thread during this fan-out; nothing to pin (knote.hpp,
+      // begin_activation<false>), no lock to drop around the call. The
+      // knote's fused fire function does filter, activation and, when it
+      // may run at once, the continuation; only a continuation to defer (or
+      // queued, or carrying a deferral) needs `d`: that one is run here
+      // through kcont::run, as before.
+      (void)g;
+      const fire_outcome r = kn.fire_unpinned(hint, current);
+      if (r == fire_outcome::needs_run) [[unlikely]]
+        run_later(d, current, kn);
+      return r != fire_outcome::skipped;
+    } else {
+      if (!kn.filter_event(hint)) return false;
+      // Pinned under the list lock: a detach on another thread erases it
+      // from the list and then waits for this activation to finish.
+      if (!access::begin_activation(kn)) return false;
+      g.unlock();
+      (void)kn.run_pinned(d, current, knote_cause::event);
+      g.lock();
+      return true;
+    }
+  }
+
+  // The rare end of a no_lock fan-out's step: a continuation the fused fire
+  // function could not run (to defer, queued, or carrying a deferral).
+  // Out of line, so that the common step has no taken branch around it.
+  template <class D>
+  [[gnu::cold, gnu::noinline]] static void run_later(D& d, Level current,
+                                                     knote_type& kn) {
+    (void)kn.run_unpinned(d, current, knote_cause::event);
+  }
+
+  // A fan-out's position: the next knote to visit. erase moves it on and
+  // sets `moved`, which the fan-out reads and clears.
   struct cursor {
     knote_core* next;
     cursor* outer;
+    bool moved = false;
   };
   struct cursor_guard {
     klist& list;
     cursor& c;
-    std::unique_lock<Lock>& g;
+    fire_guard& g;
+    // c.outer as it was linked. One thread: fan-outs nest, so nothing
+    // changes c.outer and this one's cursor is the innermost at the end;
+    // restoring from here rather than from c spares a reload of a value
+    // stored a moment ago, on the path from one fan-out to the next.
+    cursor* outer;
     ~cursor_guard() {
-      if (!g.owns_lock()) g.lock();
-      cursor** p = &list.cursors_;
-      while (*p != &c) p = &(*p)->outer;
-      *p = c.outer;
+      if constexpr (unlocked) {
+        KCONT_EXPECTS(list.cursors_ == &c && c.outer == outer,
+                      "klist: fan-out cursors out of order");
+        list.cursors_ = outer;
+      } else {
+        if (!g.owns_lock()) g.lock();
+        cursor** p = &list.cursors_;
+        while (*p != &c) p = &(*p)->outer;
+        *p = c.outer;
+      }
     }
   };
 
@@ -174,7 +239,10 @@ class klist {
     knote_core* next = access::next(kn);
     knote_core* prev = access::prev(kn);
     for (cursor* c = cursors_; c != nullptr; c = c->outer)
-      if (c->next == &kn) c->next = next;
+      if (c->next == &kn) {
+        c->next = next;
+        c->moved = true;
+      }
     if (prev != nullptr)
       access::next(*prev) = next;
     else

@@ -23,6 +23,12 @@
 // subscription is a caller-owned node, and a subscriber may unsubscribe itself
 // (or another) from inside its callback while the fan-out runs (klist.hpp).
 //
+// Each concrete knote type also stores a fused fire function in the knote
+// (knote_base::fire_fn): filter, activation and, when it may run at once,
+// the continuation, in one call, which a klist<..., no_lock> fan-out makes
+// per knote. knote_closure and knote_method know their continuation's type
+// and call its function directly: one indirect call per subscriber.
+//
 // Usage:
 //   struct link_filter {               // fires on hints with bit 1 set
 //     int attach(kcont::knote_base<long>&) { return 0; }
@@ -62,6 +68,18 @@ namespace kcont {
 // Why a knote's continuation runs: an event activated it (rule 6, first
 // half), or it was enabled while active (rule 6, second half).
 enum class knote_cause : std::uint8_t { event, enable };
+
+// What a knote's fused fire function (knote_base::fire_fn) did with one
+// event of a single-threaded fan-out (klist<Hint, Level, no_lock>::fire).
+enum class fire_outcome : std::uint8_t {
+  skipped,    // not activated: the filter said no, or the knote is detached,
+              // or it is disabled (then marked active, nothing run: rule 6)
+  ran,        // activated and its continuation called: the knote may be
+              // gone (detached and destroyed by its continuation, rule 8)
+  needs_run,  // activated, continuation not called (it must be deferred,
+              // is queued, or carries a deferral): the caller runs it
+              // through kcont::run with its deferral target
+};
 
 // A change or a report as a filter's `touch` sees it: the owner's flags (for
 // a kqueue, its EV_* bits; opaque here), the filter flags and the data.
@@ -253,6 +271,11 @@ class knote_core : public knote_fields {
     field_guard& operator=(const field_guard&) = delete;
   };
 
+  // How a caller that knows the knote's threading policy at compile time
+  // (a concrete knote's fused fire function) tells the state-word code, so
+  // that it tests no `single_` flag at run time.
+  enum class threading : std::uint8_t { runtime, single, shared };
+
   // Rule 6, first half: marks the knote active and, unless it is disabled or
   // detached, pins it (one more activation in flight) so that a detach on
   // another thread waits for the continuation to return.
@@ -261,18 +284,23 @@ class knote_core : public knote_fields {
   // race with (a klist with no_lock: detaching erases from that list, so it
   // happens on the firing thread or is serialized with the fan-out by the
   // owner); an active, enabled knote then needs no write at all.
-  template <bool Pin = true>
+  // T: the knote's policy when the caller knows it (it must match single_).
+  template <bool Pin = true, threading T = threading::runtime>
   bool begin_activation() noexcept {
+    KCONT_EXPECTS(T == threading::runtime || single_ == (T == threading::single),
+                  "knote: activation with the wrong threading policy");
     auto old = state_.load(std::memory_order_acquire);
     if constexpr (!Pin) {
-      if ((old & (active_bit | disabled_bit | detached_bit)) == active_bit)
+      // No store when nothing changes, even single-threaded: a fan-out is
+      // bound by its stores (the filter's, the cursor's, the handler's).
+      if ((old & (active_bit | disabled_bit | detached_bit)) == active_bit) [[likely]]
         return true;  // active already: the state word stays as it is
     }
     for (;;) {
       if (old & detached_bit) return false;
       const bool runs = (old & disabled_bit) == 0;
       const std::uint32_t next = (old | active_bit) + (Pin && runs ? pin_one : 0);
-      if (single_) {
+      if (T == threading::runtime ? single_ : T == threading::single) {
         if (next != old) store_plain(next);
         return runs;
       }
@@ -479,6 +507,19 @@ class knote_base : public knote_core {
   using hint_type = Hint;
   using level_type = Level;
   using continuation_type = kc_base<knote_base*, knote_cause, Level>;
+  // A knote's fused fire function: the filter's event with the hint, the
+  //   unpinned activation (begin_activation<false>) and, when the
+  //   continuation may run at `current` without a deferral target, the
+  //   continuation, in one call through one pointer stored in the knote.
+  //   Each concrete knote type supplies its own, with its filter, its
+  //   threading policy and (knote_closure) its continuation statically
+  //   typed. Only for fan-outs no detach on another thread can race with.
+  //   The hint comes by value when it is small and trivially copyable (a
+  //   long: in a register, not stored for the callee to load back).
+  using hint_arg = std::conditional_t<std::is_trivially_copyable_v<Hint> &&
+                                          sizeof(Hint) <= 2 * sizeof(void*),
+                                      Hint, const Hint&>;
+  using fire_fn = fire_outcome (*)(knote_base&, hint_arg, Level current);
 
   // The continuation activation runs.
   [[nodiscard]] continuation_type& continuation() const noexcept { return *kc_; }
@@ -617,10 +658,23 @@ class knote_base : public knote_core {
     void (*touch)(knote_base&, knote_change&, touch_op);
   };
 
+  // `fire`: the fused fire function (fire_fn); the default goes through
+  // the ops table and the type-erased continuation.
   knote_base(const ops_table& ops, continuation_type& k, std::uintptr_t id,
-             bool single = false) noexcept
-      : knote_core(id, single), ops_(&ops), kc_(&k) {}
+             bool single = false, fire_fn fire = &fire_erased) noexcept
+      : knote_core(id, single), ops_(&ops), kc_(&k), fire_(fire) {}
   ~knote_base() = default;
+
+  // The fused fire function of a knote type that knows nothing more than
+  // knote_base does: the same steps as the unfused fan-out.
+  static fire_outcome fire_erased(knote_base& kn, hint_arg hint, Level current) {
+    if (!kn.filter_event(hint) || !kn.template begin_activation<false>())
+      return fire_outcome::skipped;
+    knote_base* const obj = &kn;
+    return detail::try_run_now(*kn.kc_, obj, knote_cause::event, current)
+               ? fire_outcome::ran
+               : fire_outcome::needs_run;
+  }
 
  private:
   template <class, level_set, lock_policy>
@@ -632,6 +686,13 @@ class knote_base : public knote_core {
     return kcont::run(d, *kc_, this, cause, current);
     // After run returns the knote may be gone (detached and destroyed by its
     // own continuation): only the frame, on this stack, is touched.
+  }
+
+  // One event of a klist<..., no_lock> fan-out, through the fused fire
+  // function (one indirect call per knote where the unfused steps made up to
+  // three). After `ran` the knote may be gone.
+  fire_outcome fire_unpinned(hint_arg hint, Level current) {
+    return fire_(*this, hint, current);
   }
 
   // For a klist with no_lock (see begin_activation<false>): no pin, no
@@ -656,6 +717,9 @@ class knote_base : public knote_core {
 
   const ops_table* ops_;
   continuation_type* kc_;
+  // In the knote, not in ops_table: the fan-out loads it straight from the
+  // knote it already holds, one dependent load less per subscriber.
+  fire_fn fire_;
 };
 
 // A knote with its filter F stored inline and a caller-owned continuation.
@@ -712,7 +776,8 @@ class knote : public knote_base<filter_hint_t<F>, Level> {
   // Effects: stores the filter; the knote is idle (not attached). `ident`
   //   is what the filter watches (its meaning is the filter's).
   knote(F filter, continuation_type& k, std::uintptr_t ident = 0)
-      : base_type(ops, k, ident, single_thread), filter_(std::move(filter)) {}
+      : base_type(ops, k, ident, single_thread, &fire_plain),
+        filter_(std::move(filter)) {}
 
   // A continuation of another signature: rejected with the reason, rather
   // than with "no matching constructor".
@@ -729,7 +794,44 @@ class knote : public knote_base<filter_hint_t<F>, Level> {
   //   it from another thread only when detached or with the owner's lock).
   [[nodiscard]] F& filter() noexcept { return filter_; }
 
+ protected:
+  using typename base_type::fire_fn;
+
+  // For a derived knote that knows its continuation's type (knote_closure):
+  // `fire` is its own fused fire function, built on event_and_activate.
+  knote(F filter, continuation_type& k, std::uintptr_t ident, fire_fn fire)
+      : base_type(ops, k, ident, single_thread, fire), filter_(std::move(filter)) {}
+
+  // The first two steps of the fused fire, statically typed: the filter's
+  // event (under the field lock only for a thread-safe knote, decided here
+  // at compile time) and the unpinned activation (rule 6: a detached or
+  // disabled knote runs nothing; a disabled one is still marked active).
+  // Returns: whether the continuation must run.
+  static bool event_and_activate(knote& self, const hint_type& h) {
+    constexpr auto policy = single_thread ? base_type::threading::single
+                                          : base_type::threading::shared;
+    bool fires;
+    if constexpr (single_thread) {
+      fires = static_cast<bool>(self.filter_.event(static_cast<base_type&>(self), h));
+    } else {
+      std::lock_guard<spin_lock> g(self.fields_lock_);
+      fires = static_cast<bool>(self.filter_.event(static_cast<base_type&>(self), h));
+    }
+    return fires && self.template begin_activation<false, policy>();
+  }
+
  private:
+  // The fused fire of a knote with a type-erased continuation: filter and
+  // activation inline, the continuation through its trampoline.
+  static fire_outcome fire_plain(base_type& b, typename base_type::hint_arg h,
+                                 typename base_type::level_type current) {
+    if (!event_and_activate(static_cast<knote&>(b), h)) return fire_outcome::skipped;
+    base_type* const obj = &b;
+    return detail::try_run_now(b.continuation(), obj, knote_cause::event, current)
+               ? fire_outcome::ran
+               : fire_outcome::needs_run;
+  }
+
   static knote& self(base_type& b) noexcept { return static_cast<knote&>(b); }
   static int do_attach(base_type& b) {
     return static_cast<int>(self(b).filter_.attach(b));
@@ -775,6 +877,11 @@ struct method_class<M> {
 // Lifetime contract: as knote_base. The function may destroy the whole
 // knote_closure after detaching it. Thread-safety: as knote<F, Level, Lock>
 // (Lock = no_lock: single-threaded).
+// Its fused fire function (knote_base::fire_fn) calls Fn directly: a
+// klist<..., no_lock> fan-out costs one indirect call per knote_closure.
+// At a compile-time immediate level that call is not preceded by any test
+// of the continuation's state, as kcont::run's own overload for such a
+// continuation: never put it on a queue (debug builds check).
 // Usage:
 //   kcont::knote_closure sub{my_filter{&src}, [](auto* kn, int& n, auto) {...},
 //                            0, kcont::at<kcont::bsd_level::immediate>};
@@ -795,10 +902,28 @@ class knote_closure
   //   it; the knote is idle (not attached).
   knote_closure(F filter, Fn fn, Env env, LevelSpec level, std::uintptr_t ident = 0)
       : holder{{std::move(fn), std::move(env), level}},
-        knote_type(std::move(filter), holder::k_, ident) {}
+        knote_type(std::move(filter), holder::k_, ident, &fire_closure) {}
 
   // The continuation's environment.
   [[nodiscard]] Env& env() noexcept { return holder::k_.env(); }
+
+ private:
+  using base_type = typename knote_type::base_type;
+
+  // The fused fire with the continuation's type known: its function is
+  // called directly (no trampoline; at a compile-time level no level test),
+  // so a fan-out costs one indirect call per subscriber, as a list of
+  // {next, fn, data} nodes does.
+  static fire_outcome fire_closure(base_type& b, typename base_type::hint_arg h,
+                                   typename base_type::level_type current) {
+    auto& self = static_cast<knote_closure&>(b);
+    if (!knote_type::event_and_activate(self, h)) return fire_outcome::skipped;
+    base_type* const obj = &b;
+    return detail::try_run_now(self.holder::k_, obj, knote_cause::event, current)
+               ? fire_outcome::ran
+               : fire_outcome::needs_run;
+    // After `ran` the closure may be gone (rule 8): nothing touches it.
+  }
 };
 
 // A knote bound to a member function `void C::on_event(knote_base<Hint,

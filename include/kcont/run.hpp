@@ -209,6 +209,56 @@ run_result run(D& d, kc<Fn, Env, Spec, Obj, Status>& k,
   }
 }
 
+namespace detail {
+
+// The part of run that needs no deferral target, for callers that cannot
+// name one (a knote's fused fire function, which klist::fire calls through
+// a pointer; its dispatcher is a template parameter of fire): calls k's
+// function when run would call it at once with a fresh obj/status (neither
+// queued nor carrying a deferral, level allowed at `current`: rule 1).
+// Returns: true when it called the function (k may be gone then); false
+// when it did nothing: the caller must then take run's full path, which
+// defers, refuses a queued continuation or resumes a saved deferral.
+template <class Obj, class Status, level_set L>
+bool try_run_now(kc_base<Obj, Status, L>& k, const Obj& obj,
+                 const Status& status, L current) {
+  using A = kc_base_access<Obj, Status, L>;
+  const auto st = hook_access::state(k).load(std::memory_order_acquire);
+  if ((st & hook_access::busy_bits) != 0 || !runs_now(k.level(), current))
+    return false;
+  A::invoke(k, obj, status);
+  return true;
+}
+
+// The same for a kc whose type is known: a direct call, and at a
+// compile-time level no level test. At a compile-time immediate level no
+// test at all, as run's own overload: such a continuation is never
+// deferred (defer refuses it), and running it while on a queue breaks
+// run's precondition, checked in debug builds.
+template <class Fn, class Env, level_spec Spec, class Obj, class Status>
+bool try_run_now(kc<Fn, Env, Spec, Obj, Status>& k, const Obj& obj,
+                 const Status& status, level_set_of_t<Spec> current) {
+  using L = level_set_of_t<Spec>;
+  if constexpr (is_static_immediate<Spec>()) {
+    KCONT_EXPECTS(!k.is_queued(),
+                  "run: an immediate continuation is on a queue; pop it "
+                  "before running it");
+    (void)current;
+  } else {
+    const auto st = hook_access::state(k).load(std::memory_order_acquire);
+    if ((st & hook_access::busy_bits) != 0) return false;
+    if constexpr (is_static_level_v<Spec>) {
+      if (!runs_now(L{Spec::value}, current)) return false;
+    } else {
+      if (!runs_now(k.level(), current)) return false;
+    }
+  }
+  kc_access<Fn, Env, Spec, Obj, Status>::call(k, obj, status);
+  return true;
+}
+
+}  // namespace detail
+
 // Effects: pops every continuation of q and runs it (run above) with the
 //   caller's obj and status — the same values for each, unless a continuation
 //   carries its own deferral (rule 4).
