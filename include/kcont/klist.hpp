@@ -136,17 +136,11 @@ class klist {
     std::size_t n = 0;
     knote_core* next = head_;
     while (knote_core* core = next) {
-      // The next knote travels in a register; the cursor in memory is where
-      // erase finds it, and `moved` says erase changed it. Reading the flag
-      // (a predicted branch) instead of reloading c.next keeps the store to
-      // c.next and its reload off the chain from one knote to the next.
-      next = access::next(*core);
-      c.next = next;
+      // The cursor in memory is where erase finds the next knote (and moves
+      // it past one it removes); reading it back after the call is one load.
+      c.next = access::next(*core);
       if (fire_one(d, hint, current, g, static_cast<knote_type&>(*core))) ++n;
-      if (c.moved) [[unlikely]] {
-        next = c.next;
-        c.moved = false;
-      }
+      next = c.next;
     }
     return n;
   }
@@ -204,12 +198,10 @@ class klist {
     (void)kn.run_unpinned(d, current, knote_cause::event);
   }
 
-  // A fan-out's position: the next knote to visit. erase moves it on and
-  // sets `moved`, which the fan-out reads and clears.
+  // A fan-out's position: the next knote to visit. erase moves it on.
   struct cursor {
     knote_core* next;
     cursor* outer;
-    bool moved = false;
   };
   struct cursor_guard {
     klist& list;
@@ -239,10 +231,7 @@ class klist {
     knote_core* next = access::next(kn);
     knote_core* prev = access::prev(kn);
     for (cursor* c = cursors_; c != nullptr; c = c->outer)
-      if (c->next == &kn) {
-        c->next = next;
-        c->moved = true;
-      }
+      if (c->next == &kn) c->next = next;
     if (prev != nullptr)
       access::next(*prev) = next;
     else
