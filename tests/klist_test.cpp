@@ -612,3 +612,43 @@ TEST_CASE_TEMPLATE_DEFINE("klist.fused_fire_nested_fire_from_a_continuation", Su
   CHECK(b.kn().detach(d));
 }
 TEST_CASE_TEMPLATE_APPLY(fused_nested, fused_now_flavours);
+
+// A list with one subscriber takes fire's short path (no cursor). Its
+// continuation may still detach and destroy its own knote, or attach a new
+// subscriber: that one is not visited by this fan-out (allowed: "may be
+// visited"), and the next fan-out takes the general path over both.
+TEST_CASE_TEMPLATE_DEFINE("klist.single_subscriber_fan_out", Sub, single_subscriber) {
+  kcont::manual_dispatcher<> d;
+  source<> s;
+  fused_log log;
+
+  auto a = std::make_unique<Sub>(s, log, 1);
+  a->env().victim = &a->kn();
+  a->env().destroy = [](void* p) { static_cast<std::unique_ptr<Sub>*>(p)->reset(); };
+  a->env().owner = &a;
+  REQUIRE(a->kn().attach() == 0);
+  CHECK(s.list.fire(d, 0x2, bsd_level::process) == 0);  // filter: no interest
+  CHECK(log.ids.empty());
+  CHECK(s.list.fire(d, 0x1, bsd_level::process) == 1);
+  CHECK(a == nullptr);  // detached and destroyed inside its own run
+  CHECK(s.list.empty());
+  CHECK(s.list.fire(d, 0x1, bsd_level::process) == 0);
+
+  Sub b{s, log, 2};
+  Sub c{s, log, 3};
+  struct attach_target {
+    Sub* c;
+  } at{&c};
+  b.env().destroy = [](void* p) { REQUIRE(static_cast<attach_target*>(p)->c->kn().attach() == 0); };
+  b.env().owner = &at;
+  REQUIRE(b.kn().attach() == 0);
+  CHECK(s.list.fire(d, 0x1, bsd_level::process) == 1);  // c attached, not visited
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 2});
+  CHECK(s.list.size_slow() == 2);
+  CHECK(s.list.fire(d, 0x1, bsd_level::process) == 2);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 2, 2, 3});
+  CHECK(checker::valid(s.list));
+  CHECK(b.kn().detach(d));
+  CHECK(c.kn().detach(d));
+}
+TEST_CASE_TEMPLATE_APPLY(single_subscriber, fused_now_flavours);

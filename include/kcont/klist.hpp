@@ -129,20 +129,18 @@ class klist {
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t fire(D& d, const Hint& hint, Level current) {
-    fire_guard g = lock_for_fire();
-    cursor c{nullptr, cursors_};
-    cursors_ = &c;
-    cursor_guard guard{*this, c, g, c.outer};
-    std::size_t n = 0;
-    knote_core* next = head_;
-    while (knote_core* core = next) {
-      // The cursor in memory is where erase finds the next knote (and moves
-      // it past one it removes); reading it back after the call is one load.
-      c.next = access::next(*core);
-      if (fire_one(d, hint, current, g, static_cast<knote_type&>(*core))) ++n;
-      next = c.next;
+    if constexpr (unlocked) {
+      // One subscriber (the common case: one waiter on a source) needs no
+      // cursor: nothing follows it that an erase could pull from under the
+      // fan-out, and a knote inserted by its continuation need not be
+      // visited. Kept apart from the loop, so that it does not pay the
+      // loop's register saves.
+      knote_core* first = head_;
+      if (first == nullptr) return 0;
+      if (access::next(*first) == nullptr) [[likely]]
+        return fire_single(d, hint, current, static_cast<knote_type&>(*first));
     }
-    return n;
+    return fire_all(d, hint, current);
   }
 
   // True when no knote is linked (a snapshot with a real lock).
@@ -160,6 +158,35 @@ class klist {
   }
 
  private:
+  template <class D>
+  [[gnu::noinline]] std::size_t fire_all(D& d, const Hint& hint, Level current) {
+    fire_guard g = lock_for_fire();
+    cursor c{nullptr, cursors_};
+    cursors_ = &c;
+    cursor_guard guard{*this, c, g, c.outer};
+    std::size_t n = 0;
+    knote_core* next = head_;
+    while (knote_core* core = next) {
+      // The cursor in memory is where erase finds the next knote (and moves
+      // it past one it removes); reading it back after the call is one load.
+      c.next = access::next(*core);
+      if (fire_one(d, hint, current, g, static_cast<knote_type&>(*core))) ++n;
+      next = c.next;
+    }
+    return n;
+  }
+
+  // The one-subscriber fan-out of a no_lock list (see fire). Only the rare
+  // end needs the knote after its fire function returned, and then nothing
+  // ran: the filter alone, which may not attach or detach.
+  template <class D>
+  static std::size_t fire_single(D& d, const Hint& hint, Level current, knote_type& kn) {
+    const fire_outcome r = kn.fire_unpinned(hint, current);
+    if (r == fire_outcome::needs_run) [[unlikely]]
+      run_later(d, current, kn);
+    return r != fire_outcome::skipped ? 1 : 0;
+  }
+
   // One knote of a fan-out. Returns: whether it fired and was activated.
   template <class D>
   static bool fire_one(D& d, const Hint& hint, Level current, fire_guard& g,
