@@ -689,7 +689,7 @@ class thread_dispatcher {
   // flag until one of them says go on, or idle_spin has passed. Loads only;
   // the clock is read every 16 looks.
   //
-  // The first look comes after a hold-off (hold_off below). Every look
+  // The first look comes after a hold-off (hold_off above). Every look
   // takes the queues' shared lines from the producers (their next push must
   // fetch them back), so looking as often as possible is right only when
   // work comes one item at a time: a request and, a round trip later, the
