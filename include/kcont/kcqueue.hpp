@@ -148,14 +148,9 @@ class kcqueue {
   // Effects: removes and returns the oldest continuation, or nullptr.
   // Complexity: O(1).
   T* pop() noexcept {
-    std::lock_guard<Lock> g(lock_);
-    kc_hook* n = head_;
-    if (n == nullptr) return nullptr;
-    head_ = access::next(*n);
-    if (head_ == nullptr) tail_ = nullptr;
-    access::next(*n) = nullptr;
-    access::clear<concurrent>(*n, access::queued_bit);
-    return static_cast<T*>(n);
+    // The claim ends under the lock, as the node leaves the queue.
+    return pop_claimed(
+        [](T& n) noexcept { access::clear<concurrent>(n, access::queued_bit); });
   }
 
   // Effects: removes the oldest continuation like pop, but leaves its queued

@@ -137,8 +137,10 @@ class klist {
       // loop's register saves.
       knote_core* first = head_;
       if (first == nullptr) return 0;
-      if (access::next(*first) == nullptr) [[likely]]
-        return fire_single(d, hint, current, static_cast<knote_type&>(*first));
+      if (access::next(*first) == nullptr) [[likely]] {
+        fire_guard g = lock_for_fire();  // nothing to lock: no_lock
+        return fire_one(d, hint, current, g, static_cast<knote_type&>(*first)) ? 1 : 0;
+      }
     }
     return fire_all(d, hint, current);
   }
@@ -174,17 +176,6 @@ class klist {
       next = c.next;
     }
     return n;
-  }
-
-  // The one-subscriber fan-out of a no_lock list (see fire). Only the rare
-  // end needs the knote after its fire function returned, and then nothing
-  // ran: the filter alone, which may not attach or detach.
-  template <class D>
-  static std::size_t fire_single(D& d, const Hint& hint, Level current, knote_type& kn) {
-    const fire_outcome r = kn.fire_unpinned(hint, current);
-    if (r == fire_outcome::needs_run) [[unlikely]]
-      run_later(d, current, kn);
-    return r != fire_outcome::skipped ? 1 : 0;
   }
 
   // One knote of a fan-out. Returns: whether it fired and was activated.
