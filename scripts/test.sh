@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
 # Builds kcont and passes every test: the doctest suite, the examples (their
-# output checked), the compile-fail checks and the per-header builds, in the
-# matrix g++ and clang++ x (release, ASan+UBSan, TSan):
+# output checked), the compile-fail checks and the per-header builds, in:
+#   default      what a user types on a fresh clone: `meson setup build &&
+#                ninja -C build && meson test -C build`, no options at all
+#                (the system's c++, meson.build's defaults: no -Werror), in
+#                a fresh build directory every time
+# and the matrix g++ and clang++ x (release, ASan+UBSan, TSan), all with
+# -Wall -Wextra -Wpedantic -Werror (-Dwerror=true: werror belongs to CI, not
+# to meson.build's default_options, where a packager's newer compiler would
+# break on a new warning):
 #   gcc-release  clang-release   -O3, NDEBUG: the code users ship
 #   gcc-asan     clang-asan      AddressSanitizer + UndefinedBehaviorSanitizer,
 #                                debug contract checks on
 #   gcc-tsan     clang-tsan      ThreadSanitizer, debug contract checks on
-# and then the three consumers (meson subproject, pkg-config and CMake
-# find_package from a clean install), with g++ and clang++.
-# All with -Wall -Wextra -Wpedantic -Werror.
+# and then the four consumers (meson subproject, pkg-config and CMake
+# find_package from a clean install, CMake add_subdirectory / FetchContent),
+# with g++ and clang++.
 # Usage: scripts/test.sh [config...]   (default: all of the above)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(gcc-release clang-release gcc-asan clang-asan gcc-tsan clang-tsan consumers)
+[ ${#configs[@]} -gt 0 ] || configs=(default gcc-release clang-release gcc-asan clang-asan gcc-tsan clang-tsan consumers)
 
 setup() {  # name, compiler, meson options...
   local dir=build/test-$1 cxx=$2
   shift 2
   if [ -f "$dir/build.ninja" ]; then
-    meson configure "$dir" "$@" >/dev/null
+    meson configure "$dir" -Dwerror=true "$@" >/dev/null
   else
-    CXX=$cxx meson setup "$dir" -Dbenchmarks=disabled "$@" >/dev/null
+    CXX=$cxx meson setup "$dir" -Dbenchmarks=disabled -Dwerror=true "$@" >/dev/null
   fi
   echo "$dir"
 }
@@ -33,10 +40,24 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 for c in "${configs[@]}"; do
+  start=$SECONDS
   if [ "$c" = consumers ]; then
-    echo "== consumers: meson subproject, pkg-config, CMake (g++ and clang++)"
+    echo "== consumers: meson subproject, pkg-config, CMake find_package, CMake add_subdirectory / FetchContent (g++ and clang++)"
     CXX=g++ tests/consumers/run.sh
     CXX=clang++ tests/consumers/run.sh
+    echo "== consumers passed in $((SECONDS - start)) s"
+    continue
+  fi
+  if [ "$c" = default ]; then
+    # Exactly the README's commands, in a fresh directory, with nothing from
+    # this script's environment (no CXX, no options).
+    dir=build/test-default
+    echo "== default: meson setup $dir && ninja -C $dir && meson test -C $dir"
+    rm -rf "$dir"
+    env -u CXX -u CXXFLAGS -u CPPFLAGS -u LDFLAGS meson setup "$dir"
+    ninja -C "$dir"
+    meson test -C "$dir" --print-errorlogs
+    echo "== default passed in $((SECONDS - start)) s"
     continue
   fi
   case $c in
@@ -51,5 +72,6 @@ for c in "${configs[@]}"; do
   echo "== $c: building and testing in $dir"
   ninja -C "$dir"
   meson test -C "$dir" --print-errorlogs --num-processes 2
+  echo "== $c passed in $((SECONDS - start)) s"
 done
 echo "== all tests passed: ${configs[*]}"
