@@ -34,7 +34,14 @@ ninja -C "$builddir" benchmarks/kcont_bench >/dev/null
 exe=$builddir/benchmarks/kcont_bench
 
 mkdir -p "$out"
-echo "== benchmarks: $reps repetitions x ${min_time}s per case, interleaved (about 2 minutes)"
+# The raw console output (one line per aggregate, hundreds of them) goes to a
+# file; every figure is in report.json. On the console: progress only.
+console=$builddir/benchmarks/console.txt
+ncases=$("$exe" --benchmark_list_tests=true --benchmark_filter="$filter" | wc -l)
+estimate=$(awk -v n="$ncases" -v r="$reps" -v t="$min_time" 'BEGIN { printf "%d", n * r * t * 1.3 / 60 + 1 }')
+echo "== benchmarks: $ncases cases x $reps repetitions x ${min_time} s, randomly interleaved (about $estimate min)"
+echo "   raw output: $console; measurements: $out/report.json"
+bench_start=$SECONDS
 "$exe" \
   --benchmark_filter="$filter" \
   --benchmark_repetitions="$reps" \
@@ -42,7 +49,23 @@ echo "== benchmarks: $reps repetitions x ${min_time}s per case, interleaved (abo
   --benchmark_enable_random_interleaving=true \
   --benchmark_display_aggregates_only=true \
   --benchmark_out="$out/report.json" \
-  --benchmark_out_format=json
+  --benchmark_out_format=json >"$console" &
+bench=$!
+# Interleaved repetitions report a case only when its last repetition is
+# done (mostly near the end): progress is the time spent, printed every 30 s.
+while kill -0 "$bench" 2>/dev/null; do
+  for _ in $(seq 30); do
+    sleep 1
+    kill -0 "$bench" 2>/dev/null || break 2
+  done
+  echo "   ... $((SECONDS - bench_start)) s, $(grep -c '_median ' "$console" || true) of $ncases cases reported"
+done
+if ! wait "$bench"; then
+  tail -n 20 "$console"
+  echo "report.sh: the benchmark suite failed (its output: $console)" >&2
+  exit 1
+fi
+echo "   ran in $((SECONDS - bench_start)) s"
 
 # The build's compile flags and this run's settings go into the JSON context.
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -52,11 +75,14 @@ git diff --quiet HEAD -- include benchmarks ':!benchmarks/results' 2>/dev/null |
 # Instructions per item of the single-threaded cases A to E
 # (callgrind: immune to the load on the machine). Skipped without valgrind.
 if command -v valgrind >/dev/null; then
-  echo "== counting instructions per item with callgrind (A: BM_ImmediateRun_*, B: BM_DeferDrain_*, C: BM_Activate_*, D: BM_FanOut_*, E: BM_ActivateScan_*)"
+  echo "== counting instructions per item with callgrind (the single-threaded cases A to E; about a minute)"
   "$py" benchmarks/report.py count "$out/report.json" "$exe" '^BM_(ImmediateRun|DeferDrain|Activate|ActivateScan|FanOut)_'
 fi
 
 "$py" benchmarks/report.py render "$out/report.json" "$out/report.md"
-echo "== wrote $out/report.md and $out/report.json"
-# The summary, on the console too.
-sed -n '/^## Targets/,/^## Cases/p' "$out/report.md" | sed '$d'
+# The summary on the console: the targets with their verdicts and the
+# verdict count (the like-for-like comparisons and every case are in the
+# report).
+echo
+sed -n '/^## Targets/,/^Also measured/p' "$out/report.md" | sed '$d'
+echo "== the full report: $out/report.md (every case, the like-for-like comparisons); the measurements: $out/report.json"

@@ -1,4 +1,4 @@
-// interface_events: the seed's subject — one network interface event fans out
+// interface_events: the NetBSD patch's subject — one network interface event fans out
 // to subscribers that each run their own continuation, the kqueue among them.
 //
 //   driver (softserial)

@@ -3,9 +3,12 @@
 # skipping what is already there. Idempotent; uses sudo when not root.
 set -euo pipefail
 
+# libbenchmark-tools: Google Benchmark's gbench.util, which benchmarks/report.py
+# loads results with (it has a fallback). No python3-scipy: report.py uses the
+# standard library only (scipy is for compare.py's U test, which we do not run).
 packages=(
   g++ clang meson ninja-build pkg-config cmake python3
-  doctest-dev libbenchmark-dev libbenchmark-tools python3-scipy
+  doctest-dev libbenchmark-dev libbenchmark-tools
 )
 
 missing=()

@@ -1,6 +1,6 @@
 // A random-operation driver over kc, kcqueue, run/defer/run_all and the
 // manual dispatcher, checked step by step against a reference model written
-// here from DESIGN.md's rules, not from the library's code. Bytes in, verdict
+// here from docs/design.md's rules, not from the library's code. Bytes in, verdict
 // out: the doctest suite feeds it thousands of fixed-seed sequences and the
 // libFuzzer target (tests/fuzz/fuzz_ops.cpp) feeds it whatever it finds.
 #pragma once

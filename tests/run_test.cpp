@@ -1,4 +1,4 @@
-// run / run_all / defer: DESIGN.md rules 1-5 and the seed's defects.
+// run / run_all / defer: docs/design.md rules 1-5 and the NetBSD patch's defects.
 #include <kcont/run.hpp>
 
 #include <doctest/doctest.h>
@@ -132,7 +132,7 @@ TEST_CASE("run.rule2_deferral_saves_once") {
 }
 
 TEST_CASE("run.rule2_deferred_runs_with_saved_values_through_run") {
-  // A deferred continuation handed back and then run (the seed's kcont_run on
+  // A deferred continuation handed back and then run (the NetBSD patch's kcont_run on
   // a KC_DEFERRED kc) gets its saved obj/status, not the caller's.
   kcont::manual_dispatcher<> d;
   recorder rec;
@@ -216,7 +216,7 @@ TEST_CASE("run.rule3_continuation_may_destroy_itself") {
 }
 
 TEST_CASE("run.rule4_run_all_gives_each_the_callers_values") {
-  // Seed defect: kcont_run's loop assigned a deferred kc's saved obj/status to
+  // NetBSD patch defect: kcont_run's loop assigned a deferred kc's saved obj/status to
   // its own loop variables, so every later entry got the deferred one's values.
   kcont::manual_dispatcher<> d;
   recorder rec;
@@ -257,7 +257,7 @@ TEST_CASE("run.rule4_run_all_mixes_run_and_defer") {
 }
 
 TEST_CASE("run.rule5_each_level_drains_its_own_queue") {
-  // Seed defect: the softclock handler was handed the softnet queue.
+  // NetBSD patch defect: the softclock handler was handed the softnet queue.
   kcont::manual_dispatcher<> d;
   recorder rec;
   tagged_kc clock{record_fn{}, {1, &rec}, bsd_level::softclock};
@@ -278,7 +278,7 @@ TEST_CASE("run.rule5_each_level_drains_its_own_queue") {
 }
 
 TEST_CASE("run.regression_deferred_state_cleared_after_running") {
-  // Seed defect: KC_DEFERRED was never cleared, so a caller-owned kc reused
+  // NetBSD patch defect: KC_DEFERRED was never cleared, so a caller-owned kc reused
   // after it ran replayed the stale obj/status forever.
   kcont::manual_dispatcher<> d;
   recorder rec;
@@ -298,7 +298,7 @@ TEST_CASE("run.regression_deferred_state_cleared_after_running") {
 }
 
 TEST_CASE("run.regression_double_enqueue_refused") {
-  // The seed's SIMPLEQ_INSERT_TAIL of an already queued kc corrupted the list.
+  // The NetBSD patch's SIMPLEQ_INSERT_TAIL of an already queued kc corrupted the list.
   kcont::manual_dispatcher<> d;
   recorder rec;
   tagged_kc k{record_fn{}, {1, &rec}, bsd_level::process};

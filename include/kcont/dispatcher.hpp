@@ -1,10 +1,10 @@
 // kcont/dispatcher.hpp — the manual dispatcher: one deferral queue per level.
 //
-// Defines `manual_dispatcher<Level, Lock, Schedule>`: the seed's softclock /
+// Defines `manual_dispatcher<Level, Lock, Schedule>`: the NetBSD patch's softclock /
 // softnet / softserial / process queues as an array indexed by level, each
 // drained by the caller's own loop with `drain(level)` (rule 5: a level's
 // runner drains its own queue, never another's). When a level's queue turns
-// non-empty the `Schedule` policy is called with that level (the seed's
+// non-empty the `Schedule` policy is called with that level (the NetBSD patch's
 // softintr_schedule): a no-op by default, a flag or a wake-up in real use.
 //
 // The threaded runners, worker pools and pollable descriptors build on the

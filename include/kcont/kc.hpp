@@ -7,7 +7,7 @@
 // kc derives from `kc_base<Obj, Status, Level>`, which a queue or a dispatcher
 // holds through one intrusive link; calling through it is one indirect call,
 // with no virtual function and no allocation. `make_kc` / `allocate_kc` are the
-// seed's `kcont_malloc` + KC_AUTOFREE: the library frees those right after the
+// NetBSD's `kcont_malloc` + KC_AUTOFREE: the library frees those right after the
 // call.
 //
 // Compared with std::function / std::move_only_function: no heap, no copy, no
@@ -240,7 +240,7 @@ class kc_base : public kc_hook {
 
   // For derived trampolines: the saved obj/status, clearing the deferred
   // state first, so a caller-owned continuation reused after it ran never
-  // replays stale values (the seed never cleared KC_DEFERRED).
+  // replays stale values (the NetBSD patch never cleared KC_DEFERRED).
   // It also ends the queued state, in the same atomic step: a dispatcher
   // that pops a continuation "claimed" (kcqueue::pop_claimed, mpsc_queue)
   // leaves the queued bit set until here, so a deferral racing with the pop
@@ -494,7 +494,7 @@ class allocated_kc final
 
 // Effects: allocates a continuation with `alloc` (any allocator, including
 //   std::pmr::polymorphic_allocator), to be freed by the library right after
-//   its function is called (the seed's kcont_malloc with KC_AUTOFREE).
+//   its function is called (the NetBSD patch's kcont_malloc with KC_AUTOFREE).
 // Returns: its kc_base, to queue, run or defer like any other.
 // Throws: what the allocator throws (std::bad_alloc); nothing was created
 //   then, so nothing is queued or lost.

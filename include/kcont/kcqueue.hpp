@@ -1,6 +1,6 @@
 // kcont/kcqueue.hpp — intrusive FIFO of continuations, with a lock policy.
 //
-// Defines `kcqueue<T, Lock>`: the seed's kcq_t (a SIMPLEQ of struct kc), an
+// Defines `kcqueue<T, Lock>`: the NetBSD patch's kcq_t (a SIMPLEQ of struct kc), an
 // intrusive singly linked FIFO through kc_hook's own link, so pushing and
 // popping never allocate. T is kc_hook (any continuation) or a kc_base<...>
 // (continuations of one signature: an object's callback list). Lock is any

@@ -10,7 +10,7 @@
 // continuation, after Fuchsia's WaitMethod), the `filter_for` concept, and
 // `immediate_target<Level>`, a deferral target for callers that never defer.
 //
-// This is the seed's `kn_kcont`: activation (DESIGN.md rule 6) marks the knote
+// This is the NetBSD patch's `kn_kcont`: activation (docs/design.md rule 6) marks the knote
 // active and, unless it is disabled, runs its continuation through
 // `kcont::run`, with the knote itself as obj; enabling an active knote runs it
 // then. What the continuation does is up to it: enqueue the knote on a kqueue
@@ -187,7 +187,7 @@ class knote_core : public knote_fields {
   bool clear_active() noexcept { return clear(active_bit); }
   bool clear_disabled() noexcept { return clear(disabled_bit); }
 
-  // Effects: claims the knote for a consumer's queue, the seed's
+  // Effects: claims the knote for a consumer's queue, the NetBSD patch's
   //   `if (!(kn_status & KN_QUEUED)) knote_enqueue(kn)`.
   // Returns: true when this call claimed it (it was not queued before): the
   //   caller links it; false when it is queued already (coalesced, rule 7).

@@ -7,8 +7,8 @@
 // the udata given at registration. The filters are compile-time types (the
 // shipped user_filter and timer_filter, or your own); each has a `filter_id`.
 //
-// The kqueue is nothing but one continuation among many (the seed's point):
-// each of its knotes carries the kqueue's own continuation, the seed's
+// The kqueue is nothing but one continuation among many (the NetBSD patch's point):
+// each of its knotes carries the kqueue's own continuation, the NetBSD patch's
 // kq_func, which links the knote on the kqueue's pending list unless it is
 // there already. knote.hpp and klist.hpp know nothing of this header.
 //
@@ -317,7 +317,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   };
 
   // A knote of filter Fi owned by this kqueue, with the kqueue's
-  // continuation (the seed's kq_func) stored beside it.
+  // continuation (the NetBSD patch's kq_func) stored beside it.
   template <class Fi>
   struct node final : entry {
     // With no_lock the kqueue is used from one thread: its knotes are
@@ -448,7 +448,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     if (k.is_active() && !k.is_disabled() && k.try_queue()) push_pending(e);
   }
 
-  // The seed's kq_func: rule 7, a knote is queued once however often it
+  // The NetBSD patch's kq_func: rule 7, a knote is queued once however often it
   // fires before a scan. Called by activation, on any thread.
   void on_activation(entry& e) {
     std::lock_guard<Lock> g(lock_);

@@ -4,7 +4,7 @@
 // increasing priority, numbered 0, 1, 2, ..., followed by `immediate`. A
 // continuation requested at level L runs at once when the caller is at or
 // below L, or when L is `immediate`; otherwise it is deferred to L's queue
-// (DESIGN.md rule 1). The seed's set is `bsd_level`; define your own with
+// (docs/design.md rule 1). The NetBSD patch's set is `bsd_level`; define your own with
 //
 //   enum class my_level : std::uint8_t { background, interactive, realtime, immediate };
 //
@@ -24,7 +24,7 @@
 
 namespace kcont {
 
-// The seed's levels: process < softclock < softnet < softserial, plus
+// The NetBSD patch's levels: process < softclock < softnet < softserial, plus
 // `immediate` (KC_IPL_IMMED: run at once whatever the caller's level).
 enum class bsd_level : std::uint8_t {
   process,
@@ -69,7 +69,7 @@ template <level_set L>
          static_cast<long long>(l) <= static_cast<long long>(L::immediate);
 }
 
-// DESIGN.md rule 1: a continuation requested at `requested` runs at once when
+// docs/design.md rule 1: a continuation requested at `requested` runs at once when
 // the caller's `current` level is at or below it, or when it is immediate.
 template <level_set L>
 [[nodiscard]] constexpr bool runs_now(L requested, L current) noexcept {

@@ -1,9 +1,9 @@
 // kcont/run.hpp — run a continuation now, or defer it to its level's queue.
 //
-// Defines `run` (one continuation: the seed's kcont_run), `run_all` (drain an
+// Defines `run` (one continuation: the NetBSD patch's kcont_run), `run_all` (drain an
 // object's callback queue through run: kcont_run_all) and `defer`
 // (kcont_defer), over any `deferral_target`: a dispatcher owning one queue per
-// level (kcont/dispatcher.hpp has the manual one). The rules (DESIGN.md):
+// level (kcont/dispatcher.hpp has the manual one). The rules (docs/design.md):
 //
 //  1. requested level L runs at once when the caller's level is <= L or L is
 //     immediate; otherwise it is deferred to L's queue and L is scheduled;
@@ -11,7 +11,7 @@
 //     deferred continuation runs with the saved values;
 //  3. after the function is called, kcont never touches the continuation;
 //  4. run_all gives every continuation the caller's obj/status, unless that
-//     continuation was itself deferred (the seed overwrote its loop variable).
+//     continuation was itself deferred (the NetBSD patch overwrote its loop variable).
 //
 // `post`/`dispatch`/`defer` in Asio's sense map here as: run = dispatch (now
 // when allowed), defer = always queue. Nothing here allocates.
@@ -109,7 +109,7 @@ run_result defer(D& d, kc_base<Obj, Status, typename D::level_type>& k,
 //   allows it at `current` (rule 1), else defers it. A continuation that
 //   carries a deferral runs with its saved obj/status instead (rule 2); the
 //   caller then passes Obj{} (a debug check catches a fresh obj, as the
-//   seed's KASSERT(obj == NULL) did).
+//   NetBSD patch's KASSERT(obj == NULL) did).
 // Returns: ran; deferred; or refused when k is queued already (a pending
 //   deferral absorbs this request, as a pending kqueue event absorbs another
 //   activation). After `ran`, k may no longer exist.

@@ -9,7 +9,7 @@
 //   thread_runner    — one dedicated thread;
 //   pool_runner<N>   — N threads (0: std::thread::hardware_concurrency());
 //   no_runner        — none of its own: the level falls back to the runner of
-//                      the next level below it (the seed punted soft levels
+//                      the next level below it (the NetBSD patch punted soft levels
 //                      to process context). Level 0 must have a runner.
 //
 // A runner shared by several levels (its own and the no_runner levels above
@@ -121,7 +121,7 @@ struct make_plan<First, Rest, std::index_sequence<0, I...>> {
 }  // namespace detail
 
 // A plan of L's size: `First` at level 0, `Rest` at every level above.
-//   plan_for<bsd_level, pool_runner<>, no_runner>  — the seed's punting
+//   plan_for<bsd_level, pool_runner<>, no_runner>  — the NetBSD patch's punting
 //   plan_for<bsd_level, thread_runner, thread_runner> — a thread per level
 //   plan_for<bsd_level, manual_runner, manual_runner> — all by hand
 template <level_set L, runner_spec First, runner_spec Rest>
