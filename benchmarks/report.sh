@@ -7,7 +7,8 @@
 # -Dbuildtype=release -Db_ndebug=true), runs it once with repetitions,
 # randomly interleaved, into benchmarks/results/report.json, then writes
 # benchmarks/results/report.md from that JSON (benchmarks/report.py).
-# Takes about two minutes. Environment knobs, for quick looks while developing:
+# Takes a few minutes (more on a busy machine). Environment knobs, for quick
+# looks while developing:
 #   KCONT_BENCH_REPETITIONS (default 12), KCONT_BENCH_MIN_TIME (seconds per
 #   repetition, default 0.2), KCONT_BENCH_FILTER (a --benchmark_filter regex).
 set -euo pipefail
@@ -38,8 +39,10 @@ mkdir -p "$out"
 # file; every figure is in report.json. On the console: progress only.
 console=$builddir/benchmarks/console.txt
 ncases=$("$exe" --benchmark_list_tests=true --benchmark_filter="$filter" | wc -l)
-estimate=$(awk -v n="$ncases" -v r="$reps" -v t="$min_time" 'BEGIN { printf "%d", n * r * t * 1.3 / 60 + 1 }')
-echo "== benchmarks: $ncases cases x $reps repetitions x ${min_time} s, randomly interleaved (about $estimate min)"
+# The floor of the run time: every repetition runs at least min_time (plus
+# Google Benchmark's iteration estimate; much more on a busy machine).
+least=$(awk -v n="$ncases" -v r="$reps" -v t="$min_time" 'BEGIN { printf "%d", n * r * t / 60 + 1 }')
+echo "== benchmarks: $ncases cases x $reps repetitions x ${min_time} s, randomly interleaved (at least $least min)"
 echo "   raw output: $console; measurements: $out/report.json"
 bench_start=$SECONDS
 "$exe" \
@@ -49,16 +52,20 @@ bench_start=$SECONDS
   --benchmark_enable_random_interleaving=true \
   --benchmark_display_aggregates_only=true \
   --benchmark_out="$out/report.json" \
-  --benchmark_out_format=json >"$console" &
+  --benchmark_out_format=json >"$console" 2>&1 &
 bench=$!
 # Interleaved repetitions report a case only when its last repetition is
-# done (mostly near the end): progress is the time spent, printed every 30 s.
+# done, mostly near the end: progress is the time spent, every 30 s, and the
+# cases finished once there are some.
 while kill -0 "$bench" 2>/dev/null; do
   for _ in $(seq 30); do
     sleep 1
     kill -0 "$bench" 2>/dev/null || break 2
   done
-  echo "   ... $((SECONDS - bench_start)) s, $(grep -c '_median ' "$console" || true) of $ncases cases reported"
+  done_cases=$(grep -c '_median ' "$console" || true)
+  line="   ... $((SECONDS - bench_start)) s"
+  [ "${done_cases:-0}" -gt 0 ] && line="$line, $done_cases of $ncases cases finished"
+  echo "$line"
 done
 if ! wait "$bench"; then
   tail -n 20 "$console"
