@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <kcont/dispatcher.hpp>
+#include <kcont/posix/fd_wakeup.hpp>
 #include <kcont/run.hpp>
 
 #include <atomic>

@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include <kcont/posix/fd_wakeup.hpp>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>

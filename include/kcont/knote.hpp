@@ -773,10 +773,11 @@ class knote : public knote_base<filter_hint_t<F>, Level> {
                 "kcont::knote: the hint type must be default-constructible "
                 "(Hint{} is the scan-time re-check)");
 
-  // Effects: stores the filter; the knote is idle (not attached). `ident`
-  //   is what the filter watches (its meaning is the filter's).
-  knote(F filter, continuation_type& k, std::uintptr_t ident = 0)
-      : base_type(ops, k, ident, single_thread, &fire_plain),
+  // Effects: stores the filter; the knote is idle (not attached). `id`
+  //   (stored in ident) is what the filter watches (its meaning is the
+  //   filter's).
+  knote(F filter, continuation_type& k, std::uintptr_t id = 0)
+      : base_type(ops, k, id, single_thread, &fire_plain),
         filter_(std::move(filter)) {}
 
   // A continuation of another signature: rejected with the reason, rather
@@ -799,8 +800,8 @@ class knote : public knote_base<filter_hint_t<F>, Level> {
 
   // For a derived knote that knows its continuation's type (knote_closure):
   // `fire` is its own fused fire function, built on event_and_activate.
-  knote(F filter, continuation_type& k, std::uintptr_t ident, fire_fn fire)
-      : base_type(ops, k, ident, single_thread, fire), filter_(std::move(filter)) {}
+  knote(F filter, continuation_type& k, std::uintptr_t id, fire_fn fire)
+      : base_type(ops, k, id, single_thread, fire), filter_(std::move(filter)) {}
 
   // The first two steps of the fused fire, statically typed: the filter's
   // event (under the field lock only for a thread-safe knote, decided here
@@ -900,9 +901,9 @@ class knote_closure
 
   // Effects: builds the continuation from fn/env/level and the knote around
   //   it; the knote is idle (not attached).
-  knote_closure(F filter, Fn fn, Env env, LevelSpec level, std::uintptr_t ident = 0)
+  knote_closure(F filter, Fn fn, Env env, LevelSpec level, std::uintptr_t id = 0)
       : holder{{std::move(fn), std::move(env), level}},
-        knote_type(std::move(filter), holder::k_, ident, &fire_closure) {}
+        knote_type(std::move(filter), holder::k_, id, &fire_closure) {}
 
   // The continuation's environment.
   [[nodiscard]] Env& env() noexcept { return holder::k_.env(); }
@@ -946,8 +947,8 @@ class knote_method
 
  public:
   // Effects: binds M to `self`; the knote is idle (not attached).
-  knote_method(F filter, C* self, LevelSpec level, std::uintptr_t ident = 0)
-      : base(std::move(filter), method_fn<M>{}, self, level, ident) {}
+  knote_method(F filter, C* self, LevelSpec level, std::uintptr_t id = 0)
+      : base(std::move(filter), method_fn<M>{}, self, level, id) {}
 };
 
 }  // namespace kcont

@@ -18,7 +18,7 @@
 //                  kcqueue<kc_hook, std::mutex>, kcqueue<kc_hook, spin_lock>
 //   wakeup       — how runners sleep (wakeup.hpp)     [atomic_wakeup]
 //                  atomic_wakeup, condvar_wakeup, fd_wakeup (signal-safe,
-//                  pollable: wait_fd())
+//                  pollable: wait_fd(); kcont/posix/fd_wakeup.hpp)
 //   idle_spin    — how long a runner thread spins     [default_idle_spin]
 //                  before it sleeps (wakeup.hpp)       (2 us)
 //                  no_spin, spin_for_ns<N>: back-to-back work finds the
@@ -424,10 +424,13 @@ class thread_dispatcher {
   //   draining `level` has work and no drain() of it is in progress (it may
   //   also be readable with nothing to do: drain() then returns 0). Poll it
   //   for POLLIN, then call drain(level). Owned by the dispatcher: do not
-  //   read or close it.
+  //   read or close it. -1 when the descriptor could not be created (only
+  //   without exceptions: with them the constructor throws).
   // Precondition: level's runner is a manual_runner.
+  // Available with a wake-up that has a descriptor (fd_wakeup, from
+  //   kcont/posix/fd_wakeup.hpp).
   [[nodiscard]] int wait_fd(Level level) const
-    requires std::same_as<wakeup_type, fd_wakeup>
+    requires requires(const wakeup_type& w) { { w.native_handle() } -> std::same_as<int>; }
   {
     const runner& r = runner_for(level);
     KCONT_EXPECTS(r.kind == runner_kind::manual,
