@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <type_traits>
 #include <utility>
 
@@ -516,12 +517,16 @@ template <class Alloc, class Fn, class Env, level_spec LevelSpec>
   using traits = std::allocator_traits<typename node::node_allocator>;
   typename node::node_allocator a(alloc);
   node* p = traits::allocate(a, 1);
+#if defined(__cpp_exceptions)
   try {
     traits::construct(a, p, a, std::move(fn), std::move(env), level);
   } catch (...) {
     traits::deallocate(a, p, 1);
     throw;
   }
+#else
+  traits::construct(a, p, a, std::move(fn), std::move(env), level);
+#endif
   return *p;
 }
 
@@ -530,6 +535,92 @@ template <class Fn, class Env, level_spec LevelSpec>
 [[nodiscard]] auto make_kc(Fn fn, Env env, LevelSpec level) -> decltype(auto) {
   return allocate_kc(std::allocator<std::byte>{}, std::move(fn), std::move(env),
                      level);
+}
+
+// An allocator that reports failure by returning null instead of throwing
+// (::operator new(std::nothrow)): what try_make_kc allocates with, and what
+// code built without exceptions can give try_allocate_kc.
+template <class T>
+struct nothrow_allocator {
+  using value_type = T;
+  nothrow_allocator() = default;
+  template <class U>
+  constexpr nothrow_allocator(const nothrow_allocator<U>&) noexcept {}
+  // Returns: storage for n objects, or nullptr when there is none.
+  [[nodiscard]] T* allocate(std::size_t n) noexcept {
+    if constexpr (alignof(T) > __STDCPP_DEFAULT_NEW_ALIGNMENT__)
+      return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{alignof(T)},
+                                            std::nothrow));
+    else
+      return static_cast<T*>(::operator new(n * sizeof(T), std::nothrow));
+  }
+  void deallocate(T* p, std::size_t) noexcept {
+    if constexpr (alignof(T) > __STDCPP_DEFAULT_NEW_ALIGNMENT__)
+      ::operator delete(p, std::align_val_t{alignof(T)});
+    else
+      ::operator delete(p);
+  }
+  template <class U>
+  friend constexpr bool operator==(const nothrow_allocator&,
+                                   const nothrow_allocator<U>&) noexcept {
+    return true;
+  }
+};
+
+// Effects: allocate_kc, but an allocation failure is returned, not thrown:
+//   the form for code built without exceptions (-fno-exceptions).
+// Returns: the continuation's kc_base, or nullptr when `alloc` returned null
+//   (or, with exceptions, threw std::bad_alloc); nothing was created then,
+//   so nothing is queued or lost.
+// Throws: with exceptions, what constructing Fn or Env throws (the storage
+//   is freed first).
+template <class Alloc, class Fn, class Env, level_spec LevelSpec>
+[[nodiscard]] auto try_allocate_kc(const Alloc& alloc, Fn fn, Env env,
+                                   LevelSpec level)
+    -> kc_base<deduced_obj_t<Fn>, deduced_status_t<Fn>,
+               level_set_of_t<LevelSpec>>* {
+  using Obj = deduced_obj_t<Fn>;
+  using Status = deduced_status_t<Fn>;
+  static_assert(!std::is_same_v<Obj, detail::undeduced>,
+                "kcont::try_allocate_kc: cannot deduce the obj and status "
+                "types: Fn must be callable as fn(Obj, Env&, Status) with a "
+                "non-template call operator");
+  static_assert(continuation_function<Fn, Obj, Env, Status>,
+                "kcont::try_allocate_kc: Fn is not callable as fn(obj, env, "
+                "status) with this environment");
+  using node = allocated_kc<Fn, Env, LevelSpec, Alloc, Obj, Status>;
+  using traits = std::allocator_traits<typename node::node_allocator>;
+  typename node::node_allocator a(alloc);
+  node* p = nullptr;
+#if defined(__cpp_exceptions)
+  try {
+    p = traits::allocate(a, 1);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+#else
+  p = traits::allocate(a, 1);
+#endif
+  if (p == nullptr) return nullptr;
+#if defined(__cpp_exceptions)
+  try {
+    traits::construct(a, p, a, std::move(fn), std::move(env), level);
+  } catch (...) {
+    traits::deallocate(a, p, 1);
+    throw;
+  }
+#else
+  traits::construct(a, p, a, std::move(fn), std::move(env), level);
+#endif
+  return p;
+}
+
+// try_allocate_kc with nothrow_allocator (::operator new(std::nothrow)).
+// Returns: the continuation's kc_base, or nullptr when memory ran out.
+template <class Fn, class Env, level_spec LevelSpec>
+[[nodiscard]] auto try_make_kc(Fn fn, Env env, LevelSpec level) {
+  return try_allocate_kc(nothrow_allocator<std::byte>{}, std::move(fn),
+                         std::move(env), level);
 }
 
 }  // namespace kcont

@@ -317,7 +317,7 @@ class thread_dispatcher {
       r->threads.reserve(r->nthreads);
       runners_[i] = std::move(r);
     }
-    try {
+    const auto start_threads = [this] {
       for (auto& r : runners_) {
         if (!r) continue;
         for (unsigned t = 0; t < r->nthreads; ++t)
@@ -325,10 +325,17 @@ class thread_dispatcher {
             thread_main(*rp, rp->slots[t]);
           });
       }
+    };
+#if defined(__cpp_exceptions)
+    try {
+      start_threads();
     } catch (...) {
       stop_threads();
       throw;
     }
+#else
+    start_threads();  // a thread that cannot start ends the program
+#endif
   }
 
   thread_dispatcher(const thread_dispatcher&) = delete;
@@ -614,11 +621,15 @@ class thread_dispatcher {
       } else if constexpr (terminates) {
         resume_or_terminate(*h);
       } else {
+#if defined(__cpp_exceptions)
         try {
           detail::hook_access::op(*h, kc_op::resume_shared);
         } catch (...) {
           on_exception_(std::current_exception(), level_at<Level>(i));
         }
+#else
+        detail::hook_access::op(*h, kc_op::resume_shared);  // cannot throw
+#endif
       }
       // *h may be gone: the function may have destroyed it.
       return true;

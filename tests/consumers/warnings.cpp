@@ -208,6 +208,15 @@ int main() {
                                    [](request*, int*& t, int) { ++*t; }, &total,
                                    bsd_level::immediate);
   (void)kcont::run(md, alloc, &req, 0, bsd_level::process);
+  auto* maybe = kcont::try_make_kc([](request* r, int*& t, int) { *t += r->id; }, &total,
+                                   bsd_level::softnet);
+  expect(maybe != nullptr, "try_make_kc");
+  if (maybe != nullptr) (void)kcont::run(md, *maybe, &req, 0, bsd_level::process);
+  auto* maybe2 = kcont::try_allocate_kc(kcont::nothrow_allocator<int>{},
+                                        [](request*, int*& t, int) { ++*t; }, &total,
+                                        kcont::at<bsd_level::immediate>);
+  expect(maybe2 != nullptr, "try_allocate_kc");
+  if (maybe2 != nullptr) (void)kcont::run(md, *maybe2, &req, 0, bsd_level::process);
 
   // Queues: kcqueue with each lock, mpsc_queue.
   kcont::kcqueue<kcont::kc_base<request*, int>, kcont::spin_lock> sq;
@@ -245,6 +254,7 @@ int main() {
   dispatcher_with<kcont::plan_for<bsd_level, kcont::manual_runner, kcont::no_runner>,
                   fd_policy>(true);
   kcont::fd_wakeup fw;
+  expect(fw.valid(), "fd_wakeup valid");
   fw.notify();
   fw.reset();
 #endif
