@@ -118,6 +118,24 @@ TEST_CASE("kc.method_binding") {
   CHECK(c.last_status == -1);
 }
 
+namespace {
+struct quiet_connection {
+  int reads = 0;
+  void on_read(request* r, int) noexcept { reads += r->id; }
+};
+}  // namespace
+
+// method<&C::f> with a noexcept f: once an ambiguous partial specialisation
+// (the value pattern for R (C::*)(A, S) matched it as well).
+TEST_CASE("kc.method_binding_of_a_noexcept_member") {
+  kcont::manual_dispatcher<> d;
+  quiet_connection c;
+  kcont::kc k{kcont::method<&quiet_connection::on_read>, &c, bsd_level::process};
+  request r{4};
+  CHECK(kcont::run(d, k, &r, 0, bsd_level::process) == kcont::run_result::ran);
+  CHECK(c.reads == 4);
+}
+
 TEST_CASE("kc.function_pointer_binding") {
   kcont::manual_dispatcher<> d;
   static int seen = 0;

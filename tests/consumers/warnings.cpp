@@ -78,6 +78,7 @@ struct count_fn {
 struct handler {
   int seen = 0;
   void on_event(kn_t*, knote_cause) { ++seen; }
+  void on_any() { ++seen; }
   void on_done(request* r, int status) { seen += r->id + status; }
 };
 
@@ -99,15 +100,19 @@ void fan_out() {
   kcont::knote_method<&handler::on_event, bits_filter<Lock>,
                       kcont::static_level<bsd_level::immediate>, KnLock>
       m{bits_filter<Lock>{&s}, &h, kcont::at<bsd_level::immediate>, 4};
-  expect(a.attach() == 0 && b.attach() == 0 && c.attach() == 0 && m.attach() == 0,
+  kcont::knote_method<&handler::on_any, bits_filter<Lock>, bsd_level, KnLock> z{
+      bits_filter<Lock>{&s}, &h, bsd_level::immediate, 5};
+  expect(a.attach() == 0 && b.attach() == 0 && c.attach() == 0 && m.attach() == 0 &&
+             z.attach() == 0,
          "attach");
-  expect(s.list.fire(d, 1, bsd_level::softserial) == 4, "fan-out fires 4");
+  expect(s.list.fire(d, 1, bsd_level::softserial) == 5, "fan-out fires 5");
   expect(d.drain_all() == 1, "one deferred");
-  expect(n == 3 && h.seen == 1, "fan-out ran every subscriber");
+  expect(n == 3 && h.seen == 2, "fan-out ran every subscriber");
   a.detach(d);
   b.detach(d);
   c.detach(d);
   m.detach(d);
+  z.detach(d);
   expect(s.list.empty(), "detached");
 }
 
