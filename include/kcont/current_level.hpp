@@ -101,9 +101,10 @@ run_result run(D& d, K& k, std::type_identity_t<typename K::obj_type> obj,
 }
 
 // A continuation of another level set than the dispatcher's: named as such
-// (run.hpp has the five-argument forms).
+// (run.hpp has the five-argument forms, and says why an undeduced kc is
+// taken too).
 template <deferral_target D, class K, class Obj, class Status>
-  requires detail::other_level_set<D, K>
+  requires(detail::other_level_set<D, K> || detail::undeduced_kc<K>)
 run_result run(D&, K&, Obj&&, Status&&) {
   static_assert(!detail::other_level_set<D, K>,
                 "kcont::run: the continuation's level set is not the "

@@ -283,16 +283,21 @@ std::size_t run_all(D& d, kcqueue<kc_base<Obj, Status, typename D::level_type>, 
 // dispatcher's, or a current level from another level set, would otherwise
 // be "no matching function" over every overload above. These take part only
 // when no overload above can (the constraints exclude each other), so they
-// change no valid call.
+// change no valid call. They also take a kc whose obj and status types could
+// not be deduced, without a word: its own static_assert has said why, and
+// the overload failure that would follow is noise.
 namespace detail {
 template <class D, class K>
 concept other_level_set =
     std::derived_from<K, kc_hook> && requires { typename K::level_type; } &&
     !std::same_as<typename K::level_type, typename D::level_type>;
+template <class K>
+concept undeduced_kc = requires { typename K::obj_type; } &&
+                       std::same_as<typename K::obj_type, undeduced>;
 template <class D, class K, class Current>
 concept misused_levels =
     std::derived_from<K, kc_hook> &&
-    (other_level_set<D, K> ||
+    (other_level_set<D, K> || undeduced_kc<K> ||
      !std::convertible_to<Current, typename D::level_type>);
 }  // namespace detail
 
@@ -303,7 +308,7 @@ run_result run(D&, K&, Obj&&, Status&&, Current&&) {
                 "kcont::run: the continuation's level set is not the "
                 "dispatcher's: a continuation of level set L runs through a "
                 "dispatcher of L (manual_dispatcher<L>, thread_dispatcher<L>)");
-  static_assert(detail::other_level_set<D, K> ||
+  static_assert(detail::other_level_set<D, K> || detail::undeduced_kc<K> ||
                     std::convertible_to<Current, typename D::level_type>,
                 "kcont::run: the current level (the last argument) is not a "
                 "level of the dispatcher's level set (D::level_type)");
@@ -311,7 +316,7 @@ run_result run(D&, K&, Obj&&, Status&&, Current&&) {
 }
 
 template <deferral_target D, class K, class Obj, class Status>
-  requires detail::other_level_set<D, K>
+  requires(detail::other_level_set<D, K> || detail::undeduced_kc<K>)
 run_result defer(D&, K&, Obj&&, Status&&) {
   static_assert(!detail::other_level_set<D, K>,
                 "kcont::defer: the continuation's level set is not the "
