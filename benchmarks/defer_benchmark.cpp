@@ -42,7 +42,7 @@
 //   BM_DeferOne_KcontLockFree         kcont::defer to the signal-safe
 //                                     thread_dispatcher (mpsc_queue + fd_wakeup,
 //                                     level drained by hand)
-#include <kcont/kcont.hpp>
+#include <kcont/posix.hpp>
 
 #include <benchmark/benchmark.h>
 

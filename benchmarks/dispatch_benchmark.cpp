@@ -49,7 +49,7 @@
 // Every item does the same work in every case: record() into the shared
 // tally, then, every `publish_every`-th item, a release store of the count
 // the waiting thread polls (one plain store, not a read-modify-write).
-#include <kcont/kcont.hpp>
+#include <kcont/posix.hpp>
 
 #include <benchmark/benchmark.h>
 

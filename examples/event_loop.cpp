@@ -16,7 +16,7 @@
 // fd_wakeup gives the loop a descriptor that is readable while that runner
 // has work. Any loop that polls descriptors (epoll, Asio's posix::stream_
 // descriptor, libuv's uv_poll_t) drains kcont the same way.
-#include <kcont/kcont.hpp>
+#include <kcont/posix.hpp>
 
 #include <cstdio>
 #include <optional>

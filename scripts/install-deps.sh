@@ -9,6 +9,7 @@ set -euo pipefail
 packages=(
   g++ clang meson ninja-build pkg-config cmake python3
   doctest-dev libbenchmark-dev libbenchmark-tools
+  g++-mingw-w64-x86-64-posix wine64   # the windows configuration
 )
 
 missing=()

@@ -15,14 +15,25 @@
 #   gcc-tsan     clang-tsan      ThreadSanitizer, debug contract checks on
 # and then the four consumers (meson subproject, pkg-config and CMake
 # find_package from a clean install, CMake add_subdirectory / FetchContent),
-# with g++ and clang++.
+# with g++ and clang++. Then:
+#   warnings        tests/consumers/warnings.sh: every header and template in
+#                   a user's TU with -Wshadow too, through -I, at -O0..-O3,
+#                   g++ and clang++ (one TU per compiler and level)
+#   gcc-noexcept    -fno-exceptions (meson -Dcpp_eh=none), -O3 with the debug
+#   clang-noexcept  contract checks on: every header (the per-header TUs),
+#                   the examples and the unit tests (those that need
+#                   exceptions are left out by #if); the compile-fail and
+#                   docs checks do not depend on it and run in the others
+#   windows         tests/windows/run.sh: the portable headers and examples
+#                   cross-built with MinGW-w64 and run under wine64
 # Usage: scripts/test.sh [config...]   (default: all of the above)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
 configs=("$@")
-[ ${#configs[@]} -gt 0 ] || configs=(default gcc-release clang-release gcc-asan clang-asan gcc-tsan clang-tsan consumers)
+[ ${#configs[@]} -gt 0 ] || configs=(default gcc-release clang-release gcc-asan clang-asan gcc-tsan clang-tsan consumers
+                                      warnings gcc-noexcept clang-noexcept windows)
 
 setup() {  # name, compiler, meson options...
   local dir=build/test-$1 cxx=$2
@@ -60,6 +71,19 @@ for c in "${configs[@]}"; do
     echo "== default passed in $((SECONDS - start)) s"
     continue
   fi
+  if [ "$c" = warnings ]; then
+    echo "== warnings: a user's TU with every header, -Wshadow, -O0..-O3"
+    tests/consumers/warnings.sh g++ clang++
+    echo "== warnings passed in $((SECONDS - start)) s"
+    continue
+  fi
+  if [ "$c" = windows ]; then
+    echo "== windows: portable core cross-built with MinGW-w64, run under wine64"
+    tests/windows/run.sh
+    echo "== windows passed in $((SECONDS - start)) s"
+    continue
+  fi
+  suites=()
   case $c in
     gcc-release)   dir=$(setup $c g++ -Dbuildtype=release -Db_ndebug=true) ;;
     clang-release) dir=$(setup $c clang++ -Dbuildtype=release -Db_ndebug=true) ;;
@@ -67,11 +91,13 @@ for c in "${configs[@]}"; do
     clang-asan)    dir=$(setup $c clang++ -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false) ;;
     gcc-tsan)      dir=$(setup $c g++ -Dbuildtype=debugoptimized -Db_sanitize=thread) ;;
     clang-tsan)    dir=$(setup $c clang++ -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false) ;;
+    gcc-noexcept)   dir=$(setup $c g++ -Dbuildtype=release -Dcpp_eh=none); suites=(--suite unit --suite examples) ;;
+    clang-noexcept) dir=$(setup $c clang++ -Dbuildtype=release -Dcpp_eh=none); suites=(--suite unit --suite examples) ;;
     *) echo "unknown configuration $c" >&2; exit 2 ;;
   esac
   echo "== $c: building and testing in $dir"
   ninja -C "$dir"
-  meson test -C "$dir" --print-errorlogs --num-processes 2
+  meson test -C "$dir" --print-errorlogs --num-processes 2 "${suites[@]}"
   echo "== $c passed in $((SECONDS - start)) s"
 done
 echo "== all tests passed: ${configs[*]}"

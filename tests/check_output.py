@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Runs an example and compares its standard output with the block that the
 example's own source gives after the line `// Expected output:` (each line
-prefixed `//   `), so the README's copy, the source and the check never drift."""
+prefixed `//   `), so the README's copy, the source and the check never drift.
+Usage: check_output.py EXE SOURCE [LAUNCHER...]  (e.g. wine64 for a Windows
+build: the example runs as LAUNCHER... EXE)."""
 import subprocess
 import sys
 
@@ -27,9 +29,10 @@ def expected_from(source):
 
 
 def main():
-    exe, source = sys.argv[1], sys.argv[2]
+    exe, source, launcher = sys.argv[1], sys.argv[2], sys.argv[3:]
     want = expected_from(source)
-    run = subprocess.run([exe], capture_output=True, text=True, timeout=120)
+    # text=True reads "\r\n" (a Windows build's) as "\n".
+    run = subprocess.run(launcher + [exe], capture_output=True, text=True, timeout=120)
     got = run.stdout.rstrip("\n").split("\n") if run.stdout else []
     if run.returncode != 0:
         sys.stderr.write(run.stderr)

@@ -118,6 +118,24 @@ TEST_CASE("kc.method_binding") {
   CHECK(c.last_status == -1);
 }
 
+namespace {
+struct quiet_connection {
+  int reads = 0;
+  void on_read(request* r, int) noexcept { reads += r->id; }
+};
+}  // namespace
+
+// method<&C::f> with a noexcept f: once an ambiguous partial specialisation
+// (the value pattern for R (C::*)(A, S) matched it as well).
+TEST_CASE("kc.method_binding_of_a_noexcept_member") {
+  kcont::manual_dispatcher<> d;
+  quiet_connection c;
+  kcont::kc k{kcont::method<&quiet_connection::on_read>, &c, bsd_level::process};
+  request r{4};
+  CHECK(kcont::run(d, k, &r, 0, bsd_level::process) == kcont::run_result::ran);
+  CHECK(c.reads == 4);
+}
+
 TEST_CASE("kc.function_pointer_binding") {
   kcont::manual_dispatcher<> d;
   static int seen = 0;
@@ -185,6 +203,7 @@ TEST_CASE("kc.allocate_kc_with_pmr_deferred_then_freed") {
   CHECK(res.live == 0);
 }
 
+#if defined(__cpp_exceptions)  // these need exceptions (-fno-exceptions skips them)
 TEST_CASE("kc.allocated_freed_even_when_the_function_throws") {
   kcont::manual_dispatcher<> d;
   int dummy = 0;
@@ -230,6 +249,75 @@ TEST_CASE("kc.allocation_failure_reported_nothing_created") {
                   std::bad_alloc);
   CHECK(sum == 0);
 }
+#endif  // __cpp_exceptions
+
+namespace {
+// An allocator as code built without exceptions writes one: allocate()
+// returns null when it is out of memory (here: always).
+template <class T>
+struct exhausted_allocator {
+  using value_type = T;
+  int* calls;
+  explicit exhausted_allocator(int* c) noexcept : calls(c) {}
+  template <class U>
+  exhausted_allocator(const exhausted_allocator<U>& o) noexcept : calls(o.calls) {}
+  T* allocate(std::size_t) noexcept {
+    ++*calls;
+    return nullptr;
+  }
+  void deallocate(T*, std::size_t) noexcept { *calls += 100; }  // never called
+  template <class U>
+  friend bool operator==(const exhausted_allocator&, const exhausted_allocator<U>&) {
+    return true;
+  }
+};
+}  // namespace
+
+TEST_CASE("kc.try_allocate_kc_reports_allocation_failure_as_null") {
+  int calls = 0;
+  int sum = 0;
+  auto* k = kcont::try_allocate_kc(exhausted_allocator<std::byte>(&calls),
+                                   [](request*, int* s, int) { ++*s; }, &sum,
+                                   bsd_level::process);
+  CHECK(k == nullptr);
+  CHECK(calls == 1);  // asked once, nothing to free
+  CHECK(sum == 0);
+}
+
+TEST_CASE("kc.try_make_kc_reports_out_of_memory_as_null") {
+  int sum = 0;
+  const auto fn = [](request*, int* s, int) { ++*s; };
+  if (kcont_test::fail_allocations(true)) {
+    auto* k = kcont::try_make_kc(fn, &sum, bsd_level::process);
+    kcont_test::fail_allocations(false);
+    CHECK(k == nullptr);
+  }
+  // With memory: a continuation like make_kc's, freed after its call.
+  kcont::manual_dispatcher<> d;
+  auto* k = kcont::try_make_kc(fn, &sum, bsd_level::process);
+  REQUIRE(k != nullptr);
+  const kcont_test::allocation_scope none;
+  CHECK(kcont::run(d, *k, nullptr, 0, bsd_level::process) == kcont::run_result::ran);
+  CHECK(sum == 1);
+  CHECK(none.count() == 0);
+}
+
+#if defined(__cpp_exceptions)
+TEST_CASE("kc.try_allocate_kc_turns_bad_alloc_into_null") {
+  struct failing : std::pmr::memory_resource {
+    void* do_allocate(std::size_t, std::size_t) override { throw std::bad_alloc(); }
+    void do_deallocate(void*, std::size_t, std::size_t) override {}
+    bool do_is_equal(const memory_resource& o) const noexcept override {
+      return this == &o;
+    }
+  } res;
+  int sum = 0;
+  CHECK(kcont::try_allocate_kc(std::pmr::polymorphic_allocator<std::byte>(&res),
+                               [](request*, int* s, int) { ++*s; }, &sum,
+                               bsd_level::process) == nullptr);
+  CHECK(sum == 0);
+}
+#endif  // __cpp_exceptions
 
 TEST_CASE("kc.dispose_frees_an_allocated_continuation_unrun") {
   kcont::manual_dispatcher<> d;

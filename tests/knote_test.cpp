@@ -268,6 +268,39 @@ TEST_CASE_TEMPLATE("knote.method_and_closure_bindings", Pol, kcont::spin_lock,
   c.detach(d);
 }
 
+namespace {
+// The common handler shape that needs neither the knote nor the cause.
+struct bell {
+  int rings = 0;
+  void ring() { ++rings; }
+  void ring_quietly() noexcept { ++rings; }
+};
+}  // namespace
+
+TEST_CASE_TEMPLATE("knote.method_binds_a_member_function_without_arguments", Pol,
+                   kcont::spin_lock, kcont::no_lock) {
+  kcont::manual_dispatcher<> d;
+  bell b;
+  kcont::knote_method<&bell::ring, count_filter, kcont::static_level<bsd_level::immediate>, Pol>
+      m{count_filter{}, &b, kcont::at<bsd_level::immediate>, 1};
+  kcont::knote_method<&bell::ring_quietly, count_filter, bsd_level, Pol> q{
+      count_filter{}, &b, bsd_level::softnet, 2};
+  REQUIRE(m.attach() == 0);
+  REQUIRE(q.attach() == 0);
+  CHECK(m.activate(d, bsd_level::softserial) == run_result::ran);
+  CHECK(q.activate(d, bsd_level::softserial) == run_result::deferred);
+  CHECK(b.rings == 1);
+  CHECK(d.drain_all() == 1);
+  CHECK(b.rings == 2);
+  m.detach();
+  q.detach(d);
+  // As a plain continuation: Obj and Status are the caller's to name.
+  kcont::kc<kcont::method_fn<&bell::ring>, bell*, bsd_level, int*, int> k{
+      kcont::method<&bell::ring>, &b, bsd_level::process};
+  CHECK(kcont::run(d, k, nullptr, 0, bsd_level::process) == run_result::ran);
+  CHECK(b.rings == 3);
+}
+
 TEST_CASE("knote.rule8_detach_waits_for_an_activation_in_flight_on_another_thread") {
   kcont::immediate_target<> t;
   std::atomic<int> phase{0};

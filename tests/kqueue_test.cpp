@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cerrno>
 #include <memory>
+#include <new>
 #include <thread>
 
 #include "kq_support.hpp"
@@ -14,6 +16,36 @@
 using namespace kq_test;
 namespace note = kcont::note;
 using std::chrono::milliseconds;
+
+// A knote that cannot be allocated is reported, never lost: with exceptions
+// as std::bad_alloc, without them as ENOMEM (FreeBSD's kevent(2) error);
+// nothing is registered either way and the next add works.
+TEST_CASE("kqueue.add_reports_allocation_failure") {
+  fixture f;
+  int err = -1;
+  bool threw = false;
+  if (!kcont_test::fail_allocations(true)) return;  // cannot inject here
+#if defined(__cpp_exceptions)
+  try {
+    err = f.change(user(1, ev::add));
+  } catch (const std::bad_alloc&) {
+    threw = true;
+  }
+#else
+  err = f.change(user(1, ev::add));
+#endif
+  kcont_test::fail_allocations(false);
+#if defined(__cpp_exceptions)
+  CHECK(threw);
+  CHECK(err == -1);  // nothing returned: it threw
+#else
+  CHECK(err == ENOMEM);
+  CHECK_FALSE(threw);
+#endif
+  CHECK(f.kq.size() == 0);
+  CHECK(f.change(user(1, ev::add)) == 0);
+  CHECK(f.kq.size() == 1);
+}
 
 TEST_CASE_TEMPLATE("kqueue.add_trigger_scan_round_trips_udata", Pol, std::mutex,
                    kcont::no_lock) {

@@ -20,6 +20,7 @@
 
 namespace {
 std::atomic<std::size_t> allocation_count{0};
+std::atomic<bool> failing{false};  // kcont_test::fail_allocations
 }
 
 // clang's ThreadSanitizer runtime defines operator new itself (statically
@@ -48,21 +49,48 @@ const int hooks_installed =
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 #endif
 
-void* operator new(std::size_t n) {
-  allocation_count.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+namespace {
+// Out of memory: std::bad_alloc, or without exceptions the end (as the
+// standard library's own operator new ends then).
+[[noreturn]] void out_of_memory() {
+#if defined(__cpp_exceptions)
   throw std::bad_alloc();
+#else
+  std::abort();
+#endif
+}
+void* counted_malloc(std::size_t n) noexcept {
+  allocation_count.fetch_add(1, std::memory_order_relaxed);
+  if (failing.load(std::memory_order_relaxed)) return nullptr;
+  return std::malloc(n == 0 ? 1 : n);
+}
+void* counted_aligned_alloc(std::size_t n, std::align_val_t a) noexcept {
+  allocation_count.fetch_add(1, std::memory_order_relaxed);
+  if (failing.load(std::memory_order_relaxed)) return nullptr;
+  const std::size_t al = static_cast<std::size_t>(a);
+  return std::aligned_alloc(al, (n + al - 1) / al * al);
+}
+}  // namespace
+
+void* operator new(std::size_t n) {
+  if (void* p = counted_malloc(n)) return p;
+  out_of_memory();
 }
 void* operator new[](std::size_t n) {
-  allocation_count.fetch_add(1, std::memory_order_relaxed);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
-  throw std::bad_alloc();
+  if (void* p = counted_malloc(n)) return p;
+  out_of_memory();
 }
 void* operator new(std::size_t n, std::align_val_t a) {
-  allocation_count.fetch_add(1, std::memory_order_relaxed);
-  const std::size_t al = static_cast<std::size_t>(a);
-  if (void* p = std::aligned_alloc(al, (n + al - 1) / al * al)) return p;
-  throw std::bad_alloc();
+  if (void* p = counted_aligned_alloc(n, a)) return p;
+  out_of_memory();
+}
+// The nothrow forms too: the library's own would call the forms above and
+// catch, which a build without exceptions cannot do.
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_malloc(n);
+}
+void* operator new(std::size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return counted_aligned_alloc(n, a);
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
@@ -79,6 +107,16 @@ namespace kcont_test {
 
 std::size_t allocations() noexcept {
   return allocation_count.load(std::memory_order_relaxed);
+}
+
+bool fail_allocations(bool on) noexcept {
+#ifdef KCONT_TEST_COUNT_WITH_SANITIZER_HOOK
+  (void)on;
+  return false;  // operator new is the sanitizer's: it cannot be made to fail
+#else
+  failing.store(on, std::memory_order_relaxed);
+  return true;
+#endif
 }
 
 bool dies_with(const std::function<void()>& body, const std::string& expected) {

@@ -343,6 +343,7 @@ TEST_CASE("run.queued_immediate_static_is_a_contract_violation") {
       "run: an immediate continuation is on a queue"));
 }
 
+#if defined(__cpp_exceptions)  // a throwing continuation needs exceptions
 TEST_CASE("run.throwing_continuation_leaves_the_rest_queued") {
   kcont::manual_dispatcher<> d;
   recorder rec;
@@ -367,6 +368,7 @@ TEST_CASE("run.throwing_continuation_leaves_the_rest_queued") {
   CHECK(rec.calls == std::vector<call>{{1, nullptr, 0}, {1, nullptr, 0},
                                        {3, nullptr, 0}});
 }
+#endif  // __cpp_exceptions
 
 TEST_CASE("run.custom_level_set") {
   enum class app_level : unsigned char { background, interactive, realtime, immediate };

@@ -25,6 +25,12 @@ inline constexpr bool under_tsan = false;
 // every thread (the replacement operator new lives in main.cpp).
 std::size_t allocations() noexcept;
 
+// While `on`, every operator new (plain, aligned, nothrow) of this process
+// fails: the throwing forms throw std::bad_alloc (without exceptions: abort),
+// the nothrow forms return null. Returns: false when this build cannot
+// inject failures (clang's ThreadSanitizer owns operator new), true otherwise.
+bool fail_allocations(bool on) noexcept;
+
 // Counts allocations made while it is alive.
 class allocation_scope {
  public:

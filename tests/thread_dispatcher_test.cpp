@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <kcont/dispatcher.hpp>
+#include <kcont/posix/fd_wakeup.hpp>
 #include <kcont/run.hpp>
 
 #include <atomic>
@@ -846,6 +847,7 @@ TEST_CASE("thread_dispatcher.budgets_leave_the_rest_queued") {
 
 // ---- exceptions ------------------------------------------------------------
 
+#if defined(__cpp_exceptions)  // the exception policies need exceptions
 namespace {
 struct maybe_throw_fn {
   void operator()(int, tally*& t, int status) const {
@@ -921,6 +923,7 @@ TEST_CASE("thread_dispatcher.terminate_policy_terminates") {
       },
       "continuation failed"));
 }
+#endif  // __cpp_exceptions
 
 // ---- allocation-free threaded paths ----------------------------------------
 

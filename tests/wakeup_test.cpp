@@ -5,12 +5,16 @@
 
 #include <doctest/doctest.h>
 
+#include <kcont/posix/fd_wakeup.hpp>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <system_error>
 #include <thread>
 
 #include <poll.h>
+#include <sys/resource.h>
 
 #include "dispatch_support.hpp"
 
@@ -68,4 +72,45 @@ TEST_CASE("wakeup.fd_readable_from_notify_until_reset") {
   // wait() resets before checking: ready at once leaves it unreadable.
   w.wait([] { return true; });
   CHECK_FALSE(readable(w.native_handle()));
+}
+
+// A descriptor that cannot be created (here: no descriptor left under
+// RLIMIT_NOFILE) is reported: with exceptions as std::system_error from the
+// constructor, without them by valid() == false and native_handle() == -1,
+// and wait() then still returns once ready() holds (it polls ready()).
+TEST_CASE("wakeup.fd_creation_failure_is_reported") {
+  rlimit old{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &old) == 0);
+  rlimit none = old;
+  none.rlim_cur = 0;  // no new descriptor from here on
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &none) == 0);
+  bool reported = false;
+  int handle = 0;
+  [[maybe_unused]] int checks = 0;
+#if defined(__cpp_exceptions)
+  try {
+    kcont::fd_wakeup w;
+    handle = w.native_handle();
+  } catch (const std::system_error&) {
+    reported = true;
+    handle = -1;
+  }
+#else
+  {
+    kcont::fd_wakeup w;
+    reported = !w.valid();
+    handle = w.native_handle();
+    w.notify();  // nothing to write to: does nothing
+    w.wait([&] { return ++checks == 3; });
+  }
+#endif
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &old) == 0);
+  CHECK(reported);
+  CHECK(handle == -1);
+#if !defined(__cpp_exceptions)
+  CHECK(checks == 3);
+#endif
+  kcont::fd_wakeup ok;  // descriptors again
+  CHECK(ok.valid());
+  CHECK(ok.native_handle() >= 0);
 }

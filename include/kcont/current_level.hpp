@@ -100,6 +100,19 @@ run_result run(D& d, K& k, std::type_identity_t<typename K::obj_type> obj,
   return run(d, k, obj, status, current_level<typename D::level_type>());
 }
 
+// A continuation of another level set than the dispatcher's: named as such
+// (run.hpp has the five-argument forms, and says why an undeduced kc is
+// taken too).
+template <deferral_target D, class K, class Obj, class Status>
+  requires(detail::other_level_set<D, K> || detail::undeduced_kc<K>)
+run_result run(D&, K&, Obj&&, Status&&) {
+  static_assert(!detail::other_level_set<D, K>,
+                "kcont::run: the continuation's level set is not the "
+                "dispatcher's: a continuation of level set L runs through a "
+                "dispatcher of L (manual_dispatcher<L>, thread_dispatcher<L>)");
+  return run_result::refused;
+}
+
 // Effects: run_all (see run.hpp) at the calling thread's current level.
 // Returns: how many continuations were popped.
 template <deferral_target D, class Obj, class Status, lock_policy Lock>

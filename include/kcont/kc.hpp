@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <type_traits>
 #include <utility>
 
@@ -316,6 +317,23 @@ struct member_call<R (C::*)(A...) const noexcept> {
   using type = R(A...);
 };
 
+// The number of parameters of Fn's call: -1 when it cannot be told (a
+// template call operator, a generic lambda).
+template <class Sig>
+inline constexpr int arity_of = -1;
+template <class R, class... A>
+inline constexpr int arity_of<R(A...)> = static_cast<int>(sizeof...(A));
+template <class Fn>
+inline constexpr int fn_arity = -1;
+template <class Fn>
+  requires requires { &Fn::operator(); }
+inline constexpr int fn_arity<Fn> =
+    arity_of<typename member_call<decltype(&Fn::operator())>::type>;
+template <class R, class... A>
+inline constexpr int fn_arity<R (*)(A...)> = static_cast<int>(sizeof...(A));
+template <class R, class... A>
+inline constexpr int fn_arity<R (*)(A...) noexcept> = static_cast<int>(sizeof...(A));
+
 template <class Fn>
 struct fn_signature : three_args<void> {};
 template <class Fn>
@@ -347,15 +365,31 @@ struct no_env {};
 //   kc k{kcont::method<&conn::on_read>, this, bsd_level::softnet};
 // Prefer it to a lambda for fixed member handlers: it names the handler in
 // the type and stores nothing but the pointer.
-template <auto M>
+// Specialised on the member pointer's type, not its value: a value pattern
+// R (C::*)(A, S) also matches a noexcept function (noexcept converts away),
+// which made method<&C::f> ambiguous for a noexcept f.
+template <auto M, class = decltype(M)>
 struct method_fn;
-template <class R, class C, class A, class S, R (C::*M)(A, S)>
-struct method_fn<M> {
+template <auto M, class R, class C, class A, class S>
+struct method_fn<M, R (C::*)(A, S)> {
   void operator()(A a, C* self, S s) const { (self->*M)(a, s); }
 };
-template <class R, class C, class A, class S, R (C::*M)(A, S) noexcept>
-struct method_fn<M> {
+template <auto M, class R, class C, class A, class S>
+struct method_fn<M, R (C::*)(A, S) noexcept> {
   void operator()(A a, C* self, S s) const noexcept { (self->*M)(a, s); }
+};
+// A handler that needs neither obj nor status: `void C::f()`. Obj and Status
+// are then the user's to name (kc<method_fn<&C::f>, C*, Level, Obj,
+// Status>); a knote_method knows them.
+template <auto M, class R, class C>
+struct method_fn<M, R (C::*)()> {
+  template <class A, class S>
+  void operator()(A&&, C* self, S&&) const { (self->*M)(); }
+};
+template <auto M, class R, class C>
+struct method_fn<M, R (C::*)() noexcept> {
+  template <class A, class S>
+  void operator()(A&&, C* self, S&&) const noexcept { (self->*M)(); }
 };
 template <auto M>
 inline constexpr method_fn<M> method{};
@@ -377,12 +411,21 @@ template <class Fn, class Env, level_spec LevelSpec,
           class Obj = deduced_obj_t<Fn>, class Status = deduced_status_t<Fn>>
 class kc final
     : public kc_base<Obj, Status, level_set_of_t<LevelSpec>> {
-  static_assert(!std::is_same_v<Obj, detail::undeduced>,
+  // One message per mistake, the first error a person reads: each assert
+  // holds when an earlier one already failed.
+  static constexpr int fn_arity = detail::fn_arity<Fn>;
+  static_assert(fn_arity == -1 || fn_arity == 3,
+                "kcont::kc: Fn does not take three parameters: a continuation "
+                "function is fn(obj, env, status), the environment second "
+                "(is the env parameter missing? [](request* r, Env& env, int "
+                "status) {...})");
+  static_assert(fn_arity != -1 || !std::is_same_v<Obj, detail::undeduced>,
                 "kcont::kc: cannot deduce the obj and status types: Fn must be "
                 "callable as fn(Obj, Env&, Status) with a non-template call "
                 "operator; for a generic lambda name them, as in "
                 "kc<decltype(fn), Env, Level, Obj, Status>");
-  static_assert(continuation_function<Fn, Obj, Env, Status>,
+  static_assert(std::is_same_v<Obj, detail::undeduced> ||
+                    continuation_function<Fn, Obj, Env, Status>,
                 "kcont::kc: Fn is not callable as fn(obj, env, status) with "
                 "this environment: its second parameter must accept an Env& "
                 "(take the environment by reference, pointer or value)");
@@ -399,6 +442,19 @@ class kc final
       : base_type(&op, &invoke, static_cast<level_type>(level), 0),
         fn_(std::move(fn)),
         env_(std::move(env)) {}
+
+  // A level other than the one fixed in the type (static_level<L>): rejected
+  // with the reason, rather than with "no matching constructor".
+  template <level_spec Other>
+    requires(is_static_level_v<LevelSpec> && !std::same_as<Other, LevelSpec>)
+  constexpr kc(Fn fn, Env env, Other)
+      : kc(std::move(fn), std::move(env), LevelSpec{}) {
+    static_assert(std::same_as<Other, LevelSpec>,
+                  "kcont::kc: the level argument differs from the level in the "
+                  "type: kc<Fn, Env, static_level<L>> takes kcont::at<L>, the "
+                  "same L (or let the constructor deduce the type: kc k{fn, "
+                  "env, kcont::at<L>})");
+  }
 
   kc(const kc&) = delete;
   kc& operator=(const kc&) = delete;
@@ -516,12 +572,16 @@ template <class Alloc, class Fn, class Env, level_spec LevelSpec>
   using traits = std::allocator_traits<typename node::node_allocator>;
   typename node::node_allocator a(alloc);
   node* p = traits::allocate(a, 1);
+#if defined(__cpp_exceptions)
   try {
     traits::construct(a, p, a, std::move(fn), std::move(env), level);
   } catch (...) {
     traits::deallocate(a, p, 1);
     throw;
   }
+#else
+  traits::construct(a, p, a, std::move(fn), std::move(env), level);
+#endif
   return *p;
 }
 
@@ -530,6 +590,92 @@ template <class Fn, class Env, level_spec LevelSpec>
 [[nodiscard]] auto make_kc(Fn fn, Env env, LevelSpec level) -> decltype(auto) {
   return allocate_kc(std::allocator<std::byte>{}, std::move(fn), std::move(env),
                      level);
+}
+
+// An allocator that reports failure by returning null instead of throwing
+// (::operator new(std::nothrow)): what try_make_kc allocates with, and what
+// code built without exceptions can give try_allocate_kc.
+template <class T>
+struct nothrow_allocator {
+  using value_type = T;
+  nothrow_allocator() = default;
+  template <class U>
+  constexpr nothrow_allocator(const nothrow_allocator<U>&) noexcept {}
+  // Returns: storage for n objects, or nullptr when there is none.
+  [[nodiscard]] T* allocate(std::size_t n) noexcept {
+    if constexpr (alignof(T) > __STDCPP_DEFAULT_NEW_ALIGNMENT__)
+      return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{alignof(T)},
+                                            std::nothrow));
+    else
+      return static_cast<T*>(::operator new(n * sizeof(T), std::nothrow));
+  }
+  void deallocate(T* p, std::size_t) noexcept {
+    if constexpr (alignof(T) > __STDCPP_DEFAULT_NEW_ALIGNMENT__)
+      ::operator delete(p, std::align_val_t{alignof(T)});
+    else
+      ::operator delete(p);
+  }
+  template <class U>
+  friend constexpr bool operator==(const nothrow_allocator&,
+                                   const nothrow_allocator<U>&) noexcept {
+    return true;
+  }
+};
+
+// Effects: allocate_kc, but an allocation failure is returned, not thrown:
+//   the form for code built without exceptions (-fno-exceptions).
+// Returns: the continuation's kc_base, or nullptr when `alloc` returned null
+//   (or, with exceptions, threw std::bad_alloc); nothing was created then,
+//   so nothing is queued or lost.
+// Throws: with exceptions, what constructing Fn or Env throws (the storage
+//   is freed first).
+template <class Alloc, class Fn, class Env, level_spec LevelSpec>
+[[nodiscard]] auto try_allocate_kc(const Alloc& alloc, Fn fn, Env env,
+                                   LevelSpec level)
+    -> kc_base<deduced_obj_t<Fn>, deduced_status_t<Fn>,
+               level_set_of_t<LevelSpec>>* {
+  using Obj = deduced_obj_t<Fn>;
+  using Status = deduced_status_t<Fn>;
+  static_assert(!std::is_same_v<Obj, detail::undeduced>,
+                "kcont::try_allocate_kc: cannot deduce the obj and status "
+                "types: Fn must be callable as fn(Obj, Env&, Status) with a "
+                "non-template call operator");
+  static_assert(continuation_function<Fn, Obj, Env, Status>,
+                "kcont::try_allocate_kc: Fn is not callable as fn(obj, env, "
+                "status) with this environment");
+  using node = allocated_kc<Fn, Env, LevelSpec, Alloc, Obj, Status>;
+  using traits = std::allocator_traits<typename node::node_allocator>;
+  typename node::node_allocator a(alloc);
+  node* p = nullptr;
+#if defined(__cpp_exceptions)
+  try {
+    p = traits::allocate(a, 1);
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  }
+#else
+  p = traits::allocate(a, 1);
+#endif
+  if (p == nullptr) return nullptr;
+#if defined(__cpp_exceptions)
+  try {
+    traits::construct(a, p, a, std::move(fn), std::move(env), level);
+  } catch (...) {
+    traits::deallocate(a, p, 1);
+    throw;
+  }
+#else
+  traits::construct(a, p, a, std::move(fn), std::move(env), level);
+#endif
+  return p;
+}
+
+// try_allocate_kc with nothrow_allocator (::operator new(std::nothrow)).
+// Returns: the continuation's kc_base, or nullptr when memory ran out.
+template <class Fn, class Env, level_spec LevelSpec>
+[[nodiscard]] auto try_make_kc(Fn fn, Env env, LevelSpec level) {
+  return try_allocate_kc(nothrow_allocator<std::byte>{}, std::move(fn),
+                         std::move(env), level);
 }
 
 }  // namespace kcont

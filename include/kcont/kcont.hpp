@@ -1,10 +1,15 @@
-// kcont/kcont.hpp — everything kcont offers, in one include.
+// kcont/kcont.hpp — the portable core of kcont, in one include.
 //
 // kcont: continuations (a function, its environment and the priority level it
 // must run at, run at once or deferred to a lower-priority queue) and knotes
 // (event subscriptions whose activation runs a continuation), after the BSD
 // kernels' kcont and kqueue. Include the single headers to pay only for what
 // you use.
+//
+// Standard C++20 library only: no POSIX or OS header, so it builds for any
+// target with threads (Windows included). The POSIX pieces (fd_wakeup, a
+// pollable wake-up descriptor) are in kcont/posix/; kcont/posix.hpp includes
+// them with everything here.
 #pragma once
 
 #include "kcont/contract.hpp"    // IWYU pragma: export

@@ -773,10 +773,11 @@ class knote : public knote_base<filter_hint_t<F>, Level> {
                 "kcont::knote: the hint type must be default-constructible "
                 "(Hint{} is the scan-time re-check)");
 
-  // Effects: stores the filter; the knote is idle (not attached). `ident`
-  //   is what the filter watches (its meaning is the filter's).
-  knote(F filter, continuation_type& k, std::uintptr_t ident = 0)
-      : base_type(ops, k, ident, single_thread, &fire_plain),
+  // Effects: stores the filter; the knote is idle (not attached). `id`
+  //   (stored in ident) is what the filter watches (its meaning is the
+  //   filter's).
+  knote(F filter, continuation_type& k, std::uintptr_t id = 0)
+      : base_type(ops, k, id, single_thread, &fire_plain),
         filter_(std::move(filter)) {}
 
   // A continuation of another signature: rejected with the reason, rather
@@ -799,8 +800,8 @@ class knote : public knote_base<filter_hint_t<F>, Level> {
 
   // For a derived knote that knows its continuation's type (knote_closure):
   // `fire` is its own fused fire function, built on event_and_activate.
-  knote(F filter, continuation_type& k, std::uintptr_t ident, fire_fn fire)
-      : base_type(ops, k, ident, single_thread, fire), filter_(std::move(filter)) {}
+  knote(F filter, continuation_type& k, std::uintptr_t id, fire_fn fire)
+      : base_type(ops, k, id, single_thread, fire), filter_(std::move(filter)) {}
 
   // The first two steps of the fused fire, statically typed: the filter's
   // event (under the field lock only for a thread-safe knote, decided here
@@ -858,15 +859,47 @@ struct closure_holder {
   K k_;
 };
 
-template <auto M>
-struct method_class;
-template <class R, class C, class A, class S, R (C::*M)(A, S)>
-struct method_class<M> {
+struct not_a_handler {};
+// The class of a handler &C::f (on the pointer's type: see method_fn).
+template <class MP>
+struct method_class_of {
+  static_assert(!std::is_same_v<MP, MP>,
+                "kcont::knote_method: M is not a handler: it is &C::f with "
+                "void C::f(kcont::knote_base<Hint, Level>*, "
+                "kcont::knote_cause) or void C::f()");
+  using type = not_a_handler;
+};
+template <class R, class C, class... A>
+struct method_class_of<R (C::*)(A...)> {
   using type = C;
 };
-template <class R, class C, class A, class S, R (C::*M)(A, S) noexcept>
-struct method_class<M> {
+template <class R, class C, class... A>
+struct method_class_of<R (C::*)(A...) noexcept> {
   using type = C;
+};
+template <auto M>
+struct method_class : method_class_of<decltype(M)> {};
+
+// Stands in for a handler that failed its check, so that the one message
+// above is the only error (and no cascade through kc follows it).
+struct rejected_handler {
+  template <class... A>
+  void operator()(A&&...) const noexcept {}
+};
+
+// knote_method's continuation function: method_fn<M>, checked against the
+// knote `Kn` it serves before anything is built from it.
+template <auto M, class Kn>
+struct knote_method_fn {
+  static constexpr bool fits =
+      std::is_invocable_v<const method_fn<M>&, Kn*,
+                          typename method_class<M>::type*&, knote_cause>;
+  using type = std::conditional_t<fits, method_fn<M>, rejected_handler>;
+  static_assert(fits || std::is_same_v<typename method_class<M>::type, not_a_handler>,
+                "kcont::knote_method: the member function does not take this "
+                "knote: its first parameter must be kcont::knote_base<Hint, "
+                "Level>* with the filter's Hint and LevelSpec's level set "
+                "(and its second kcont::knote_cause), or it takes none");
 };
 }  // namespace detail
 
@@ -900,9 +933,20 @@ class knote_closure
 
   // Effects: builds the continuation from fn/env/level and the knote around
   //   it; the knote is idle (not attached).
-  knote_closure(F filter, Fn fn, Env env, LevelSpec level, std::uintptr_t ident = 0)
+  knote_closure(F filter, Fn fn, Env env, LevelSpec level, std::uintptr_t id = 0)
       : holder{{std::move(fn), std::move(env), level}},
-        knote_type(std::move(filter), holder::k_, ident, &fire_closure) {}
+        knote_type(std::move(filter), holder::k_, id, &fire_closure) {}
+
+  // A level other than the one fixed in the type: rejected with the reason.
+  template <level_spec Other>
+    requires(is_static_level_v<LevelSpec> && !std::same_as<Other, LevelSpec>)
+  knote_closure(F filter, Fn fn, Env env, Other, std::uintptr_t id = 0)
+      : knote_closure(std::move(filter), std::move(fn), std::move(env), LevelSpec{}, id) {
+    static_assert(std::same_as<Other, LevelSpec>,
+                  "kcont::knote_closure: the level argument differs from the "
+                  "level in the type: LevelSpec static_level<L> takes "
+                  "kcont::at<L>, the same L");
+  }
 
   // The continuation's environment.
   [[nodiscard]] Env& env() noexcept { return holder::k_.env(); }
@@ -939,15 +983,32 @@ class knote_closure
 //   };
 template <auto M, class F, level_spec LevelSpec, lock_policy Lock = spin_lock>
 class knote_method
-    : public knote_closure<F, method_fn<M>, typename detail::method_class<M>::type*,
-                           LevelSpec, Lock> {
+    : public knote_closure<
+          F,
+          typename detail::knote_method_fn<
+              M, knote_base<filter_hint_t<F>, level_set_of_t<LevelSpec>>>::type,
+          typename detail::method_class<M>::type*, LevelSpec, Lock> {
   using C = typename detail::method_class<M>::type;
-  using base = knote_closure<F, method_fn<M>, C*, LevelSpec, Lock>;
+  using handler = typename detail::knote_method_fn<
+      M, knote_base<filter_hint_t<F>, level_set_of_t<LevelSpec>>>::type;
+  using base = knote_closure<F, handler, C*, LevelSpec, Lock>;
 
  public:
   // Effects: binds M to `self`; the knote is idle (not attached).
-  knote_method(F filter, C* self, LevelSpec level, std::uintptr_t ident = 0)
-      : base(std::move(filter), method_fn<M>{}, self, level, ident) {}
+  knote_method(F filter, C* self, LevelSpec level, std::uintptr_t id = 0)
+      : base(std::move(filter), handler{}, self, level, id) {}
+
+  // A level other than the one fixed in the type: rejected with the reason
+  // (not "could not convert brace-enclosed initializer list").
+  template <level_spec Other>
+    requires(is_static_level_v<LevelSpec> && !std::same_as<Other, LevelSpec>)
+  knote_method(F filter, C* self, Other, std::uintptr_t id = 0)
+      : knote_method(std::move(filter), self, LevelSpec{}, id) {
+    static_assert(std::same_as<Other, LevelSpec>,
+                  "kcont::knote_method: the level argument differs from the "
+                  "level in the type: LevelSpec static_level<L> takes "
+                  "kcont::at<L>, the same L");
+  }
 };
 
 }  // namespace kcont

@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <span>
 #include <tuple>
@@ -180,6 +181,9 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   // Returns: 0, or an errno: ENOENT (no such knote and no ev::add), EINVAL
   //   (a filter this kqueue does not have), or the filter's attach error.
   // Throws: std::bad_alloc from ev::add (nothing was registered then).
+  //   Without exceptions (-fno-exceptions) the knote's allocation failing
+  //   returns ENOMEM instead (FreeBSD's kevent(2) error); the table's
+  //   insertion (a std::unordered_map) failing still ends the program.
   // Complexity: O(1) expected. Thread-safety: any thread.
   int change(const kevent_type& c) {
     std::unique_lock<Lock> g(lock_);
@@ -408,6 +412,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   template <std::size_t I, class Fi>
   int add_as(const kevent_type& c) {
     node<Fi>* n = nullptr;
+#if defined(__cpp_exceptions)
     if constexpr (detail::filter_context<Fi>::needed) {
       auto* ctx = std::get<I>(ctx_);
       if (ctx == nullptr) return EINVAL;  // the kqueue was built without it
@@ -415,6 +420,16 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     } else {
       n = new node<Fi>(this, Fi{}, c);
     }
+#else
+    if constexpr (detail::filter_context<Fi>::needed) {
+      auto* ctx = std::get<I>(ctx_);
+      if (ctx == nullptr) return EINVAL;  // the kqueue was built without it
+      n = new (std::nothrow) node<Fi>(this, Fi(*ctx), c);
+    } else {
+      n = new (std::nothrow) node<Fi>(this, Fi{}, c);
+    }
+    if (n == nullptr) return ENOMEM;
+#endif
     // BSD kqueue_register: the new knote's saved parameters come from the
     // change, its flags from the EV_ADD, before the filter's attach sees it.
     n->kn.flags = static_cast<std::uint16_t>(n->flags);
@@ -423,12 +438,16 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     if (has(c.flags, ev::disable)) n->kn.disable();
     // Into the table before the attach: the insertion may throw, and undoing
     // an attach here would wait for activations that need lock_ (held).
+#if defined(__cpp_exceptions)
     try {
       table_.emplace(key{c.ident, c.filter}, n);
     } catch (...) {
       delete n;
       throw;
     }
+#else
+    table_.emplace(key{c.ident, c.filter}, n);
+#endif
     if (const int err = n->kn.attach(); err != 0) {
       // A failed attach linked nothing, so no activation can reach it.
       table_.erase(key{c.ident, c.filter});

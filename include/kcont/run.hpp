@@ -279,4 +279,65 @@ std::size_t run_all(D& d, kcqueue<kc_base<Obj, Status, typename D::level_type>, 
   return n;
 }
 
+// Misuse named by its cause: a continuation of another level set than the
+// dispatcher's, or a current level from another level set, would otherwise
+// be "no matching function" over every overload above. These take part only
+// when no overload above can (the constraints exclude each other), so they
+// change no valid call. They also take a kc whose obj and status types could
+// not be deduced, without a word: its own static_assert has said why, and
+// the overload failure that would follow is noise.
+namespace detail {
+template <class D, class K>
+concept other_level_set =
+    std::derived_from<K, kc_hook> && requires { typename K::level_type; } &&
+    !std::same_as<typename K::level_type, typename D::level_type>;
+template <class K>
+concept undeduced_kc = requires { typename K::obj_type; } &&
+                       std::same_as<typename K::obj_type, undeduced>;
+template <class D, class K, class Current>
+concept misused_levels =
+    std::derived_from<K, kc_hook> &&
+    (other_level_set<D, K> || undeduced_kc<K> ||
+     !std::convertible_to<Current, typename D::level_type>);
+}  // namespace detail
+
+template <deferral_target D, class K, class Obj, class Status, class Current>
+  requires detail::misused_levels<D, K, Current>
+run_result run(D&, K&, Obj&&, Status&&, Current&&) {
+  static_assert(!detail::other_level_set<D, K>,
+                "kcont::run: the continuation's level set is not the "
+                "dispatcher's: a continuation of level set L runs through a "
+                "dispatcher of L (manual_dispatcher<L>, thread_dispatcher<L>)");
+  static_assert(detail::other_level_set<D, K> || detail::undeduced_kc<K> ||
+                    std::convertible_to<Current, typename D::level_type>,
+                "kcont::run: the current level (the last argument) is not a "
+                "level of the dispatcher's level set (D::level_type)");
+  return run_result::refused;
+}
+
+template <deferral_target D, class K, class Obj, class Status>
+  requires(detail::other_level_set<D, K> || detail::undeduced_kc<K>)
+run_result defer(D&, K&, Obj&&, Status&&) {
+  static_assert(!detail::other_level_set<D, K>,
+                "kcont::defer: the continuation's level set is not the "
+                "dispatcher's: a continuation of level set L is deferred to a "
+                "dispatcher of L (manual_dispatcher<L>, thread_dispatcher<L>)");
+  return run_result::refused;
+}
+
+template <deferral_target D, class K, class Lock, class Obj, class Status,
+          class Current>
+  requires detail::misused_levels<D, K, Current>
+std::size_t run_all(D&, kcqueue<K, Lock>&, Obj&&, Status&&, Current&&) {
+  static_assert(!detail::other_level_set<D, K>,
+                "kcont::run_all: the queue's level set is not the "
+                "dispatcher's: a queue of continuations of level set L is "
+                "drained through a dispatcher of L");
+  static_assert(detail::other_level_set<D, K> ||
+                    std::convertible_to<Current, typename D::level_type>,
+                "kcont::run_all: the current level (the last argument) is not "
+                "a level of the dispatcher's level set (D::level_type)");
+  return 0;
+}
+
 }  // namespace kcont

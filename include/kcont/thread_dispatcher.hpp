@@ -18,7 +18,7 @@
 //                  kcqueue<kc_hook, std::mutex>, kcqueue<kc_hook, spin_lock>
 //   wakeup       — how runners sleep (wakeup.hpp)     [atomic_wakeup]
 //                  atomic_wakeup, condvar_wakeup, fd_wakeup (signal-safe,
-//                  pollable: wait_fd())
+//                  pollable: wait_fd(); kcont/posix/fd_wakeup.hpp)
 //   idle_spin    — how long a runner thread spins     [default_idle_spin]
 //                  before it sleeps (wakeup.hpp)       (2 us)
 //                  no_spin, spin_for_ns<N>: back-to-back work finds the
@@ -317,7 +317,7 @@ class thread_dispatcher {
       r->threads.reserve(r->nthreads);
       runners_[i] = std::move(r);
     }
-    try {
+    const auto start_threads = [this] {
       for (auto& r : runners_) {
         if (!r) continue;
         for (unsigned t = 0; t < r->nthreads; ++t)
@@ -325,10 +325,17 @@ class thread_dispatcher {
             thread_main(*rp, rp->slots[t]);
           });
       }
+    };
+#if defined(__cpp_exceptions)
+    try {
+      start_threads();
     } catch (...) {
       stop_threads();
       throw;
     }
+#else
+    start_threads();  // a thread that cannot start ends the program
+#endif
   }
 
   thread_dispatcher(const thread_dispatcher&) = delete;
@@ -424,10 +431,13 @@ class thread_dispatcher {
   //   draining `level` has work and no drain() of it is in progress (it may
   //   also be readable with nothing to do: drain() then returns 0). Poll it
   //   for POLLIN, then call drain(level). Owned by the dispatcher: do not
-  //   read or close it.
+  //   read or close it. -1 when the descriptor could not be created (only
+  //   without exceptions: with them the constructor throws).
   // Precondition: level's runner is a manual_runner.
+  // Available with a wake-up that has a descriptor (fd_wakeup, from
+  //   kcont/posix/fd_wakeup.hpp).
   [[nodiscard]] int wait_fd(Level level) const
-    requires std::same_as<wakeup_type, fd_wakeup>
+    requires requires(const wakeup_type& w) { { w.native_handle() } -> std::same_as<int>; }
   {
     const runner& r = runner_for(level);
     KCONT_EXPECTS(r.kind == runner_kind::manual,
@@ -611,11 +621,15 @@ class thread_dispatcher {
       } else if constexpr (terminates) {
         resume_or_terminate(*h);
       } else {
+#if defined(__cpp_exceptions)
         try {
           detail::hook_access::op(*h, kc_op::resume_shared);
         } catch (...) {
           on_exception_(std::current_exception(), level_at<Level>(i));
         }
+#else
+        detail::hook_access::op(*h, kc_op::resume_shared);  // cannot throw
+#endif
       }
       // *h may be gone: the function may have destroyed it.
       return true;

@@ -1,17 +1,19 @@
 // kcont/wakeup.hpp — how a runner sleeps and is woken: the wake-up policies.
 //
-// Defines three policies a thread_dispatcher chooses from at compile time:
+// Defines the wake-up policies a thread_dispatcher chooses from at compile
+// time (the portable two here; the POSIX one in kcont/posix/fd_wakeup.hpp):
 //
 //   atomic_wakeup  — std::atomic::wait/notify on a ticket (a futex on Linux).
 //                    The default: no syscall on the producer side unless a
 //                    runner is actually asleep.
 //   condvar_wakeup — std::mutex + std::condition_variable, for platforms
 //                    where atomic waits spin, or to compare with.
-//   fd_wakeup      — an eventfd (Linux) or a non-blocking pipe (elsewhere):
-//                    the only async-signal-safe notify (a write(2)), and a
+//   fd_wakeup      — (kcont/posix/fd_wakeup.hpp) an eventfd (Linux) or a
+//                    non-blocking pipe (other POSIX systems): the only
+//                    async-signal-safe notify (a write(2)), and a
 //                    descriptor a poll/epoll/Asio/libuv loop can watch.
 //
-// All three implement the same no-lost-wakeup protocol. The sleeper
+// All of them implement the same no-lost-wakeup protocol. The sleeper
 // announces itself, reads a ticket, re-checks its queues and sleeps only if
 // the ticket did not move; a producer that made a queue non-empty moves the
 // ticket and then wakes whoever announced itself. With the queue operations
@@ -25,20 +27,11 @@
 #pragma once
 
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <concepts>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
-#include <system_error>
-
-#include <fcntl.h>
-#include <poll.h>
-#include <unistd.h>
-#if defined(__linux__)
-#include <sys/eventfd.h>
-#endif
 
 namespace kcont {
 
@@ -196,105 +189,6 @@ class condvar_wakeup {
   std::atomic<std::uint32_t> sleepers_{0};
   std::mutex m_;
   std::condition_variable cv_;
-};
-
-// A pollable descriptor: an eventfd on Linux, a non-blocking pipe elsewhere.
-// Readable from the first notify() after the last reset() until the next
-// reset(): a poll/epoll/kqueue/Asio/libuv loop watches native_handle(),
-// resets, then drains (a push after the reset makes it readable again, so
-// nothing is missed; a readable descriptor with nothing to do is possible
-// and harmless).
-//
-// Lifetime contract: owns its descriptor(s), closed by the destructor; not
-// copyable or movable (a loop may hold the number).
-// Thread-safety: notify() from any thread and from a signal handler (one
-// write(2); errno is preserved). wait/reset from any thread, not from a
-// signal handler.
-class fd_wakeup {
- public:
-  static constexpr bool signal_safe = true;
-
-  // Throws: std::system_error when the descriptor cannot be created.
-  fd_wakeup() {
-#if defined(__linux__)
-    read_fd_ = write_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (read_fd_ < 0)
-      throw std::system_error(errno, std::system_category(), "eventfd");
-#else
-    int fds[2];
-    if (::pipe(fds) != 0)
-      throw std::system_error(errno, std::system_category(), "pipe");
-    for (int fd : fds) {
-      ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-      ::fcntl(fd, F_SETFD, FD_CLOEXEC);
-    }
-    read_fd_ = fds[0];
-    write_fd_ = fds[1];
-#endif
-  }
-  fd_wakeup(const fd_wakeup&) = delete;
-  fd_wakeup& operator=(const fd_wakeup&) = delete;
-  ~fd_wakeup() {
-    ::close(read_fd_);
-    if (write_fd_ != read_fd_) ::close(write_fd_);
-  }
-
-  // The descriptor to poll for readability.
-  [[nodiscard]] int native_handle() const noexcept { return read_fd_; }
-
-  // Effects: notify(), but only when a thread sleeps in wait(): a runner
-  //   thread's producers skip the write(2) while it is awake. Protocol as
-  //   atomic_wakeup's: the sleeper announces itself before it resets and
-  //   re-checks. Async-signal-safe (one atomic load, maybe one write).
-  void wake_sleeper() const noexcept {
-    if (sleepers_.load(std::memory_order_seq_cst) != 0) notify();
-  }
-
-  // Effects: makes the descriptor readable. Async-signal-safe.
-  // Complexity: one write(2). A full pipe is already readable: ignored.
-  void notify() const noexcept {
-    const int saved = errno;
-#if defined(__linux__)
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const auto r = ::write(write_fd_, &one, sizeof one);
-#else
-    const char one = 1;
-    [[maybe_unused]] const auto r = ::write(write_fd_, &one, 1);
-#endif
-    errno = saved;
-  }
-  // Effects: as notify (every poller of a readable descriptor wakes).
-  void notify_all() const noexcept { notify(); }
-
-  // Effects: makes the descriptor unreadable until the next notify.
-  void reset() const noexcept {
-    const int saved = errno;
-    char buf[64];
-    while (::read(read_fd_, buf, sizeof buf) > 0) {
-    }
-    errno = saved;
-  }
-
-  // Effects: blocks in poll(2) until ready() returns true. The reset comes
-  //   before the check, so a notify after the check leaves the descriptor
-  //   readable and poll returns.
-  template <class Ready>
-  void wait(Ready&& ready) {
-    sleepers_.fetch_add(1, std::memory_order_seq_cst);
-    for (;;) {
-      reset();
-      if (ready()) break;
-      ::pollfd p{read_fd_, POLLIN, 0};
-      while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
-      }
-    }
-    sleepers_.fetch_sub(1, std::memory_order_seq_cst);
-  }
-
- private:
-  std::atomic<std::uint32_t> sleepers_{0};
-  int read_fd_ = -1;
-  int write_fd_ = -1;
 };
 
 }  // namespace kcont

@@ -1,5 +1,5 @@
 // Running a bsd_level continuation on a dispatcher of another level set.
-// expect: no matching function for call to
+// expect-first: kcont::run: the continuation's level set is not the dispatcher's
 #include <kcont/kcont.hpp>
 
 enum class app_level : unsigned char { low, high, immediate };

@@ -1,5 +1,5 @@
 // A continuation function with two parameters instead of (obj, env, status).
-// expect: kcont::kc: cannot deduce the obj and status types
+// expect-first: kcont::kc: Fn does not take three parameters
 #include <kcont/kc.hpp>
 
 int main() {

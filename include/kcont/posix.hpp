@@ -1,0 +1,12 @@
+// kcont/posix.hpp — the portable core (kcont/kcont.hpp) and the POSIX pieces.
+//
+// For POSIX systems (Linux, the BSDs, macOS): adds to kcont/kcont.hpp the
+// parts that need POSIX headers: fd_wakeup (kcont/posix/fd_wakeup.hpp), the
+// eventfd/pipe wake-up policy that makes thread_dispatcher::wait_fd a
+// descriptor a poll/epoll loop can watch, and defer_from_signal's
+// async-signal-safe wake-up. Include the single headers to pay only for
+// what you use.
+#pragma once
+
+#include "kcont/kcont.hpp"             // IWYU pragma: export
+#include "kcont/posix/fd_wakeup.hpp"   // IWYU pragma: export

@@ -1,0 +1,270 @@
+// A user's translation unit under the user's flags: every public header,
+// included through -I (so its warnings are the user's warnings), and every
+// public template instantiated and run briefly. tests/consumers/warnings.sh
+// builds it with -Wall -Wextra -Wpedantic -Wshadow -Werror at -O0..-O3 with
+// g++ and clang++; a warning any header causes fails that build.
+#include <kcont/contract.hpp>
+#include <kcont/current_level.hpp>
+#include <kcont/dispatcher.hpp>
+#include <kcont/kc.hpp>
+#include <kcont/kcont.hpp>
+#include <kcont/kcqueue.hpp>
+#include <kcont/kevent.hpp>
+#include <kcont/kfilters.hpp>
+#include <kcont/klist.hpp>
+#include <kcont/knote.hpp>
+#include <kcont/kqueue.hpp>
+#include <kcont/level.hpp>
+#include <kcont/mpsc_queue.hpp>
+#include <kcont/run.hpp>
+#include <kcont/runner.hpp>
+#include <kcont/thread_dispatcher.hpp>
+#include <kcont/wakeup.hpp>
+#if KCONT_WARNINGS_POSIX
+#include <kcont/posix.hpp>
+#include <kcont/posix/fd_wakeup.hpp>
+#endif
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <span>
+#include <vector>
+
+namespace {
+
+using kcont::bsd_level;
+using kcont::knote_cause;
+using kn_t = kcont::knote_base<long>;
+
+int failures = 0;
+void expect(bool ok, const char* what) {
+  if (!ok) {
+    std::printf("FAILED: %s\n", what);
+    ++failures;
+  }
+}
+
+struct request {
+  int id = 0;
+};
+
+// A klist-driven source and filter, as a driver writes one.
+template <class Lock>
+struct source {
+  kcont::klist<long, bsd_level, Lock> list;
+};
+template <class Lock>
+struct bits_filter {
+  source<Lock>* src;
+  int attach(kn_t& kn) {
+    src->list.insert(kn);
+    return 0;
+  }
+  void detach(kn_t& kn) { (void)src->list.erase(kn); }
+  bool event(kn_t& kn, long hint) {
+    kn.data += hint;
+    return true;
+  }
+};
+
+struct count_fn {
+  void operator()(kn_t*, int*& n, knote_cause) const { ++*n; }
+};
+
+struct handler {
+  int seen = 0;
+  void on_event(kn_t*, knote_cause) { ++seen; }
+  void on_any() { ++seen; }
+  void on_done(request* r, int status) { seen += r->id + status; }
+};
+
+// A klist fan-out over several subscribers of every knote kind, with the
+// list's lock policy `Lock` and the knotes' `KnLock` (no_lock or spin_lock).
+template <class Lock, class KnLock>
+void fan_out() {
+  kcont::manual_dispatcher<> d;
+  source<Lock> s;
+  int n = 0;
+  kcont::kc k1{count_fn{}, &n, bsd_level::immediate};
+  kcont::kc k2{count_fn{}, &n, bsd_level::softnet};
+  kcont::knote<bits_filter<Lock>, bsd_level, KnLock> a{bits_filter<Lock>{&s}, k1, 1};
+  kcont::knote<bits_filter<Lock>, bsd_level, KnLock> b{bits_filter<Lock>{&s}, k2, 2};
+  kcont::knote_closure<bits_filter<Lock>, count_fn, int*,
+                       kcont::static_level<bsd_level::immediate>, KnLock>
+      c{bits_filter<Lock>{&s}, count_fn{}, &n, kcont::at<bsd_level::immediate>, 3};
+  handler h;
+  kcont::knote_method<&handler::on_event, bits_filter<Lock>,
+                      kcont::static_level<bsd_level::immediate>, KnLock>
+      m{bits_filter<Lock>{&s}, &h, kcont::at<bsd_level::immediate>, 4};
+  kcont::knote_method<&handler::on_any, bits_filter<Lock>, bsd_level, KnLock> z{
+      bits_filter<Lock>{&s}, &h, bsd_level::immediate, 5};
+  expect(a.attach() == 0 && b.attach() == 0 && c.attach() == 0 && m.attach() == 0 &&
+             z.attach() == 0,
+         "attach");
+  expect(s.list.fire(d, 1, bsd_level::softserial) == 5, "fan-out fires 5");
+  expect(d.drain_all() == 1, "one deferred");
+  expect(n == 3 && h.seen == 2, "fan-out ran every subscriber");
+  a.detach(d);
+  b.detach(d);
+  c.detach(d);
+  m.detach(d);
+  z.detach(d);
+  expect(s.list.empty(), "detached");
+}
+
+template <class Lock>
+void kqueue_with() {
+  kcont::event_source rx;
+  kcont::timer_source ts{kcont::timer_source::time_point{std::chrono::hours(1)}};
+  kcont::kqueue<kcont::filters<kcont::user_filter,
+                               kcont::counting_filter<kcont::filter_id{1}>,
+                               kcont::timer_filter<>>,
+                std::uintptr_t, Lock>
+      kq{rx, ts};
+  using kev = kcont::kevent;
+  expect(kq.change(kev{0, kcont::filter_id{1}, kcont::ev::add | kcont::ev::clear, 0, 0, 7}) == 0,
+         "kqueue add counting");
+  expect(kq.change(kev{1, kcont::filter_id::user, kcont::ev::add | kcont::ev::clear, 0, 0, 8}) == 0,
+         "kqueue add user");
+  expect(kq.change(kev{2, kcont::filter_id::timer, kcont::ev::add, 0, 5, 9}) == 0,
+         "kqueue add timer");
+  rx.post(1);
+  (void)kq.change(kev{1, kcont::filter_id::user, kcont::ev{}, kcont::note::trigger, 0, 0});
+  (void)ts.tick(ts.now() + std::chrono::milliseconds(5));
+  std::array<kev, 8> out{};
+  const std::size_t got = kq.scan(std::span<kev>(out));
+  expect(got == 3, "kqueue scan reports three events");
+  const auto r = kq.kevent(std::span<const kev>{}, std::span<kev>(out));
+  expect(r.error == 0, "kevent");
+}
+
+struct say_level {
+  void operator()(int, int*& n, int) const {
+    if (kcont::current_level<bsd_level>() == bsd_level::softnet) ++*n;
+  }
+};
+
+template <class Plan, class Policy = kcont::dispatch_defaults>
+void dispatcher_with(bool manual) {
+  kcont::thread_dispatcher<bsd_level, Plan, Policy> d;
+  std::atomic<int> ran{0};
+  int n = 0;
+  kcont::kc k{[](int, std::atomic<int>*& r, int) { r->fetch_add(1); }, &ran,
+              bsd_level::softnet};
+  kcont::kc lv{say_level{}, &n, bsd_level::softnet};
+  (void)kcont::defer(d, k, 0, 0);
+  if (manual) {
+    (void)d.drain(bsd_level::softnet);
+    (void)kcont::defer(d, lv, 0, 0);
+    (void)d.drain(bsd_level::softnet);
+    expect(n == 1, "manual runner ran at softnet");
+  }
+  d.stop();
+  expect(ran.load() == 1, "dispatcher ran the continuation");
+}
+
+struct condvar_policy {
+  using wakeup = kcont::condvar_wakeup;
+  using queue = kcont::kcqueue<kcont::kc_hook, std::mutex>;
+};
+#if KCONT_WARNINGS_POSIX
+struct fd_policy {
+  using wakeup = kcont::fd_wakeup;
+};
+#endif
+
+}  // namespace
+
+int main() {
+  // kc, run, defer, run_all, current_level, manual_dispatcher.
+  kcont::manual_dispatcher<> md;
+  request req{42};
+  int total = 0;
+  kcont::kc done{[](request* r, int*& t, int status) { *t += r->id + status; }, &total,
+                 bsd_level::softnet};
+  expect(kcont::run(md, done, &req, 1, bsd_level::softserial) == kcont::run_result::deferred,
+         "deferred");
+  expect(md.drain(bsd_level::softnet) == 1 && total == 43, "drained");
+  kcont::kc at_now{[](request* r, int*& t, int) { *t += r->id; }, &total,
+                   kcont::at<bsd_level::immediate>};
+  (void)kcont::run(md, at_now, &req, 0, bsd_level::softserial);
+  handler h;
+  kcont::kc via_method{kcont::method<&handler::on_done>, &h, bsd_level::softnet};
+  kcont::kcqueue<kcont::kc_base<request*, int>> waiters;
+  (void)waiters.push(via_method);
+  (void)kcont::run_all(md, waiters, &req, 0, bsd_level::process);
+  (void)kcont::defer(md, done, &req, 0);
+  (void)md.drain_all();
+  {
+    const kcont::level_guard<bsd_level> g(bsd_level::softnet);
+    (void)kcont::run(md, done, &req, 0);  // current level from the thread
+  }
+  expect(h.seen == 42, "method handler ran");
+
+  // Allocating makers.
+  auto& made = kcont::make_kc([](request* r, int*& t, int) { *t += r->id; }, &total,
+                              bsd_level::softnet);
+  (void)kcont::run(md, made, &req, 0, bsd_level::process);
+  auto& alloc = kcont::allocate_kc(std::allocator<int>{},
+                                   [](request*, int*& t, int) { ++*t; }, &total,
+                                   bsd_level::immediate);
+  (void)kcont::run(md, alloc, &req, 0, bsd_level::process);
+  auto* maybe = kcont::try_make_kc([](request* r, int*& t, int) { *t += r->id; }, &total,
+                                   bsd_level::softnet);
+  expect(maybe != nullptr, "try_make_kc");
+  if (maybe != nullptr) (void)kcont::run(md, *maybe, &req, 0, bsd_level::process);
+  auto* maybe2 = kcont::try_allocate_kc(kcont::nothrow_allocator<int>{},
+                                        [](request*, int*& t, int) { ++*t; }, &total,
+                                        kcont::at<bsd_level::immediate>);
+  expect(maybe2 != nullptr, "try_allocate_kc");
+  if (maybe2 != nullptr) (void)kcont::run(md, *maybe2, &req, 0, bsd_level::process);
+
+  // Queues: kcqueue with each lock, mpsc_queue.
+  kcont::kcqueue<kcont::kc_base<request*, int>, kcont::spin_lock> sq;
+  kcont::kcqueue<kcont::kc_base<request*, int>, std::mutex> mq;
+  (void)sq.push(done);
+  expect(sq.pop() == &done, "spin_lock kcqueue");
+  (void)mq.push(done);
+  expect(mq.pop() == &done, "mutex kcqueue");
+  kcont::mpsc_queue<> mpsc;
+  (void)mpsc.push(done);
+  expect(mpsc.pop() == &done, "mpsc_queue");
+
+  // Wake-ups.
+  kcont::atomic_wakeup aw;
+  aw.notify();
+  aw.notify_all();
+  aw.wait([] { return true; });
+  kcont::condvar_wakeup cw;
+  cw.notify();
+  cw.notify_all();
+  cw.wait([] { return true; });
+
+  fan_out<kcont::no_lock, kcont::no_lock>();
+  fan_out<kcont::spin_lock, kcont::spin_lock>();
+  fan_out<std::mutex, kcont::spin_lock>();
+  kqueue_with<kcont::no_lock>();
+  kqueue_with<kcont::spin_lock>();
+  kqueue_with<std::mutex>();
+
+  dispatcher_with<kcont::plan_for<bsd_level, kcont::thread_runner, kcont::no_runner>>(false);
+  dispatcher_with<kcont::plan_for<bsd_level, kcont::manual_runner, kcont::no_runner>>(true);
+  dispatcher_with<kcont::plan_for<bsd_level, kcont::pool_runner<2>, kcont::no_runner>,
+                  condvar_policy>(false);
+#if KCONT_WARNINGS_POSIX
+  dispatcher_with<kcont::plan_for<bsd_level, kcont::manual_runner, kcont::no_runner>,
+                  fd_policy>(true);
+  kcont::fd_wakeup fw;
+  expect(fw.valid(), "fd_wakeup valid");
+  fw.notify();
+  fw.reset();
+#endif
+
+  if (failures != 0) return EXIT_FAILURE;
+  std::printf("warnings consumer: ok\n");
+  return EXIT_SUCCESS;
+}
