@@ -848,7 +848,7 @@ class thread_dispatcher {
 // Effects: defer (run.hpp) from a POSIX signal handler: lock-free push, no
 //   allocation, and an async-signal-safe wake-up (a write(2)).
 // Returns: deferred, or refused when k is already queued (the pending run
-//   absorbs this one).
+//   absorbs this one) or immediate (no queue: see defer).
 // Compile-time check: the dispatcher's queue and wake-up are signal-safe
 //   (mpsc_queue<> and fd_wakeup).
 template <deferral_target D, class Obj, class Status>
