@@ -134,3 +134,54 @@ TEST_CASE("dispatcher.destroyed_with_pending_work_is_a_contract_violation") {
       },
       "rule 9"));
 }
+
+TEST_CASE("dispatcher.destroyed_with_pending_work_runs_it_in_release") {
+  // Before, a release build dropped the work silently and left the
+  // continuations marked queued: every later defer of them was refused.
+  // Rule 9: it runs (as drain_all) instead. Debug builds abort (above).
+  if (kcont::contract_checks) return;
+  std::vector<int> log;
+  log_kc a{log_fn{}, &log, bsd_level::softnet};
+  log_kc b{log_fn{}, &log, bsd_level::process};
+  {
+    kcont::manual_dispatcher<> d;
+    CHECK(kcont::defer(d, b, 0, 2) == run_result::deferred);
+    CHECK(kcont::defer(d, a, 0, 1) == run_result::deferred);
+  }
+  CHECK(log == std::vector<int>{1, 2});  // highest level first, as drain_all
+  CHECK_FALSE(a.is_queued());
+  CHECK_FALSE(b.is_queued());
+  kcont::manual_dispatcher<> d2;
+  CHECK(kcont::defer(d2, a, 0, 3) == run_result::deferred);
+  CHECK(d2.drain(bsd_level::softnet) == 1);
+  CHECK(log == std::vector<int>{1, 2, 3});
+}
+
+TEST_CASE("dispatcher.immediate_is_not_a_queue_level") {
+  // `immediate` has no queue: has_work and drain read past the queue array
+  // with it. Refused: a contract violation in a debug build, a defined result
+  // (false, 0: nothing run) in release.
+  if constexpr (kcont::contract_checks) {
+    CHECK(kcont_test::dies_with(
+        [] {
+          kcont::manual_dispatcher<> d;
+          (void)d.has_work(bsd_level::immediate);
+        },
+        "has_work needs a deferrable level"));
+    CHECK(kcont_test::dies_with(
+        [] {
+          kcont::manual_dispatcher<> d;
+          (void)d.drain(bsd_level::immediate);
+        },
+        "drain needs a deferrable level"));
+  } else {
+    std::vector<int> log;
+    log_kc k{log_fn{}, &log, bsd_level::softserial};
+    kcont::manual_dispatcher<> d;
+    (void)kcont::defer(d, k, 0, 1);
+    CHECK_FALSE(d.has_work(bsd_level::immediate));
+    CHECK(d.drain(bsd_level::immediate) == 0);
+    CHECK(log.empty());
+    CHECK(d.drain(bsd_level::softserial) == 1);
+  }
+}

@@ -197,6 +197,28 @@ TEST_CASE_TEMPLATE("kcqueue.threads_push_and_pop", Lock, kcont::spin_lock,
   CHECK(q.empty());
 }
 
+TEST_CASE("kcqueue.destroyed_non_empty_hands_its_nodes_back_in_release") {
+  // Before, a release build dropped the nodes and left them marked queued:
+  // every later push of them was refused, forever. Now they are handed back
+  // to their owners (unlinked, not queued), as erase_slow would. Debug
+  // builds abort (below).
+  if (kcont::contract_checks) return;
+  nodes ns;
+  {
+    kcont::kcqueue<base_t> q;
+    REQUIRE(q.push(ns.n[0]) == kcont::push_result::first);
+    REQUIRE(q.push(ns.n[1]) == kcont::push_result::queued);
+  }
+  CHECK_FALSE(ns.n[0].is_queued());
+  CHECK_FALSE(ns.n[1].is_queued());
+  kcont::kcqueue<base_t> q2;
+  CHECK(q2.push(ns.n[1]) == kcont::push_result::first);
+  CHECK(q2.push(ns.n[0]) == kcont::push_result::queued);
+  CHECK(q2.pop() == &ns.n[1]);
+  CHECK(q2.pop() == &ns.n[0]);
+  CHECK(q2.pop() == nullptr);
+}
+
 TEST_CASE("kcqueue.destroyed_non_empty_is_a_contract_violation") {
   if (!kcont::contract_checks) return;
   CHECK(kcont_test::dies_with(

@@ -6,6 +6,9 @@
 
 #include <kcont/dispatcher.hpp>
 
+#include <cstdint>
+#include <limits>
+
 #include "kq_support.hpp"
 
 using namespace kq_test;
@@ -116,6 +119,51 @@ TEST_CASE("kfilters.timer_units_and_rearm_on_readd") {
   CHECK(f.scan().empty());
   f.ts.tick(t0 + milliseconds(60));
   CHECK(f.scan().size() == 1);
+}
+
+TEST_CASE("kfilters.timer_int64_max_saturates_in_every_unit") {
+  // FreeBSD's timer2sbintime saturates a period too long for its clock at
+  // SBT_MAX ("if (data > SBT_MAX / modifier) return SBT_MAX"); kcont at the
+  // clock's longest duration. Before, INT64_MAX ms overflowed (signed
+  // overflow: UBSan) and a release build fired after one tick with data -1.
+  using tf = kcont::timer_filter<>;
+  using dur = tf::duration;
+  constexpr std::int64_t big = std::numeric_limits<std::int64_t>::max();
+  CHECK(tf::period_of(0, big) == dur::max());
+  CHECK(tf::period_of(note::seconds, big) == dur::max());
+  CHECK(tf::period_of(note::useconds, big) == dur::max());
+  CHECK(tf::period_of(note::nseconds, big) == std::chrono::nanoseconds(big));
+  CHECK(tf::period_of(note::seconds, -big) == dur::min());
+  const std::uint32_t units[] = {0, note::seconds, note::useconds, note::nseconds};
+  for (const std::uint32_t unit : units) {
+    CAPTURE(unit);
+    fixture f;
+    REQUIRE(f.change(kev{1, filter_id::timer, ev::add, unit, big}) == 0);
+    REQUIRE(f.change(kev{2, filter_id::timer, ev::add | ev::oneshot, unit, big}) == 0);
+    // Its deadline is past the clock's end: no tick, however late, fires it.
+    f.ts.tick(t0 + milliseconds(1));
+    CHECK(f.scan().empty());
+    f.ts.tick(t0 + std::chrono::hours(24 * 365 * 200));
+    CHECK(f.scan().empty());
+    f.ts.tick(kcont::timer_source::time_point::max());
+    CHECK(f.scan().empty());
+    CHECK(f.kq.size() == 2);
+  }
+}
+
+TEST_CASE("kfilters.timer_late_tick_at_the_clock_end_does_not_overflow") {
+  // A 1 ns periodic timer ticked at the last time point: the expirations
+  // counted and the next deadline computed without signed overflow (UBSan).
+  using tp = kcont::timer_source::time_point;
+  fixture f;
+  REQUIRE(f.change(kev{1, filter_id::timer, ev::add, note::nseconds, 1}) == 0);
+  f.ts.tick(tp::max());
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  // Expirations at t0 + 1 ns, t0 + 2 ns, ..., up to tp::max().
+  CHECK(e[0].data == (tp::max() - t0).count());
+  f.ts.tick(tp::max());  // the next deadline is past the clock's end
+  CHECK(f.scan().empty());
 }
 
 TEST_CASE("kfilters.timer_on_a_plain_knote_defers_to_its_level") {

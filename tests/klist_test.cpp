@@ -6,6 +6,7 @@
 #include <kcont/dispatcher.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <memory>
 #include <stdexcept>
 #include <mutex>
@@ -87,6 +88,54 @@ TEST_CASE_TEMPLATE("klist.fire_runs_each_filter_and_activates_those_that_fire", 
   CHECK(s.list.fire(d, 0x4, bsd_level::process) == 0);
   for (auto* kn : {&a, &b, &c}) kn->detach(d);
   CHECK(s.list.empty());
+}
+
+TEST_CASE_TEMPLATE("klist.attach_twice_is_refused_and_fire_ends", Pol, kcont::spin_lock,
+                   kcont::no_lock) {
+  // A second attach linked the knote after itself (its own successor), and
+  // a release build's fire() then never ended. Refused: a contract violation
+  // in a debug build; in release, attach returns EEXIST (the filter is not
+  // called) and klist::insert returns false, the list unchanged.
+  using kn_type = kcont::knote<bits_filter<>, bsd_level, Pol>;
+  if constexpr (kcont::contract_checks) {
+    CHECK(kcont_test::dies_with(
+        [] {
+          static source<> s;
+          static recorder r;
+          static rec_kc k{record_fn{}, &r, bsd_level::immediate};
+          static kn_type a{bits_filter<>{&s}, k, 1};
+          (void)a.attach();
+          (void)a.attach();
+        },
+        "knote: attach on an attached knote"));
+    CHECK(kcont_test::dies_with(
+        [] {
+          static source<> s;
+          static recorder r;
+          static rec_kc k{record_fn{}, &r, bsd_level::immediate};
+          static kn_type a{bits_filter<>{&s}, k, 1};
+          s.list.insert(a);
+          s.list.insert(a);
+        },
+        "klist: insert of a knote already on a klist"));
+  } else {
+    kcont::manual_dispatcher<> d;
+    source<> s;
+    recorder r;
+    rec_kc k{record_fn{}, &r, bsd_level::immediate};
+    kn_type a{bits_filter<>{&s}, k, 1};
+    a.sfflags = 0x1;
+    REQUIRE(a.attach() == 0);
+    REQUIRE(a.attach() == EEXIST);  // before: 0, and the list looped
+    CHECK_FALSE(s.list.insert(a));
+    CHECK(kcont::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
+    CHECK(s.list.size_slow() == 1);
+    CHECK(a.is_attached());
+    CHECK(s.list.fire(d, 0x1, bsd_level::process) == 1);
+    CHECK(r.order == std::vector<std::uintptr_t>{1});
+    a.detach(d);
+    CHECK(s.list.empty());
+  }
 }
 
 namespace {

@@ -381,6 +381,30 @@ TEST_CASE("kqueue.scan_timeout_expires_empty") {
   CHECK(r.count == 0);
 }
 
+TEST_CASE("kqueue.scan_timeout_max_blocks_until_an_event") {
+  // FreeBSD's kqueue_scan: a timeout that cannot be added to the current
+  // time (or with tv_sec > INT32_MAX) means no timeout (asbt = 0). Before,
+  // now + nanoseconds::max() overflowed (UBSan) into a deadline in the past
+  // and the scan returned at once, empty.
+  fixture f;
+  REQUIRE(f.change(counter(1, ev::add | ev::clear)) == 0);
+  std::atomic<bool> returned{false};
+  std::size_t n = 0;
+  kev out[2];
+  std::thread scanner([&] {
+    n = f.kq.scan(out, std::chrono::nanoseconds::max());
+    returned.store(true);
+  });
+  // Fire only once the scan is seen blocked (or, on a broken build, back).
+  while (f.kq.waiting() == 0 && !returned.load()) std::this_thread::yield();
+  CHECK_FALSE(returned.load());
+  f.cs.fire(1);
+  scanner.join();
+  REQUIRE(n == 1);
+  CHECK(out[0].ident == 1);
+  CHECK(out[0].data == 1);
+}
+
 TEST_CASE_TEMPLATE("kqueue.activation_and_scan_never_allocate", Pol, std::mutex,
                    kcont::no_lock) {
   basic_fixture<Pol> f;

@@ -102,16 +102,20 @@ TEST_CASE("run.rule1_static_level_defers_like_a_runtime_one") {
   CHECK(rec.calls == std::vector<call>{{1, nullptr, 1}, {1, nullptr, 3}});
 }
 
-TEST_CASE("run.immediate_cannot_be_deferred") {
+TEST_CASE("run.defer_of_immediate_is_refused_in_every_build") {
+  // run.hpp documents `refused` for an immediate continuation (it has no
+  // level queue); a debug build used to abort instead. Refused in every
+  // build, k untouched: the caller still owns it and may run it.
   kcont::manual_dispatcher<> d;
   recorder rec;
+  request r{1};
   tagged_kc k{record_fn{}, {1, &rec}, bsd_level::immediate};
-  if (kcont::contract_checks) {
-    CHECK(kcont_test::dies_with([&] { (void)kcont::defer(d, k, nullptr, 0); },
-                                "immediate continuation has no level queue"));
-  } else {
-    CHECK(kcont::defer(d, k, nullptr, 0) == run_result::refused);
-  }
+  CHECK(kcont::defer(d, k, &r, 3) == run_result::refused);
+  CHECK_FALSE(k.is_queued());
+  CHECK_FALSE(k.is_deferred());
+  CHECK(rec.calls.empty());
+  CHECK(kcont::run(d, k, &r, 4, bsd_level::softserial) == run_result::ran);
+  CHECK(rec.calls == std::vector<call>{{1, &r, 4}});
 }
 
 TEST_CASE("run.rule2_deferral_saves_once") {
@@ -254,6 +258,44 @@ TEST_CASE("run.rule4_run_all_mixes_run_and_defer") {
   CHECK(rec.calls == std::vector<call>{{2, &io, 0}});
   CHECK(d.drain_all() == 2);
   CHECK(rec.calls == std::vector<call>{{2, &io, 0}, {1, &io, 0}, {3, &io, 0}});
+}
+
+TEST_CASE("run.run_all_is_bounded_by_the_entries_present_at_its_start") {
+  // A waiter that re-pushes itself onto the list it is run from runs once
+  // per run_all call (FreeBSD's kqueue_scan marker bounds a scan the same
+  // way), and the re-pushed entry is still queued afterwards (rule 9).
+  // Before, one call ran it again and again (here capped at 4 re-pushes so
+  // that the old behaviour ends).
+  struct again {
+    kcont::kcqueue<base_t>* q;
+    base_t* self;
+    int runs = 0;
+    int repushes_left = 4;
+  };
+  struct again_fn {
+    void operator()(request*, again& a, int) const {
+      ++a.runs;
+      if (a.repushes_left-- > 0) (void)a.q->push(*a.self);
+    }
+  };
+  kcont::manual_dispatcher<> d;
+  kcont::kcqueue<base_t> q;
+  recorder rec;
+  kcont::kc w{again_fn{}, again{&q, nullptr}, bsd_level::immediate};
+  tagged_kc other{record_fn{}, {2, &rec}, bsd_level::immediate};
+  w.env().self = &w;
+  REQUIRE(q.push(w) == kcont::push_result::first);
+  REQUIRE(q.push(other) == kcont::push_result::queued);
+  CHECK(kcont::run_all(d, q, nullptr, 1, bsd_level::process) == 2);
+  CHECK(w.env().runs == 1);
+  CHECK(rec.calls == std::vector<call>{{2, nullptr, 1}});
+  CHECK(w.is_queued());
+  CHECK(q.size_slow() == 1);
+  CHECK(kcont::run_all(d, q, nullptr, 1, bsd_level::process) == 1);
+  CHECK(w.env().runs == 2);
+  CHECK(w.is_queued());
+  while (q.pop() != nullptr) {
+  }
 }
 
 TEST_CASE("run.rule5_each_level_drains_its_own_queue") {

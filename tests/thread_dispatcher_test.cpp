@@ -845,6 +845,109 @@ TEST_CASE("thread_dispatcher.budgets_leave_the_rest_queued") {
   CHECK_FALSE(d.has_work(bsd_level::softnet));
 }
 
+TEST_CASE("thread_dispatcher.drain_budget_for_huge_times_saturates") {
+  // for_time(hours::max()) overflowed converting to the clock's unit and
+  // adding to now (UBSan), and the deadline wrapped into the past: drain ran
+  // nothing. Saturated: a duration the clock cannot hold means no deadline.
+  using clock = std::chrono::steady_clock;
+  using kcont::drain_budget;
+  CHECK(drain_budget::for_time(std::chrono::hours::max()).deadline ==
+        clock::time_point::max());
+  CHECK(drain_budget::for_time(std::chrono::nanoseconds::max()).deadline ==
+        clock::time_point::max());
+  CHECK(drain_budget::for_time(std::chrono::duration<double>(1e300)).deadline ==
+        clock::time_point::max());
+  CHECK(drain_budget::for_time(
+            std::chrono::duration<long long, std::pico>::max()).deadline <
+        clock::time_point::max());
+  const auto before = clock::now();
+  const auto spent = drain_budget::for_time(std::chrono::hours::min());
+  const auto after = clock::now();
+  CHECK(spent.deadline >= before);  // already spent: no wrap into the future
+  CHECK(spent.deadline <= after);
+  const auto b = drain_budget::for_time(std::chrono::milliseconds(5));
+  CHECK(b.deadline >= before + std::chrono::milliseconds(5));
+  CHECK(b.deadline < before + std::chrono::hours(1));
+
+  kcont::thread_dispatcher<bsd_level, manual_all> d;
+  node_set nodes(4, fixed_level<bsd_level::softnet>);
+  for (std::size_t i = 0; i < nodes.n; ++i) (void)kcont::defer(d, nodes[i], 0, 1);
+  CHECK(d.drain(bsd_level::softnet, spent) == 0);
+  CHECK(d.drain(bsd_level::softnet,
+                drain_budget::for_time(std::chrono::hours::max())) == 4);
+}
+
+TEST_CASE("thread_dispatcher.immediate_is_not_a_queue_level") {
+  // `immediate` has no queue: has_work, drain, wait, thread_count and
+  // runner_kind_of read past the queue and runner arrays with it. Refused:
+  // a contract violation in a debug build, a defined result in release.
+  using D = kcont::thread_dispatcher<bsd_level, manual_all>;
+  if constexpr (kcont::contract_checks) {
+    CHECK(kcont_test::dies_with([] { D d; (void)d.has_work(bsd_level::immediate); },
+                                "has_work() needs a deferrable level"));
+    CHECK(kcont_test::dies_with([] { D d; (void)d.drain(bsd_level::immediate); },
+                                "drain() needs a deferrable level"));
+    CHECK(kcont_test::dies_with([] { D d; d.wait(bsd_level::immediate); },
+                                "wait() needs a deferrable level"));
+    CHECK(kcont_test::dies_with([] { D d; (void)d.thread_count(bsd_level::immediate); },
+                                "thread_count() needs a deferrable level"));
+    CHECK(kcont_test::dies_with([] { (void)D::runner_kind_of(bsd_level::immediate); },
+                                "runner_kind_of() needs a deferrable level"));
+  } else {
+    D d;
+    node_set nodes(2, fixed_level<bsd_level::softserial>);
+    for (std::size_t i = 0; i < nodes.n; ++i) (void)kcont::defer(d, nodes[i], 0, 1);
+    CHECK_FALSE(d.has_work(bsd_level::immediate));
+    CHECK(d.drain(bsd_level::immediate) == 0);
+    d.wait(bsd_level::immediate);  // returns at once
+    CHECK(d.thread_count(bsd_level::immediate) == 0u);
+    CHECK(D::runner_kind_of(bsd_level::immediate) == kcont::runner_kind::none);
+    CHECK(nodes.total_runs() == 0);
+    CHECK(d.drain(bsd_level::softserial) == 2);
+  }
+  using T = kcont::thread_dispatcher<bsd_level, one_thread>;
+  T t;
+  CHECK(t.thread_count(bsd_level::process) == 1u);
+  CHECK(T::runner_kind_of(bsd_level::softserial) == kcont::runner_kind::thread);
+}
+
+TEST_CASE("thread_dispatcher.nested_drain_of_a_manual_runner_is_refused") {
+  // The guard was a side effect inside KCONT_EXPECTS, so a release build
+  // compiled it out and a nested drain ran the outer drain's work inside one
+  // of its continuations. The claim is now taken outside the check: a debug
+  // build aborts, a release build's nested drain runs nothing.
+  using D = kcont::thread_dispatcher<bsd_level, manual_all>;
+  struct nest {
+    D* d;
+    std::size_t inner = 99;
+  };
+  struct nest_fn {
+    void operator()(int, nest& n, int) const { n.inner = n.d->drain(bsd_level::softnet); }
+  };
+  using nest_kc = kcont::kc<nest_fn, nest, bsd_level>;
+  if constexpr (kcont::contract_checks) {
+    CHECK(kcont_test::dies_with(
+        [] {
+          static D d;
+          static nest_kc k{nest_fn{}, nest{&d}, bsd_level::softnet};
+          (void)kcont::defer(d, k, 0, 0);
+          (void)d.drain(bsd_level::softnet);
+        },
+        "one thread drains a manual runner at a time"));
+  } else {
+    D d;
+    nest_kc k{nest_fn{}, nest{&d}, bsd_level::softnet};
+    node_set after(2, fixed_level<bsd_level::softnet>);
+    (void)kcont::defer(d, k, 0, 0);
+    for (std::size_t i = 0; i < after.n; ++i) (void)kcont::defer(d, after[i], 0, 1);
+    // The outer drain runs all three, in order; the nested one runs none.
+    CHECK(d.drain(bsd_level::softnet) == 3);
+    CHECK(k.env().inner == 0u);
+    CHECK(after.total_runs() == 2);
+    CHECK_FALSE(d.has_work(bsd_level::softnet));
+  }
+}
+
 // ---- exceptions ------------------------------------------------------------
 
 #if defined(__cpp_exceptions)  // the exception policies need exceptions

@@ -6,6 +6,13 @@
 // in a release build. They guard broken contracts (a queue destroyed while it
 // still holds work, a continuation run while it sits on a queue), never
 // reportable outcomes: refusing a double enqueue is a result, not a crash.
+// Where a release build can still give a defined result for a broken
+// contract (a level with no queue, a second attach), the code after the check
+// gives it, so release builds never read out of bounds or hang instead.
+//
+// `cond` must have no side effect: with checks off it is not evaluated at
+// all. Compute what the code needs first, then check the computed value
+// (`const bool busy = flag.exchange(true); KCONT_EXPECTS(!busy, ...)`).
 //
 // This is the only macro kcont defines; configuration is done with types.
 #pragma once

@@ -38,7 +38,12 @@ struct no_schedule {
 // A dispatcher whose level queues are drained by hand.
 //
 // Lifetime contract: every queued continuation must run (drain) or be handed
-// back before the dispatcher is destroyed; a debug build aborts otherwise.
+// back (cancel) before the dispatcher is destroyed; a debug build aborts
+// otherwise, and a release build runs what is left in its destructor (as
+// drain_all, on the destroying thread) rather than drop it (rule 9).
+// Levels: every member taking a level expects a deferrable one; `immediate`
+// (or a value outside the set) has no queue: a debug build aborts, and a
+// release build gives the result each member documents.
 // Thread-safety: with Lock = no_lock, one thread at a time; with a real lock,
 // push_deferred and drain may be called from any thread (drain of one level
 // from one thread at a time keeps that level's FIFO order).
@@ -57,14 +62,29 @@ class manual_dispatcher {
   manual_dispatcher(const manual_dispatcher&) = delete;
   manual_dispatcher& operator=(const manual_dispatcher&) = delete;
 
+  // Effects: runs whatever is still queued (drain_all), after a debug build
+  //   has aborted on it: work left here breaks the lifetime contract, and a
+  //   release build runs it rather than leave it lost and marked queued.
+  //   A continuation that throws here terminates the program.
+  ~manual_dispatcher() {
+    KCONT_EXPECTS(!has_any_work(),
+                  "dispatcher: destroyed with work queued (rule 9: every "
+                  "continuation runs or is handed back; drain or cancel it "
+                  "first)");
+    (void)drain_all();
+  }
+
   // Effects: queues h on the queue of its own level (see deferral_target) and
   //   calls the schedule policy when that queue was empty.
-  // Returns: already_queued, first or queued. Complexity: O(1).
+  // Returns: already_queued, first or queued; already_queued (nothing
+  //   queued) also when h's level has no queue (immediate).
+  // Complexity: O(1).
   template <std::invocable<> BeforeLink>
   push_result push_deferred(kc_hook& h, BeforeLink&& before_link) {
     const auto level = static_cast<Level>(detail::hook_access::level(h));
-    KCONT_EXPECTS(level != Level::immediate && is_valid_level(level),
+    KCONT_EXPECTS(is_deferrable_level(level),
                   "dispatcher: only a deferrable level has a queue");
+    if (!is_deferrable_level(level)) return push_result::already_queued;
     const push_result r = queues_[level_index(level)].push(
         h, std::forward<BeforeLink>(before_link));
     if (r == push_result::first) schedule_(level);
@@ -75,13 +95,14 @@ class manual_dispatcher {
   //   the obj/status its deferral saved, until the queue is empty or `budget`
   //   have run, with the calling thread's current level set to `level`
   //   (restored on return). Work queued while draining runs in the same call.
-  // Returns: how many ran.
+  // Returns: how many ran (0 for a level with no queue: immediate).
   // Throws: what a function throws; the rest stays queued.
   // Reentrancy: a continuation may defer more work, to any level.
   std::size_t drain(Level level,
                     std::size_t budget = std::numeric_limits<std::size_t>::max()) {
-    KCONT_EXPECTS(level != Level::immediate && is_valid_level(level),
+    KCONT_EXPECTS(is_deferrable_level(level),
                   "dispatcher: drain needs a deferrable level");
+    if (!is_deferrable_level(level)) return 0;
     auto& q = queues_[level_index(level)];
     // The continuations run at their level (curipl), so a no-level run()
     // from inside one defers work below it instead of nesting it.
@@ -125,12 +146,16 @@ class manual_dispatcher {
   // Returns: true when h was removed before running.
   bool cancel(kc_hook& h) noexcept {
     const auto level = static_cast<Level>(detail::hook_access::level(h));
-    if (level == Level::immediate || !is_valid_level(level)) return false;
+    if (!is_deferrable_level(level)) return false;
     return queues_[level_index(level)].erase_slow(h);
   }
 
-  // True when `level`'s queue holds work (a snapshot with a real lock).
+  // True when `level`'s queue holds work (a snapshot with a real lock);
+  // false for a level with no queue (immediate).
   [[nodiscard]] bool has_work(Level level) const noexcept {
+    KCONT_EXPECTS(is_deferrable_level(level),
+                  "dispatcher: has_work needs a deferrable level");
+    if (!is_deferrable_level(level)) return false;
     return !queues_[level_index(level)].empty();
   }
 
@@ -138,6 +163,12 @@ class manual_dispatcher {
   [[nodiscard]] Schedule& schedule() noexcept { return schedule_; }
 
  private:
+  bool has_any_work() const noexcept {
+    for (const auto& q : queues_)
+      if (!q.empty()) return true;
+    return false;
+  }
+
   std::array<kcqueue<kc_hook, Lock>, levels> queues_;
   [[no_unique_address]] Schedule schedule_;
 };

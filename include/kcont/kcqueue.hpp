@@ -95,7 +95,10 @@ struct nothing {
 //
 // Lifetime contract: the queue never owns its nodes; each node's owner keeps
 // it alive while it is queued. The queue must be empty when destroyed (rule 9,
-// nothing is lost); a debug build aborts naming that rule.
+// nothing is lost); a debug build aborts naming that rule, and a release
+// build hands each node still queued back to its owner, unrun, as erase_slow
+// would: unlinked and no longer marked queued (a deferral's saved obj/status
+// stay with it), so a later push or defer of it is not refused forever.
 // Thread-safety: every member may be called from any thread when Lock is a
 // real lock; with no_lock, from one thread at a time.
 template <class T = kc_hook, lock_policy Lock = no_lock>
@@ -122,6 +125,11 @@ class kcqueue {
     KCONT_EXPECTS(head_ == nullptr,
                   "kcqueue: destroyed while it still holds continuations "
                   "(rule 9: every continuation runs or is handed back)");
+    // Release build: hand them back (see the lifetime contract). No other
+    // thread may use a queue being destroyed: head_ is read unlocked.
+    if (head_ != nullptr)
+      while (pop() != nullptr) {
+      }
   }
 
   // Effects: appends n, unless n is already on a queue. `before_link` runs

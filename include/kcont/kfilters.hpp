@@ -31,7 +31,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <mutex>
+#include <ratio>
 
 #include "kcont/contract.hpp"
 #include "kcont/kevent.hpp"
@@ -167,6 +169,10 @@ using timer_source = basic_timer_source<>;
 // gives the expirations since the last report in data and resets it (timers
 // always behave as EV_CLEAR, as FreeBSD's filt_timerattach forces).
 // A negative period is refused with EINVAL; zero expires at the next tick.
+// A period too long for the source's clock saturates at its longest duration
+// (FreeBSD's timer2sbintime saturates at SBT_MAX the same way), and a
+// deadline beyond the clock's last time point is never reached: such a timer
+// is armed but never fires. No arithmetic on data or time overflows.
 // A change re-arms the timer only when it carries ev::add (FreeBSD re-arms on
 // any change; re-arming on a bare EV_ENABLE with data 0 would be surprising).
 // Thread-safety: its members run under the knote's field lock.
@@ -181,19 +187,16 @@ class timer_filter {
   // Effects: a timer on `source` (the kqueue passes its context).
   explicit timer_filter(Source& source) noexcept : source_(&source) {}
 
-  // The period (or delay) a registration's fflags and data give.
+  // The period (or delay) a registration's fflags and data give, saturated
+  // at duration::max() (and, for negative data, duration::min()) when it
+  // does not fit the clock's duration: INT64_MAX ms is "as long as the clock
+  // can say", never a wrapped negative or tiny period.
   [[nodiscard]] static duration period_of(std::uint32_t fflags, std::int64_t data) noexcept {
     using namespace std::chrono;
-    duration d;
-    if (fflags & note::seconds)
-      d = duration_cast<duration>(seconds(data));
-    else if (fflags & note::useconds)
-      d = duration_cast<duration>(microseconds(data));
-    else if (fflags & note::nseconds)
-      d = duration_cast<duration>(nanoseconds(data));
-    else
-      d = duration_cast<duration>(milliseconds(data));
-    return d;
+    if (fflags & note::seconds) return saturating<seconds>(data);
+    if (fflags & note::useconds) return saturating<microseconds>(data);
+    if (fflags & note::nseconds) return saturating<nanoseconds>(data);
+    return saturating<milliseconds>(data);
   }
 
   // The filter_for members (kcont/knote.hpp). attach arms the timer from
@@ -211,19 +214,41 @@ class timer_filter {
   }
   // A tick at `now`: counts the expirations due by then. Hint{} (the scan's
   // re-check) asks whether unreported expirations remain.
+  // A deadline of hint_type::max() (a period that reaches past the clock's
+  // end) never expires.
   template <class K>
   bool event(K& kn, const hint_type& now) {
-    if (now == hint_type{} || !armed_ || now < deadline_) {
+    if (now == hint_type{} || !armed_ || deadline_ == hint_type::max() ||
+        now < deadline_) {
       return now == hint_type{} && kn.data != 0;
     }
     std::int64_t n = 1;
     if (oneshot_) {
       armed_ = false;
     } else {
-      n += (now - deadline_) / period_;
-      deadline_ += n * period_;
+      // The expirations in [deadline_, now], and the next deadline after
+      // them, in unsigned arithmetic: now - deadline_ and the step past it
+      // may not fit the signed duration (a 1 ns timer ticked at the end of
+      // the clock), and signed overflow is undefined.
+      using u64 = std::uint64_t;
+      const u64 from = static_cast<u64>(deadline_.time_since_epoch().count());
+      const u64 gap = static_cast<u64>(now.time_since_epoch().count()) - from;
+      const u64 per = static_cast<u64>(period_.count());  // > 0: see arm
+      const u64 later = gap / per;  // expirations after the first
+      const u64 room =
+          static_cast<u64>(hint_type::max().time_since_epoch().count()) - from;
+      constexpr u64 most = static_cast<u64>(max_data);
+      n = later >= most ? max_data : static_cast<std::int64_t>(later + 1);
+      // The next deadline, from + (later + 1) * per, is past the clock's
+      // end exactly when later + 1 > room / per.
+      if (later >= room / per) {
+        deadline_ = hint_type::max();  // never again
+      } else {
+        deadline_ = hint_type(duration(
+            static_cast<typename duration::rep>(from + (later + 1) * per)));
+      }
     }
-    kn.data += n;
+    kn.data = kn.data > max_data - n ? max_data : kn.data + n;
     return true;
   }
   template <class K>
@@ -246,14 +271,36 @@ class timer_filter {
   [[nodiscard]] bool armed() const noexcept { return armed_; }
 
  private:
+  // A duration of n units, saturated at the clock duration's bounds instead
+  // of overflowing (FreeBSD's timer2sbintime: "data > SBT_MAX / modifier").
+  template <class Unit>
+  static duration saturating(std::int64_t n) noexcept {
+    using ticks = std::ratio_divide<typename Unit::period, typename duration::period>;
+    if constexpr (ticks::den == 1) {
+      using rep = typename duration::rep;
+      constexpr rep k = static_cast<rep>(ticks::num);  // clock ticks per unit
+      if (n > duration::max().count() / k) return duration::max();
+      if (n < duration::min().count() / k) return duration::min();
+      return duration(static_cast<rep>(n) * k);
+    } else {
+      // A clock coarser than the unit: the conversion divides.
+      return std::chrono::duration_cast<duration>(Unit(n));
+    }
+  }
+
+  // Arms the timer from the source's time; a deadline past the clock's end
+  // saturates at hint_type::max() (never reached, see event).
   template <class K>
   void arm(K& kn) {
     period_ = period_of(kn.sfflags, kn.sdata);
     if (period_ <= duration::zero()) period_ = duration(1);
     oneshot_ = has(static_cast<ev>(kn.flags), ev::oneshot);
-    deadline_ = source_->now() + period_;
+    const hint_type now = source_->now();
+    deadline_ = now > hint_type::max() - period_ ? hint_type::max() : now + period_;
     armed_ = true;
   }
+
+  static constexpr std::int64_t max_data = std::numeric_limits<std::int64_t>::max();
 
   Source* source_;
   hint_type deadline_{};

@@ -84,11 +84,17 @@ class klist {
                   "klist: destroyed with knotes on it (detach them first: rule 8)");
   }
 
-  // Effects: links kn at the back (a filter's attach calls this).
-  // Precondition: kn is on no klist. Complexity: O(1); no allocation.
-  void insert(knote_type& kn) {
+  // Effects: links kn at the back (a filter's attach calls this), unless kn
+  //   is on a klist already: then nothing changes (a second link would make
+  //   kn its own successor and a fan-out would never end).
+  // Returns: true when kn was linked; false when it was on a klist already.
+  // Precondition: kn is on no klist (debug builds abort; release builds
+  //   refuse as above). Complexity: O(1); no allocation.
+  bool insert(knote_type& kn) {
     std::lock_guard<Lock> g(lock_);
-    KCONT_EXPECTS(!access::linked(kn), "klist: insert of a knote already on a klist");
+    const bool linked = access::linked(kn);
+    KCONT_EXPECTS(!linked, "klist: insert of a knote already on a klist");
+    if (linked) return false;
     access::linked(kn) = true;
     access::next(kn) = nullptr;
     access::prev(kn) = tail_;
@@ -97,6 +103,7 @@ class klist {
     else
       head_ = &kn;
     tail_ = &kn;
+    return true;
   }
 
   // Effects: unlinks kn if it is on this list (a filter's detach calls this);

@@ -49,6 +49,7 @@
 #pragma once
 
 #include <atomic>
+#include <cerrno>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -526,12 +527,17 @@ class knote_base : public knote_core {
 
   // Effects: starts the filter watching (the filter's attach); on success
   //   the knote is attached and a previous detach is forgotten.
-  // Returns: 0, or the filter's errno value (then not attached).
-  // Precondition: not attached; no activation in flight.
+  // Returns: 0, or the filter's errno value (then not attached); EEXIST,
+  //   with nothing changed and the filter not called, when the knote is
+  //   attached already (a second attach would link it twice on its source).
+  // Precondition: not attached (debug builds abort; release builds refuse
+  //   as above); no activation in flight.
   // Complexity: the filter's attach. Thread-safety: one thread per knote;
   //   activations of other knotes may run meanwhile.
   int attach() {
-    KCONT_EXPECTS(!is_attached(), "knote: attach on an attached knote");
+    const bool attached = is_attached();
+    KCONT_EXPECTS(!attached, "knote: attach on an attached knote");
+    if (attached) return EEXIST;
     (void)clear(detached_bit);
     (void)set(attached_bit);
     // Not under the field lock: attach links the knote on its source's klist

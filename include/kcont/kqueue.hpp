@@ -36,6 +36,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -248,7 +249,8 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   //   with ev::dispatch it is disabled; otherwise it stays pending behind the
   //   others (level-triggered: reported again by the next scan).
   //   When nothing is pending, waits up to `timeout` (std::nullopt: without
-  //   limit) for an activation.
+  //   limit) for an activation. As in FreeBSD, a timeout of INT32_MAX + 1
+  //   seconds or more (nanoseconds::max() included) waits without limit.
   // Returns: how many events were written.
   // Complexity: O(events written). No allocation.
   // Thread-safety: any thread; several threads may scan at once.
@@ -259,12 +261,21 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     std::unique_lock<Lock> g(lock_);
     std::size_t n = collect(events, drops);
     if (n == 0 && (!timeout || *timeout > duration::zero())) {
-      const auto deadline =
-          std::chrono::steady_clock::now() + (timeout ? *timeout : duration::zero());
+      using clock = std::chrono::steady_clock;
+      const auto now = clock::now();
+      // FreeBSD's kqueue_scan waits without limit when the timeout's
+      // tv_sec is above INT32_MAX or the deadline would not fit its clock
+      // (asbt = 0); the same here, so nanoseconds::max() blocks instead of
+      // overflowing into a deadline in the past.
+      constexpr std::chrono::seconds longest{
+          std::int64_t{std::numeric_limits<std::int32_t>::max()} + 1};
+      const bool limited = timeout && *timeout < longest &&
+                           now <= clock::time_point::max() - *timeout;
+      const auto deadline = limited ? now + *timeout : clock::time_point::max();
       while (n == 0) {
         ++waiters_;
         bool timed_out = false;
-        if (timeout)
+        if (limited)
           timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
         else
           cv_.wait(g);

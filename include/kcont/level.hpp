@@ -69,6 +69,15 @@ template <level_set L>
          static_cast<long long>(l) <= static_cast<long long>(L::immediate);
 }
 
+// True when `l` is one of the set's deferrable levels: a level with a queue
+// (not `immediate`, and not a value outside the set). Dispatchers refuse any
+// other level where a queue level is expected.
+template <level_set L>
+[[nodiscard]] constexpr bool is_deferrable_level(L l) noexcept {
+  return static_cast<long long>(l) >= 0 &&
+         static_cast<long long>(l) < static_cast<long long>(L::immediate);
+}
+
 // docs/design.md rule 1: a continuation requested at `requested` runs at once when
 // the caller's `current` level is at or below it, or when it is immediate.
 template <level_set L>

@@ -90,16 +90,18 @@ bool no_fresh_obj(const Obj& passed, const Obj& saved) {
 
 // Effects: queues k on the queue of k's level, saving obj and status unless an
 //   earlier deferral saved them (rule 2), and schedules that level.
-// Returns: deferred, or refused when k is already queued or k is immediate.
+// Returns: deferred, or refused when k is already queued or k is immediate
+//   (an immediate level has no queue to wait on). A refusal leaves k
+//   untouched: not queued, no obj/status saved, still the caller's. This is
+//   a result in every build, not a contract violation: code that picks a
+//   continuation's level at run time may defer whatever it holds and run the
+//   refused ones itself (run() runs an immediate one at once).
 // Complexity: O(1); no allocation. Thread-safety: as the target's queues.
 template <deferral_target D, class Obj, class Status>
 run_result defer(D& d, kc_base<Obj, Status, typename D::level_type>& k,
                  std::type_identity_t<Obj> obj,
                  std::type_identity_t<Status> status) {
-  using L = typename D::level_type;
-  KCONT_EXPECTS(k.level() != L::immediate,
-                "defer: an immediate continuation has no level queue to wait on");
-  if (k.level() == L::immediate) return run_result::refused;
+  if (!is_deferrable_level(k.level())) return run_result::refused;
   const push_result r = d.push_deferred(
       k, [&] { detail::save_once<D::concurrent>(k, obj, status); });
   return pushed(r) ? run_result::deferred : run_result::refused;
@@ -259,18 +261,27 @@ bool try_run_now(kc<Fn, Env, Spec, Obj, Status>& k, const Obj& obj,
 
 }  // namespace detail
 
-// Effects: pops every continuation of q and runs it (run above) with the
-//   caller's obj and status — the same values for each, unless a continuation
-//   carries its own deferral (rule 4).
+// Effects: pops the continuations queued on q when the call starts and runs
+//   each (run above) with the caller's obj and status — the same values for
+//   each, unless a continuation carries its own deferral (rule 4). One
+//   pushed onto q while the call runs (a waiter re-arming itself) waits for
+//   the next call: a call is bounded by the entries present when it
+//   started, as FreeBSD's kqueue_scan bounds a scan with a marker. (It pops
+//   at most that many: when one of them is erased meanwhile, one pushed
+//   later may take its turn.)
 // Returns: how many were popped (ran or deferred).
+// Complexity: O(entries at the start): one walk to count them, one to run.
 // Throws: what a function throws; the continuations not yet popped stay on q.
 template <deferral_target D, class Obj, class Status, lock_policy Lock>
 std::size_t run_all(D& d, kcqueue<kc_base<Obj, Status, typename D::level_type>, Lock>& q,
                     std::type_identity_t<Obj> obj,
                     std::type_identity_t<Status> status,
                     typename D::level_type current) {
+  const std::size_t present = q.size_slow();
   std::size_t n = 0;
-  while (auto* k = q.pop()) {
+  while (n < present) {
+    auto* k = q.pop();
+    if (k == nullptr) break;
     ++n;
     // A continuation carrying its own deferral ignores the caller's obj
     // (rule 4); it is handed Obj{} so run's fresh-obj check stays quiet.

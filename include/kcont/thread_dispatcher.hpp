@@ -65,6 +65,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <ratio>
 #include <thread>
 #include <type_traits>
 #include <utility>
@@ -184,13 +185,42 @@ struct drain_budget {
   [[nodiscard]] static drain_budget items(std::size_t n) noexcept {
     return {n, std::chrono::steady_clock::time_point::max()};
   }
-  // Returns: a budget of `d` from now.
+  // Returns: a budget of `d` from now. A `d` whose deadline the clock cannot
+  //   hold (hours::max()) saturates to no deadline at all; a `d` of zero or
+  //   less (or NaN) is already spent: drain() then runs nothing.
   template <class Rep, class Period>
   [[nodiscard]] static drain_budget for_time(
       std::chrono::duration<Rep, Period> d) noexcept {
-    return {std::numeric_limits<std::size_t>::max(),
-            std::chrono::steady_clock::now() +
-                std::chrono::duration_cast<std::chrono::steady_clock::duration>(d)};
+    using clock = std::chrono::steady_clock;
+    using in = std::chrono::duration<Rep, Period>;
+    const auto now = clock::now();
+    drain_budget b = items(std::numeric_limits<std::size_t>::max());
+    if (!(d > in::zero())) {  // zero, negative or NaN
+      b.deadline = now;
+      return b;
+    }
+    // What is left of the clock. d is compared with it in the coarser of
+    // the two units, so that the conversion only divides: converting d
+    // itself to the clock's unit could overflow (hours::max()).
+    const clock::duration room =
+        now.time_since_epoch() < clock::duration::zero()
+            ? clock::duration::max()
+            : clock::time_point::max() - now;
+    clock::duration span;
+    if constexpr (std::chrono::treat_as_floating_point_v<Rep>) {
+      const long double want =
+          std::chrono::duration<long double, clock::period>(d).count();
+      if (!(want < static_cast<long double>(room.count()))) return b;
+      span = clock::duration(static_cast<clock::rep>(want));
+    } else if constexpr (std::ratio_less_equal_v<Period, clock::period>) {
+      span = std::chrono::duration_cast<clock::duration>(d);
+      if (span >= room) return b;
+    } else {
+      if (d >= std::chrono::duration_cast<in>(room)) return b;
+      span = std::chrono::duration_cast<clock::duration>(d);
+    }
+    b.deadline = now + span;
+    return b;
   }
 };
 
@@ -205,6 +235,10 @@ struct drain_budget {
 // on_stop policy; with hand_back_on_stop, call stop(out) first: work still
 // pending in the destructor is a contract violation in a debug build (and is
 // drained in a release build rather than dropped).
+//
+// Levels: every member taking a level expects a deferrable one; `immediate`
+// (or a value outside the set) has no queue and no runner: a debug build
+// aborts, and a release build gives the result each member documents.
 //
 // Thread-safety: push_deferred (so defer/run), has_work, cancel, cancel_sync
 // and stop from any thread. With a signal-safe queue and wake-up
@@ -361,14 +395,16 @@ class thread_dispatcher {
   // Effects: queues h on its level's queue (see deferral_target), calling
   //   before_link after claiming it, and wakes the level's runner when the
   //   queue turned non-empty.
-  // Returns: already_queued, first or queued.
+  // Returns: already_queued, first or queued; already_queued (nothing
+  //   queued) also when h's level has no queue (immediate).
   // Complexity: O(1); no allocation; lock-free with mpsc_queue.
   // Thread-safety: any thread; from a signal handler when `signal_safe`.
   template <std::invocable<> BeforeLink>
   push_result push_deferred(kc_hook& h, BeforeLink&& before_link) {
     const auto level = static_cast<Level>(detail::hook_access::level(h));
-    KCONT_EXPECTS(level != Level::immediate && is_valid_level(level),
+    KCONT_EXPECTS(is_deferrable_level(level),
                   "dispatcher: only a deferrable level has a queue");
+    if (!is_deferrable_level(level)) return push_result::already_queued;
     const std::size_t i = level_index(level);
     const push_result r =
         queues_[i].push(h, std::forward<BeforeLink>(before_link));
@@ -381,19 +417,29 @@ class thread_dispatcher {
   //   until they are empty or the budget is spent. The runner's wake-up is
   //   reset first and re-armed when work is left, so a descriptor stays
   //   readable while the runner has work.
-  // Returns: how many ran.
+  // Returns: how many ran; 0, running nothing, when `level` has no queue
+  //   (immediate) or the runner is being drained already (a nested drain()
+  //   from one of its continuations, or a second thread).
   // Throws: with rethrow_exceptions, what a continuation throws (it has run;
   //   the rest stays queued and the runner is re-armed).
   // Precondition: level's runner is a manual_runner; no other thread drains
-  //   that runner at the same time.
+  //   that runner at the same time, and no continuation it runs drains it
+  //   (debug builds abort on both; release builds refuse as above).
   // Reentrancy: a continuation may defer more work, to any level.
   std::size_t drain(Level level, drain_budget budget = {}) {
+    KCONT_EXPECTS(is_deferrable_level(level),
+                  "thread_dispatcher: drain() needs a deferrable level");
+    if (!is_deferrable_level(level)) return 0;
     runner& r = runner_for(level);
     KCONT_EXPECTS(r.kind == runner_kind::manual,
                   "thread_dispatcher: drain() is for manual runners' levels");
-    KCONT_EXPECTS(!r.draining.exchange(true, std::memory_order_acquire),
+    // The claim is taken outside the check: a side effect inside
+    // KCONT_EXPECTS would vanish from release builds with the check.
+    const bool busy = r.draining.exchange(true, std::memory_order_acquire);
+    KCONT_EXPECTS(!busy,
                   "thread_dispatcher: one thread drains a manual runner at a "
                   "time");
+    if (busy) return 0;  // the drain in progress keeps its claim
     struct finish {
       thread_dispatcher* self;
       runner* r;
@@ -415,9 +461,13 @@ class thread_dispatcher {
   }
 
   // Effects: blocks until the manual runner draining `level` has work, or
-  //   the dispatcher is stopping. Never allocates.
+  //   the dispatcher is stopping; returns at once for a level with no queue
+  //   (immediate). Never allocates.
   // Precondition: level's runner is a manual_runner.
   void wait(Level level) {
+    KCONT_EXPECTS(is_deferrable_level(level),
+                  "thread_dispatcher: wait() needs a deferrable level");
+    if (!is_deferrable_level(level)) return;
     runner& r = runner_for(level);
     KCONT_EXPECTS(r.kind == runner_kind::manual,
                   "thread_dispatcher: wait() is for manual runners' levels");
@@ -431,22 +481,30 @@ class thread_dispatcher {
   //   draining `level` has work and no drain() of it is in progress (it may
   //   also be readable with nothing to do: drain() then returns 0). Poll it
   //   for POLLIN, then call drain(level). Owned by the dispatcher: do not
-  //   read or close it. -1 when the descriptor could not be created (only
-  //   without exceptions: with them the constructor throws).
+  //   read or close it. -1 for a level with no queue (immediate), and -1
+  //   when the descriptor could not be created (only without exceptions:
+  //   with them the constructor throws).
   // Precondition: level's runner is a manual_runner.
   // Available with a wake-up that has a descriptor (fd_wakeup, from
   //   kcont/posix/fd_wakeup.hpp).
   [[nodiscard]] int wait_fd(Level level) const
     requires requires(const wakeup_type& w) { { w.native_handle() } -> std::same_as<int>; }
   {
+    KCONT_EXPECTS(is_deferrable_level(level),
+                  "thread_dispatcher: wait_fd() needs a deferrable level");
+    if (!is_deferrable_level(level)) return -1;
     const runner& r = runner_for(level);
     KCONT_EXPECTS(r.kind == runner_kind::manual,
                   "thread_dispatcher: wait_fd() is for manual runners' levels");
     return r.wake.native_handle();
   }
 
-  // True when `level`'s queue holds work. A snapshot.
+  // True when `level`'s queue holds work. A snapshot. False for a level
+  // with no queue (immediate).
   [[nodiscard]] bool has_work(Level level) const noexcept {
+    KCONT_EXPECTS(is_deferrable_level(level),
+                  "thread_dispatcher: has_work() needs a deferrable level");
+    if (!is_deferrable_level(level)) return false;
     return !queues_[level_index(level)].empty();
   }
 
@@ -461,7 +519,7 @@ class thread_dispatcher {
   //   handler; does not wait for a running continuation (see cancel_sync).
   bool cancel(kc_hook& h) noexcept {
     const auto level = static_cast<Level>(detail::hook_access::level(h));
-    if (level == Level::immediate || !is_valid_level(level)) return false;
+    if (!is_deferrable_level(level)) return false;
     return queues_[level_index(level)].erase_slow(h);
   }
 
@@ -530,13 +588,21 @@ class thread_dispatcher {
     return stopping_.load(std::memory_order_acquire);
   }
 
-  // Returns: the runner kind draining `level` (after no_runner fallback).
+  // Returns: the runner kind draining `level` (after no_runner fallback);
+  //   runner_kind::none for a level with no queue (immediate).
   [[nodiscard]] static constexpr runner_kind runner_kind_of(Level level) noexcept {
+    KCONT_EXPECTS(is_deferrable_level(level),
+                  "thread_dispatcher: runner_kind_of() needs a deferrable level");
+    if (!is_deferrable_level(level)) return runner_kind::none;
     return Plan::kinds[Plan::runner_of(level_index(level))];
   }
 
-  // Returns: how many threads drain `level` (0 for a manual runner).
+  // Returns: how many threads drain `level` (0 for a manual runner, and for
+  //   a level with no queue: immediate).
   [[nodiscard]] unsigned thread_count(Level level) const noexcept {
+    KCONT_EXPECTS(is_deferrable_level(level),
+                  "thread_dispatcher: thread_count() needs a deferrable level");
+    if (!is_deferrable_level(level)) return 0;
     return runner_for(level).nthreads;
   }
 
@@ -797,7 +863,7 @@ class thread_dispatcher {
 // Effects: defer (run.hpp) from a POSIX signal handler: lock-free push, no
 //   allocation, and an async-signal-safe wake-up (a write(2)).
 // Returns: deferred, or refused when k is already queued (the pending run
-//   absorbs this one).
+//   absorbs this one) or immediate (no queue: see defer).
 // Compile-time check: the dispatcher's queue and wake-up are signal-safe
 //   (mpsc_queue<> and fd_wakeup).
 template <deferral_target D, class Obj, class Status>
