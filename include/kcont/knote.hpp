@@ -616,24 +616,37 @@ class knote_base : public knote_core {
   //   knote), then cancels the continuation if it is deferred on `d`. When
   //   `d` runs continuations on threads of its own (it has cancel_sync, as
   //   thread_dispatcher does), it also waits for a run of the continuation
-  //   that a runner has already popped, so nothing runs on the knote once
-  //   this returns and the owner may free it.
+  //   that a runner has already popped or is running, so nothing runs on the
+  //   knote once this returns and the owner may free it. The continuation is
+  //   left clean: neither queued nor carrying a deferral (its saved obj, this
+  //   knote, is dropped), so it may serve another knote at once.
   // Returns: true when this call detached it (false: detached already).
-  // Complexity: O(1) plus the wait and the dispatcher's cancel.
-  // Thread-safety: any thread (not a runner nested inside this knote's own
-  //   continuation: see thread_dispatcher::cancel_sync).
+  // Complexity: O(1) plus the waits when the continuation is not queued
+  //   (with a thread_dispatcher, a look at each runner thread's slot); when
+  //   it is queued, plus the dispatcher's cancel: O(length of its level
+  //   queue), a walk under that queue's lock.
+  // Thread-safety: any thread. Not from a runner nested inside this knote's
+  //   own continuation (see thread_dispatcher::cancel_sync). Two
+  //   continuations running on two of a thread_dispatcher's threads that
+  //   detach each other's knote would wait for each other forever: debug
+  //   builds abort naming it (see cancel_sync). Such a cycle through
+  //   activations on threads of your own (immediate continuations, whose
+  //   in-flight runs detach waits for) is not detected: detach another
+  //   knote from inside a continuation only when its continuation cannot be
+  //   waiting for yours.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level> &&
              requires(D& d, kc_hook& h) { d.cancel(h); }
   bool detach(D& d) {
     const bool did = detach_filter();
     if constexpr (requires(D& dd, kc_hook& h) { dd.cancel_sync(h); }) {
-      // A popped continuation stops showing as queued once it starts, so
-      // cancel_sync is asked whatever is_queued says.
       (void)d.cancel_sync(*kc_);
+      // The run cancel_sync waited for may have deferred it again.
+      if (kc_->is_queued()) (void)d.cancel_sync(*kc_);
     } else if (kc_->is_queued()) {
       (void)d.cancel(*kc_);
     }
+    detail::hook_access::drop_saved_unless_queued(*kc_);
     return did;
   }
 
@@ -646,6 +659,7 @@ class knote_base : public knote_core {
     KCONT_EXPECTS(!kc_->is_queued(),
                   "knote: detach() while its continuation is deferred; use "
                   "detach(dispatcher) to cancel it (rule 8)");
+    detail::hook_access::drop_saved_unless_queued(*kc_);
     return did;
   }
 
