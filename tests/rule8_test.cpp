@@ -95,6 +95,7 @@ TEST_CASE("thread_dispatcher.cancel_sync_waits_for_the_run_in_progress_when_it_r
     kcont_test::spin_until([&] { return !d.has_work(bsd_level::softnet); });
     g.release = true;
     canceller.join();
+    kcont_test::spin_until([&] { return g.finished.load() != 0; });  // g, k live until then
     CHECK(removed);
     CHECK_FALSE(returned_while_running);
     CHECK(g.finished.load() == 1);  // the removed deferral never ran
@@ -142,6 +143,7 @@ TEST_CASE("knote.rule8_detach_waits_for_the_running_continuation_when_a_second_a
     kcont_test::spin_until([&] { return !d.has_work(bsd_level::softnet); });
     g.release = true;
     detacher.join();
+    kcont_test::spin_until([&] { return g.finished.load() != 0; });  // g, k live until then
     CHECK_FALSE(returned_while_running);
     CHECK(g.finished.load() == 1);
     CHECK_FALSE(k.is_queued());
@@ -450,4 +452,45 @@ TEST_CASE("knote.rule8_two_continuations_detaching_each_others_knote_is_a_contra
         for (;;) std::this_thread::yield();
       },
       "two continuations cancel or detach each other"));
+}
+
+TEST_CASE("knote.rule8_two_immediate_continuations_detaching_each_others_knote_is_a_contract_violation") {
+  // The same cycle through activations on threads of the caller's: each
+  // continuation runs at once inside its activate() and detach waits for
+  // the other's activation in flight.
+  if (!kcont::contract_checks || kcont_test::under_tsan) return;
+  CHECK(kcont_test::dies_with(
+      [] {
+        ::alarm(30);
+        struct side {
+          kcont::knote<any_filter>* other = nullptr;
+          std::atomic<bool>* mine;
+          std::atomic<bool>* theirs;
+        };
+        struct detach_other_fn {
+          void operator()(kn_t*, side& s, knote_cause) const {
+            s.mine->store(true);
+            kcont_test::spin_until([&] { return s.theirs->load(); });
+            s.other->detach();
+          }
+        };
+        static std::atomic<bool> in1{false};
+        static std::atomic<bool> in2{false};
+        static kcont::kc k1{detach_other_fn{}, side{nullptr, &in1, &in2},
+                            bsd_level::immediate};
+        static kcont::kc k2{detach_other_fn{}, side{nullptr, &in2, &in1},
+                            bsd_level::immediate};
+        static kcont::knote<any_filter> kn1{any_filter{}, k1};
+        static kcont::knote<any_filter> kn2{any_filter{}, k2};
+        k1.env().other = &kn2;
+        k2.env().other = &kn1;
+        (void)kn1.attach();
+        (void)kn2.attach();
+        static kcont::immediate_target<> t;
+        std::thread a([] { (void)kn1.activate(t, t.lowest); });
+        std::thread b([] { (void)kn2.activate(t, t.lowest); });
+        a.join();
+        b.join();
+      },
+      "two continuations detach each other's knote"));
 }

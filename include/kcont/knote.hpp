@@ -16,8 +16,9 @@
 // then. What the continuation does is up to it: enqueue the knote on a kqueue
 // (kcont/kqueue.hpp, which this header never includes), defer work to
 // softnet, wake a thread. Detaching a knote (rule 8) waits for activations in
-// flight on other threads, lets a continuation detach its own knote, and
-// cancels a continuation deferred on a dispatcher's level queue.
+// flight on other threads, lets a continuation detach its own knote,
+// cancels a continuation deferred on a dispatcher's level queue and leaves
+// it clean (no saved deferral) for reuse.
 //
 // Compared with an observer list of std::function: nothing is allocated, a
 // subscription is a caller-owned node, and a subscriber may unsubscribe itself
@@ -352,10 +353,35 @@ class knote_core : public knote_fields {
       }
     }
     if (mine != 0) add(0u - mine * pin_one);
+    auto pinned = [this] {
+      return (state_.load(std::memory_order_acquire) >> pin_shift) != 0;
+    };
+    if (!pinned()) return;
+    // With contract checks on, a thread inside another knote's activation
+    // says so in this knote (pin_waiter_) before it waits, and aborts when a
+    // thread inside this knote's activation waits for that knote: two
+    // continuations detaching each other's knote would wait forever. seq_cst:
+    // of two threads that begin at once, at least one sees the other.
+    knote_core* inside = nullptr;
+    if constexpr (contract_checks) {
+      for (auto* f = detail::activation_frames; f != nullptr; f = f->prev)
+        if (!f->released && f->kn != this) inside = f->kn;  // the outermost
+      if (inside != nullptr) {
+        pin_waiter_.store(inside, std::memory_order_seq_cst);
+        bool cycle = false;
+        for (auto* f = detail::activation_frames; f != nullptr; f = f->prev)
+          if (!f->released && f->kn->pin_waiter_.load(std::memory_order_seq_cst) == this)
+            cycle = true;
+        KCONT_EXPECTS(!cycle,
+                      "knote: detach waits for an activation that waits for "
+                      "this thread's: two continuations detach each other's "
+                      "knote (a deadlock)");
+      }
+    }
     // Another thread is inside the continuation: its call is short (the
     // continuation is a callback, not a loop), so yielding beats a futex.
-    while ((state_.load(std::memory_order_acquire) >> pin_shift) != 0)
-      std::this_thread::yield();
+    while (pinned()) std::this_thread::yield();
+    if (inside != nullptr) pin_waiter_.store(nullptr, std::memory_order_relaxed);
   }
 
   mutable spin_lock fields_lock_;
@@ -365,6 +391,9 @@ class knote_core : public knote_fields {
   friend struct detail::activation_frame;
 
   std::atomic<std::uint32_t> state_{0};
+  // The knote whose activation the thread waiting for this one's pins is in
+  // (wait_unpinned, contract checks only).
+  std::atomic<const knote_core*> pin_waiter_{nullptr};
   // Set for knote<F, Level, no_lock>: plain state updates, no field lock.
   const bool single_ = false;
   // klist links (guarded by the klist's lock).

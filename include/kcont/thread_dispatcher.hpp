@@ -187,8 +187,9 @@ struct alignas(64) run_slot {
 // The slot of the run the calling thread is in, if any.
 inline thread_local run_slot* running_slot = nullptr;
 
-inline std::uintptr_t slot_word(const kc_hook& h) noexcept {
-  return reinterpret_cast<std::uintptr_t>(&h);
+// The address alone: the continuation behind it may be gone.
+inline std::uintptr_t slot_word(const kc_hook* h) noexcept {
+  return reinterpret_cast<std::uintptr_t>(h);
 }
 // kc_hook holds pointers, so its address leaves the low bit free for the tag.
 inline constexpr std::uintptr_t handed_over = 1;
@@ -644,7 +645,7 @@ class thread_dispatcher {
   // and aborts when the run it waits for is itself waiting, directly or
   // through a chain of this dispatcher's runs, for the run this thread is in.
   void wait_not_running(const slot& s, const kc_hook& h) noexcept {
-    const std::uintptr_t w = detail::slot_word(h);
+    const std::uintptr_t w = detail::slot_word(&h);
     auto shows_h = [&] {
       return (s.running.load(std::memory_order_acquire) & ~detail::handed_over) == w;
     };
@@ -678,8 +679,8 @@ class thread_dispatcher {
     for (std::size_t hops = 0; hops <= slot_count(); ++hops) {
       const kc_hook* w = cur->waiting_for.load(std::memory_order_seq_cst);
       if (w == nullptr) return false;
-      if (detail::slot_word(*w) == mine) return true;
-      cur = slot_running(*w);
+      if (detail::slot_word(w) == mine) return true;
+      cur = slot_running(w);
       if (cur == nullptr) return false;
     }
     return false;
@@ -690,7 +691,7 @@ class thread_dispatcher {
       if (r) n += std::max(r->nthreads, 1u);
     return n;
   }
-  const slot* slot_running(const kc_hook& h) const noexcept {
+  const slot* slot_running(const kc_hook* h) const noexcept {
     const std::uintptr_t w = detail::slot_word(h);
     auto shows = [w](const slot& s) {
       return (s.running.load(std::memory_order_acquire) & ~detail::handed_over) == w;
@@ -710,7 +711,7 @@ class thread_dispatcher {
   // Returns: true when handed over: n stays claimed, and this thread must
   //   not touch it again.
   static bool claim_run(slot& s, kc_hook& n, runner* pool) noexcept {
-    const std::uintptr_t w = detail::slot_word(n);
+    const std::uintptr_t w = detail::slot_word(&n);
     if (pool != nullptr && pool->nthreads > 1) {
       for (unsigned t = 0; t < pool->nthreads; ++t) {
         slot& sib = pool->slots[t];
@@ -751,8 +752,8 @@ class thread_dispatcher {
   static bool withdraw_handed_over(kc_hook& h) noexcept {
     slot* const s = detail::running_slot;
     if (s == nullptr) return false;
-    std::uintptr_t expected = detail::slot_word(h) | detail::handed_over;
-    if (!s->running.compare_exchange_strong(expected, detail::slot_word(h),
+    std::uintptr_t expected = detail::slot_word(&h) | detail::handed_over;
+    if (!s->running.compare_exchange_strong(expected, detail::slot_word(&h),
                                             std::memory_order_acq_rel,
                                             std::memory_order_relaxed))
       return false;
@@ -798,7 +799,7 @@ class thread_dispatcher {
       running_scope scope{s, detail::running_here, detail::running_slot};
       detail::running_here = h;
       detail::running_slot = &s;
-      const std::uintptr_t w = detail::slot_word(*h);
+      const std::uintptr_t w = detail::slot_word(h);
       do {
         if constexpr (rethrows) {
           detail::hook_access::op(*h, kc_op::resume_shared);
