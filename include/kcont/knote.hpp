@@ -368,7 +368,7 @@ class knote_core : public knote_fields {
         if (!f->released && f->kn != this) inside = f->kn;  // the outermost
       if (inside != nullptr) {
         pin_waiter_.store(inside, std::memory_order_seq_cst);
-        bool cycle = false;
+        [[maybe_unused]] bool cycle = false;
         for (auto* f = detail::activation_frames; f != nullptr; f = f->prev)
           if (!f->released && f->kn->pin_waiter_.load(std::memory_order_seq_cst) == this)
             cycle = true;

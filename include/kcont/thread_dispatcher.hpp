@@ -657,7 +657,7 @@ class thread_dispatcher {
         // waiting for each other at the same time, at least one sees the
         // other's store.
         me->waiting_for.store(&h, std::memory_order_seq_cst);
-        const bool cycle = waits_for(s, *me);
+        [[maybe_unused]] const bool cycle = waits_for(s, *me);
         KCONT_EXPECTS(!cycle,
                       "thread_dispatcher: cancel_sync (or knote::detach) from a "
                       "continuation waits for a run that waits for it: two "
