@@ -655,14 +655,14 @@ class knote_base : public knote_core {
   //   it is queued, plus the dispatcher's cancel: O(length of its level
   //   queue), a walk under that queue's lock.
   // Thread-safety: any thread. Not from a runner nested inside this knote's
-  //   own continuation (see thread_dispatcher::cancel_sync). Two
-  //   continuations running on two of a thread_dispatcher's threads that
-  //   detach each other's knote would wait for each other forever: debug
-  //   builds abort naming it (see cancel_sync). Such a cycle through
-  //   activations on threads of your own (immediate continuations, whose
-  //   in-flight runs detach waits for) is not detected: detach another
-  //   knote from inside a continuation only when its continuation cannot be
-  //   waiting for yours.
+  //   own continuation (see thread_dispatcher::cancel_sync).
+  // Contract: two continuations that detach each other's knote while both
+  //   run (on two of a thread_dispatcher's threads, or inside activations
+  //   on two threads of yours) would wait for each other forever; debug
+  //   builds abort instead, naming it. Longer cycles (through the
+  //   activations of several knotes nested on one thread) may go unseen:
+  //   detach another knote from inside a continuation only when that
+  //   knote's continuation cannot be detaching yours.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level> &&
              requires(D& d, kc_hook& h) { d.cancel(h); }
