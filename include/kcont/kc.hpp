@@ -62,6 +62,18 @@ enum class kc_op : std::uint8_t {
 // atomic step. A deferral racing with the pop is thus absorbed by the run
 // that has not started yet. A custom trampoline must call take_saved on
 // every resume.
+//
+// A deferral made while the function runs (after take_saved) is a new claim
+// and queues the continuation again. A thread_dispatcher never runs one
+// continuation on two threads at once: each runner thread publishes what it
+// runs in its slot (under the queue's lock, at the pop), and a pool thread
+// that pops a re-deferral of a continuation a sibling is still running
+// hands it over to that sibling (tags its slot) instead of running it. The
+// continuation stays claimed, on no queue, until the sibling, whose run has
+// returned, runs it again. Touching it then does not break rule 3: its
+// owner keeps a claimed (queued) continuation alive. A hand-over counts as
+// popped: cancel no longer finds it, cancel_sync waits for that run too
+// (or, called from inside the run, withdraws it).
 class kc_hook {
  public:
   kc_hook(const kc_hook&) = delete;
@@ -170,6 +182,19 @@ struct hook_access {
     h.state_.store(h.state_.load(std::memory_order_relaxed) &
                        static_cast<std::uint8_t>(~bits),
                    std::memory_order_release);
+  }
+  // Drops a deferral's saved obj/status (clears the deferred bit) unless
+  // the continuation is queued: a claim racing with it either comes first
+  // (the bit stays, the claimer's run uses it) or sees the bit clear and
+  // saves its own values. For a continuation handed back by a cancel whose
+  // saved values must never run (a detached knote: rule 8).
+  static void drop_saved_unless_queued(kc_hook& h) noexcept {
+    std::uint8_t st = h.state_.load(std::memory_order_acquire);
+    while ((st & (queued_bit | deferred_bit)) == deferred_bit &&
+           !h.state_.compare_exchange_weak(
+               st, static_cast<std::uint8_t>(st & ~deferred_bit),
+               std::memory_order_acq_rel, std::memory_order_acquire)) {
+    }
   }
   template <bool Concurrent = true>
   static std::uint8_t set(kc_hook& h, std::uint8_t bits) noexcept {

@@ -16,8 +16,9 @@
 // then. What the continuation does is up to it: enqueue the knote on a kqueue
 // (kcont/kqueue.hpp, which this header never includes), defer work to
 // softnet, wake a thread. Detaching a knote (rule 8) waits for activations in
-// flight on other threads, lets a continuation detach its own knote, and
-// cancels a continuation deferred on a dispatcher's level queue.
+// flight on other threads, lets a continuation detach its own knote,
+// cancels a continuation deferred on a dispatcher's level queue and leaves
+// it clean (no saved deferral) for reuse.
 //
 // Compared with an observer list of std::function: nothing is allocated, a
 // subscription is a caller-owned node, and a subscriber may unsubscribe itself
@@ -353,10 +354,35 @@ class knote_core : public knote_fields {
       }
     }
     if (mine != 0) add(0u - mine * pin_one);
+    auto pinned = [this] {
+      return (state_.load(std::memory_order_acquire) >> pin_shift) != 0;
+    };
+    if (!pinned()) return;
+    // With contract checks on, a thread inside another knote's activation
+    // says so in this knote (pin_waiter_) before it waits, and aborts when a
+    // thread inside this knote's activation waits for that knote: two
+    // continuations detaching each other's knote would wait forever. seq_cst:
+    // of two threads that begin at once, at least one sees the other.
+    knote_core* inside = nullptr;
+    if constexpr (contract_checks) {
+      for (auto* f = detail::activation_frames; f != nullptr; f = f->prev)
+        if (!f->released && f->kn != this) inside = f->kn;  // the outermost
+      if (inside != nullptr) {
+        pin_waiter_.store(inside, std::memory_order_seq_cst);
+        [[maybe_unused]] bool cycle = false;
+        for (auto* f = detail::activation_frames; f != nullptr; f = f->prev)
+          if (!f->released && f->kn->pin_waiter_.load(std::memory_order_seq_cst) == this)
+            cycle = true;
+        KCONT_EXPECTS(!cycle,
+                      "knote: detach waits for an activation that waits for "
+                      "this thread's: two continuations detach each other's "
+                      "knote (a deadlock)");
+      }
+    }
     // Another thread is inside the continuation: its call is short (the
     // continuation is a callback, not a loop), so yielding beats a futex.
-    while ((state_.load(std::memory_order_acquire) >> pin_shift) != 0)
-      std::this_thread::yield();
+    while (pinned()) std::this_thread::yield();
+    if (inside != nullptr) pin_waiter_.store(nullptr, std::memory_order_relaxed);
   }
 
   mutable spin_lock fields_lock_;
@@ -366,6 +392,9 @@ class knote_core : public knote_fields {
   friend struct detail::activation_frame;
 
   std::atomic<std::uint32_t> state_{0};
+  // The knote whose activation the thread waiting for this one's pins is in
+  // (wait_unpinned, contract checks only).
+  std::atomic<const knote_core*> pin_waiter_{nullptr};
   // Set for knote<F, Level, no_lock>: plain state updates, no field lock.
   const bool single_ = false;
   // klist links (guarded by the klist's lock).
@@ -622,24 +651,37 @@ class knote_base : public knote_core {
   //   knote), then cancels the continuation if it is deferred on `d`. When
   //   `d` runs continuations on threads of its own (it has cancel_sync, as
   //   thread_dispatcher does), it also waits for a run of the continuation
-  //   that a runner has already popped, so nothing runs on the knote once
-  //   this returns and the owner may free it.
+  //   that a runner has already popped or is running, so nothing runs on the
+  //   knote once this returns and the owner may free it. The continuation is
+  //   left clean: neither queued nor carrying a deferral (its saved obj, this
+  //   knote, is dropped), so it may serve another knote at once.
   // Returns: true when this call detached it (false: detached already).
-  // Complexity: O(1) plus the wait and the dispatcher's cancel.
-  // Thread-safety: any thread (not a runner nested inside this knote's own
-  //   continuation: see thread_dispatcher::cancel_sync).
+  // Complexity: O(1) plus the waits when the continuation is not queued
+  //   (with a thread_dispatcher, a look at each runner thread's slot); when
+  //   it is queued, plus the dispatcher's cancel: O(length of its level
+  //   queue), a walk under that queue's lock.
+  // Thread-safety: any thread. Not from a runner nested inside this knote's
+  //   own continuation (see thread_dispatcher::cancel_sync).
+  // Contract: two continuations that detach each other's knote while both
+  //   run (on two of a thread_dispatcher's threads, or inside activations
+  //   on two threads of yours) would wait for each other forever; debug
+  //   builds abort instead, naming it. Longer cycles (through the
+  //   activations of several knotes nested on one thread) may go unseen:
+  //   detach another knote from inside a continuation only when that
+  //   knote's continuation cannot be detaching yours.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level> &&
              requires(D& d, kc_hook& h) { d.cancel(h); }
   bool detach(D& d) {
     const bool did = detach_filter();
     if constexpr (requires(D& dd, kc_hook& h) { dd.cancel_sync(h); }) {
-      // A popped continuation stops showing as queued once it starts, so
-      // cancel_sync is asked whatever is_queued says.
       (void)d.cancel_sync(*kc_);
+      // The run cancel_sync waited for may have deferred it again.
+      if (kc_->is_queued()) (void)d.cancel_sync(*kc_);
     } else if (kc_->is_queued()) {
       (void)d.cancel(*kc_);
     }
+    detail::hook_access::drop_saved_unless_queued(*kc_);
     return did;
   }
 
@@ -652,6 +694,7 @@ class knote_base : public knote_core {
     KCONT_EXPECTS(!kc_->is_queued(),
                   "knote: detach() while its continuation is deferred; use "
                   "detach(dispatcher) to cancel it (rule 8)");
+    detail::hook_access::drop_saved_unless_queued(*kc_);
     return did;
   }
 

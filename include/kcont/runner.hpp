@@ -51,7 +51,9 @@ struct thread_runner {
 };
 // N threads drain the level; 0 means std::thread::hardware_concurrency() (at
 // least 1). Continuations of one level may run concurrently and finish out
-// of order; each still runs once per deferral.
+// of order; each still runs once per deferral, and never on two threads at
+// once: a deferral made while it runs is run after that run, on the same
+// thread (the claim protocol, kc.hpp's kc_hook).
 template <unsigned N = 0>
 struct pool_runner {
   static constexpr runner_kind kind = runner_kind::pool;

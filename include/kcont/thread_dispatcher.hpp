@@ -171,6 +171,31 @@ inline constexpr bool signal_safe_queue<Q> = Q::signal_safe_push;
 // (cancel_sync from inside it must not wait for itself).
 inline thread_local const kc_hook* running_here = nullptr;
 
+// What one runner thread (or manual runner, or stop()) is running, so that
+// cancel_sync can wait for it, a sibling can hand it a re-deferral, and a
+// wait cycle can be seen. Own cache line.
+//  running:     the continuation's address, low bit set when a sibling of
+//               the same pool popped a re-deferral of it during this run and
+//               handed it over (the claim protocol at kc_hook: it stays
+//               claimed, off every queue, until this thread runs it again).
+//  waiting_for: the continuation whose run this thread's cancel_sync waits
+//               for (set only while contract checks are on).
+struct alignas(64) run_slot {
+  std::atomic<std::uintptr_t> running{0};
+  std::atomic<const kc_hook*> waiting_for{nullptr};
+};
+
+// The slot of the run the calling thread is in, if any.
+inline thread_local run_slot* running_slot = nullptr;
+
+// The address alone: the continuation behind it may be gone.
+inline std::uintptr_t slot_word(const kc_hook* h) noexcept {
+  return reinterpret_cast<std::uintptr_t>(h);
+}
+// kc_hook holds pointers, so its address leaves the low bit free for the tag.
+inline constexpr std::uintptr_t handed_over = 1;
+static_assert(alignof(kc_hook) >= 2);
+
 }  // namespace detail
 
 // How much one drain may do: at most `count` continuations and, when a
@@ -231,10 +256,14 @@ struct drain_budget {
 // Lifetime contract: the runner threads start in the constructor and are
 // joined by stop() or, at the latest, by the destructor. Each queued
 // continuation's owner keeps it alive until it has run, or until cancel /
-// stop(out) handed it back. The destructor stops the dispatcher under its
-// on_stop policy; with hand_back_on_stop, call stop(out) first: work still
-// pending in the destructor is a contract violation in a debug build (and is
-// drained in a release build rather than dropped).
+// stop(out) handed it back. A continuation kcont allocated (make_kc) is
+// freed by the runner that ran it, at a moment the deferring thread cannot
+// know: cancel one only with cancel_and_dispose, never cancel + dispose.
+// One continuation never runs on two runner threads at once (see kc_hook).
+// The destructor stops the dispatcher under its on_stop policy; with
+// hand_back_on_stop, call stop(out) first: work still pending in the
+// destructor is a contract violation in a debug build (and is drained in a
+// release build rather than dropped).
 //
 // Levels: every member taking a level expects a deferrable one; `immediate`
 // (or a value outside the set) has no queue and no runner: a debug build
@@ -309,11 +338,8 @@ class thread_dispatcher {
                 "rethrow to, and a runner thread has none: use a handler "
                 "h(std::exception_ptr, Level) or terminate_on_exception");
 
-  // One per runner thread (and one per manual runner, one for stop()): what
-  // it is running now, so cancel_sync can wait for it. Own cache line.
-  struct alignas(64) slot {
-    std::atomic<const kc_hook*> running{nullptr};
-  };
+  // One per runner thread (and one per manual runner, one for stop()).
+  using slot = detail::run_slot;
 
   // A runner: the levels [lo, hi] it drains, how it sleeps, its threads.
   struct runner {
@@ -509,40 +535,85 @@ class thread_dispatcher {
   }
 
   // Effects: removes h from its level's queue if it is still waiting there;
-  //   the caller owns it again (dispose() it if kcont allocated it). As with
-  //   manual_dispatcher::cancel, it is handed back still carrying the saved
-  //   obj/status of its deferral: run() gives it those, and deferring it
-  //   again keeps them (rule 2).
+  //   the caller owns it again. As with manual_dispatcher::cancel, it is
+  //   handed back still carrying the saved obj/status of its deferral: run()
+  //   gives it those, and deferring it again keeps them (rule 2).
+  //   Reads h: for a continuation kcont allocated (make_kc, allocate_kc),
+  //   which a runner frees as soon as it has run, use cancel_and_dispose.
   // Returns: true when h was removed before it ran; false when it was not
   //   queued here, or is running or has run.
-  // Complexity: O(queue length). Thread-safety: any thread, not from a signal
-  //   handler; does not wait for a running continuation (see cancel_sync).
+  // Complexity: O(1) when h is not queued (one load); O(length of h's level
+  //   queue) when it is (also just after a runner popped it, until it
+  //   starts), a walk under the queue's consumer lock.
+  // Thread-safety: any thread, not from a signal handler; does not wait for
+  //   a running continuation (see cancel_sync).
   bool cancel(kc_hook& h) noexcept {
+    if (!h.is_queued()) return false;
     const auto level = static_cast<Level>(detail::hook_access::level(h));
     if (!is_deferrable_level(level)) return false;
     return queues_[level_index(level)].erase_slow(h);
   }
 
-  // Effects: cancel(h); when h was not removed because a runner is running
-  //   it, waits (yielding) until that call returns. Called from inside h's
-  //   own run, it does not wait for itself.
-  // Returns: true when h was removed before it ran; false otherwise, and then
-  //   h is not running on this dispatcher when it returns (unless deferred
-  //   again meanwhile by another thread).
-  // Thread-safety: any thread, not a signal handler. Calling it from a
-  //   continuation nested inside h's run (a nested drain) deadlocks.
+  // Effects: cancel(h), then waits (yielding) until no runner is running h,
+  //   whether or not a queued deferral was removed: a run in progress is
+  //   waited for in both cases. Called from inside h's own run, it does not
+  //   wait for itself, and it also withdraws a re-deferral of h that a pool
+  //   sibling handed over to this run (see kc_hook).
+  // Returns: true when a deferral of h was removed before it ran (h is then
+  //   handed back as by cancel); false otherwise. Either way h is neither
+  //   queued here nor running on another thread of this dispatcher when it
+  //   returns (unless deferred again meanwhile by another thread).
+  // Complexity: as cancel, plus a look at each runner thread's slot (a
+  //   constant of the plan), plus the wait.
+  // Contract: two runs that cancel_sync each other (directly, or through a
+  //   chain of runs of this dispatcher, e.g. two continuations detaching
+  //   each other's knote) would wait forever; debug builds abort instead,
+  //   naming the cycle. Calling it from a continuation nested inside h's run
+  //   (a nested drain) deadlocks.
+  // Thread-safety: any thread, not a signal handler.
   bool cancel_sync(kc_hook& h) {
-    if (cancel(h)) return true;
-    if (detail::running_here == &h) return false;
+    bool removed = cancel(h);
+    if (detail::running_here == &h) {
+      if (!removed) removed = withdraw_handed_over(h);
+      return removed;
+    }
     // A runner publishes the node it pops in its slot under the queue's lock
-    // (pop_claimed), so the failed erase above, which took that lock too, is
-    // ordered after the publication: if h is running now, a slot shows it.
+    // (pop_claimed) and keeps the queued bit set until the run starts
+    // (take_saved): a popped h shows either as queued, and cancel's erase
+    // takes that lock after the publication, or as not queued, and then the
+    // run that cleared the bit published its slot before. Either way, if h
+    // is running now, a slot shows it.
     for (auto& r : runners_) {
       if (!r) continue;
       for (unsigned t = 0; t < std::max(r->nthreads, 1u); ++t)
         wait_not_running(r->slots[t], h);
     }
     wait_not_running(stop_slot_, h);
+    return removed;
+  }
+
+  // Effects: when h is still waiting on one of this dispatcher's level
+  //   queues, removes it and hands it back through dispose(), which frees a
+  //   continuation kcont allocated (make_kc, allocate_kc). One operation, so
+  //   safe where `if (cancel(h)) dispose(h)` is not: h is found by its
+  //   address alone and read only once found on a queue, so it may be an
+  //   allocated continuation that a runner has already run and freed.
+  // Returns: true when h was removed (and disposed); false when it was not
+  //   queued here: it is running, has run (and, allocated, is freed), or was
+  //   never deferred here.
+  // Precondition: h's address was not reused, after it was freed, by another
+  //   continuation deferred here (a new make_kc may get the same memory):
+  //   cancel an allocated continuation before it can have run, or keep an
+  //   allocated one that must be cancellable in a list of your own.
+  // Complexity: O(everything queued on this dispatcher), walks under each
+  //   level queue's consumer lock. Thread-safety: as cancel.
+  bool cancel_and_dispose(kc_hook& h) {
+    for (auto& q : queues_) {
+      if (q.erase_slow(h)) {
+        dispose(h);
+        return true;
+      }
+    }
     return false;
   }
 
@@ -645,20 +716,138 @@ class thread_dispatcher {
     r.wake.notify();
   }
 
-  static void wait_not_running(const slot& s, const kc_hook& h) noexcept {
-    while (s.running.load(std::memory_order_acquire) == &h)
-      std::this_thread::yield();
+  // Waits while slot s shows h running (handed over or not). With contract
+  // checks on, publishes what this thread waits for in its own slot first,
+  // and aborts when the run it waits for is itself waiting, directly or
+  // through a chain of this dispatcher's runs, for the run this thread is in.
+  void wait_not_running(const slot& s, const kc_hook& h) noexcept {
+    const std::uintptr_t w = detail::slot_word(&h);
+    auto shows_h = [&] {
+      return (s.running.load(std::memory_order_acquire) & ~detail::handed_over) == w;
+    };
+    if (!shows_h()) return;
+    slot* const me = detail::running_slot;
+    if constexpr (contract_checks) {
+      if (me != nullptr) {
+        // seq_cst, with the loads in waits_for: of two threads that begin
+        // waiting for each other at the same time, at least one sees the
+        // other's store.
+        me->waiting_for.store(&h, std::memory_order_seq_cst);
+        [[maybe_unused]] const bool cycle = waits_for(s, *me);
+        KCONT_EXPECTS(!cycle,
+                      "thread_dispatcher: cancel_sync (or knote::detach) from a "
+                      "continuation waits for a run that waits for it: two "
+                      "continuations cancel or detach each other (a deadlock)");
+      }
+    }
+    while (shows_h()) std::this_thread::yield();
+    if constexpr (contract_checks) {
+      if (me != nullptr) me->waiting_for.store(nullptr, std::memory_order_release);
+    }
   }
 
-  // Publishes "running h" in a slot and on the thread, and withdraws both
-  // when the call returns or throws (only the pointer value is touched: h
-  // itself may be gone by then).
+  // True when the thread of slot `from` waits, directly or through a chain
+  // of waits over this dispatcher's slots, for the run of slot `me`.
+  bool waits_for(const slot& from, const slot& me) const noexcept {
+    const std::uintptr_t mine =
+        me.running.load(std::memory_order_relaxed) & ~detail::handed_over;
+    const slot* cur = &from;
+    for (std::size_t hops = 0; hops <= slot_count(); ++hops) {
+      const kc_hook* w = cur->waiting_for.load(std::memory_order_seq_cst);
+      if (w == nullptr) return false;
+      if (detail::slot_word(w) == mine) return true;
+      cur = slot_running(w);
+      if (cur == nullptr) return false;
+    }
+    return false;
+  }
+  std::size_t slot_count() const noexcept {
+    std::size_t n = 1;  // stop_slot_
+    for (const auto& r : runners_)
+      if (r) n += std::max(r->nthreads, 1u);
+    return n;
+  }
+  const slot* slot_running(const kc_hook* h) const noexcept {
+    const std::uintptr_t w = detail::slot_word(h);
+    auto shows = [w](const slot& s) {
+      return (s.running.load(std::memory_order_acquire) & ~detail::handed_over) == w;
+    };
+    for (const auto& r : runners_) {
+      if (!r) continue;
+      for (unsigned t = 0; t < std::max(r->nthreads, 1u); ++t)
+        if (shows(r->slots[t])) return &r->slots[t];
+    }
+    return shows(stop_slot_) ? &stop_slot_ : nullptr;
+  }
+
+  // Called under the queue's lock as n is popped claimed into slot s: when
+  // a sibling thread of the same pool is running n (n was deferred again
+  // during that run), hands n over to it (tags its slot) instead of running
+  // it here at the same time (see kc_hook). Else publishes n in s.
+  // Returns: true when handed over: n stays claimed, and this thread must
+  //   not touch it again.
+  static bool claim_run(slot& s, kc_hook& n, runner* pool) noexcept {
+    const std::uintptr_t w = detail::slot_word(&n);
+    if (pool != nullptr && pool->nthreads > 1) {
+      for (unsigned t = 0; t < pool->nthreads; ++t) {
+        slot& sib = pool->slots[t];
+        if (&sib == &s) continue;
+        std::uintptr_t expected = w;
+        // Fails when the sibling's run has just returned (its slot no longer
+        // shows n): then n runs here.
+        if (sib.running.load(std::memory_order_relaxed) == w &&
+            sib.running.compare_exchange_strong(expected, w | detail::handed_over,
+                                                std::memory_order_acq_rel,
+                                                std::memory_order_relaxed))
+          return true;
+      }
+    }
+    s.running.store(w, std::memory_order_release);
+    return false;
+  }
+
+  // After a run of the continuation at address w returned in slot s: ends
+  // the publication, unless a sibling handed it over meanwhile. Touches the
+  // slot only, never the continuation.
+  // Returns: true when h was handed over: it is claimed, so its owner keeps
+  //   it alive, and the caller runs it again (the slot still shows it).
+  // Only a pool of two threads or more hands over: otherwise running_scope's
+  // plain store ends the publication, and no locked instruction is spent.
+  static bool run_again(slot& s, std::uintptr_t w, const runner* pool) noexcept {
+    if (pool == nullptr || pool->nthreads < 2) return false;
+    std::uintptr_t expected = w;
+    if (s.running.compare_exchange_strong(expected, 0, std::memory_order_release,
+                                          std::memory_order_acquire))
+      return false;
+    s.running.store(w, std::memory_order_relaxed);
+    return true;
+  }
+
+  // From inside h's run (cancel_sync): takes back a re-deferral of h that a
+  // sibling handed over to this run, ending its claim as cancel would.
+  static bool withdraw_handed_over(kc_hook& h) noexcept {
+    slot* const s = detail::running_slot;
+    if (s == nullptr) return false;
+    std::uintptr_t expected = detail::slot_word(&h) | detail::handed_over;
+    if (!s->running.compare_exchange_strong(expected, detail::slot_word(&h),
+                                            std::memory_order_acq_rel,
+                                            std::memory_order_relaxed))
+      return false;
+    detail::hook_access::clear<true>(h, detail::hook_access::queued_bit);
+    return true;
+  }
+
+  // Publishes "running" on the thread (running_here, running_slot) and
+  // withdraws both, and the slot's publication, when the runs end or throw
+  // (only the slot is touched: h itself may be gone by then).
   struct running_scope {
     slot& s;
     const kc_hook* saved_here;
+    slot* saved_slot;
     ~running_scope() {
       detail::running_here = saved_here;
-      s.running.store(nullptr, std::memory_order_release);
+      detail::running_slot = saved_slot;
+      s.running.store(0, std::memory_order_release);
     }
   };
 
@@ -668,36 +857,44 @@ class thread_dispatcher {
   bool run_one(runner& r, slot& s) { return run_one(r.lo, r.hi, s, &r); }
 
   // The same over the levels [lo, hi], publishing in slot s; `pool` (when
-  // not null) is the runner whose idle siblings may need waking.
+  // not null) is the runner whose idle siblings may need waking and whose
+  // siblings' slots a re-deferral may be handed over to.
   bool run_one(std::size_t lo, std::size_t hi, slot& s, runner* pool) {
     for (std::size_t i = hi + 1; i-- > lo;) {
-      kc_hook* h = queues_[i].pop_claimed([&s](kc_hook& n) noexcept {
-        s.running.store(&n, std::memory_order_release);
+      bool handed = false;
+      kc_hook* h = queues_[i].pop_claimed([&](kc_hook& n) noexcept {
+        handed = claim_run(s, n, pool);
       });
       if (h == nullptr) continue;
+      if (handed) return true;  // the sibling running it runs it again
       // A pool: wake a sibling when more is waiting, so one wake-up per
       // empty->non-empty transition still keeps every worker busy.
       if (pool != nullptr && pool->nthreads > 1 && runner_has_work(*pool))
         wake(*pool);
       const level_guard<Level> at_level(level_at<Level>(i));
-      running_scope scope{s, detail::running_here};
+      running_scope scope{s, detail::running_here, detail::running_slot};
       detail::running_here = h;
-      if constexpr (rethrows) {
-        detail::hook_access::op(*h, kc_op::resume_shared);
-      } else if constexpr (terminates) {
-        resume_or_terminate(*h);
-      } else {
-#if defined(__cpp_exceptions)
-        try {
+      detail::running_slot = &s;
+      const std::uintptr_t w = detail::slot_word(h);
+      do {
+        if constexpr (rethrows) {
           detail::hook_access::op(*h, kc_op::resume_shared);
-        } catch (...) {
-          on_exception_(std::current_exception(), level_at<Level>(i));
-        }
+        } else if constexpr (terminates) {
+          resume_or_terminate(*h);
+        } else {
+#if defined(__cpp_exceptions)
+          try {
+            detail::hook_access::op(*h, kc_op::resume_shared);
+          } catch (...) {
+            on_exception_(std::current_exception(), level_at<Level>(i));
+          }
 #else
-        detail::hook_access::op(*h, kc_op::resume_shared);  // cannot throw
+          detail::hook_access::op(*h, kc_op::resume_shared);  // cannot throw
 #endif
-      }
-      // *h may be gone: the function may have destroyed it.
+        }
+        // *h may be gone: the function may have destroyed it; only a
+        // hand-over (h claimed again, so alive) makes it run again.
+      } while (run_again(s, w, pool));
       return true;
     }
     return false;
