@@ -138,7 +138,7 @@ run_result run(D& d, kc_base<Obj, Status, typename D::level_type>& k,
   if (st & detail::hook_access::deferred_bit) {
     KCONT_EXPECTS(detail::no_fresh_obj(obj, A::saved_obj(k)),
                   "run: a deferred continuation runs with its saved obj; pass "
-                  "Obj{} (the seed's KASSERT(obj == NULL)), not a fresh one");
+                  "Obj{} (the NetBSD patch's KASSERT(obj == NULL)), not a fresh one");
     obj = A::saved_obj(k);
     status = A::saved_status(k);
     detail::hook_access::clear<D::concurrent>(k,
@@ -199,7 +199,7 @@ run_result run(D& d, kc<Fn, Env, Spec, Obj, Status>& k,
     if (st & detail::hook_access::deferred_bit) {
       KCONT_EXPECTS(detail::no_fresh_obj(obj, A::saved_obj(k)),
                     "run: a deferred continuation runs with its saved obj; "
-                    "pass Obj{} (the seed's KASSERT(obj == NULL)), not a "
+                    "pass Obj{} (the NetBSD patch's KASSERT(obj == NULL)), not a "
                     "fresh one");
       obj = A::saved_obj(k);
       status = A::saved_status(k);
