@@ -59,6 +59,7 @@ kcont::kevent draw_change(Pick& pick) {
   static constexpr odds table[] = {
       {ev::add, 2},     {ev::delete_, 8},  {ev::enable, 5},   {ev::disable, 5},
       {ev::oneshot, 6}, {ev::clear, 3},    {ev::dispatch, 5}, {ev::receipt, 4},
+      {ev::forceoneshot, 12}, {ev::keepudata, 10},
       {ev::eof, 25},    {ev::error, 25},   {static_cast<ev>(0x1000), 40},
       {static_cast<ev>(0x2000), 40},       {static_cast<ev>(0x0400), 40},
   };

@@ -664,3 +664,36 @@ TEST_CASE_TEMPLATE("kqueue.freebsd_filter_zero_change_is_skipped", Pol, std::mut
   CHECK(r.count == 0);
   CHECK(f.kq.size() == 1);
 }
+
+// kqueue_register: `if (kev->flags & EV_FORCEONESHOT) { kn->kn_flags |=
+// EV_ONESHOT; KNOTE_ACTIVATE(kn, 1); }` — an existing knote becomes
+// one-shot and is queued at once, fired or not (the scan reports a one-shot
+// knote without re-checking it); at creation the bit is stripped.
+TEST_CASE_TEMPLATE("kqueue.freebsd_forceoneshot_fires_and_deletes_after_report", Pol,
+                   std::mutex, kcont::no_lock) {
+  basic_fixture<Pol> f;
+  REQUIRE(f.change(user(1, ev::add | ev::clear | ev::forceoneshot, 0, 0, 4)) == 0);
+  CHECK(f.kq.pending() == 0);
+  REQUIRE(f.change(user(1, ev::forceoneshot, 0, 0, 5)) == 0);
+  CHECK(f.kq.pending() == 1);
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == kev{1, filter_id::user, ev::clear | ev::oneshot, 0, 0, 5});
+  CHECK(f.kq.size() == 0);
+}
+
+// kqueue_register: EV_ADD with EV_KEEPUDATA is EINVAL ("Reject an invalid
+// flag pair early"); on other changes `if ((kev->flags & EV_KEEPUDATA) == 0)
+// kn->kn_kevent.udata = kev->udata;`.
+TEST_CASE_TEMPLATE("kqueue.freebsd_keepudata_keeps_udata_and_is_einval_with_add", Pol,
+                   std::mutex, kcont::no_lock) {
+  basic_fixture<Pol> f;
+  CHECK(f.change(user(1, ev::add | ev::keepudata, 0, 0, 1)) == EINVAL);
+  CHECK(f.kq.size() == 0);
+  REQUIRE(f.change(user(1, ev::add | ev::clear, 0, 0, 2)) == 0);
+  CHECK(f.change(user(1, ev::add | ev::keepudata, 0, 0, 3)) == EINVAL);
+  REQUIRE(f.change(user(1, ev::keepudata, note::trigger, 0, 4)) == 0);
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].udata == 2);
+}

@@ -186,6 +186,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   //   kqueue_kevent strips them from every change first):
   //   ev::enable and ev::disable together — refused with EINVAL, whether
   //                  the knote exists or not (kqueue_register's first test);
+  //                  so is ev::add with ev::keepudata;
   //   ev::add      — a new knote: allocated, given the change's fflags and
   //                  data as its saved parameters (sfflags, sdata, raw) and
   //                  the change's flags but add/delete/enable/disable as its
@@ -198,18 +199,21 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   //                  does not re-enable it, and its oneshot / clear /
   //                  dispatch / receipt bits are ignored;
   //   ev::delete_  — detach and free the knote; a pending event is dropped;
-  //   otherwise    — ev::enable clears disabled, ev::disable sets it (a
+  //   otherwise    — ev::forceoneshot makes the knote one-shot and
+  //                  activates it (queued unless disabled); then
+  //                  ev::enable clears disabled, ev::disable sets it (a
   //                  queued knote stays queued, in its place: the scan drops
   //                  it while disabled, as kqueue_scan does); the udata is
   //                  replaced (by every change but a delete, a bare
-  //                  note::trigger included); fflags/data go to the filter's
+  //                  note::trigger included) unless ev::keepudata is given;
+  //                  fflags/data go to the filter's
   //                  touch (how note::trigger reaches a user event), or are
   //                  saved as sfflags/sdata;
   //   then, unless the knote is disabled, the filter is re-checked and the
   //   knote queued if it is active and not queued yet.
   // Returns: 0, or an errno: ENOENT (no such knote and no ev::add), EINVAL
-  //   (a filter this kqueue does not have, or enable with disable), or the
-  //   filter's attach error.
+  //   (a filter this kqueue does not have, enable with disable, add with
+  //   keepudata), or the filter's attach error.
   // Throws: std::bad_alloc from ev::add (nothing was registered then).
   // Complexity: O(1) expected. Thread-safety: any thread.
   int change(const kevent_type& c) {
@@ -335,7 +339,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     entry* pprev = nullptr;
     std::uintptr_t ident;
     filter_id filter;
-    ev flags;        // the creating change's flags but add/delete/enable/disable
+    ev flags;        // the creating change's flags but the actions
     Udata udata;
     bool dropping = false;  // being deleted: activations must not queue it
   };
@@ -390,7 +394,8 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   // EV_FLAG1), cleared from every change before it is applied.
   static constexpr ev sysflags = static_cast<ev>(0xF000);
   // The action bits, which kqueue_register strips from a new knote's flags.
-  static constexpr ev actions = ev::add | ev::delete_ | ev::enable | ev::disable;
+  static constexpr ev actions =
+      ev::add | ev::delete_ | ev::enable | ev::disable | ev::forceoneshot;
 
   struct key {
     std::uintptr_t ident;
@@ -430,6 +435,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   // reports: a new knote's fflags and data cleared, a touch's edits kept.
   int register_change(kevent_type& kev) {
     if (has(kev.flags, ev::enable | ev::disable)) return EINVAL;
+    if (has(kev.flags, ev::add | ev::keepudata)) return EINVAL;
     std::unique_lock<Lock> g(lock_);
     auto it = table_.find(key{kev.ident, kev.filter});
     if (it == table_.end()) {
@@ -443,15 +449,20 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
       e.ops->destroy(e);
       return 0;
     }
-    // Enable or disable first, then udata and touch, as kqueue_register.
-    // A disabled knote stays where it is on the pending list: the scan
-    // drops it (kqueue_scan), so re-enabling it before a scan keeps its
-    // place in the order.
+    // EV_FORCEONESHOT's KNOTE_ACTIVATE, enable or disable, then udata and
+    // touch, as kqueue_register. A disabled knote stays where it is on the
+    // pending list: the scan drops it (kqueue_scan), so re-enabling it
+    // before a scan keeps its place in the order.
+    if (has(kev.flags, ev::forceoneshot)) {
+      e.flags |= ev::oneshot;
+      (void)e.core->set_active();
+      if (!e.core->is_disabled() && e.core->try_queue()) push_pending(e);
+    }
     if (has(kev.flags, ev::enable))
       (void)e.core->clear_disabled();
     else if (has(kev.flags, ev::disable))
       e.core->disable();
-    e.udata = kev.udata;
+    if (!has(kev.flags, ev::keepudata)) e.udata = kev.udata;
     knote_change ch{static_cast<std::uint16_t>(kev.flags), kev.fflags, kev.data};
     e.ops->change(e, ch);
     kev.fflags = ch.fflags;
