@@ -159,7 +159,7 @@ int main() {
     kqueue_t::kevent_type events[4];
     for (;;) {
       const auto r = kq.kevent({}, events, std::nullopt);  // block until an event
-      for (std::size_t i = 0; i < r.count; ++i) {
+      for (int i = 0; i < r.ret; ++i) {  // r.ret: what C's kevent() returns
         const auto& e = events[i];
         if (e.filter == kcont::filter_id::user) {
           std::printf("monitor: %s, exiting\n", e.udata);
@@ -190,7 +190,10 @@ int main() {
   step(link_up);  // dhcp has left: it hears nothing now
   d.drain(bsd_level::softnet);
 
-  (void)kq.change({.ident = 0, .filter = kcont::filter_id::user, .fflags = kcont::note::trigger});
+  // Every change but a delete sets the knote's udata (as on a BSD): the
+  // trigger carries the cookie the monitor prints.
+  (void)kq.change({.ident = 0, .filter = kcont::filter_id::user, .fflags = kcont::note::trigger,
+                   .udata = "shutdown"});
   monitor.join();
   route.sub.detach(d);
   std::printf("em0 subscribers left: %zu (the monitor's kqueue knote)\n", em0.klist.size_slow());

@@ -53,10 +53,11 @@ TEST_CASE_TEMPLATE("kqueue.add_trigger_scan_round_trips_udata", Pol, std::mutex,
   kev ch[] = {user(1, ev::add | ev::clear, 0, 0, 0xfeed)};
   kev out[4];
   auto r = f.kq.kevent(ch, out);
-  CHECK(r.count == 0);
-  CHECK(r.error == 0);
+  CHECK(r == kcont::kevent_result{0, 0, 0});
   CHECK(f.kq.size() == 1);
-  REQUIRE(f.change(trigger(1)) == 0);
+  // Every change but a delete replaces the udata (kqueue_register), so the
+  // trigger carries it too.
+  REQUIRE(f.change(user(1, ev::none, note::trigger, 0, 0xfeed)) == 0);
   auto e = f.scan();
   REQUIRE(e.size() == 1);
   CHECK(e[0].ident == 1);
@@ -74,10 +75,10 @@ TEST_CASE("kqueue.typed_udata_round_trips_a_pointer") {
   kcont::kqueue<kcont::filters<kcont::user_filter>, session*, kcont::spin_lock> kq;
   using K = kcont::basic_kevent<session*>;
   REQUIRE(kq.change(K{1, filter_id::user, ev::add | ev::clear, 0, 0, &s}) == 0);
-  REQUIRE(kq.change(K{1, filter_id::user, ev::none, note::trigger, 0, nullptr}) == 0);
+  REQUIRE(kq.change(K{1, filter_id::user, ev::none, note::trigger, 0, &s}) == 0);
   K out[2];
   REQUIRE(kq.scan(out) == 1);
-  CHECK(out[0].udata->id == 4);  // a trigger without EV_ADD keeps the udata
+  CHECK(out[0].udata->id == 4);
 }
 
 TEST_CASE_TEMPLATE("kqueue.trigger_before_add_is_enoent_and_not_remembered", Pol, std::mutex,
@@ -114,14 +115,14 @@ TEST_CASE_TEMPLATE("kqueue.receipt_and_error_entries", Pol, std::mutex,
               user(3, ev::add)};
   kev out[4];
   auto r = f.kq.kevent(ch, out);
-  REQUIRE(r.count == 2);
-  CHECK(r.error == 0);
+  CHECK(r == kcont::kevent_result{2, 0, 2});
+  // kqueue_kevent: an entry's flags are EV_ERROR alone, data its errno.
   CHECK(out[0].ident == 1);
-  CHECK(kcont::has(out[0].flags, ev::error | ev::receipt));
+  CHECK(out[0].flags == ev::error);
   CHECK(out[0].data == 0);
   CHECK(out[0].udata == 7);
   CHECK(out[1].ident == 2);
-  CHECK(kcont::has(out[1].flags, ev::error));
+  CHECK(out[1].flags == ev::error);
   CHECK(out[1].data == ENOENT);
   CHECK(f.kq.size() == 2);
 
@@ -129,15 +130,14 @@ TEST_CASE_TEMPLATE("kqueue.receipt_and_error_entries", Pol, std::mutex,
   REQUIRE(f.change(trigger(1)) == 0);
   kev ch2[] = {user(3, ev::enable | ev::receipt)};
   r = f.kq.kevent(ch2, out);
-  REQUIRE(r.count == 1);
-  CHECK(kcont::has(out[0].flags, ev::error));
+  CHECK(r == kcont::kevent_result{1, 0, 1});
+  CHECK(out[0].flags == ev::error);
   CHECK(f.kq.pending() == 1);
 
   // An error with no room left fails the call; later changes are not applied.
   kev ch3[] = {user(8, ev::enable), user(9, ev::add)};
   r = f.kq.kevent(ch3, std::span<kev>{});
-  CHECK(r.count == 0);
-  CHECK(r.error == ENOENT);
+  CHECK(r == kcont::kevent_result{-1, ENOENT, 0});
   CHECK(f.kq.size() == 2);
 }
 
@@ -182,8 +182,11 @@ TEST_CASE_TEMPLATE("kqueue.disable_while_pending_withdraws_the_event", Pol, std:
   REQUIRE(f.change(trigger(1)) == 0);
   CHECK(f.kq.pending() == 1);
   REQUIRE(f.change(user(1, ev::disable)) == 0);
-  CHECK(f.kq.pending() == 0);
+  // kqueue_register only sets KN_DISABLED; kqueue_scan drops the queued
+  // knote (kq_count counts it until then).
+  CHECK(f.kq.pending() == 1);
   CHECK(f.scan().empty());
+  CHECK(f.kq.pending() == 0);
   REQUIRE(f.change(user(1, ev::enable)) == 0);  // still triggered: back again
   CHECK(f.scan().size() == 1);
 }
@@ -193,7 +196,7 @@ TEST_CASE_TEMPLATE("kqueue.oneshot_auto_deletes_after_its_report", Pol, std::mut
   basic_fixture<Pol> f;
   REQUIRE(f.change(user(1, ev::add | ev::oneshot, 0, 0, 3)) == 0);
   REQUIRE(f.change(counter(2, ev::add | ev::oneshot)) == 0);
-  REQUIRE(f.change(trigger(1)) == 0);
+  REQUIRE(f.change(user(1, ev::none, note::trigger, 0, 3)) == 0);
   f.cs.fire(4);
   auto e = f.scan();
   REQUIRE(e.size() == 2);
@@ -219,7 +222,8 @@ TEST_CASE_TEMPLATE("kqueue.dispatch_auto_disables_and_enable_rearms", Pol, std::
 
   // Without EV_CLEAR the user event stays triggered: re-enabling reports it
   // again (FreeBSD re-checks the filter on every change).
-  REQUIRE(f.change(user(2, ev::add | ev::dispatch, note::trigger)) == 0);
+  REQUIRE(f.change(user(2, ev::add | ev::dispatch)) == 0);
+  REQUIRE(f.change(trigger(2)) == 0);
   CHECK(f.scan().size() == 1);
   CHECK(f.scan().empty());
   REQUIRE(f.change(user(2, ev::enable)) == 0);
@@ -248,7 +252,8 @@ TEST_CASE_TEMPLATE("kqueue.clear_resets_state_and_no_clear_is_level_triggered", 
   CHECK(e[1].ident == 1);
   CHECK(e[1].data == 1);
   // A user event without EV_CLEAR stays triggered until a change clears it.
-  REQUIRE(f.change(user(3, ev::add, note::trigger)) == 0);
+  REQUIRE(f.change(user(3, ev::add)) == 0);
+  REQUIRE(f.change(trigger(3)) == 0);
   (void)f.scan();
   REQUIRE(f.change(counter(2, ev::delete_)) == 0);
   CHECK(f.scan().size() == 1);
@@ -259,7 +264,8 @@ TEST_CASE_TEMPLATE("kqueue.clear_resets_state_and_no_clear_is_level_triggered", 
 TEST_CASE_TEMPLATE("kqueue.level_triggered_knote_is_reported_once_per_scan", Pol, std::mutex,
                    kcont::no_lock) {
   basic_fixture<Pol> f;
-  REQUIRE(f.change(user(1, ev::add, note::trigger)) == 0);
+  REQUIRE(f.change(user(1, ev::add)) == 0);
+  REQUIRE(f.change(trigger(1)) == 0);
   auto e = f.scan(8);
   CHECK(e.size() == 1);
 }
@@ -324,7 +330,7 @@ TEST_CASE_TEMPLATE("kqueue.readd_while_pending_updates_udata_without_duplicate",
   CHECK(e[0].data == 5);
   // A re-add updates the filter flags (through the user filter's FF* ops).
   REQUIRE(f.change(user(1, ev::add, note::ffcopy | 0x5, 0, 21)) == 0);
-  REQUIRE(f.change(trigger(1)) == 0);
+  REQUIRE(f.change(user(1, ev::none, note::trigger, 0, 21)) == 0);
   e = f.scan();
   REQUIRE(e.size() == 1);
   CHECK(e[0].fflags == 0x5);
@@ -334,16 +340,6 @@ TEST_CASE_TEMPLATE("kqueue.readd_while_pending_updates_udata_without_duplicate",
   REQUIRE(f.change(trigger(1)) == 0);
   REQUIRE(f.change(user(1, ev::add | ev::clear, 0, 0, 30)) == 0);
   CHECK(f.scan().empty());
-}
-
-TEST_CASE_TEMPLATE("kqueue.readd_enables_a_disabled_knote", Pol, std::mutex,
-                   kcont::no_lock) {
-  basic_fixture<Pol> f;
-  REQUIRE(f.change(user(1, ev::add | ev::clear | ev::disable)) == 0);
-  REQUIRE(f.change(trigger(1)) == 0);
-  CHECK(f.scan().empty());
-  REQUIRE(f.change(user(1, ev::add)) == 0);
-  CHECK(f.scan().size() == 1);
 }
 
 TEST_CASE_TEMPLATE("kqueue.recheck_drops_an_event_whose_condition_no_longer_holds", Pol, std::mutex,
@@ -378,7 +374,7 @@ TEST_CASE("kqueue.scan_timeout_expires_empty") {
   CHECK(f.kq.scan(out, milliseconds(15)) == 0);
   CHECK(std::chrono::steady_clock::now() - start >= milliseconds(15));
   auto r = f.kq.kevent({}, out, milliseconds(1));
-  CHECK(r.count == 0);
+  CHECK(r == kcont::kevent_result{0, 0, 0});
 }
 
 TEST_CASE("kqueue.scan_timeout_max_blocks_until_an_event") {
@@ -436,7 +432,8 @@ TEST_CASE("kqueue.destructor_frees_pending_and_attached_knotes") {
   {
     kq_t kq{cs, ts};
     REQUIRE(kq.change(counter(1, ev::add)) == 0);
-    REQUIRE(kq.change(user(1, ev::add, note::trigger)) == 0);
+    REQUIRE(kq.change(user(1, ev::add)) == 0);
+    REQUIRE(kq.change(trigger(1)) == 0);
     REQUIRE(kq.change(kev{1, filter_id::timer, ev::add, 0, 5}) == 0);
     cs.fire(1);
     CHECK(kq.pending() == 2);
@@ -499,4 +496,260 @@ TEST_CASE("kqueue.destroyed_while_a_thread_scans_is_a_contract_violation") {
   REQUIRE(f->change({.ident = 9, .filter = kcont::filter_id::user,
                      .fflags = note::trigger}) == 0);
   scanner.join();
+}
+
+// ---------------------------------------------------------------------------
+// kqueue(2) fidelity: each case is a behaviour of FreeBSD sys/kern/kern_event.c
+// that kcont once did differently (issue 10, part A), with the kernel function
+// it comes from.
+
+// A1. kqueue_register, new knote: `kn->kn_sfflags = kev->fflags;` (raw),
+// and filt_usertouch's EVENT_PROCESS reports `kev->fflags = kn->kn_sfflags`.
+TEST_CASE_TEMPLATE("kqueue.freebsd_fflags_of_creating_add_kept", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
+  REQUIRE(f.change(user(1, ev::add | ev::clear, 0x42, 7)) == 0);
+  REQUIRE(f.change(trigger(1)) == 0);  // NOTE_FFNOP: the saved flags stay
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == 0x42);
+  CHECK(e[0].data == 0);  // filt_usertouch: kn_sdata = kev->data, every change
+  // Saved raw, control bits included, until an FF operation changes them.
+  REQUIRE(f.change(user(2, ev::add | ev::clear, note::ffor | 0x3)) == 0);
+  REQUIRE(f.change(trigger(2)) == 0);
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == (note::ffor | 0x3));
+  REQUIRE(f.change(trigger(2, note::ffand | 0x1)) == 0);
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == 0x1);
+}
+
+// A2. kqueue_register, existing knote: `kn->kn_kevent.udata = kev->udata;`
+// on every change but EV_DELETE, a bare NOTE_TRIGGER included.
+TEST_CASE_TEMPLATE("kqueue.freebsd_udata_replaced_by_every_change", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
+  REQUIRE(f.change(user(1, ev::add | ev::clear, 0, 0, 10)) == 0);
+  REQUIRE(f.change(user(1, ev::none, note::trigger, 0, 11)) == 0);
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].udata == 11);
+  REQUIRE(f.change(user(1, ev::disable, 0, 0, 12)) == 0);
+  REQUIRE(f.change(user(1, ev::enable, note::trigger, 0, 13)) == 0);
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].udata == 13);
+  REQUIRE(f.change(trigger(1)) == 0);  // udata 0
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].udata == 0);
+  // The same for a klist-driven knote: an enable sets it too.
+  REQUIRE(f.change(counter(2, ev::add | ev::clear, 20)) == 0);
+  REQUIRE(f.change(counter(2, ev::enable, 21)) == 0);
+  f.cs.fire(1);
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].udata == 21);
+}
+
+// A3. kqueue_kevent clears EV_SYSFLAGS (EV_EOF, EV_ERROR, ...) from each
+// change; kqueue_register keeps the rest of the creating change's flags but
+// EV_ADD/DELETE/ENABLE/DISABLE in kn_kevent, which every report copies.
+TEST_CASE_TEMPLATE("kqueue.freebsd_receipt_kept_in_reported_flags", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
+  kev ch[] = {user(1, ev::add | ev::clear | ev::receipt | ev::eof | ev::error)};
+  kev out[2];
+  auto r = f.kq.kevent(ch, out);
+  REQUIRE(r.count == 1);
+  CHECK(out[0].flags == ev::error);  // the receipt: EV_ERROR alone
+  CHECK(out[0].data == 0);
+  REQUIRE(f.change(trigger(1)) == 0);
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].flags == (ev::clear | ev::receipt));
+  // A later EV_ADD's flags are not taken (kn_kevent.flags is set at creation).
+  REQUIRE(f.change(user(1, ev::add | ev::dispatch, note::trigger)) == 0);
+  e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].flags == (ev::clear | ev::receipt));
+}
+
+// A4. kqueue_register clears KN_DISABLED on EV_ENABLE only; EV_ADD of an
+// existing knote is like any other change (kqueue(2)'s "adding an event
+// automatically enables it" is about creation).
+TEST_CASE_TEMPLATE("kqueue.freebsd_readd_does_not_reenable", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
+  REQUIRE(f.change(user(1, ev::add | ev::clear | ev::disable)) == 0);
+  REQUIRE(f.change(trigger(1)) == 0);
+  CHECK(f.scan().empty());
+  REQUIRE(f.change(user(1, ev::add)) == 0);
+  CHECK(f.scan().empty());
+  REQUIRE(f.change(user(1, ev::enable)) == 0);
+  CHECK(f.scan().size() == 1);
+}
+
+// A5. kqueue_register saves the new knote's fflags and clears kev->fflags
+// before f_attach; filt_userattach tests kn_fflags for NOTE_TRIGGER, so the
+// creating EV_ADD never fires a user event.
+TEST_CASE_TEMPLATE("kqueue.freebsd_trigger_at_add_does_not_fire", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
+  const std::uint32_t ff = note::trigger | note::ffcopy | 0x3;
+  REQUIRE(f.change(user(1, ev::add | ev::clear, ff, 9)) == 0);
+  CHECK(f.kq.pending() == 0);
+  CHECK(f.scan().empty());
+  REQUIRE(f.change(user(1, ev::none, note::trigger, 9)) == 0);
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].fflags == ff);  // saved raw (A1)
+  CHECK(e[0].data == 9);
+  // Through kevent: the receipt shows the change as kqueue_register left it,
+  // its fflags and data cleared.
+  kev ch[] = {user(2, ev::add | ev::receipt, ff, 5, 77)};
+  kev out[2];
+  REQUIRE(f.kq.kevent(ch, out).count == 1);
+  CHECK(out[0] == kev{2, filter_id::user, ev::error, 0, 0, 77});
+  CHECK(f.kq.pending() == 0);
+}
+
+// A6. kqueue_kevent: `if (nevents == 0) return (error);` — a change that
+// needs an entry (an error, or EV_RECEIPT) and finds the event list full
+// ends the call after it was applied; later changes are not. C returns -1
+// with the errno for an error, 0 for a receipt (td_retval untouched).
+TEST_CASE_TEMPLATE("kqueue.freebsd_full_eventlist_stops_changelist", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
+  kev out[1];
+  kev ch[] = {user(1, ev::add | ev::receipt, 0, 0, 5), user(2, ev::add | ev::receipt),
+              user(3, ev::add)};
+  auto r = f.kq.kevent(ch, out);
+  CHECK(r == kcont::kevent_result{0, 0, 1});
+  CHECK(out[0] == kev{1, filter_id::user, ev::error, 0, 0, 5});
+  CHECK(f.kq.size() == 2);  // 2 was applied, 3 was not
+  // An error with no room: -1 and its errno; the entry written before stays.
+  kev ch2[] = {user(7, ev::enable), user(8, ev::enable), user(4, ev::add)};
+  r = f.kq.kevent(ch2, out);
+  CHECK(r == kcont::kevent_result{-1, ENOENT, 1});
+  CHECK(out[0].ident == 7);
+  CHECK(out[0].data == ENOENT);
+  CHECK(f.kq.size() == 2);
+  // No event list at all: the first receipt ends the call, with 0.
+  kev ch3[] = {user(1, ev::delete_ | ev::receipt), user(5, ev::add)};
+  r = f.kq.kevent(ch3, std::span<kev>{});
+  CHECK(r == kcont::kevent_result{0, 0, 0});
+  CHECK(f.kq.size() == 1);
+  // filt_usertouch masks the change's fflags in place, which the receipt
+  // shows; the entry has room, and the call returns its count.
+  kev ch4[] = {user(2, ev::receipt, note::ffor | note::trigger | 0x10, 3, 6)};
+  r = f.kq.kevent(ch4, out);
+  CHECK(r == kcont::kevent_result{1, 0, 1});
+  CHECK(out[0] == kev{2, filter_id::user, ev::error, 0x10, 0, 6});
+  CHECK(f.kq.pending() == 1);  // applied: triggered, and not scanned
+}
+
+// A7. kqueue_register (FreeBSD 12 and later) begins with
+// `if ((kev->flags & (EV_ENABLE | EV_DISABLE)) == (EV_ENABLE | EV_DISABLE))
+//      return (EINVAL);` — for an existing knote and a new one alike.
+TEST_CASE_TEMPLATE("kqueue.freebsd_enable_and_disable_together_is_einval", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
+  REQUIRE(f.change(user(1, ev::add | ev::clear | ev::disable)) == 0);
+  REQUIRE(f.change(trigger(1)) == 0);
+  CHECK(f.change(user(1, ev::enable | ev::disable)) == EINVAL);
+  CHECK(f.scan().empty());  // unchanged: still disabled
+  CHECK(f.change(user(2, ev::add | ev::enable | ev::disable)) == EINVAL);
+  CHECK(f.change(user(3, ev::enable | ev::disable)) == EINVAL);  // before ENOENT
+  CHECK(f.kq.size() == 1);
+  REQUIRE(f.change(user(1, ev::enable)) == 0);
+  CHECK(f.scan().size() == 1);
+}
+
+// A8 (found by the reference model, tests/kqueue_reference.hpp).
+
+// kqueue_register only sets KN_DISABLED (no knote_dequeue); kqueue_scan
+// drops a disabled knote when it reaches it. An EV_ENABLE before that finds
+// it still KN_QUEUED, so it keeps its place in the order.
+TEST_CASE_TEMPLATE("kqueue.freebsd_disabled_knote_keeps_its_place_in_the_queue", Pol,
+                   std::mutex, kcont::no_lock) {
+  basic_fixture<Pol> f;
+  REQUIRE(f.change(user(1, ev::add | ev::clear)) == 0);
+  REQUIRE(f.change(user(2, ev::add | ev::clear)) == 0);
+  REQUIRE(f.change(trigger(1)) == 0);
+  REQUIRE(f.change(trigger(2)) == 0);
+  REQUIRE(f.change(user(1, ev::disable)) == 0);
+  REQUIRE(f.change(user(1, ev::enable)) == 0);
+  auto e = f.scan();
+  REQUIRE(e.size() == 2);
+  CHECK(e[0].ident == 1);
+  CHECK(e[1].ident == 2);
+  // A disabled knote does not use up a slot of the event list.
+  REQUIRE(f.change(trigger(1)) == 0);
+  REQUIRE(f.change(trigger(2)) == 0);
+  REQUIRE(f.change(user(1, ev::disable)) == 0);
+  e = f.scan(1);
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].ident == 2);
+}
+
+// kqueue_scan reports an EV_ONESHOT knote as `*kevp = kn->kn_kevent`,
+// without f_touch: a user event's fflags and data there are the knote's own
+// (0), not the saved sfflags/sdata that filt_usertouch would report.
+TEST_CASE_TEMPLATE("kqueue.freebsd_oneshot_reports_the_knote_without_touch", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
+  REQUIRE(f.change(user(1, ev::add | ev::oneshot, 0x5, 3, 8)) == 0);
+  REQUIRE(f.change(user(1, ev::none, note::trigger, 4, 8)) == 0);
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == kev{1, filter_id::user, ev::oneshot, 0, 0, 8});
+  CHECK(f.kq.size() == 0);
+}
+
+// kqueue_kevent: `if (!kevp->filter) continue;` — a change with filter 0 is
+// skipped: not applied, no entry, no error.
+TEST_CASE_TEMPLATE("kqueue.freebsd_filter_zero_change_is_skipped", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
+  kev ch[] = {kev{1, filter_id{}, ev::add | ev::receipt}, user(2, ev::add)};
+  kev out[2];
+  auto r = f.kq.kevent(ch, out);
+  CHECK(r.count == 0);
+  CHECK(f.kq.size() == 1);
+}
+
+// kqueue_register: `if (kev->flags & EV_FORCEONESHOT) { kn->kn_flags |=
+// EV_ONESHOT; KNOTE_ACTIVATE(kn, 1); }` — an existing knote becomes
+// one-shot and is queued at once, fired or not (the scan reports a one-shot
+// knote without re-checking it); at creation the bit is stripped.
+TEST_CASE_TEMPLATE("kqueue.freebsd_forceoneshot_fires_and_deletes_after_report", Pol,
+                   std::mutex, kcont::no_lock) {
+  basic_fixture<Pol> f;
+  REQUIRE(f.change(user(1, ev::add | ev::clear | ev::forceoneshot, 0, 0, 4)) == 0);
+  CHECK(f.kq.pending() == 0);
+  REQUIRE(f.change(user(1, ev::forceoneshot, 0, 0, 5)) == 0);
+  CHECK(f.kq.pending() == 1);
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0] == kev{1, filter_id::user, ev::clear | ev::oneshot, 0, 0, 5});
+  CHECK(f.kq.size() == 0);
+}
+
+// kqueue_register: EV_ADD with EV_KEEPUDATA is EINVAL ("Reject an invalid
+// flag pair early"); on other changes `if ((kev->flags & EV_KEEPUDATA) == 0)
+// kn->kn_kevent.udata = kev->udata;`.
+TEST_CASE_TEMPLATE("kqueue.freebsd_keepudata_keeps_udata_and_is_einval_with_add", Pol,
+                   std::mutex, kcont::no_lock) {
+  basic_fixture<Pol> f;
+  CHECK(f.change(user(1, ev::add | ev::keepudata, 0, 0, 1)) == EINVAL);
+  CHECK(f.kq.size() == 0);
+  REQUIRE(f.change(user(1, ev::add | ev::clear, 0, 0, 2)) == 0);
+  CHECK(f.change(user(1, ev::add | ev::keepudata, 0, 0, 3)) == EINVAL);
+  REQUIRE(f.change(user(1, ev::keepudata, note::trigger, 0, 4)) == 0);
+  auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].udata == 2);
 }

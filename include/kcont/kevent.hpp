@@ -29,6 +29,8 @@ enum class ev : std::uint16_t {
   clear = 0x0020,     // EV_CLEAR: reset its state after each report
   receipt = 0x0040,   // EV_RECEIPT: report the change's outcome, do not scan
   dispatch = 0x0080,  // EV_DISPATCH: disable it after each report
+  forceoneshot = 0x0100,  // EV_FORCEONESHOT: make it one-shot and fire it now
+  keepudata = 0x0200,     // EV_KEEPUDATA: leave its udata (not with EV_ADD)
   error = 0x4000,     // EV_ERROR: this entry reports a change; data = errno
   eof = 0x8000,       // EV_EOF: filter-specific end of file
 };

@@ -47,13 +47,17 @@ namespace kcont {
 // flags live in the knote's sfflags, its data in sdata; a report returns
 // them (fflags holds the user's flags in its low 24 bits, as kqueue(2) says).
 //
-// Semantics follow FreeBSD's filt_user*: NOTE_TRIGGER in the EV_ADD fires
-// the event at once; a later change with note::trigger fires it; a change
-// carrying ev::clear resets it; a report resets it when the knote was added
-// with ev::clear (else it stays triggered and is reported by every scan).
-// Unlike FreeBSD, which saves the EV_ADD's fflags raw (control bits and
-// NOTE_TRIGGER included), the EV_ADD's control operation is applied to zero
-// and only the low 24 bits are kept, so a report never shows control bits.
+// Semantics are FreeBSD's filt_user* to the letter: the creating EV_ADD's
+// fflags are saved raw (kqueue_register: kn_sfflags = kev->fflags, control
+// bits and NOTE_TRIGGER included, reported as given until an FF operation
+// changes them), and its NOTE_TRIGGER does not fire the event
+// (filt_userattach tests kn_fflags, which kqueue_register has cleared); a
+// later change with note::trigger fires it and applies its note::ff*
+// operation to the saved flags with the user bits of its fflags (which it
+// masks to those bits in place: filt_usertouch's `kev->fflags &=
+// NOTE_FFLAGSMASK`, visible in a receipt); a change carrying ev::clear
+// resets it; a report resets it when the knote was added with ev::clear
+// (else it stays triggered and is reported by every scan).
 // Thread-safety: its members run under the knote's field lock.
 struct user_filter {
   static constexpr filter_id id = filter_id::user;
@@ -74,11 +78,11 @@ struct user_filter {
   }
 
   // The filter_for members (kcont/knote.hpp). attach: FreeBSD's
-  // filt_userattach, NOTE_TRIGGER in the EV_ADD triggers it.
+  // filt_userattach, which looks for NOTE_TRIGGER in the knote's fflags
+  // (not its saved sfflags); a kqueue clears them before the attach.
   template <class K>
   int attach(K& kn) {
-    triggered = (kn.sfflags & note::trigger) != 0;
-    kn.sfflags = apply(0, kn.sfflags);
+    triggered = (kn.fflags & note::trigger) != 0;
     return 0;
   }
   template <class K>
@@ -87,12 +91,14 @@ struct user_filter {
   bool event(K&, long) {
     return triggered;
   }
+  // filt_usertouch: EVENT_REGISTER (touch_op::change) and EVENT_PROCESS.
   template <class K>
   void touch(K& kn, knote_change& c, touch_op op) {
     const auto flags = static_cast<ev>(c.flags);
     if (op == touch_op::change) {
       if (c.fflags & note::trigger) triggered = true;
       kn.sfflags = apply(kn.sfflags, c.fflags);
+      c.fflags &= note::fflagsmask;
       kn.sdata = c.data;
       if (has(flags, ev::clear)) {  // FreeBSD: a change with EV_CLEAR resets
         triggered = false;
@@ -102,7 +108,11 @@ struct user_filter {
     } else {
       c.fflags = kn.sfflags;
       c.data = kn.sdata;
-      if (has(flags, ev::clear)) triggered = false;
+      if (has(flags, ev::clear)) {
+        triggered = false;
+        kn.fflags = 0;
+        kn.data = 0;
+      }
     }
   }
 };

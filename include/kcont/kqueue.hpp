@@ -4,18 +4,20 @@
 // space. A change list registers knotes (ev::add allocates one, as BSD
 // allocates knotes) and modifies or deletes them; a scan returns the events
 // of the knotes that fired, each once however often it fired (rule 7), with
-// the udata given at registration. The filters are compile-time types (the
-// shipped user_filter and timer_filter, or your own); each has a `filter_id`.
+// the udata of the knote's latest change. The filters are compile-time
+// types (the shipped user_filter and timer_filter, or your own); each has a
+// `filter_id`.
 //
 // The kqueue is nothing but one continuation among many (the NetBSD patch's point):
 // each of its knotes carries the kqueue's own continuation, the NetBSD patch's
 // kq_func, which links the knote on the kqueue's pending list unless it is
 // there already. knote.hpp and klist.hpp know nothing of this header.
 //
-// Semantics are kqueue(2)'s; where the manual is silent this follows FreeBSD
-// kern_event.c, and each such place says so. Activation and scan never
-// allocate; a scan may free (an ev::oneshot knote is deleted after its
-// report).
+// Semantics are FreeBSD's kern_event.c (kqueue_register, kqueue_kevent,
+// kqueue_scan), which kqueue(2) describes: code ported from a BSD behaves
+// the same here, and tests/kqueue_reference.hpp, written from those sources
+// alone, checks it change by change. Activation and scan never allocate; a
+// scan may free (an ev::oneshot knote is deleted after its report).
 //
 // Usage:
 //   using kq_t = kcont::kqueue<kcont::filters<kcont::user_filter>, session*>;
@@ -25,9 +27,10 @@
 //                              .udata = &s}};
 //   kq.kevent(ch, {});
 //   kq.change({.ident = 1, .filter = kcont::filter_id::user,
-//              .fflags = kcont::note::trigger});
+//              .fflags = kcont::note::trigger,
+//              .udata = &s});  // every change but a delete sets the udata
 //   kq_t::kevent_type out[8];
-//   auto r = kq.kevent({}, out, std::chrono::milliseconds(10));  // r.count == 1
+//   auto r = kq.kevent({}, out, std::chrono::milliseconds(10));  // r.ret == 1
 #pragma once
 
 #include <cerrno>
@@ -60,13 +63,27 @@ namespace kcont {
 template <class... F>
 struct filters {};
 
-// What kqueue::kevent returns: how many entries it wrote to the event list
-// (events, or EV_ERROR entries for changes), and the errno of a change that
-// failed with no room left to report it (then later changes were not
-// applied: BSD returns -1 with that errno).
+// What kqueue::kevent returns: C's kevent() return value, its errno, and
+// how many entries were written to the event list.
+//
+//   ret   — what kevent(2) returns: -1 (then `error` is its errno), or the
+//           number of entries, as C's int.
+//   error — the errno when ret == -1, else 0.
+//   count — the entries written to the event list: events, or EV_ERROR
+//           entries for changes. Equal to ret when ret >= 0, with one
+//           exception; when ret == -1 the entries written for earlier
+//           changes are there all the same (C leaves them in the buffer).
+//   The exception (FreeBSD kqueue_kevent: `if (nevents == 0) return
+//   (error);` with error 0): a change with ev::receipt that succeeds when
+//   the event list is already full ends the call with ret == 0, count the
+//   entries written before it. Either way, a change that needed an entry
+//   and found no room stops the change list: later changes are not applied.
 struct kevent_result {
-  std::size_t count = 0;
+  int ret = 0;
   int error = 0;
+  std::size_t count = 0;
+
+  friend bool operator==(const kevent_result&, const kevent_result&) = default;
 };
 
 namespace detail {
@@ -120,6 +137,9 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   static_assert((detail::has_filter_id<F> && ...),
                 "kcont::kqueue: each filter needs `static constexpr "
                 "kcont::filter_id id`");
+  static_assert(((F::id != filter_id{}) && ...),
+                "kcont::kqueue: filter id 0 is not a filter: kevent skips "
+                "changes with filter 0, as FreeBSD's kqueue_kevent does");
   static_assert(std::is_trivially_copyable_v<Udata> &&
                     std::default_initializable<Udata>,
                 "kcont::kqueue: Udata must be trivially copyable and default-"
@@ -162,90 +182,95 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     destroy_all(drops);
   }
 
-  // Effects: applies one change (BSD kqueue_register):
-  //   ev::add      — a new knote: allocated, its filter attached, enabled
-  //                  unless ev::disable; an existing one: udata replaced,
-  //                  enabled unless ev::disable (kqueue(2): "adding an event
-  //                  automatically enables it"). Only ev::add replaces
-  //                  udata: FreeBSD replaces it on every change but a delete,
-  //                  a bare NOTE_TRIGGER included, which forces whoever
-  //                  triggers a user event to know the waiter's cookie;
+  // Effects: applies one change, as FreeBSD's kqueue_register does (its
+  //   EV_SYSFLAGS bits, EV_EOF and EV_ERROR among them, are ignored, as
+  //   kqueue_kevent strips them from every change first):
+  //   ev::enable and ev::disable together — refused with EINVAL, whether
+  //                  the knote exists or not (kqueue_register's first test);
+  //                  so is ev::add with ev::keepudata;
+  //   ev::add      — a new knote: allocated, given the change's fflags and
+  //                  data as its saved parameters (sfflags, sdata, raw) and
+  //                  the change's flags but add/delete/enable/disable as its
+  //                  reported flags (ev::receipt and bits kcont does not
+  //                  know included), disabled with ev::disable, its filter
+  //                  attached. The attach sees no fflags (kqueue_register
+  //                  clears them first), so note::trigger in the creating
+  //                  change does not fire a user event. On an existing
+  //                  knote ev::add is no more than any other change: it
+  //                  does not re-enable it, and its oneshot / clear /
+  //                  dispatch / receipt bits are ignored;
   //   ev::delete_  — detach and free the knote; a pending event is dropped;
-  //   ev::enable / ev::disable — as named; a disabled knote leaves the
-  //                  pending list at once;
-  //   any change but a delete passes fflags/data to the filter's touch
-  //                  (how note::trigger reaches a user event), then, as
-  //                  FreeBSD does after every change, re-checks the filter
-  //                  and queues the knote if it is active and enabled.
-  //   ev::oneshot / clear / dispatch are kept from the ev::add that created
-  //   the knote (FreeBSD ignores them on a re-add; so does this).
+  //   otherwise    — ev::forceoneshot makes the knote one-shot and
+  //                  activates it (queued unless disabled); then
+  //                  ev::enable clears disabled, ev::disable sets it (a
+  //                  queued knote stays queued, in its place: the scan drops
+  //                  it while disabled, as kqueue_scan does); the udata is
+  //                  replaced (by every change but a delete, a bare
+  //                  note::trigger included) unless ev::keepudata is given;
+  //                  fflags/data go to the filter's
+  //                  touch (how note::trigger reaches a user event), or are
+  //                  saved as sfflags/sdata;
+  //   then, unless the knote is disabled, the filter is re-checked and the
+  //   knote queued if it is active and not queued yet.
   // Returns: 0, or an errno: ENOENT (no such knote and no ev::add), EINVAL
-  //   (a filter this kqueue does not have), or the filter's attach error.
+  //   (a filter this kqueue does not have, enable with disable, add with
+  //   keepudata), or the filter's attach error.
   // Throws: std::bad_alloc from ev::add (nothing was registered then).
   //   Without exceptions (-fno-exceptions) the knote's allocation failing
   //   returns ENOMEM instead (FreeBSD's kevent(2) error); the table's
   //   insertion (a std::unordered_map) failing still ends the program.
   // Complexity: O(1) expected. Thread-safety: any thread.
   int change(const kevent_type& c) {
-    std::unique_lock<Lock> g(lock_);
-    auto it = table_.find(key{c.ident, c.filter});
-    if (it == table_.end()) {
-      if (!has(c.flags, ev::add)) return is_known(c.filter) ? ENOENT : EINVAL;
-      return add_new(c);
-    }
-    entry& e = *it->second;
-    if (has(c.flags, ev::delete_)) {
-      unlink_locked(e);
-      g.unlock();
-      e.ops->destroy(e);
-      return 0;
-    }
-    if (has(c.flags, ev::add)) e.udata = c.udata;
-    knote_change ch{static_cast<std::uint16_t>(c.flags), c.fflags, c.data};
-    e.ops->change(e, ch);
-    if (has(c.flags, ev::disable)) {
-      e.core->disable();
-      if (e.core->is_queued()) remove_pending(e);
-    } else if (has(c.flags, ev::add) || has(c.flags, ev::enable)) {
-      (void)e.core->clear_disabled();
-    }
-    post_change(e);
-    return 0;
+    kevent_type k = c;
+    k.flags &= ~sysflags;
+    return register_change(k);
   }
 
-  // Effects: BSD kevent(2): applies `changes` in order, then scans into
-  //   `events`. A change that fails, or that carries ev::receipt, is reported
-  //   in `events` as a copy of the change with ev::error set and data = its
-  //   errno (0 for success); when any such entry was written, no scan is
-  //   done (FreeBSD). A failing change with no room left ends the call.
+  // Effects: kevent(2), as FreeBSD's kqueue_kevent: applies `changes` in
+  //   order (a change with filter 0 is skipped; its EV_SYSFLAGS bits are
+  //   cleared first); a change that fails, or that carries ev::receipt, is
+  //   reported in the next entry of `events`: the change as kqueue_register
+  //   left it (a new knote's fflags and data cleared; a user event's fflags
+  //   masked to the user bits) with flags = ev::error exactly and data = its
+  //   errno (0 for a success). When such an entry finds no room left, the
+  //   call ends there: later changes are not applied. When any entry was
+  //   written, no scan is done; else `scan(events, timeout)` (at most
+  //   INT_MAX events: C's nevents is an int).
   //   `timeout`: zero polls, std::nullopt blocks until an event arrives.
-  // Returns: entries written, and the error of an unreportable failure.
+  // Returns: C's return value, errno and the entries written: see
+  //   kevent_result.
   // Throws: std::bad_alloc from ev::add.
   kevent_result kevent(std::span<const kevent_type> changes,
                        std::span<kevent_type> events,
                        std::optional<duration> timeout = duration::zero()) {
+    constexpr auto c_max = static_cast<std::size_t>(std::numeric_limits<int>::max());
+    if (events.size() > c_max) events = events.first(c_max);
     std::size_t written = 0;
     for (const auto& c : changes) {
-      const int err = change(c);
-      if (err == 0 && !has(c.flags, ev::receipt)) continue;
-      if (written < events.size()) {
-        kevent_type r = c;
-        r.flags |= ev::error;
-        r.data = err;
-        events[written++] = r;
-      } else if (err != 0) {
-        return {written, err};
-      }
+      if (c.filter == filter_id{}) continue;
+      kevent_type k = c;
+      k.flags &= ~sysflags;
+      const int err = register_change(k);
+      if (err == 0 && !has(k.flags, ev::receipt)) continue;
+      if (written == events.size()) return {err == 0 ? 0 : -1, err, written};
+      k.flags = ev::error;
+      k.data = err;
+      events[written++] = k;
     }
-    if (written != 0) return {written, 0};
-    return {scan(events, timeout), 0};
+    if (written != 0) return {static_cast<int>(written), 0, written};
+    const std::size_t n = scan(events, timeout);
+    return {static_cast<int>(n), 0, n};
   }
 
   // Effects: BSD kqueue_scan: moves up to events.size() pending knotes, in
   //   the order they became pending, into `events`; the rest stay pending, in
-  //   order. Each knote is re-checked first (the filter's event with Hint{});
-  //   one whose condition no longer holds is dropped silently. After its
-  //   report a knote with ev::oneshot is deleted; with ev::clear it is reset;
+  //   order. A knote disabled while pending leaves the list unreported (it
+  //   does not count against events.size()). Each other knote is re-checked
+  //   first (the filter's event with Hint{}); one whose condition no longer
+  //   holds is dropped silently. An ev::oneshot knote is not re-checked and
+  //   is reported as its knote stands, without the filter's touch (fflags
+  //   and data are the knote's own: FreeBSD copies kn_kevent), then deleted.
+  //   After its report a knote with ev::clear is reset;
   //   with ev::dispatch it is disabled; otherwise it stays pending behind the
   //   others (level-triggered: reported again by the next scan).
   //   When nothing is pending, waits up to `timeout` (std::nullopt: without
@@ -302,7 +327,9 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     return table_.size();
   }
 
-  // The number of knotes waiting for a scan. Complexity: O(1).
+  // The number of knotes waiting for a scan (FreeBSD's kq_count): those
+  // disabled while pending are counted until a scan drops them.
+  // Complexity: O(1).
   [[nodiscard]] std::size_t pending() const {
     std::lock_guard<Lock> g(lock_);
     return pending_;
@@ -326,7 +353,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     entry* pprev = nullptr;
     std::uintptr_t ident;
     filter_id filter;
-    ev flags;        // the persistent flags: oneshot, clear, dispatch
+    ev flags;        // the creating change's flags but the actions
     Udata udata;
     bool dropping = false;  // being deleted: activations must not queue it
   };
@@ -350,7 +377,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
 
     node(kqueue* q, Fi f, const kevent_type& c)
         : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter,
-                c.flags & (ev::oneshot | ev::clear | ev::dispatch), c.udata, false},
+                c.flags & ~actions, c.udata, false},
           kq(q),
           cont(kq_fn{}, this, at<Level::immediate>),
           kn(std::move(f), cont, c.ident) {
@@ -376,6 +403,13 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     cont_type cont;
     knote_type kn;
   };
+
+  // FreeBSD's EV_SYSFLAGS: bits the system owns (EV_EOF, EV_ERROR, EV_DROP,
+  // EV_FLAG1), cleared from every change before it is applied.
+  static constexpr ev sysflags = static_cast<ev>(0xF000);
+  // The action bits, which kqueue_register strips from a new knote's flags.
+  static constexpr ev actions =
+      ev::add | ev::delete_ | ev::enable | ev::disable | ev::forceoneshot;
 
   struct key {
     std::uintptr_t ident;
@@ -410,9 +444,50 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     return ((F::id == id) || ...);
   }
 
+  // FreeBSD's kqueue_register, step by step (see change()). `kev` is left
+  // as kqueue_register leaves its kevent, which is what an EV_ERROR entry
+  // reports: a new knote's fflags and data cleared, a touch's edits kept.
+  int register_change(kevent_type& kev) {
+    if (has(kev.flags, ev::enable | ev::disable)) return EINVAL;
+    if (has(kev.flags, ev::add | ev::keepudata)) return EINVAL;
+    std::unique_lock<Lock> g(lock_);
+    auto it = table_.find(key{kev.ident, kev.filter});
+    if (it == table_.end()) {
+      if (!has(kev.flags, ev::add)) return is_known(kev.filter) ? ENOENT : EINVAL;
+      return add_new(kev);
+    }
+    entry& e = *it->second;
+    if (has(kev.flags, ev::delete_)) {
+      unlink_locked(e);
+      g.unlock();
+      e.ops->destroy(e);
+      return 0;
+    }
+    // EV_FORCEONESHOT's KNOTE_ACTIVATE, enable or disable, then udata and
+    // touch, as kqueue_register. A disabled knote stays where it is on the
+    // pending list: the scan drops it (kqueue_scan), so re-enabling it
+    // before a scan keeps its place in the order.
+    if (has(kev.flags, ev::forceoneshot)) {
+      e.flags |= ev::oneshot;
+      (void)e.core->set_active();
+      if (!e.core->is_disabled() && e.core->try_queue()) push_pending(e);
+    }
+    if (has(kev.flags, ev::enable))
+      (void)e.core->clear_disabled();
+    else if (has(kev.flags, ev::disable))
+      e.core->disable();
+    if (!has(kev.flags, ev::keepudata)) e.udata = kev.udata;
+    knote_change ch{static_cast<std::uint16_t>(kev.flags), kev.fflags, kev.data};
+    e.ops->change(e, ch);
+    kev.fflags = ch.fflags;
+    kev.data = ch.data;
+    post_change(e);
+    return 0;
+  }
+
   // ev::add of a new knote, under lock_: the filter's attach takes its
   // source's klist lock (kqueue lock, then klist lock: the one order used).
-  int add_new(const kevent_type& c) {
+  int add_new(kevent_type& c) {
     int err = EINVAL;
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       (void)((F::id == c.filter ? (err = add_as<I, F>(c), true) : false) || ...);
@@ -421,7 +496,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   }
 
   template <std::size_t I, class Fi>
-  int add_as(const kevent_type& c) {
+  int add_as(kevent_type& c) {
     node<Fi>* n = nullptr;
 #if defined(__cpp_exceptions)
     if constexpr (detail::filter_context<Fi>::needed) {
@@ -442,10 +517,14 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     if (n == nullptr) return ENOMEM;
 #endif
     // BSD kqueue_register: the new knote's saved parameters come from the
-    // change, its flags from the EV_ADD, before the filter's attach sees it.
+    // change, raw, its flags from the EV_ADD, before the filter's attach
+    // sees it; the change's own fflags and data are cleared (so the attach
+    // sees none in the knote's fflags/data, and a receipt reports 0).
     n->kn.flags = static_cast<std::uint16_t>(n->flags);
     n->kn.sfflags = c.fflags;
     n->kn.sdata = c.data;
+    c.fflags = 0;
+    c.data = 0;
     if (has(c.flags, ev::disable)) n->kn.disable();
     // Into the table before the attach: the insertion may throw, and undoing
     // an attach here would wait for activations that need lock_ (held).
@@ -536,9 +615,23 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
       entry& e = *phead_;
       remove_pending(e);
       knote_core& k = *e.core;
+      // kqueue_scan: a knote disabled while queued leaves the queue here,
+      // unreported, still active (an enable re-queues it).
+      if (k.is_disabled()) continue;
       const bool oneshot = has(e.flags, ev::oneshot);
-      // FreeBSD reports a one-shot knote without re-checking it.
-      if (!oneshot && !e.ops->recheck(e)) {
+      if (oneshot) {
+        // kqueue_scan reports a one-shot knote without re-checking it and
+        // without its filter's touch: `*kevp = kn->kn_kevent`, the knote's
+        // own fflags and data (0 for a user event: its touch keeps the
+        // user's flags in sfflags/sdata, which only a touch reports).
+        const knote_fields f = k.snapshot();
+        events[n++] = kevent_type{e.ident, e.filter, e.flags, f.fflags, f.data, e.udata};
+        unlink_locked(e);
+        e.pnext = drops;
+        drops = &e;
+        continue;
+      }
+      if (!e.ops->recheck(e)) {
         (void)k.clear_active();
         continue;
       }
@@ -546,11 +639,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
       const knote_change r =
           e.ops->report(e, static_cast<std::uint16_t>(e.flags), clear);
       events[n++] = kevent_type{e.ident, e.filter, e.flags, r.fflags, r.data, e.udata};
-      if (oneshot) {
-        unlink_locked(e);
-        e.pnext = drops;
-        drops = &e;
-      } else if (clear || has(e.flags, ev::dispatch)) {
+      if (clear || has(e.flags, ev::dispatch)) {
         if (has(e.flags, ev::dispatch)) k.disable();
         (void)k.clear_active();
       } else {
