@@ -668,6 +668,26 @@ TEST_CASE_TEMPLATE("kqueue.freebsd_enable_and_disable_together_is_einval", Pol, 
   CHECK(f.scan().size() == 1);
 }
 
+// kqueue_scan: `if (maxevents == 0) goto done_nl;` comes first, then
+// `if (!timespecvalid_interval(tsp)) { error = EINVAL; goto done_nl; }`:
+// a negative timeout is EINVAL, after kqueue_kevent applied the changes,
+// and is not looked at when there is no room for events.
+TEST_CASE_TEMPLATE("kqueue.freebsd_negative_timeout_is_einval", Pol, std::mutex,
+                   kcont::no_lock) {
+  basic_fixture<Pol> f;
+  kev out[2];
+  kev ch[] = {user(1, ev::add | ev::clear)};
+  auto r = f.kq.kevent(ch, out, std::chrono::nanoseconds{-1});
+  CHECK(r == kcont::kevent_result{-1, EINVAL, 0});
+  CHECK(f.kq.size() == 1);  // the change was applied all the same
+  REQUIRE(f.change(trigger(1)) == 0);
+  r = f.kq.kevent({}, std::span<kev>{}, std::chrono::seconds{-5});
+  CHECK(r == kcont::kevent_result{0, 0, 0});
+  CHECK(f.kq.pending() == 1);  // not scanned
+  r = f.kq.kevent({}, out, std::chrono::seconds{0});
+  CHECK(r == kcont::kevent_result{1, 0, 1});
+}
+
 // A8 (found by the reference model, tests/kqueue_reference.hpp).
 
 // kqueue_register only sets KN_DISABLED (no knote_dequeue); kqueue_scan

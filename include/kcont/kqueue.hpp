@@ -236,7 +236,9 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   //   call ends there: later changes are not applied. When any entry was
   //   written, no scan is done; else `scan(events, timeout)` (at most
   //   INT_MAX events: C's nevents is an int).
-  //   `timeout`: zero polls, std::nullopt blocks until an event arrives.
+  //   `timeout`: zero polls, std::nullopt blocks until an event arrives; a
+  //   negative one is EINVAL (ret -1) when `events` is not empty, as in
+  //   FreeBSD, whose kqueue_scan checks it after the changes were applied.
   // Returns: C's return value, errno and the entries written: see
   //   kevent_result.
   // Throws: std::bad_alloc from ev::add.
@@ -258,6 +260,11 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
       events[written++] = k;
     }
     if (written != 0) return {static_cast<int>(written), 0, written};
+    // kqueue_scan returns at once when nevents is 0, and only then checks
+    // the timeout: a negative one is EINVAL (timespecvalid_interval), after
+    // the changes were applied.
+    if (!events.empty() && timeout && *timeout < duration::zero())
+      return {-1, EINVAL, 0};
     const std::size_t n = scan(events, timeout);
     return {static_cast<int>(n), 0, n};
   }
