@@ -21,7 +21,8 @@ namespace kcont {
 // The EV_* flags of a change or an event (FreeBSD's values).
 enum class ev : std::uint16_t {
   none = 0,
-  add = 0x0001,       // EV_ADD: add, or modify an existing knote; enables it
+  add = 0x0001,       // EV_ADD: add a knote (enabled unless ev::disable); on an
+                      // existing one, just a change: it does not re-enable
   delete_ = 0x0002,   // EV_DELETE: remove the knote
   enable = 0x0004,    // EV_ENABLE: let activation report it again
   disable = 0x0008,   // EV_DISABLE: keep it, report nothing until enabled
