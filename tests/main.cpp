@@ -20,7 +20,8 @@
 
 namespace {
 std::atomic<std::size_t> allocation_count{0};
-std::atomic<bool> failing{false};  // kcont_test::fail_allocations
+// kcont_test::fail_allocations; unused where the sanitizer owns operator new.
+[[maybe_unused]] std::atomic<bool> failing{false};
 }
 
 // clang's ThreadSanitizer runtime defines operator new itself (statically
