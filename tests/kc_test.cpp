@@ -231,6 +231,38 @@ TEST_CASE("kc.allocated_freed_even_when_the_function_throws") {
   CHECK(res.live == 0);
 }
 
+// An Env whose move throws while the continuation is built in its storage:
+// the storage goes back to the allocator before the exception leaves, for
+// allocate_kc and try_allocate_kc alike (neither returns anything then).
+TEST_CASE("kc.allocated_storage_given_back_when_building_it_throws") {
+  struct counting : std::pmr::memory_resource {
+    int live = 0;
+    void* do_allocate(std::size_t n, std::size_t a) override {
+      ++live;
+      return ::operator new(n, std::align_val_t(a));
+    }
+    void do_deallocate(void* p, std::size_t, std::size_t a) override {
+      --live;
+      ::operator delete(p, std::align_val_t(a));
+    }
+    bool do_is_equal(const memory_resource& o) const noexcept override {
+      return this == &o;
+    }
+  } res;
+  struct throws_on_move {
+    throws_on_move() = default;
+    throws_on_move(throws_on_move&&) { throw std::runtime_error("env move"); }
+  };
+  auto fn = [](request*, throws_on_move&, int) {};
+  std::pmr::polymorphic_allocator<std::byte> alloc(&res);
+  CHECK_THROWS_AS((void)kcont::allocate_kc(alloc, fn, throws_on_move{}, bsd_level::process),
+                  std::runtime_error);
+  CHECK(res.live == 0);
+  CHECK_THROWS_AS((void)kcont::try_allocate_kc(alloc, fn, throws_on_move{}, bsd_level::process),
+                  std::runtime_error);
+  CHECK(res.live == 0);
+}
+
 TEST_CASE("kc.allocation_failure_reported_nothing_created") {
   struct failing : std::pmr::memory_resource {
     void* do_allocate(std::size_t, std::size_t) override {

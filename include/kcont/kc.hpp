@@ -573,6 +573,28 @@ class allocated_kc final
   [[no_unique_address]] Env env_;
 };
 
+namespace detail {
+// Builds an allocated continuation in the storage `p` that `a` gave. Should
+// moving Fn or Env throw, the guard gives the storage back before the
+// exception leaves: nothing half-built is left behind. A guard rather than
+// try/catch, so the same code serves builds without exceptions.
+template <class Node, class NodeAlloc, class Fn, class Env, class LevelSpec>
+Node* construct_allocated(NodeAlloc& a, Node* p, Fn&& fn, Env&& env,
+                          LevelSpec level) {
+  using traits = std::allocator_traits<NodeAlloc>;
+  struct give_back {
+    NodeAlloc& to;
+    Node* storage;
+    ~give_back() {
+      if (storage != nullptr) traits::deallocate(to, storage, 1);
+    }
+  } guard{a, p};
+  traits::construct(a, p, a, std::forward<Fn>(fn), std::forward<Env>(env), level);
+  guard.storage = nullptr;
+  return p;
+}
+}  // namespace detail
+
 // Effects: allocates a continuation with `alloc` (any allocator, including
 //   std::pmr::polymorphic_allocator), to be freed by the library right after
 //   its function is called (the NetBSD patch's kcont_malloc with KC_AUTOFREE).
@@ -594,20 +616,9 @@ template <class Alloc, class Fn, class Env, level_spec LevelSpec>
                 "kcont::allocate_kc: Fn is not callable as fn(obj, env, status)"
                 " with this environment");
   using node = allocated_kc<Fn, Env, LevelSpec, Alloc, Obj, Status>;
-  using traits = std::allocator_traits<typename node::node_allocator>;
   typename node::node_allocator a(alloc);
-  node* p = traits::allocate(a, 1);
-#if defined(__cpp_exceptions)
-  try {
-    traits::construct(a, p, a, std::move(fn), std::move(env), level);
-  } catch (...) {
-    traits::deallocate(a, p, 1);
-    throw;
-  }
-#else
-  traits::construct(a, p, a, std::move(fn), std::move(env), level);
-#endif
-  return *p;
+  node* p = std::allocator_traits<typename node::node_allocator>::allocate(a, 1);
+  return *detail::construct_allocated(a, p, std::move(fn), std::move(env), level);
 }
 
 // allocate_kc with std::allocator.
@@ -682,17 +693,7 @@ template <class Alloc, class Fn, class Env, level_spec LevelSpec>
   p = traits::allocate(a, 1);
 #endif
   if (p == nullptr) return nullptr;
-#if defined(__cpp_exceptions)
-  try {
-    traits::construct(a, p, a, std::move(fn), std::move(env), level);
-  } catch (...) {
-    traits::deallocate(a, p, 1);
-    throw;
-  }
-#else
-  traits::construct(a, p, a, std::move(fn), std::move(env), level);
-#endif
-  return p;
+  return detail::construct_allocated(a, p, std::move(fn), std::move(env), level);
 }
 
 // try_allocate_kc with nothrow_allocator (::operator new(std::nothrow)).
