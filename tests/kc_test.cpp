@@ -363,8 +363,8 @@ TEST_CASE("kc.dispose_frees_an_allocated_continuation_unrun") {
   CHECK_FALSE(d.has_work(bsd_level::process));
 }
 
-TEST_CASE("kc.destroyed_while_queued_is_a_contract_violation") {
-  if (!kcont::contract_checks) return;
+TEST_CASE("kc.destroyed_while_queued_is_a_contract_violation" *
+          doctest::skip(!kcont::contract_checks)) {
   CHECK(kcont_test::dies_with(
       [] {
         kcont::kcqueue<base_t>* q = new kcont::kcqueue<base_t>;

@@ -11,12 +11,66 @@
 #include <fcntl.h>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ostream>
 #include <new>
 #include <string>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <vector>
 
 #include "support.hpp"
+
+namespace {
+
+// Lists, after a run, the test cases its skip decorator left out (death
+// tests in a build without contract checks, fork-based ones under a
+// sanitizer): doctest's own "skipped" count also holds the cases a -sf/-tc
+// filter left out, so it cannot say which were skipped for the build. Only
+// the files this run entered are listed (meson runs one file per test).
+// Reserved up front: allocations in the listener, between test cases, must
+// not show in a test's allocation count.
+class decorator_skip_listener : public doctest::IReporter {
+ public:
+  explicit decorator_skip_listener(const doctest::ContextOptions& o) : out_(*o.cout) {
+    entered_.reserve(64);
+    skipped_.reserve(512);
+  }
+  void report_query(const doctest::QueryData&) override {}
+  void test_run_start() override {}
+  void test_run_end(const doctest::TestRunStats&) override {
+    for (const doctest::TestCaseData* tc : skipped_) {
+      bool entered = false;
+      for (const char* f : entered_) entered = entered || std::strcmp(f, tc->m_file.c_str()) == 0;
+      if (entered)
+        out_ << "[doctest] skipped in this build: " << tc->m_name << " ("
+             << tc->m_file.c_str() << ":" << tc->m_line << ")\n";
+    }
+  }
+  void test_case_start(const doctest::TestCaseData& tc) override {
+    if (entered_.empty() || std::strcmp(entered_.back(), tc.m_file.c_str()) != 0)
+      if (entered_.size() < entered_.capacity()) entered_.push_back(tc.m_file.c_str());
+  }
+  void test_case_reenter(const doctest::TestCaseData&) override {}
+  void test_case_end(const doctest::CurrentTestCaseStats&) override {}
+  void test_case_exception(const doctest::TestCaseException&) override {}
+  void subcase_start(const doctest::SubcaseSignature&) override {}
+  void subcase_end() override {}
+  void log_assert(const doctest::AssertData&) override {}
+  void log_message(const doctest::MessageData&) override {}
+  void test_case_skipped(const doctest::TestCaseData& tc) override {
+    if (tc.m_skip && skipped_.size() < skipped_.capacity()) skipped_.push_back(&tc);
+  }
+
+ private:
+  std::ostream& out_;
+  std::vector<const char*> entered_;
+  std::vector<const doctest::TestCaseData*> skipped_;
+};
+
+}  // namespace
+
+REGISTER_LISTENER("decorator_skips", 1, decorator_skip_listener);
 
 namespace {
 std::atomic<std::size_t> allocation_count{0};

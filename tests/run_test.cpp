@@ -149,8 +149,8 @@ TEST_CASE("run.rule2_deferred_runs_with_saved_values_through_run") {
   (void)fresh;
 }
 
-TEST_CASE("run.deferred_with_a_fresh_obj_is_a_contract_violation") {
-  if (!kcont::contract_checks) return;
+TEST_CASE("run.deferred_with_a_fresh_obj_is_a_contract_violation" *
+          doctest::skip(!kcont::contract_checks)) {
   CHECK(kcont_test::dies_with(
       [] {
         kcont::manual_dispatcher<> d;
@@ -370,8 +370,8 @@ TEST_CASE("run.queued_continuation_is_refused_not_run_twice") {
   CHECK(rec.calls == std::vector<call>{{1, nullptr, 1}});
 }
 
-TEST_CASE("run.queued_immediate_static_is_a_contract_violation") {
-  if (!kcont::contract_checks) return;
+TEST_CASE("run.queued_immediate_static_is_a_contract_violation" *
+          doctest::skip(!kcont::contract_checks)) {
   CHECK(kcont_test::dies_with(
       [] {
         kcont::manual_dispatcher<> d;
