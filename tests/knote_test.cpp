@@ -310,6 +310,8 @@ TEST_CASE("knote.rule8_detach_waits_for_an_activation_in_flight_on_another_threa
   kcont::kc k{[](kn_t*, env_t& e, knote_cause) {
                 e.phase->store(1);
                 while (e.phase->load() == 1) std::this_thread::yield();  // wait for detach to start
+                // Not a wait for a state: the time a detach that does not
+                // wait would take to return (and fail the check below).
                 std::this_thread::sleep_for(std::chrono::milliseconds(20));
                 e.phase->store(3);
               },
@@ -337,6 +339,7 @@ TEST_CASE("knote.rule8_detach_waits_for_a_deferred_run_on_a_runner_thread") {
   kcont::kc k{[](kn_t*, env_t& e, knote_cause) {
                 e.phase->store(1);
                 while (e.phase->load() == 1) std::this_thread::yield();
+                // As above: room for a detach that does not wait to return.
                 std::this_thread::sleep_for(std::chrono::milliseconds(20));
                 e.phase->store(3);
               },
