@@ -17,8 +17,9 @@
 // event, so the output is deterministic.
 #include <kcont/kcont.hpp>
 
+#include <condition_variable>
 #include <cstdio>
-#include <semaphore>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -154,7 +155,12 @@ int main() {
   };
   (void)kq.kevent(changes, {});
 
-  std::binary_semaphore reported{0};
+  // The monitor tells the main thread it has printed a report. (A
+  // std::binary_semaphore says the same; MinGW's libstdc++ 12, which the
+  // Windows check builds with, loses its wake-ups, so: a condition variable.)
+  std::mutex report_lock;
+  std::condition_variable report_cv;
+  int reports = 0;
   std::thread monitor([&] {
     kqueue_t::kevent_type events[4];
     for (;;) {
@@ -167,13 +173,19 @@ int main() {
         }
         std::printf("monitor: %s: %s\n", e.udata, describe(e.fflags).c_str());
       }
-      reported.release();
+      {
+        const std::lock_guard<std::mutex> g(report_lock);
+        ++reports;
+      }
+      report_cv.notify_one();
     }
   });
 
-  auto step = [&](long event) {
+  auto step = [&, seen = 0](long event) mutable {
     em0.post(d, event);
-    reported.acquire();  // the monitor has printed its report
+    std::unique_lock<std::mutex> g(report_lock);
+    report_cv.wait(g, [&] { return reports > seen; });  // the monitor has printed its report
+    seen = reports;
   };
 
   step(link_up);
