@@ -204,24 +204,29 @@ TEST_CASE("kc.allocate_kc_with_pmr_deferred_then_freed") {
 }
 
 #if defined(__cpp_exceptions)  // these need exceptions (-fno-exceptions skips them)
+namespace {
+// A memory resource that counts the blocks it has out: 0 after a test means
+// nothing the library allocated was left behind.
+struct counting_resource : std::pmr::memory_resource {
+  int live = 0;
+  void* do_allocate(std::size_t n, std::size_t a) override {
+    ++live;
+    return ::operator new(n, std::align_val_t(a));
+  }
+  void do_deallocate(void* p, std::size_t, std::size_t a) override {
+    --live;
+    ::operator delete(p, std::align_val_t(a));
+  }
+  bool do_is_equal(const memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+};
+}  // namespace
+
 TEST_CASE("kc.allocated_freed_even_when_the_function_throws") {
   kcont::manual_dispatcher<> d;
   int dummy = 0;
-  std::pmr::monotonic_buffer_resource upstream;
-  struct counting : std::pmr::memory_resource {
-    int live = 0;
-    void* do_allocate(std::size_t n, std::size_t a) override {
-      ++live;
-      return ::operator new(n, std::align_val_t(a));
-    }
-    void do_deallocate(void* p, std::size_t, std::size_t a) override {
-      --live;
-      ::operator delete(p, std::align_val_t(a));
-    }
-    bool do_is_equal(const memory_resource& o) const noexcept override {
-      return this == &o;
-    }
-  } res;
+  counting_resource res;
   auto& k = kcont::allocate_kc(
       std::pmr::polymorphic_allocator<std::byte>(&res),
       [](request*, int*, int) { throw std::runtime_error("boom"); }, &dummy,
@@ -235,20 +240,7 @@ TEST_CASE("kc.allocated_freed_even_when_the_function_throws") {
 // the storage goes back to the allocator before the exception leaves, for
 // allocate_kc and try_allocate_kc alike (neither returns anything then).
 TEST_CASE("kc.allocated_storage_given_back_when_building_it_throws") {
-  struct counting : std::pmr::memory_resource {
-    int live = 0;
-    void* do_allocate(std::size_t n, std::size_t a) override {
-      ++live;
-      return ::operator new(n, std::align_val_t(a));
-    }
-    void do_deallocate(void* p, std::size_t, std::size_t a) override {
-      --live;
-      ::operator delete(p, std::align_val_t(a));
-    }
-    bool do_is_equal(const memory_resource& o) const noexcept override {
-      return this == &o;
-    }
-  } res;
+  counting_resource res;
   struct throws_on_move {
     throws_on_move() = default;
     throws_on_move(throws_on_move&&) { throw std::runtime_error("env move"); }
