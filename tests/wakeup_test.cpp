@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 
 #include <poll.h>
 #include <sys/resource.h>
@@ -24,6 +25,11 @@ static_assert(kcont::wakeup_policy<kcont::fd_wakeup>);
 static_assert(!kcont::wakeup_policy<int>);
 static_assert(kcont::fd_wakeup::signal_safe);
 static_assert(!kcont::atomic_wakeup::signal_safe);
+// Linux has a futex under std::atomic::wait: the default is the atomic one
+// (elsewhere with libstdc++ it is condvar_wakeup; tests/windows/run.sh runs it).
+#if defined(__linux__)
+static_assert(std::is_same_v<kcont::default_wakeup, kcont::atomic_wakeup>);
+#endif
 
 namespace {
 bool readable(int fd) {

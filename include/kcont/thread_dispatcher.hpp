@@ -16,7 +16,7 @@
 //   queue        — a level queue of kc_hook          [mpsc_queue<>]
 //                  mpsc_queue<> (lock-free producers, signal-safe),
 //                  kcqueue<kc_hook, std::mutex>, kcqueue<kc_hook, spin_lock>
-//   wakeup       — how runners sleep (wakeup.hpp)     [atomic_wakeup]
+//   wakeup       — how runners sleep (wakeup.hpp)     [default_wakeup]
 //                  atomic_wakeup, condvar_wakeup, fd_wakeup (signal-safe,
 //                  pollable: wait_fd(); kcont/posix/fd_wakeup.hpp)
 //   idle_spin    — how long a runner thread spins     [default_idle_spin]
@@ -126,7 +126,7 @@ struct policy_queue<P> {
 };
 template <class P>
 struct policy_wakeup {
-  using type = atomic_wakeup;
+  using type = default_wakeup;
 };
 template <class P>
   requires requires { typename P::wakeup; }

@@ -4,10 +4,13 @@
 // time (the portable two here; the POSIX one in kcont/posix/fd_wakeup.hpp):
 //
 //   atomic_wakeup  — std::atomic::wait/notify on a ticket (a futex on Linux).
-//                    The default: no syscall on the producer side unless a
-//                    runner is actually asleep.
+//                    No syscall on the producer side unless a runner is
+//                    actually asleep.
 //   condvar_wakeup — std::mutex + std::condition_variable, for platforms
-//                    where atomic waits spin, or to compare with.
+//                    where atomic waits are not trustworthy, or to compare.
+//   default_wakeup — what a thread_dispatcher uses unless told otherwise:
+//                    atomic_wakeup where std::atomic::wait sleeps on the
+//                    kernel's own address wait, condvar_wakeup elsewhere.
 //   fd_wakeup      — (kcont/posix/fd_wakeup.hpp) an eventfd (Linux) or a
 //                    non-blocking pipe (other POSIX systems): the only
 //                    async-signal-safe notify (a write(2)), and a
@@ -190,5 +193,20 @@ class condvar_wakeup {
   std::mutex m_;
   std::condition_variable cv_;
 };
+
+// The wake-up a thread_dispatcher uses by default.
+//
+// atomic_wakeup is only as good as the standard library's std::atomic::wait.
+// On Linux libstdc++ and libc++ put a futex under it, libc++ elsewhere the
+// OS's address wait, and MSVC's STL WaitOnAddress. libstdc++ on other systems
+// (MinGW-w64 among them) falls back to a shared table of condition variables
+// that, in GCC 12, can lose a notify: a runner would sleep on work that is
+// already queued. There condvar_wakeup, which keeps its own mutex and
+// condition variable, is the safe choice.
+#if defined(__linux__) || defined(_LIBCPP_VERSION) || defined(_MSC_VER)
+using default_wakeup = atomic_wakeup;
+#else
+using default_wakeup = condvar_wakeup;
+#endif
 
 }  // namespace kcont

@@ -7,7 +7,10 @@
 #   2. the examples that include only the portable core (all but
 #      event_loop, which polls a descriptor) build with -static, run under
 #      wine64, and print their `// Expected output:` block
-#      (tests/check_output.py).
+#      (tests/check_output.py);
+#   3. tests/consumers/warnings.cpp and a default thread_dispatcher ping-pong
+#      (tests/windows/dispatcher_pingpong.cpp) build and run.
+# Every Wine run has a timeout, so a hang fails this check by name.
 # All with -std=c++20 -Wall -Wextra -Werror. Wine gets its own prefix under
 # build/ (created on the first run, about 20 s) and no debug chatter.
 # Usage: tests/windows/run.sh   (scripts/install-deps.sh installs the tools)
@@ -44,4 +47,10 @@ done
 echo "== windows: tests/consumers/warnings.cpp (every template, -Wshadow -Wpedantic, run under wine64)"
 "$cxx" "${flags[@]}" -Wpedantic -Wshadow -O2 -static -DKCONT_WARNINGS_POSIX=0 \
   "$root/tests/consumers/warnings.cpp" -o "$out/warnings.exe"
-"$wine" "$out/warnings.exe"
+timeout -k 5 120 "$wine" "$out/warnings.exe"
+
+# The default wake-up on a toolchain whose std::atomic::wait loses notifies.
+echo "== windows: tests/windows/dispatcher_pingpong.cpp (default thread_dispatcher, 20,000 hand-offs)"
+"$cxx" "${flags[@]}" -O2 -static "$root/tests/windows/dispatcher_pingpong.cpp" \
+  -o "$out/dispatcher_pingpong.exe"
+timeout -k 5 300 "$wine" "$out/dispatcher_pingpong.exe"
