@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""The layering check: every kcont header belongs to one layer of DESIGN.md,
+and its #include "kcont/..." lines point to its own layer or a lower one
+(arrows point down only). Also: the portable core (every header outside
+kcont/posix/ and kcont/posix.hpp) includes no POSIX or Linux header, and
+nothing but the umbrella headers includes kcont/kcont.hpp.
+Usage: layering.py ROOT   (exit status 1 and one line per violation)."""
+import pathlib
+import re
+import sys
+
+# Lower rank = lower layer. Two layers of one rank are peers: neither may
+# include the other (knote and dispatch both stand on run; the kqueue and
+# the event sources both stand on knote, and a knote never knows a kqueue).
+RANK = {"kc": 0, "kcqueue": 1, "run": 2, "dispatch": 3, "knote": 3,
+        "kqueue": 4, "sources": 4, "umbrella": 9}
+
+# Each header's layer. A new header must be added here: the check fails on a
+# header it does not know, so that its place is decided, not guessed.
+LAYER = {
+    "contract.hpp": "kc", "level.hpp": "kc", "kc.hpp": "kc",
+    "kcqueue.hpp": "kcqueue", "mpsc_queue.hpp": "kcqueue",
+    "run.hpp": "run", "current_level.hpp": "run",
+    "dispatcher.hpp": "dispatch", "runner.hpp": "dispatch", "wakeup.hpp": "dispatch",
+    "thread_dispatcher.hpp": "dispatch", "posix/fd_wakeup.hpp": "dispatch",
+    "knote.hpp": "knote", "klist.hpp": "knote",
+    "kevent.hpp": "kqueue", "kfilters.hpp": "kqueue", "kqueue.hpp": "kqueue",
+    "kcont.hpp": "umbrella", "posix.hpp": "umbrella",
+}
+
+POSIX_HEADERS = re.compile(r"#\s*include\s*<(unistd\.h|poll\.h|fcntl\.h|pthread\.h|sys/[^>]*|"
+                           r"netinet/[^>]*|arpa/[^>]*|linux/[^>]*)>")
+KCONT_INCLUDE = re.compile(r'#\s*include\s*[<"]kcont/([^">]+)[">]')
+
+
+def main():
+    base = pathlib.Path(sys.argv[1]) / "include" / "kcont"
+    bad = []
+    for path in sorted(base.rglob("*.hpp")):
+        name = path.relative_to(base).as_posix()
+        layer = LAYER.get(name)
+        if layer is None:
+            bad.append(f"kcont/{name}: not in tests/headers/layering.py's LAYER table")
+            continue
+        portable = not (name == "posix.hpp" or name.startswith("posix/"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            m = KCONT_INCLUDE.search(line)
+            if m:
+                dep = m.group(1)
+                dl = LAYER.get(dep)
+                if dl is None:
+                    continue  # reported on its own
+                if dep in ("kcont.hpp", "posix.hpp") and layer != "umbrella":
+                    bad.append(f"kcont/{name}:{n}: includes the umbrella kcont/{dep}")
+                elif dl != layer and RANK[dl] >= RANK[layer]:
+                    bad.append(f"kcont/{name}:{n}: {layer} layer includes kcont/{dep} "
+                               f"({dl} layer): arrows point down only")
+            if portable and POSIX_HEADERS.search(line):
+                bad.append(f"kcont/{name}:{n}: portable core includes a POSIX header: "
+                           f"{line.strip()}")
+    for b in bad:
+        print(b)
+    if bad:
+        sys.exit(1)
+    print(f"layering: {sum(1 for _ in base.rglob('*.hpp'))} headers, every include points down")
+
+
+if __name__ == "__main__":
+    main()
