@@ -1,6 +1,7 @@
 // knote: activation (rule 6), detach while in flight (rule 8), bindings,
 // and the filter concept.
 #include <kcont/knote.hpp>
+#include <kcont/knote_closure.hpp>
 
 #include <doctest/doctest.h>
 
@@ -96,10 +97,10 @@ static_assert(!kcont::filter_for<string_hint_filter, kn_t>);
 static_assert(!kcont::filter_for<no_event_filter, kn_t>);
 static_assert(!kcont::filter_for<no_attach_filter, kn_t>);
 static_assert(!kcont::filter_for<int, kn_t>);
-static_assert(!kcont::filter_has_touch<generic_filter, kn_t>);
-static_assert(kcont::filter_has_touch<touch_filter, kn_t>);
-static_assert(std::is_same_v<kcont::filter_hint_t<count_filter>, long>);
-static_assert(std::is_same_v<kcont::filter_hint_t<string_hint_filter>, int>);
+static_assert(!kcont::detail::filter_has_touch<generic_filter, kn_t>);
+static_assert(kcont::detail::filter_has_touch<touch_filter, kn_t>);
+static_assert(std::is_same_v<kcont::detail::filter_hint_t<count_filter>, long>);
+static_assert(std::is_same_v<kcont::detail::filter_hint_t<string_hint_filter>, int>);
 static_assert(!std::is_copy_constructible_v<kcont::knote<count_filter>>);
 static_assert(!std::is_move_constructible_v<kcont::knote<count_filter>>);
 static_assert(kcont::deferral_target<kcont::immediate_target<>>);
