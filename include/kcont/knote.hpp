@@ -389,7 +389,7 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
   using typename base_type::fire_fn;
 
   // For a derived knote that knows its continuation's type (knote_closure):
-  // `fire` is its own fused fire function (detail::fire_fused).
+  // `fire` is its own fused fire function (kcont/detail/fire.hpp).
   knote(F filter, continuation_type& k, std::uintptr_t id, fire_fn fire)
       : base_type(ops, k, id, single_thread, fire), filter_(std::move(filter)) {}
 
@@ -398,8 +398,9 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
   // activation inline, the continuation through its trampoline.
   static detail::fire_outcome fire_plain(base_type& b, typename base_type::hint_arg h,
                                          typename base_type::level_type current) {
-    return detail::fire_fused<single_thread>(self(b).filter_, b, h, current,
-                                             b.continuation(), knote_cause::event);
+    if (!detail::fire_event_and_activate<single_thread>(self(b).filter_, b, h))
+      return detail::fire_outcome::skipped;
+    return detail::fire_run(b.continuation(), b, knote_cause::event, current);
   }
 
   static knote& self(base_type& b) noexcept { return static_cast<knote&>(b); }

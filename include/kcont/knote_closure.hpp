@@ -157,8 +157,9 @@ class knote_closure
   static detail::fire_outcome fire_closure(base_type& b, typename base_type::hint_arg h,
                                            typename base_type::level_type current) {
     auto& self = static_cast<knote_closure&>(b);
-    return detail::fire_fused<knote_type::single_thread>(self.filter(), b, h, current,
-                                                         self.holder::k_, knote_cause::event);
+    if (!detail::fire_event_and_activate<knote_type::single_thread>(self.filter(), b, h))
+      return detail::fire_outcome::skipped;
+    return detail::fire_run(self.holder::k_, b, knote_cause::event, current);
     // After `ran` the closure may be gone (rule 8): nothing touches it.
   }
 };

@@ -43,28 +43,14 @@ using fire_hint_arg = std::conditional_t<std::is_trivially_copyable_v<Hint> &&
                                              sizeof(Hint) <= 2 * sizeof(void*),
                                          Hint, const Hint&>;
 
-// The last step of every fused fire: calls continuation `k` with (kn,
-// cause) when it may run at `current` without a deferral target (a direct
-// call when k's type is known, kcont::detail::try_run_now).
-// Returns: ran, or needs_run. After `ran` the knote may be gone: nothing
-// here touches it.
-template <class K, class Kn, class Cause>
-[[gnu::always_inline]] inline fire_outcome fire_run(K& k, Kn& kn, const Cause& cause,
-                                                    typename Kn::level_type current) {
-  Kn* const obj = &kn;
-  return try_run_now(k, obj, cause, current) ? fire_outcome::ran : fire_outcome::needs_run;
-}
-
-// The fused fire of a knote whose filter `filter` and threading policy
-// (Single: knote<F, Level, no_lock>) are known statically: the filter's
-// event (under the field lock only for a thread-safe knote, decided here at
-// compile time), the unpinned activation (a detached or disabled knote runs
-// nothing; a disabled one is still marked active: rule 6), then fire_run.
-template <bool Single, class F, class Kn, class K, class Cause>
-[[gnu::always_inline]] inline fire_outcome fire_fused(F& filter, Kn& kn,
-                                                      const typename Kn::hint_type& h,
-                                                      typename Kn::level_type current, K& k,
-                                                      const Cause& cause) {
+// The first two steps of the fused fire of a knote whose filter `filter` and
+// threading policy (Single: knote<F, Level, no_lock>) are known statically:
+// the filter's event (under the field lock only for a thread-safe knote,
+// decided here at compile time) and the unpinned activation (a detached or
+// disabled knote runs nothing; a disabled one is still marked active: rule
+// 6). Returns: whether the continuation must run (then fire_run).
+template <bool Single, class F, class Kn>
+bool fire_event_and_activate(F& filter, Kn& kn, const typename Kn::hint_type& h) {
   bool fires;
   if constexpr (Single) {
     fires = static_cast<bool>(filter.event(kn, h));
@@ -72,8 +58,18 @@ template <bool Single, class F, class Kn, class K, class Cause>
     std::lock_guard<spin_lock> g(knote_access::fields_lock(kn));
     fires = static_cast<bool>(filter.event(kn, h));
   }
-  if (!fires || !knote_access::begin_fire_activation<Single>(kn)) return fire_outcome::skipped;
-  return fire_run(k, kn, cause, current);
+  return fires && knote_access::begin_fire_activation<Single>(kn);
+}
+
+// The last step of every fused fire, after fire_event_and_activate: calls
+// continuation `k` with (kn, cause) when it may run at `current` without a
+// deferral target (a direct call when k's type is known: try_run_now).
+// Returns: ran, or needs_run. After `ran` the knote may be gone: nothing
+// here touches it.
+template <class K, class Kn, class Cause>
+fire_outcome fire_run(K& k, Kn& kn, const Cause& cause, typename Kn::level_type current) {
+  Kn* const obj = &kn;
+  return try_run_now(k, obj, cause, current) ? fire_outcome::ran : fire_outcome::needs_run;
 }
 
 }  // namespace kcont::detail
