@@ -5,20 +5,19 @@
 // links), `knote<Filter, Level, Lock>` (a knote with its filter stored inline,
 // the continuation caller-owned; Lock = spin_lock, the default, makes it
 // thread-safe, Lock = no_lock single-threaded, for no_lock klists and
-// kqueues) and `knote_cause`. The filter concept is kcont/filter.hpp; a
-// knote that embeds its own continuation (knote_closure, knote_method) is
+// kqueues) and `knote_cause`. The filter concept is kcont/filter.hpp;
+// knote_closure and knote_method (a knote that embeds its continuation) are
 // kcont/knote_closure.hpp; the state word, with the state table every
 // comment here refers to, is kcont/detail/knote_state.hpp.
 //
-// This is the NetBSD patch's `kn_kcont`: activation (docs/design.md rule 6) marks the knote
-// active and, unless it is disabled, runs its continuation through
-// `kcont::run`, with the knote itself as obj; enabling an active knote runs it
-// then. What the continuation does is up to it: enqueue the knote on a kqueue
-// (kcont/kqueue.hpp, which this header never includes), defer work to
-// softnet, wake a thread. Detaching a knote (rule 8) waits for activations in
-// flight on other threads, lets a continuation detach its own knote,
-// cancels a continuation deferred on a dispatcher's level queue and leaves
-// it clean (no saved deferral) for reuse.
+// This is the NetBSD patch's `kn_kcont`: activation (docs/design.md rule 6)
+// marks the knote active and, unless it is disabled, runs its continuation
+// through `kcont::run` with the knote as obj; enabling an active knote runs
+// it then. The continuation may enqueue the knote on a kqueue (which this
+// header never includes), defer work, wake a thread. Detaching (rule 8)
+// waits for activations in flight on other threads, lets a continuation
+// detach its own knote, and cancels a deferred run, leaving the
+// continuation clean for reuse.
 //
 // Compared with an observer list of std::function: nothing is allocated, a
 // subscription is a caller-owned node, and a subscriber may unsubscribe itself
@@ -31,7 +30,6 @@
 //   kcont::knote<link_filter> kn{link_filter{}, on, /*ident=*/3};
 //   kn.attach();
 //   kn.activate(dispatcher, kcont::bsd_level::softserial);   // deferred to softnet
-//   ...
 //   kn.detach(dispatcher);            // cancels the deferred run if still queued
 #pragma once
 
@@ -80,9 +78,10 @@ class klist;
 // inside the continuation. Destroying an attached knote is a contract
 // violation (debug builds abort). Immovable: klists link it in place.
 // Thread-safety: activate, enable, disable and detach may race each other
-// from any thread (single-threaded knotes, knote<F, Level, no_lock>: all
-// operations from one thread at a time; see knote). A continuation deferred to a dispatcher level is cancelled
-// by detach(d); with a dispatcher that runs levels on its own threads
+// from any thread (the state table in kcont/detail/knote_state.hpp says
+// how; single-threaded knotes, knote<F, Level, no_lock>: all operations
+// from one thread at a time). A continuation deferred to a dispatcher level
+// is cancelled by detach(d); with a dispatcher that runs levels on its own threads
 // (thread_dispatcher), detach(d) also waits for a run a runner has already
 // popped. With a manual_dispatcher drained by another thread of yours, the
 // owner must synchronize with that drain before destroying the knote.
@@ -191,7 +190,8 @@ class knote_base : public knote_core {
   // Effects: rule 8: stops activations from running the continuation,
   //   detaches the filter, waits for activations in flight on other threads
   //   (not for the calling thread's own: a continuation may detach its own
-  //   knote), then cancels the continuation if it is deferred on `d`. When
+  //   knote; the state table's → detached and pins → 0), then cancels the
+  //   continuation if it is deferred on `d`. When
   //   `d` runs continuations on threads of its own (it has cancel_sync, as
   //   thread_dispatcher does), it also waits for a run of the continuation
   //   that a runner has already popped or is running, so nothing runs on the
@@ -318,10 +318,10 @@ class knote_base : public knote_core {
 // Lock is the threading policy: spin_lock (the default) makes the thread-safe
 // knote described at knote_base; no_lock makes a single-threaded knote, for a
 // klist<Hint, Level, no_lock> or a kqueue<..., no_lock> (whose knotes are
-// single-threaded): its field lock is a no-op and its state word is written
-// with plain loads and stores, no atomic read-modify-write. The type filters
-// and klists see is the same knote_base<Hint, Level> for both (the policy is
-// a flag fixed at construction, knote_core::single_threaded()).
+// single-threaded): no field lock, no atomic read-modify-write (the state
+// table in kcont/detail/knote_state.hpp). The type filters and klists see is
+// the same knote_base<Hint, Level> for both (the policy is a flag fixed at
+// construction, single_threaded()).
 //
 // Lifetime contract: as knote_base; the continuation must outlive the knote's
 // attachment. Thread-safety: as knote_base with spin_lock. With no_lock:
