@@ -74,7 +74,9 @@
 #include <kcont/kcont.hpp>
 #include <kcont/kfilters.hpp>
 #include <kcont/klist.hpp>
+#include <kcont/immediate_target.hpp>
 #include <kcont/knote.hpp>
+#include <kcont/knote_closure.hpp>
 #include <kcont/kqueue.hpp>
 
 #include <benchmark/benchmark.h>

@@ -1,6 +1,7 @@
 // knote: activation (rule 6), detach while in flight (rule 8), bindings,
 // and the filter concept.
 #include <kcont/knote.hpp>
+#include <kcont/knote_closure.hpp>
 
 #include <doctest/doctest.h>
 
@@ -96,10 +97,10 @@ static_assert(!kcont::filter_for<string_hint_filter, kn_t>);
 static_assert(!kcont::filter_for<no_event_filter, kn_t>);
 static_assert(!kcont::filter_for<no_attach_filter, kn_t>);
 static_assert(!kcont::filter_for<int, kn_t>);
-static_assert(!kcont::filter_has_touch<generic_filter, kn_t>);
-static_assert(kcont::filter_has_touch<touch_filter, kn_t>);
-static_assert(std::is_same_v<kcont::filter_hint_t<count_filter>, long>);
-static_assert(std::is_same_v<kcont::filter_hint_t<string_hint_filter>, int>);
+static_assert(!kcont::detail::filter_has_touch<generic_filter, kn_t>);
+static_assert(kcont::detail::filter_has_touch<touch_filter, kn_t>);
+static_assert(std::is_same_v<kcont::detail::filter_hint_t<count_filter>, long>);
+static_assert(std::is_same_v<kcont::detail::filter_hint_t<string_hint_filter>, int>);
 static_assert(!std::is_copy_constructible_v<kcont::knote<count_filter>>);
 static_assert(!std::is_move_constructible_v<kcont::knote<count_filter>>);
 static_assert(kcont::deferral_target<kcont::immediate_target<>>);
@@ -299,6 +300,72 @@ TEST_CASE_TEMPLATE("knote.method_binds_a_member_function_without_arguments", Pol
       kcont::method<&bell::ring>, &b, bsd_level::process};
   CHECK(kcont::run(d, k, nullptr, 0, bsd_level::process) == run_result::ran);
   CHECK(b.rings == 3);
+}
+
+namespace {
+// A level set of the application's own, for knote_method's default LevelSpec.
+enum class app_level : std::uint8_t { background, interactive, immediate };
+
+struct app_filter {
+  int attach(kcont::knote_base<long, app_level>&) { return 0; }
+  void detach(kcont::knote_base<long, app_level>&) {}
+  bool event(kcont::knote_base<long, app_level>&, long hint) { return hint != 0; }
+};
+
+// knote_method members that name their level once.
+struct relay {
+  std::vector<knote_cause> causes;
+  int app_runs = 0;
+  void on(kn_t*, knote_cause c) { causes.push_back(c); }
+  void on_app(kcont::knote_base<long, app_level>*, knote_cause) { ++app_runs; }
+
+  // In the type: a compile-time level; the constructor takes none.
+  kcont::knote_method<&relay::on, count_filter, kcont::static_level<bsd_level::softnet>>
+      fixed{count_filter{}, this, 7};
+  // LevelSpec left out: a level chosen at run time, from the constructor, of
+  // the handler's level set (bsd_level here, app_level below).
+  kcont::knote_method<&relay::on, count_filter> chosen{count_filter{}, this,
+                                                       bsd_level::softclock, 8};
+  kcont::knote_method<&relay::on_app, app_filter> app{app_filter{}, this,
+                                                      app_level::interactive};
+  // The spelling that names it twice still compiles.
+  kcont::knote_method<&relay::on, count_filter, kcont::static_level<bsd_level::softnet>>
+      twice{count_filter{}, this, kcont::at<bsd_level::softnet>};
+};
+}  // namespace
+
+static_assert(std::is_same_v<kcont::knote_method<&relay::on, count_filter>,
+                             kcont::knote_method<&relay::on, count_filter, bsd_level>>);
+static_assert(std::is_same_v<kcont::knote_method<&relay::on_app, app_filter>,
+                             kcont::knote_method<&relay::on_app, app_filter, app_level>>);
+static_assert(std::is_same_v<kcont::knote_method<&bell::ring, count_filter>,
+                             kcont::knote_method<&bell::ring, count_filter, bsd_level>>);
+// A static level in the type keeps the continuation's level in its type.
+static_assert(sizeof(decltype(relay::fixed)) == sizeof(decltype(relay::twice)));
+
+TEST_CASE("knote.method_names_its_level_once") {
+  kcont::manual_dispatcher<> d;
+  kcont::manual_dispatcher<app_level> da;
+  relay r;
+  CHECK(r.fixed.continuation().level() == bsd_level::softnet);
+  CHECK(r.fixed.ident == 7);
+  CHECK(r.chosen.continuation().level() == bsd_level::softclock);
+  CHECK(r.chosen.ident == 8);
+  CHECK(r.app.continuation().level() == app_level::interactive);
+  REQUIRE(r.fixed.attach() == 0);
+  REQUIRE(r.chosen.attach() == 0);
+  REQUIRE(r.app.attach() == 0);
+  CHECK(r.fixed.activate(d, bsd_level::softserial) == run_result::deferred);
+  CHECK(r.chosen.activate(d, bsd_level::softnet) == run_result::deferred);
+  CHECK(r.fixed.activate(d, bsd_level::process) == run_result::refused);  // queued
+  CHECK(r.app.activate(da, app_level::background) == run_result::ran);
+  CHECK(r.causes.empty());
+  CHECK(d.drain_all() == 2);
+  CHECK(r.causes == std::vector<knote_cause>{knote_cause::event, knote_cause::event});
+  CHECK(r.app_runs == 1);
+  r.fixed.detach(d);
+  r.chosen.detach(d);
+  r.app.detach(da);
 }
 
 TEST_CASE("knote.rule8_detach_waits_for_an_activation_in_flight_on_another_thread") {

@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <kcont/dispatcher.hpp>
+#include <kcont/immediate_target.hpp>
 #include <kcont/knote.hpp>
 #include <kcont/run.hpp>
 

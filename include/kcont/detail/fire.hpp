@@ -1,0 +1,75 @@
+// kcont/detail/fire.hpp — the fused fire path: one knote's share of a
+// single-threaded fan-out (klist<Hint, Level, no_lock>::fire) in one call.
+//
+// Each concrete knote type stores a fused fire function in the knote
+// (knote_base::fire_fn): the filter's event, the unpinned activation (the
+// state table in kcont/detail/knote_state.hpp: "→ active, no pin") and, when
+// the continuation may run at once, the continuation, with the filter's
+// type, the threading policy and (knote_closure) the continuation's type
+// known statically. The fan-out then makes one indirect call per knote, as a
+// list of {next, fn, data} nodes does; only a continuation that must be
+// deferred, is queued or carries a deferral goes back to the caller, which
+// runs it through kcont::run with its deferral target.
+//
+// Only for fan-outs that no detach on another thread can race with (no pin
+// is taken). Users never name anything here.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <type_traits>
+
+#include "kcont/detail/knote_state.hpp"
+#include "kcont/run.hpp"
+
+namespace kcont::detail {
+
+// What a knote's fused fire function did with one event.
+enum class fire_outcome : std::uint8_t {
+  skipped,    // not activated: the filter said no, or the knote is detached,
+              // or it is disabled (then marked active, nothing run: rule 6)
+  ran,        // activated and its continuation called: the knote may be
+              // gone (detached and destroyed by its continuation, rule 8)
+  needs_run,  // activated, continuation not called (it must be deferred,
+              // is queued, or carries a deferral): the caller runs it
+              // through kcont::run with its deferral target
+};
+
+// How a fire function takes the hint: by value when it is small and
+// trivially copyable (a long: in a register, not stored for the callee to
+// load back), else by reference.
+template <class Hint>
+using fire_hint_arg = std::conditional_t<std::is_trivially_copyable_v<Hint> &&
+                                             sizeof(Hint) <= 2 * sizeof(void*),
+                                         Hint, const Hint&>;
+
+// The first two steps of the fused fire of a knote whose filter `filter` and
+// threading policy (Single: knote<F, Level, no_lock>) are known statically:
+// the filter's event (under the field lock only for a thread-safe knote,
+// decided here at compile time) and the unpinned activation (a detached or
+// disabled knote runs nothing; a disabled one is still marked active: rule
+// 6). Returns: whether the continuation must run (then fire_run).
+template <bool Single, class F, class Kn>
+bool fire_event_and_activate(F& filter, Kn& kn, const typename Kn::hint_type& h) {
+  bool fires;
+  if constexpr (Single) {
+    fires = static_cast<bool>(filter.event(kn, h));
+  } else {
+    std::lock_guard<spin_lock> g(knote_access::fields_lock(kn));
+    fires = static_cast<bool>(filter.event(kn, h));
+  }
+  return fires && knote_access::begin_fire_activation<Single>(kn);
+}
+
+// The last step of every fused fire, after fire_event_and_activate: calls
+// continuation `k` with (kn, cause) when it may run at `current` without a
+// deferral target (a direct call when k's type is known: try_run_now).
+// Returns: ran, or needs_run. After `ran` the knote may be gone: nothing
+// here touches it.
+template <class K, class Kn, class Cause>
+fire_outcome fire_run(K& k, Kn& kn, const Cause& cause, typename Kn::level_type current) {
+  Kn* const obj = &kn;
+  return try_run_now(k, obj, cause, current) ? fire_outcome::ran : fire_outcome::needs_run;
+}
+
+}  // namespace kcont::detail
