@@ -77,9 +77,9 @@ TEST_CASE("dispatcher.budget_leaves_the_rest_queued") {
   log_kc b{log_fn{}, &log, bsd_level::softnet};
   log_kc c{log_fn{}, &log, bsd_level::softnet};
   for (auto* k : {&a, &b, &c}) (void)kcont::defer(d, *k, 0, int(log.size()));
-  CHECK(d.drain(bsd_level::softnet, 2) == 2);
+  CHECK(d.drain(bsd_level::softnet, kcont::drain_budget::items(2)) == 2);
   CHECK(d.has_work(bsd_level::softnet));
-  CHECK(d.drain(bsd_level::softnet, 2) == 1);
+  CHECK(d.drain(bsd_level::softnet, kcont::drain_budget::items(2)) == 1);
   CHECK_FALSE(d.has_work(bsd_level::softnet));
 }
 
@@ -118,7 +118,7 @@ TEST_CASE("dispatcher.self_requeue_runs_in_the_same_drain") {
   kcont::kc k{again_fn{}, again_env{&d, 5, 0, nullptr}, bsd_level::process};
   k.env().self = &k;
   (void)kcont::defer(d, k, 0, 0);
-  CHECK(d.drain(bsd_level::process, 3) == 3);
+  CHECK(d.drain(bsd_level::process, kcont::drain_budget::items(3)) == 3);
   CHECK(d.drain(bsd_level::process) == 2);
   CHECK(k.env().runs == 5);
 }

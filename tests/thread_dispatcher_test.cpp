@@ -137,8 +137,10 @@ static_assert(kcont::thread_dispatcher<>::concurrent);
 static_assert(!kcont::thread_dispatcher<>::signal_safe);
 static_assert(kcont::thread_dispatcher<bsd_level, one_thread, mpsc_fd>::signal_safe);
 static_assert(!kcont::thread_dispatcher<bsd_level, one_thread, spin_fd>::signal_safe);
-static_assert(kcont::thread_dispatcher<bsd_level, mixed_plan>::runner_kind_of(
-                  bsd_level::softnet) == kcont::runner_kind::thread);
+static_assert(!kcont::thread_dispatcher<bsd_level, mixed_plan>::is_manual(
+    bsd_level::softnet));
+static_assert(kcont::thread_dispatcher<bsd_level, manual_all>::is_manual(
+    bsd_level::softnet));
 static_assert(kcont::level_queue<kcont::mpsc_queue<>>);
 static_assert(kcont::level_queue<kcont::kcqueue<kcont::kc_hook, std::mutex>>);
 
@@ -149,7 +151,7 @@ TEST_CASE("thread_dispatcher.plan_maps_levels_to_runners") {
   CHECK(d.thread_count(bsd_level::process) == 2);
   CHECK(d.thread_count(bsd_level::softclock) == 1);
   CHECK(d.thread_count(bsd_level::softnet) == 1);  // falls back to softclock's
-  CHECK(d.runner_kind_of(bsd_level::softnet) == kcont::runner_kind::thread);
+  CHECK_FALSE(d.is_manual(bsd_level::softnet));
   kcont::thread_dispatcher<bsd_level,
                            kcont::plan_for<bsd_level, kcont::pool_runner<>,
                                            kcont::no_runner>>
@@ -884,7 +886,7 @@ TEST_CASE("thread_dispatcher.drain_budget_for_huge_times_saturates") {
 
 TEST_CASE("thread_dispatcher.immediate_is_not_a_queue_level") {
   // `immediate` has no queue: has_work, drain, wait, thread_count and
-  // runner_kind_of read past the queue and runner arrays with it. Refused:
+  // is_manual read past the queue and runner arrays with it. Refused:
   // a contract violation in a debug build, a defined result in release.
   using D = kcont::thread_dispatcher<bsd_level, manual_all>;
   if constexpr (kcont::contract_checks) {
@@ -896,8 +898,8 @@ TEST_CASE("thread_dispatcher.immediate_is_not_a_queue_level") {
                                 "wait() needs a deferrable level"));
     CHECK(kcont_test::dies_with([] { D d; (void)d.thread_count(bsd_level::immediate); },
                                 "thread_count() needs a deferrable level"));
-    CHECK(kcont_test::dies_with([] { (void)D::runner_kind_of(bsd_level::immediate); },
-                                "runner_kind_of() needs a deferrable level"));
+    CHECK(kcont_test::dies_with([] { (void)D::is_manual(bsd_level::immediate); },
+                                "is_manual() needs a deferrable level"));
   } else {
     D d;
     node_set nodes(2, fixed_level<bsd_level::softserial>);
@@ -906,14 +908,15 @@ TEST_CASE("thread_dispatcher.immediate_is_not_a_queue_level") {
     CHECK(d.drain(bsd_level::immediate) == 0);
     d.wait(bsd_level::immediate);  // returns at once
     CHECK(d.thread_count(bsd_level::immediate) == 0u);
-    CHECK(D::runner_kind_of(bsd_level::immediate) == kcont::runner_kind::none);
+    CHECK_FALSE(D::is_manual(bsd_level::immediate));
     CHECK(nodes.total_runs() == 0);
     CHECK(d.drain(bsd_level::softserial) == 2);
   }
   using T = kcont::thread_dispatcher<bsd_level, one_thread>;
   T t;
   CHECK(t.thread_count(bsd_level::process) == 1u);
-  CHECK(T::runner_kind_of(bsd_level::softserial) == kcont::runner_kind::thread);
+  CHECK_FALSE(T::is_manual(bsd_level::softserial));
+  CHECK(t.thread_count(bsd_level::softserial) == 1u);
 }
 
 TEST_CASE("thread_dispatcher.nested_drain_of_a_manual_runner_is_refused") {
