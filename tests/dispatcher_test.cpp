@@ -5,6 +5,7 @@
 
 #include <kcont/run.hpp>
 
+#include <chrono>
 #include <mutex>
 #include <vector>
 
@@ -184,4 +185,27 @@ TEST_CASE("dispatcher.immediate_is_not_a_queue_level") {
     CHECK(log.empty());
     CHECK(d.drain(bsd_level::softserial) == 1);
   }
+}
+
+TEST_CASE("dispatcher.drain_and_drain_all_take_a_drain_budget") {
+  // The budget of the drain vocabulary (kcont/drain_budget.hpp): a count, or
+  // a deadline checked before each continuation.
+  kcont::manual_dispatcher<> d;
+  std::vector<int> log;
+  log_kc p{log_fn{}, &log, bsd_level::process};
+  log_kc n{log_fn{}, &log, bsd_level::softnet};
+  log_kc s{log_fn{}, &log, bsd_level::softserial};
+  (void)kcont::defer(d, p, 0, 0);
+  (void)kcont::defer(d, n, 0, 2);
+  (void)kcont::defer(d, s, 0, 3);
+  CHECK(d.drain(bsd_level::softnet,
+                kcont::drain_budget::for_time(std::chrono::milliseconds(-1))) == 0);
+  CHECK(d.drain_all(kcont::drain_budget::for_time(std::chrono::seconds(0))) == 0);
+  CHECK(log.empty());
+  CHECK(d.drain_all(kcont::drain_budget::items(1)) == 1);
+  CHECK(log == std::vector<int>{3});
+  CHECK(d.drain(bsd_level::softnet,
+                kcont::drain_budget::for_time(std::chrono::hours(1))) == 1);
+  CHECK(d.drain_all(kcont::drain_budget::items(5)) == 1);
+  CHECK(log == std::vector<int>{3, 2, 0});
 }

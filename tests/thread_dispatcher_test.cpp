@@ -1072,3 +1072,121 @@ TEST_CASE_TEMPLATE("thread_dispatcher.threaded_paths_do_not_allocate", P,
   other.join();
   CHECK(allocations == 0);
 }
+
+// ---- the drain vocabulary (kcont/drain_budget.hpp) --------------------------
+
+namespace {
+// Two manual runners: process (softclock falls back to it) and softnet
+// (softserial falls back to it).
+using two_manual = kcont::runner_plan<kcont::manual_runner, kcont::no_runner,
+                                      kcont::manual_runner, kcont::no_runner>;
+// process and softclock on a thread, softnet and softserial by hand.
+using thread_below_manual = kcont::runner_plan<kcont::thread_runner, kcont::no_runner,
+                                               kcont::manual_runner, kcont::no_runner>;
+using one_runner_per_level =
+    kcont::plan_for<bsd_level, kcont::manual_runner, kcont::manual_runner>;
+}  // namespace
+
+TEST_CASE("thread_dispatcher.drain_runs_every_level_of_its_runner_and_no_other") {
+  kcont::thread_dispatcher<bsd_level, two_manual, rethrow> d;
+  level_log log;
+  log_kc p{log_level_fn{}, &log, bsd_level::process};
+  log_kc c{log_level_fn{}, &log, bsd_level::softclock};
+  log_kc n{log_level_fn{}, &log, bsd_level::softnet};
+  log_kc s{log_level_fn{}, &log, bsd_level::softserial};
+  for (auto* k : {&p, &c, &n, &s}) (void)kcont::defer(d, *k, 0, 0);
+  // softclock's runner is process's: both of its levels, highest first.
+  CHECK(d.drain(bsd_level::softclock) == 2);
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::softclock, bsd_level::process});
+  CHECK(d.has_work(bsd_level::softnet));
+  CHECK(d.has_work(bsd_level::softserial));
+  CHECK(d.drain(bsd_level::softnet) == 2);
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::softclock, bsd_level::process,
+                                           bsd_level::softserial, bsd_level::softnet});
+}
+
+TEST_CASE("thread_dispatcher.drain_all_runs_every_manual_level_highest_first") {
+  kcont::thread_dispatcher<bsd_level, two_manual, rethrow> d;
+  level_log log;
+  log_kc p{log_level_fn{}, &log, bsd_level::process};
+  log_kc c{log_level_fn{}, &log, bsd_level::softclock};
+  log_kc n{log_level_fn{}, &log, bsd_level::softnet};
+  log_kc s{log_level_fn{}, &log, bsd_level::softserial};
+  for (auto* k : {&p, &c, &n, &s}) (void)kcont::defer(d, *k, 0, 0);
+  CHECK(d.drain_all(kcont::drain_budget::items(3)) == 3);
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::softserial, bsd_level::softnet,
+                                           bsd_level::softclock});
+  CHECK(d.drain_all(kcont::drain_budget::for_time(std::chrono::seconds(0))) == 0);
+  CHECK(d.drain_all() == 1);
+  CHECK(log.seen.back() == bsd_level::process);
+  CHECK(d.drain_all() == 0);
+  CHECK(kcont::current_level<bsd_level>() == bsd_level::process);
+}
+
+TEST_CASE("thread_dispatcher.drain_all_runs_a_higher_deferral_before_the_lower_level_goes_on") {
+  // Across runners too: a process continuation defers to softserial (the
+  // other manual runner); that runs before the second process one.
+  using D = kcont::thread_dispatcher<bsd_level, two_manual, rethrow>;
+  D d;
+  level_log log;
+  log_kc s{log_level_fn{}, &log, bsd_level::softserial};
+  log_kc p2{log_level_fn{}, &log, bsd_level::process};
+  struct env_t {
+    D* d;
+    log_kc* s;
+    level_log* log;
+  };
+  kcont::kc p1{[](int, env_t& e, int) {
+                 log_level_fn{}(0, e.log, 0);
+                 (void)kcont::defer(*e.d, *e.s, 0, 0);
+               },
+               env_t{&d, &s, &log}, bsd_level::process};
+  (void)kcont::defer(d, p1, 0, 0);
+  (void)kcont::defer(d, p2, 0, 0);
+  CHECK(d.drain_all() == 3);
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::process, bsd_level::softserial,
+                                           bsd_level::process});
+}
+
+TEST_CASE("thread_dispatcher.drain_all_leaves_levels_that_threads_drain") {
+  kcont::thread_dispatcher<bsd_level, thread_below_manual> d;
+  gate g;
+  gate_kc blocker{gate_fn{}, &g, bsd_level::process};
+  node_set waiting(1, fixed_level<bsd_level::softclock>);
+  node_set mine(2, fixed_level<bsd_level::softnet>);
+  (void)kcont::defer(d, blocker, 0, 0);
+  kcont_test::spin_until([&] { return g.started.load(); });
+  (void)kcont::defer(d, waiting[0], 0, 1);  // behind the blocked thread
+  for (std::size_t i = 0; i < mine.n; ++i) (void)kcont::defer(d, mine[i], 0, 1);
+  CHECK(d.drain_all() == 2);  // softnet's two; softclock is the thread's
+  CHECK(mine.total_runs() == 2);
+  CHECK(waiting.total_runs() == 0);
+  CHECK(d.has_work(bsd_level::softclock));
+  g.release = true;
+  d.stop();
+  CHECK(waiting.total_runs() == 1);
+}
+
+// The drain vocabulary is one: a manual_dispatcher and the thread_dispatcher
+// whose plan gives every level its own manual runner drain alike.
+TEST_CASE_TEMPLATE("dispatch.drain_and_drain_all_mean_the_same_on_every_dispatcher", D,
+                   kcont::manual_dispatcher<bsd_level, std::mutex>,
+                   kcont::thread_dispatcher<bsd_level, one_runner_per_level, rethrow>) {
+  D d;
+  level_log log;
+  log_kc p{log_level_fn{}, &log, bsd_level::process};
+  log_kc c{log_level_fn{}, &log, bsd_level::softclock};
+  log_kc n{log_level_fn{}, &log, bsd_level::softnet};
+  log_kc s{log_level_fn{}, &log, bsd_level::softserial};
+  for (auto* k : {&p, &c, &n, &s}) (void)kcont::defer(d, *k, 0, 0);
+  CHECK(d.drain(bsd_level::softnet) == 1);  // its runner's one level
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::softnet});
+  CHECK(d.drain(bsd_level::process,
+                kcont::drain_budget::for_time(std::chrono::seconds(0))) == 0);
+  CHECK(d.drain_all(kcont::drain_budget::items(2)) == 2);
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::softnet, bsd_level::softserial,
+                                           bsd_level::softclock});
+  CHECK(d.drain_all(kcont::drain_budget::for_time(std::chrono::hours::max())) == 1);
+  CHECK(log.seen.back() == bsd_level::process);
+  CHECK(d.drain_all() == 0);
+}
