@@ -775,6 +775,31 @@ TEST_CASE("thread_dispatcher.stop_hands_pending_work_back") {
     CHECK(nodes.tallies[i].sum.load() == i + 1);
 }
 
+TEST_CASE("thread_dispatcher.handed_back_work_pops_unqueued_and_still_deferred") {
+  // What the owner gets back from stop(out): popped from `out`, each is on
+  // no queue and still carries its deferral (saved obj/status), the state a
+  // public kcont::resume(kc_hook&) runs it from. Until run.hpp has it, the
+  // test resumes through the internal door.
+  kcont::thread_dispatcher<bsd_level, manual_all, hand_back> d;
+  node_set nodes(4, cycle_levels);
+  for (std::size_t i = 0; i < nodes.n; ++i)
+    (void)kcont::defer(d, nodes[i], 0, static_cast<int>(i) + 10);
+  kcont::kcqueue<kcont::kc_hook> out;
+  CHECK(d.stop(out) == 4);
+  std::size_t popped = 0;
+  while (kcont::kc_hook* h = out.pop()) {
+    CHECK_FALSE(h->is_queued());
+    CHECK(h->is_deferred());
+    kcont::detail::hook_access::op(*h, kcont::kc_op::resume);
+    CHECK_FALSE(h->is_deferred());
+    ++popped;
+  }
+  CHECK(popped == 4);
+  CHECK(nodes.total_runs() == 4);
+  for (std::size_t i = 0; i < nodes.n; ++i)
+    CHECK(nodes.tallies[i].sum.load() == i + 10);
+}
+
 TEST_CASE("thread_dispatcher.stop_hands_back_what_a_busy_thread_did_not_run") {
   kcont::thread_dispatcher<bsd_level, one_thread, hand_back> d;
   gate g;
