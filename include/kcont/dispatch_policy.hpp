@@ -75,7 +75,9 @@ struct dispatch_defaults {};
 // What a level queue must offer a thread_dispatcher (mpsc_queue<> and
 // kcqueue<kc_hook, Lock> do). Not a user extension point: a level queue
 // takes part in the claim protocol of kc_hook (kc.hpp), which only kcont's
-// own queues implement; it names what the dispatcher relies on.
+// own queues implement; it names what the dispatcher relies on, and belongs
+// in kcont::detail (it stays here until tests/rule8_test.cpp, which names
+// it, is renamed with it).
 template <class Q>
 concept level_queue =
     std::default_initializable<Q> &&

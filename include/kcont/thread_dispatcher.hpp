@@ -89,24 +89,12 @@ template <level_set Level = bsd_level,
           class Policy = dispatch_defaults>
 class thread_dispatcher : private detail::level_runners<Level, Plan, Policy> {
   using base = detail::level_runners<Level, Plan, Policy>;
-  using typename base::knobs;
-  using typename base::kind;
-  using typename base::runner;
-  using typename base::slot;
-  using typename base::manual_claim;
-  using base::all_slots_;
-  using base::any_work;
-  using base::drain_rest;
-  using base::manual_level;
-  using base::on_exception_;
-  using base::queues_;
-  using base::run_one;
-  using base::runner_for;
-  using base::runner_has_work;
-  using base::runners_;
-  using base::stop_threads;
-  using base::stopping_;
-  using base::wake;
+  using typename base::knobs, typename base::kind, typename base::runner,
+      typename base::slot, typename base::manual_claim;
+  using base::all_slots_, base::any_work, base::drain_rest, base::manual_level,
+      base::on_exception_, base::queues_, base::run_one, base::runner_for,
+      base::runner_has_work, base::runners_, base::stop_threads,
+      base::stopping_, base::wake;
 
  public:
   using level_type = Level;  // the level set (deferral_target)
