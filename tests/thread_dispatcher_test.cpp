@@ -1192,6 +1192,41 @@ TEST_CASE("thread_dispatcher.drain_all_leaves_levels_that_threads_drain") {
   CHECK(waiting.total_runs() == 1);
 }
 
+TEST_CASE("thread_dispatcher.nested_drain_all_is_refused_and_releases_what_it_took") {
+  // drain_all from a continuation that drain(softnet) runs: softnet's runner
+  // is busy. A debug build aborts; a release build's drain_all runs nothing
+  // and gives back the process runner it had claimed before it found that.
+  using D = kcont::thread_dispatcher<bsd_level, two_manual>;
+  struct nest {
+    D* d;
+    std::size_t inner = 99;
+  };
+  struct nest_fn {
+    void operator()(int, nest& n, int) const { n.inner = n.d->drain_all(); }
+  };
+  using nest_kc = kcont::kc<nest_fn, nest, bsd_level>;
+  if constexpr (kcont::contract_checks) {
+    CHECK(kcont_test::dies_with(
+        [] {
+          static D d;
+          static nest_kc k{nest_fn{}, nest{&d}, bsd_level::softnet};
+          (void)kcont::defer(d, k, 0, 0);
+          (void)d.drain(bsd_level::softnet);
+        },
+        "one thread drains a manual runner at a time"));
+  } else {
+    D d;
+    nest_kc k{nest_fn{}, nest{&d}, bsd_level::softnet};
+    node_set low(1, fixed_level<bsd_level::process>);
+    (void)kcont::defer(d, k, 0, 0);
+    (void)kcont::defer(d, low[0], 0, 1);
+    CHECK(d.drain(bsd_level::softnet) == 1);
+    CHECK(k.env().inner == 0u);
+    CHECK(low.total_runs() == 0);
+    CHECK(d.drain(bsd_level::process) == 1);  // its runner was released
+  }
+}
+
 // The drain vocabulary is one: a manual_dispatcher and the thread_dispatcher
 // whose plan gives every level its own manual runner drain alike.
 TEST_CASE_TEMPLATE("dispatch.drain_and_drain_all_mean_the_same_on_every_dispatcher", D,
