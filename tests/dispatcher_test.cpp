@@ -5,6 +5,7 @@
 
 #include <kcont/run.hpp>
 
+#include <chrono>
 #include <mutex>
 #include <vector>
 
@@ -77,9 +78,9 @@ TEST_CASE("dispatcher.budget_leaves_the_rest_queued") {
   log_kc b{log_fn{}, &log, bsd_level::softnet};
   log_kc c{log_fn{}, &log, bsd_level::softnet};
   for (auto* k : {&a, &b, &c}) (void)kcont::defer(d, *k, 0, int(log.size()));
-  CHECK(d.drain(bsd_level::softnet, 2) == 2);
+  CHECK(d.drain(bsd_level::softnet, kcont::drain_budget::items(2)) == 2);
   CHECK(d.has_work(bsd_level::softnet));
-  CHECK(d.drain(bsd_level::softnet, 2) == 1);
+  CHECK(d.drain(bsd_level::softnet, kcont::drain_budget::items(2)) == 1);
   CHECK_FALSE(d.has_work(bsd_level::softnet));
 }
 
@@ -118,7 +119,7 @@ TEST_CASE("dispatcher.self_requeue_runs_in_the_same_drain") {
   kcont::kc k{again_fn{}, again_env{&d, 5, 0, nullptr}, bsd_level::process};
   k.env().self = &k;
   (void)kcont::defer(d, k, 0, 0);
-  CHECK(d.drain(bsd_level::process, 3) == 3);
+  CHECK(d.drain(bsd_level::process, kcont::drain_budget::items(3)) == 3);
   CHECK(d.drain(bsd_level::process) == 2);
   CHECK(k.env().runs == 5);
 }
@@ -184,4 +185,27 @@ TEST_CASE("dispatcher.immediate_is_not_a_queue_level") {
     CHECK(log.empty());
     CHECK(d.drain(bsd_level::softserial) == 1);
   }
+}
+
+TEST_CASE("dispatcher.drain_and_drain_all_take_a_drain_budget") {
+  // The budget of the drain vocabulary (kcont/drain_budget.hpp): a count, or
+  // a deadline checked before each continuation.
+  kcont::manual_dispatcher<> d;
+  std::vector<int> log;
+  log_kc p{log_fn{}, &log, bsd_level::process};
+  log_kc n{log_fn{}, &log, bsd_level::softnet};
+  log_kc s{log_fn{}, &log, bsd_level::softserial};
+  (void)kcont::defer(d, p, 0, 0);
+  (void)kcont::defer(d, n, 0, 2);
+  (void)kcont::defer(d, s, 0, 3);
+  CHECK(d.drain(bsd_level::softnet,
+                kcont::drain_budget::for_time(std::chrono::milliseconds(-1))) == 0);
+  CHECK(d.drain_all(kcont::drain_budget::for_time(std::chrono::seconds(0))) == 0);
+  CHECK(log.empty());
+  CHECK(d.drain_all(kcont::drain_budget::items(1)) == 1);
+  CHECK(log == std::vector<int>{3});
+  CHECK(d.drain(bsd_level::softnet,
+                kcont::drain_budget::for_time(std::chrono::hours(1))) == 1);
+  CHECK(d.drain_all(kcont::drain_budget::items(5)) == 1);
+  CHECK(log == std::vector<int>{3, 2, 0});
 }

@@ -275,7 +275,7 @@ inline std::string run_ops(const std::uint8_t* data, std::size_t size) {
           model_resume_one(level);
           ++want;
         }
-        const std::size_t got = budget == 0 ? d.drain(cur) : d.drain(cur, budget);
+        const std::size_t got = budget == 0 ? d.drain(cur) : d.drain(cur, kcont::drain_budget::items(budget));
         if (got != want) why << "drain count";
         break;
       }

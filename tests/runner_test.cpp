@@ -10,7 +10,7 @@ namespace {
 using kcont::bsd_level;
 using kcont::no_runner;
 using kcont::pool_runner;
-using kcont::runner_kind;
+using kcont::detail::runner_kind;
 using kcont::thread_runner;
 
 using mixed = kcont::runner_plan<pool_runner<4>, no_runner, thread_runner,
@@ -19,8 +19,8 @@ using mixed = kcont::runner_plan<pool_runner<4>, no_runner, thread_runner,
 // A plan whose size matches the level set.
 static_assert(kcont::runner_plan_for<mixed, bsd_level>);
 static_assert(!kcont::runner_plan_for<kcont::runner_plan<thread_runner>, bsd_level>);
-static_assert(kcont::runner_spec<kcont::manual_runner>);
-static_assert(!kcont::runner_spec<int>);
+static_assert(kcont::detail::runner_spec<kcont::manual_runner>);
+static_assert(!kcont::detail::runner_spec<int>);
 
 // no_runner falls back to the next runner below; a shared runner spans
 // its own level and the no_runner levels above it.

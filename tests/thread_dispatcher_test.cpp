@@ -137,8 +137,10 @@ static_assert(kcont::thread_dispatcher<>::concurrent);
 static_assert(!kcont::thread_dispatcher<>::signal_safe);
 static_assert(kcont::thread_dispatcher<bsd_level, one_thread, mpsc_fd>::signal_safe);
 static_assert(!kcont::thread_dispatcher<bsd_level, one_thread, spin_fd>::signal_safe);
-static_assert(kcont::thread_dispatcher<bsd_level, mixed_plan>::runner_kind_of(
-                  bsd_level::softnet) == kcont::runner_kind::thread);
+static_assert(!kcont::thread_dispatcher<bsd_level, mixed_plan>::is_manual(
+    bsd_level::softnet));
+static_assert(kcont::thread_dispatcher<bsd_level, manual_all>::is_manual(
+    bsd_level::softnet));
 static_assert(kcont::level_queue<kcont::mpsc_queue<>>);
 static_assert(kcont::level_queue<kcont::kcqueue<kcont::kc_hook, std::mutex>>);
 
@@ -149,7 +151,7 @@ TEST_CASE("thread_dispatcher.plan_maps_levels_to_runners") {
   CHECK(d.thread_count(bsd_level::process) == 2);
   CHECK(d.thread_count(bsd_level::softclock) == 1);
   CHECK(d.thread_count(bsd_level::softnet) == 1);  // falls back to softclock's
-  CHECK(d.runner_kind_of(bsd_level::softnet) == kcont::runner_kind::thread);
+  CHECK_FALSE(d.is_manual(bsd_level::softnet));
   kcont::thread_dispatcher<bsd_level,
                            kcont::plan_for<bsd_level, kcont::pool_runner<>,
                                            kcont::no_runner>>
@@ -773,6 +775,31 @@ TEST_CASE("thread_dispatcher.stop_hands_pending_work_back") {
     CHECK(nodes.tallies[i].sum.load() == i + 1);
 }
 
+TEST_CASE("thread_dispatcher.handed_back_work_pops_unqueued_and_still_deferred") {
+  // What the owner gets back from stop(out): popped from `out`, each is on
+  // no queue and still carries its deferral (saved obj/status), the state a
+  // public kcont::resume(kc_hook&) runs it from. Until run.hpp has it, the
+  // test resumes through the internal door.
+  kcont::thread_dispatcher<bsd_level, manual_all, hand_back> d;
+  node_set nodes(4, cycle_levels);
+  for (std::size_t i = 0; i < nodes.n; ++i)
+    (void)kcont::defer(d, nodes[i], 0, static_cast<int>(i) + 10);
+  kcont::kcqueue<kcont::kc_hook> out;
+  CHECK(d.stop(out) == 4);
+  std::size_t popped = 0;
+  while (kcont::kc_hook* h = out.pop()) {
+    CHECK_FALSE(h->is_queued());
+    CHECK(h->is_deferred());
+    kcont::detail::hook_access::op(*h, kcont::kc_op::resume);
+    CHECK_FALSE(h->is_deferred());
+    ++popped;
+  }
+  CHECK(popped == 4);
+  CHECK(nodes.total_runs() == 4);
+  for (std::size_t i = 0; i < nodes.n; ++i)
+    CHECK(nodes.tallies[i].sum.load() == i + 10);
+}
+
 TEST_CASE("thread_dispatcher.stop_hands_back_what_a_busy_thread_did_not_run") {
   kcont::thread_dispatcher<bsd_level, one_thread, hand_back> d;
   gate g;
@@ -884,7 +911,7 @@ TEST_CASE("thread_dispatcher.drain_budget_for_huge_times_saturates") {
 
 TEST_CASE("thread_dispatcher.immediate_is_not_a_queue_level") {
   // `immediate` has no queue: has_work, drain, wait, thread_count and
-  // runner_kind_of read past the queue and runner arrays with it. Refused:
+  // is_manual read past the queue and runner arrays with it. Refused:
   // a contract violation in a debug build, a defined result in release.
   using D = kcont::thread_dispatcher<bsd_level, manual_all>;
   if constexpr (kcont::contract_checks) {
@@ -896,8 +923,8 @@ TEST_CASE("thread_dispatcher.immediate_is_not_a_queue_level") {
                                 "wait() needs a deferrable level"));
     CHECK(kcont_test::dies_with([] { D d; (void)d.thread_count(bsd_level::immediate); },
                                 "thread_count() needs a deferrable level"));
-    CHECK(kcont_test::dies_with([] { (void)D::runner_kind_of(bsd_level::immediate); },
-                                "runner_kind_of() needs a deferrable level"));
+    CHECK(kcont_test::dies_with([] { (void)D::is_manual(bsd_level::immediate); },
+                                "is_manual() needs a deferrable level"));
   } else {
     D d;
     node_set nodes(2, fixed_level<bsd_level::softserial>);
@@ -906,14 +933,15 @@ TEST_CASE("thread_dispatcher.immediate_is_not_a_queue_level") {
     CHECK(d.drain(bsd_level::immediate) == 0);
     d.wait(bsd_level::immediate);  // returns at once
     CHECK(d.thread_count(bsd_level::immediate) == 0u);
-    CHECK(D::runner_kind_of(bsd_level::immediate) == kcont::runner_kind::none);
+    CHECK_FALSE(D::is_manual(bsd_level::immediate));
     CHECK(nodes.total_runs() == 0);
     CHECK(d.drain(bsd_level::softserial) == 2);
   }
   using T = kcont::thread_dispatcher<bsd_level, one_thread>;
   T t;
   CHECK(t.thread_count(bsd_level::process) == 1u);
-  CHECK(T::runner_kind_of(bsd_level::softserial) == kcont::runner_kind::thread);
+  CHECK_FALSE(T::is_manual(bsd_level::softserial));
+  CHECK(t.thread_count(bsd_level::softserial) == 1u);
 }
 
 TEST_CASE("thread_dispatcher.nested_drain_of_a_manual_runner_is_refused") {
@@ -1068,4 +1096,157 @@ TEST_CASE_TEMPLATE("thread_dispatcher.threaded_paths_do_not_allocate", P,
   }
   other.join();
   CHECK(allocations == 0);
+}
+
+// ---- the drain vocabulary (kcont/drain_budget.hpp) --------------------------
+
+namespace {
+// Two manual runners: process (softclock falls back to it) and softnet
+// (softserial falls back to it).
+using two_manual = kcont::runner_plan<kcont::manual_runner, kcont::no_runner,
+                                      kcont::manual_runner, kcont::no_runner>;
+// process and softclock on a thread, softnet and softserial by hand.
+using thread_below_manual = kcont::runner_plan<kcont::thread_runner, kcont::no_runner,
+                                               kcont::manual_runner, kcont::no_runner>;
+using one_runner_per_level =
+    kcont::plan_for<bsd_level, kcont::manual_runner, kcont::manual_runner>;
+}  // namespace
+
+TEST_CASE("thread_dispatcher.drain_runs_every_level_of_its_runner_and_no_other") {
+  kcont::thread_dispatcher<bsd_level, two_manual, rethrow> d;
+  level_log log;
+  log_kc p{log_level_fn{}, &log, bsd_level::process};
+  log_kc c{log_level_fn{}, &log, bsd_level::softclock};
+  log_kc n{log_level_fn{}, &log, bsd_level::softnet};
+  log_kc s{log_level_fn{}, &log, bsd_level::softserial};
+  for (auto* k : {&p, &c, &n, &s}) (void)kcont::defer(d, *k, 0, 0);
+  // softclock's runner is process's: both of its levels, highest first.
+  CHECK(d.drain(bsd_level::softclock) == 2);
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::softclock, bsd_level::process});
+  CHECK(d.has_work(bsd_level::softnet));
+  CHECK(d.has_work(bsd_level::softserial));
+  CHECK(d.drain(bsd_level::softnet) == 2);
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::softclock, bsd_level::process,
+                                           bsd_level::softserial, bsd_level::softnet});
+}
+
+TEST_CASE("thread_dispatcher.drain_all_runs_every_manual_level_highest_first") {
+  kcont::thread_dispatcher<bsd_level, two_manual, rethrow> d;
+  level_log log;
+  log_kc p{log_level_fn{}, &log, bsd_level::process};
+  log_kc c{log_level_fn{}, &log, bsd_level::softclock};
+  log_kc n{log_level_fn{}, &log, bsd_level::softnet};
+  log_kc s{log_level_fn{}, &log, bsd_level::softserial};
+  for (auto* k : {&p, &c, &n, &s}) (void)kcont::defer(d, *k, 0, 0);
+  CHECK(d.drain_all(kcont::drain_budget::items(3)) == 3);
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::softserial, bsd_level::softnet,
+                                           bsd_level::softclock});
+  CHECK(d.drain_all(kcont::drain_budget::for_time(std::chrono::seconds(0))) == 0);
+  CHECK(d.drain_all() == 1);
+  CHECK(log.seen.back() == bsd_level::process);
+  CHECK(d.drain_all() == 0);
+  CHECK(kcont::current_level<bsd_level>() == bsd_level::process);
+}
+
+TEST_CASE("thread_dispatcher.drain_all_runs_a_higher_deferral_before_the_lower_level_goes_on") {
+  // Across runners too: a process continuation defers to softserial (the
+  // other manual runner); that runs before the second process one.
+  using D = kcont::thread_dispatcher<bsd_level, two_manual, rethrow>;
+  D d;
+  level_log log;
+  log_kc s{log_level_fn{}, &log, bsd_level::softserial};
+  log_kc p2{log_level_fn{}, &log, bsd_level::process};
+  struct env_t {
+    D* d;
+    log_kc* s;
+    level_log* log;
+  };
+  kcont::kc p1{[](int, env_t& e, int) {
+                 log_level_fn{}(0, e.log, 0);
+                 (void)kcont::defer(*e.d, *e.s, 0, 0);
+               },
+               env_t{&d, &s, &log}, bsd_level::process};
+  (void)kcont::defer(d, p1, 0, 0);
+  (void)kcont::defer(d, p2, 0, 0);
+  CHECK(d.drain_all() == 3);
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::process, bsd_level::softserial,
+                                           bsd_level::process});
+}
+
+TEST_CASE("thread_dispatcher.drain_all_leaves_levels_that_threads_drain") {
+  kcont::thread_dispatcher<bsd_level, thread_below_manual> d;
+  gate g;
+  gate_kc blocker{gate_fn{}, &g, bsd_level::process};
+  node_set waiting(1, fixed_level<bsd_level::softclock>);
+  node_set mine(2, fixed_level<bsd_level::softnet>);
+  (void)kcont::defer(d, blocker, 0, 0);
+  kcont_test::spin_until([&] { return g.started.load(); });
+  (void)kcont::defer(d, waiting[0], 0, 1);  // behind the blocked thread
+  for (std::size_t i = 0; i < mine.n; ++i) (void)kcont::defer(d, mine[i], 0, 1);
+  CHECK(d.drain_all() == 2);  // softnet's two; softclock is the thread's
+  CHECK(mine.total_runs() == 2);
+  CHECK(waiting.total_runs() == 0);
+  CHECK(d.has_work(bsd_level::softclock));
+  g.release = true;
+  d.stop();
+  CHECK(waiting.total_runs() == 1);
+}
+
+TEST_CASE("thread_dispatcher.nested_drain_all_is_refused_and_releases_what_it_took") {
+  // drain_all from a continuation that drain(softnet) runs: softnet's runner
+  // is busy. A debug build aborts; a release build's drain_all runs nothing
+  // and gives back the process runner it had claimed before it found that.
+  using D = kcont::thread_dispatcher<bsd_level, two_manual>;
+  struct nest {
+    D* d;
+    std::size_t inner = 99;
+  };
+  struct nest_fn {
+    void operator()(int, nest& n, int) const { n.inner = n.d->drain_all(); }
+  };
+  using nest_kc = kcont::kc<nest_fn, nest, bsd_level>;
+  if constexpr (kcont::contract_checks) {
+    CHECK(kcont_test::dies_with(
+        [] {
+          static D d;
+          static nest_kc k{nest_fn{}, nest{&d}, bsd_level::softnet};
+          (void)kcont::defer(d, k, 0, 0);
+          (void)d.drain(bsd_level::softnet);
+        },
+        "one thread drains a manual runner at a time"));
+  } else {
+    D d;
+    nest_kc k{nest_fn{}, nest{&d}, bsd_level::softnet};
+    node_set low(1, fixed_level<bsd_level::process>);
+    (void)kcont::defer(d, k, 0, 0);
+    (void)kcont::defer(d, low[0], 0, 1);
+    CHECK(d.drain(bsd_level::softnet) == 1);
+    CHECK(k.env().inner == 0u);
+    CHECK(low.total_runs() == 0);
+    CHECK(d.drain(bsd_level::process) == 1);  // its runner was released
+  }
+}
+
+// The drain vocabulary is one: a manual_dispatcher and the thread_dispatcher
+// whose plan gives every level its own manual runner drain alike.
+TEST_CASE_TEMPLATE("dispatch.drain_and_drain_all_mean_the_same_on_every_dispatcher", D,
+                   kcont::manual_dispatcher<bsd_level, std::mutex>,
+                   kcont::thread_dispatcher<bsd_level, one_runner_per_level, rethrow>) {
+  D d;
+  level_log log;
+  log_kc p{log_level_fn{}, &log, bsd_level::process};
+  log_kc c{log_level_fn{}, &log, bsd_level::softclock};
+  log_kc n{log_level_fn{}, &log, bsd_level::softnet};
+  log_kc s{log_level_fn{}, &log, bsd_level::softserial};
+  for (auto* k : {&p, &c, &n, &s}) (void)kcont::defer(d, *k, 0, 0);
+  CHECK(d.drain(bsd_level::softnet) == 1);  // its runner's one level
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::softnet});
+  CHECK(d.drain(bsd_level::process,
+                kcont::drain_budget::for_time(std::chrono::seconds(0))) == 0);
+  CHECK(d.drain_all(kcont::drain_budget::items(2)) == 2);
+  CHECK(log.seen == std::vector<bsd_level>{bsd_level::softnet, bsd_level::softserial,
+                                           bsd_level::softclock});
+  CHECK(d.drain_all(kcont::drain_budget::for_time(std::chrono::hours::max())) == 1);
+  CHECK(log.seen.back() == bsd_level::process);
+  CHECK(d.drain_all() == 0);
 }

@@ -3,7 +3,10 @@
 // Defines `manual_dispatcher<Level, Lock, Schedule>`: the NetBSD patch's softclock /
 // softnet / softserial / process queues as an array indexed by level, each
 // drained by the caller's own loop with `drain(level)` (rule 5: a level's
-// runner drains its own queue, never another's). When a level's queue turns
+// runner drains its own queue, never another's). In the drain vocabulary
+// every dispatcher shares (kcont/drain_budget.hpp) it is the all-manual plan
+// with one runner per level: drain(level) runs that level's queue, and
+// drain_all() every level, highest first. When a level's queue turns
 // non-empty the `Schedule` policy is called with that level (the NetBSD patch's
 // softintr_schedule): a no-op by default, a flag or a wake-up in real use.
 //
@@ -18,11 +21,12 @@
 
 #include <array>
 #include <cstddef>
-#include <limits>
+#include <chrono>
 #include <type_traits>
 
 #include "kcont/contract.hpp"
 #include "kcont/current_level.hpp"
+#include "kcont/drain_budget.hpp"
 #include "kcont/kc.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/level.hpp"
@@ -91,54 +95,42 @@ class manual_dispatcher {
     return r;
   }
 
-  // Effects: runs the continuations queued at `level`, oldest first, each with
-  //   the obj/status its deferral saved, until the queue is empty or `budget`
-  //   have run, with the calling thread's current level set to `level`
+  // Effects: drain (kcont/drain_budget.hpp): runs the continuations queued
+  //   at `level` (its runner's only level), oldest first, each with the
+  //   obj/status its deferral saved, until the queue is empty or `budget` is
+  //   spent, with the calling thread's current level set to `level`
   //   (restored on return). Work queued while draining runs in the same call.
   // Returns: how many ran (0 for a level with no queue: immediate).
   // Throws: what a function throws; the rest stays queued.
   // Reentrancy: a continuation may defer more work, to any level.
-  std::size_t drain(Level level,
-                    std::size_t budget = std::numeric_limits<std::size_t>::max()) {
+  std::size_t drain(Level level, drain_budget budget = {}) {
     KCONT_EXPECTS(is_deferrable_level(level),
                   "dispatcher: drain needs a deferrable level");
     if (!is_deferrable_level(level)) return 0;
-    auto& q = queues_[level_index(level)];
     // The continuations run at their level (curipl), so a no-level run()
     // from inside one defers work below it instead of nesting it.
     const level_guard<Level> at_level(level);
-    std::size_t n = 0;
-    while (n < budget) {
-      // With a real lock, popped claimed: the queued bit stays set until the
-      // trampoline's take_saved has read obj/status, so a deferral racing
-      // with this pop from another thread is absorbed instead of being lost.
-      // With no_lock nothing can race, and a plain pop is the same.
-      kc_hook* h;
-      if constexpr (concurrent)
-        h = q.pop_claimed([](kc_hook&) noexcept {});
-      else
-        h = q.pop();
-      if (h == nullptr) break;
-      ++n;
-      detail::hook_access::op(*h, concurrent ? kc_op::resume_shared
-                                             : kc_op::resume);
-      // *h may be gone: the function may have destroyed it.
-    }
-    return n;
+    if (budget.timed()) return drain_queue<true>(level_index(level), budget);
+    return drain_queue<false>(level_index(level), budget);
   }
 
-  // Effects: runs everything queued, always from the highest non-empty level
-  //   first (work deferred to a higher level while a lower one drains runs
-  //   before the lower one goes on).
-  // Returns: how many ran.
-  std::size_t drain_all() {
+  // Effects: drain_all (kcont/drain_budget.hpp): runs everything queued,
+  //   always from the highest non-empty level first (work deferred to a
+  //   higher level while a lower one drains runs before the lower one goes
+  //   on), until every queue is empty or `budget` is spent.
+  // Returns: how many ran. Throws: as drain.
+  std::size_t drain_all(drain_budget budget = {}) {
+    const bool timed = budget.timed();
     std::size_t n = 0;
-    for (;;) {
+    while (n < budget.count) {
+      if (timed && std::chrono::steady_clock::now() >= budget.deadline) break;
       std::size_t i = levels;
       while (i > 0 && queues_[i - 1].empty()) --i;
-      if (i == 0) return n;
-      n += drain(level_at<Level>(i - 1), 1);
+      if (i == 0) break;
+      const level_guard<Level> at_level(level_at<Level>(i - 1));
+      n += drain_queue<false>(i - 1, drain_budget::items(1));
     }
+    return n;
   }
 
   // Effects: removes h from its level queue if it is there; the caller then
@@ -163,6 +155,33 @@ class manual_dispatcher {
   [[nodiscard]] Schedule& schedule() noexcept { return schedule_; }
 
  private:
+  // Runs queue i's continuations until it is empty or the budget is spent
+  // (the deadline is read only when Timed). The caller set the level.
+  template <bool Timed>
+  std::size_t drain_queue(std::size_t i, const drain_budget& budget) {
+    auto& q = queues_[i];
+    std::size_t n = 0;
+    while (n < budget.count) {
+      if constexpr (Timed)
+        if (std::chrono::steady_clock::now() >= budget.deadline) break;
+      // With a real lock, popped claimed: the queued bit stays set until the
+      // trampoline's take_saved has read obj/status, so a deferral racing
+      // with this pop from another thread is absorbed instead of being lost.
+      // With no_lock nothing can race, and a plain pop is the same.
+      kc_hook* h;
+      if constexpr (concurrent)
+        h = q.pop_claimed([](kc_hook&) noexcept {});
+      else
+        h = q.pop();
+      if (h == nullptr) break;
+      ++n;
+      detail::hook_access::op(*h, concurrent ? kc_op::resume_shared
+                                             : kc_op::resume);
+      // *h may be gone: the function may have destroyed it.
+    }
+    return n;
+  }
+
   bool has_any_work() const noexcept {
     for (const auto& q : queues_)
       if (!q.empty()) return true;

@@ -17,11 +17,13 @@
 #include "kcont/kc.hpp"          // IWYU pragma: export
 #include "kcont/kcqueue.hpp"     // IWYU pragma: export
 #include "kcont/run.hpp"         // IWYU pragma: export
+#include "kcont/drain_budget.hpp"  // IWYU pragma: export
 #include "kcont/dispatcher.hpp"  // IWYU pragma: export
 #include "kcont/current_level.hpp"      // IWYU pragma: export
 #include "kcont/mpsc_queue.hpp"         // IWYU pragma: export
 #include "kcont/wakeup.hpp"             // IWYU pragma: export
 #include "kcont/runner.hpp"             // IWYU pragma: export
+#include "kcont/dispatch_policy.hpp"    // IWYU pragma: export
 #include "kcont/thread_dispatcher.hpp"  // IWYU pragma: export
 #include "kcont/knote.hpp"       // IWYU pragma: export
 #include "kcont/klist.hpp"       // IWYU pragma: export

@@ -36,17 +36,19 @@
 
 namespace kcont {
 
-// What kind of runner a plan entry is.
+namespace detail {
+// What kind of runner a plan entry is (thread_dispatcher's own switch).
 enum class runner_kind : std::uint8_t { none, manual, thread, pool };
+}  // namespace detail
 
 // The caller drains the level (no thread is started).
 struct manual_runner {
-  static constexpr runner_kind kind = runner_kind::manual;
+  static constexpr detail::runner_kind kind = detail::runner_kind::manual;
   static constexpr unsigned threads = 0;
 };
 // One dedicated thread drains the level (FIFO order within a level holds).
 struct thread_runner {
-  static constexpr runner_kind kind = runner_kind::thread;
+  static constexpr detail::runner_kind kind = detail::runner_kind::thread;
   static constexpr unsigned threads = 1;
 };
 // N threads drain the level; 0 means std::thread::hardware_concurrency() (at
@@ -56,51 +58,53 @@ struct thread_runner {
 // thread (the claim protocol, kc.hpp's kc_hook).
 template <unsigned N = 0>
 struct pool_runner {
-  static constexpr runner_kind kind = runner_kind::pool;
+  static constexpr detail::runner_kind kind = detail::runner_kind::pool;
   static constexpr unsigned threads = N;
 };
 // No runner of its own: falls back to the next runner below.
 struct no_runner {
-  static constexpr runner_kind kind = runner_kind::none;
+  static constexpr detail::runner_kind kind = detail::runner_kind::none;
   static constexpr unsigned threads = 0;
 };
 
+namespace detail {
 // A runner plan entry: one of the four above.
 template <class R>
 concept runner_spec = requires {
   { R::kind } -> std::convertible_to<runner_kind>;
   { R::threads } -> std::convertible_to<unsigned>;
 };
+}  // namespace detail
 
 // The runner of each deferrable level, lowest level first.
-template <runner_spec... R>
+template <detail::runner_spec... R>
 struct runner_plan {
   static constexpr std::size_t size = sizeof...(R);
   static_assert(size > 0, "kcont::runner_plan: a plan needs one entry per level");
 
   // The kind and configured thread count of each entry.
-  static constexpr std::array<runner_kind, size> kinds{R::kind...};
+  static constexpr std::array<detail::runner_kind, size> kinds{R::kind...};
   static constexpr std::array<unsigned, size> threads{R::threads...};
 
-  static_assert(kinds[0] != runner_kind::none,
+  static_assert(kinds[0] != detail::runner_kind::none,
                 "kcont::runner_plan: the lowest level must have a runner "
                 "(no_runner falls back to the level below, and there is none)");
 
   // Returns: the level index whose runner drains level index i (i itself,
   //   or the nearest lower entry that is not no_runner).
   [[nodiscard]] static constexpr std::size_t runner_of(std::size_t i) noexcept {
-    while (kinds[i] == runner_kind::none) --i;
+    while (kinds[i] == detail::runner_kind::none) --i;
     return i;
   }
   // Returns: the highest level index drained by the runner at `base`.
   [[nodiscard]] static constexpr std::size_t top_of(std::size_t base) noexcept {
     std::size_t top = base;
-    while (top + 1 < size && kinds[top + 1] == runner_kind::none) ++top;
+    while (top + 1 < size && kinds[top + 1] == detail::runner_kind::none) ++top;
     return top;
   }
   // True when the plan starts at least one thread.
   static constexpr bool has_threads =
-      ((R::kind == runner_kind::thread || R::kind == runner_kind::pool) || ...);
+      ((R::kind == detail::runner_kind::thread || R::kind == detail::runner_kind::pool) || ...);
 };
 
 // A runner_plan<...> whose size matches the level set L.
@@ -126,7 +130,7 @@ struct make_plan<First, Rest, std::index_sequence<0, I...>> {
 //   plan_for<bsd_level, pool_runner<>, no_runner>  — the NetBSD patch's punting
 //   plan_for<bsd_level, thread_runner, thread_runner> — a thread per level
 //   plan_for<bsd_level, manual_runner, manual_runner> — all by hand
-template <level_set L, runner_spec First, runner_spec Rest>
+template <level_set L, detail::runner_spec First, detail::runner_spec Rest>
 using plan_for = typename detail::make_plan<
     First, Rest, std::make_index_sequence<level_count<L>>>::type;
 

@@ -16,17 +16,65 @@
 //                    async-signal-safe notify (a write(2)), and a
 //                    descriptor a poll/epoll/Asio/libuv loop can watch.
 //
-// All of them implement the same no-lost-wakeup protocol. The sleeper
-// announces itself, reads a ticket, re-checks its queues and sleeps only if
-// the ticket did not move; a producer that made a queue non-empty moves the
-// ticket and then wakes whoever announced itself. With the queue operations
-// and the ticket both sequentially consistent, either the sleeper sees the
-// work in its re-check, or the producer sees the sleeper and the ticket
-// change ends its sleep (a Dekker pair; proof sketch in the class comments).
+// All of them implement the one sleep/wake protocol below, and a producer
+// never takes the sleeper's lock on its fast path: a push that finds the
+// runner awake costs one load (unlike a bare condition variable).
 //
-// Unlike a bare condition variable, a policy never needs the producer to take
-// the sleeper's lock on the fast path, so a push that finds the consumer
-// awake costs one load.
+// ---- The runner's sleep/wake protocol (the one description; the code in
+// kcont/detail/level_runners.hpp (thread_main), kcont/detail/spin_hold_off.hpp
+// and the policies here refers to it) ----------------------------------------
+//
+// A runner thread of a thread_dispatcher moves through these states:
+//
+//   state     | what it does                        | leaves when      | a producer pays
+//   ----------+-------------------------------------+------------------+---------------
+//   running   | pops the highest non-empty level of | its queues are   | the push
+//             | its levels (claimed) and runs it    | empty: hold-off  |
+//   hold-off  | a learnt number of pauses before    | it is over:      | the push
+//             | its first look, so that streamed    | spinning         |
+//             | work gathers into batches           |                  |
+//   spinning  | looks at its queues and the stop    | work or stop:    | the push
+//             | flag (loads only) for at most       | running; time    |
+//             | idle_spin; skipped with no_spin and | up: announced    |
+//             | on a machine with one CPU           |                  |
+//   announced | S1, S2, S3 below                    | S3 sees ready(): | the push, and
+//             |                                     | running; else    | P2 if P1 sees
+//             |                                     | asleep           | it (a wake-up)
+//   asleep    | S4: the policy's wait               | woken: announced | as announced
+//   stopped   | leaves the loop (after its queues   | -                | -
+//             | are empty under drain_on_stop, at   |                  |
+//             | once under hand_back_on_stop) and   |                  |
+//             | passes the stop on (notify_all)     |                  |
+//
+// The steps, all sequentially consistent (ready() = stop requested, or work
+// in one of the runner's queues):
+//
+//   step | side     | operation
+//   -----+----------+---------------------------------------------------------
+//   P0   | producer | push the continuation on its level queue
+//   P1   | producer | only when P0 made the queue non-empty: sleepers_ > 0?
+//        |          |   0: done, nothing written
+//   P2   | producer | ticket_ += 1, then wake one sleeper (futex wake,
+//        |          |   condvar notify; fd_wakeup: one write(2))
+//   S1   | sleeper  | sleepers_ += 1 (announce)
+//   S2   | sleeper  | t = ticket_ (fd_wakeup: reset() empties the descriptor)
+//   S3   | sleeper  | ready()? yes: sleepers_ -= 1, running
+//   S4   | sleeper  | sleep while ticket_ == t, then sleepers_ -= 1 and
+//        |          |   back to S1 (fd_wakeup: poll(2) until readable, then
+//        |          |   back to S2)
+//
+// Why no wake-up is lost (a Dekker pair): if P1 reads 0, P1 precedes S1, so
+// P0 precedes S3 and the sleeper sees the work. Otherwise the producer moves
+// the ticket after its push: if S2 read the old ticket, S4 does not sleep (or
+// is woken); if it read the new one, P0 precedes S3 again. A producer that
+// finds nobody asleep only reads a line the awake runner never writes.
+// Around the protocol: stop() sets the stop flag (seq_cst), then
+// notify_all() moves the ticket for every sleeper; a pool worker that pops
+// and sees more work waiting wakes a sibling, so one wake-up per
+// empty-to-non-empty transition keeps every worker busy; a manual runner's
+// waiter may be a poll loop that never announces itself, so its producers
+// always notify() (P2 without P1), and drain() resets the descriptor first
+// and re-arms it when work is left.
 #pragma once
 
 #include <atomic>
@@ -61,27 +109,24 @@ concept wakeup_policy =
 // before it announces itself and sleeps: the `idle_spin` knob of a
 // thread_dispatcher policy (thread_dispatcher.hpp), whatever the wake-up.
 //
-// While a runner spins, a producer finds no sleeper: its push costs no
-// futex wake or write(2), and the runner picks the work up within a
-// cache-line transfer instead of a scheduler wake-up (several microseconds;
-// tens to hundreds on a loaded machine). Back-to-back work — a request and
-// the next one, a batch and the next batch — thus never sleeps. The price is
-// at most `duration` of CPU per time a runner runs dry. The spin checks the
-// queues (loads only) with a pause instruction between checks and the clock
-// every 16 checks; a runner does not spin on a machine with one CPU (the
-// producer it waits for would need that CPU). The first check comes after a
-// hold-off the runner learns (thread_dispatcher::spin_for_work): zero for
-// requests a round trip apart, growing to half a microsecond while work
-// streams in, so that a spinning runner takes batches instead of pulling
-// each push's cache line away from its producer.
+// While a runner spins (the "spinning" state of the table above), a
+// producer finds no sleeper: its push costs no futex wake or write(2), and
+// the runner picks the work up within a cache-line transfer instead of a
+// scheduler wake-up. Back-to-back work (a request and the next one, a batch
+// and the next batch) thus never sleeps. The price is at most `duration` of
+// CPU each time a runner runs dry; a runner does not spin on a machine with
+// one CPU (the producer it waits for would need that CPU). The first look
+// comes after a learnt hold-off (kcont/detail/spin_hold_off.hpp), so that a
+// runner takes streamed work in batches instead of pulling each push's cache
+// line away from its producer.
 //
-//   no_spin               sleep at once (the behaviour before this knob)
+//   no_spin               sleep at once
 //   spin_for_ns<N>        spin at most N nanoseconds
 //   default_idle_spin     spin_for_ns<2000>: covers the round trip of a
 //                         producer that posts again as soon as it sees its
 //                         previous work done, also when that producer's
-//                         thread is briefly preempted (benchmarks/README.md,
-//                         case F, has the figures with and without)
+//                         thread is briefly preempted (benchmarks/README.md
+//                         has the measurements with and without)
 template <std::uint32_t Nanoseconds>
 struct spin_for_ns {
   static constexpr std::chrono::nanoseconds duration{Nanoseconds};
@@ -109,14 +154,8 @@ inline void cpu_relax() noexcept {
 
 // std::atomic::wait/notify on a 32-bit ticket (a futex on Linux).
 //
-// Protocol. Sleeper: S1 sleepers_++, S2 t = ticket_, S3 ready()?, S4 wait
-// while ticket_ == t. Producer (after its queue push P0): P1 sleepers_ > 0?
-// and only then P2 ticket_++ and notify. All seq_cst. If P1 reads 0, P1
-// precedes S1, so P0 precedes S3 and the sleeper sees the work. Otherwise
-// the producer notifies after moving the ticket: if S2 read the old ticket,
-// S4 does not sleep (or is woken); if it read the new one, P0 precedes S3
-// again. A producer that finds nobody asleep thus only reads a line the
-// awake runner never writes: no read-modify-write, no cache-line transfer.
+// Implements the steps P1, P2 and S1..S4 of the sleep/wake protocol at the
+// top of this header, with std::atomic::wait as S4.
 //
 // Thread-safety: all members from any thread; none from a signal handler.
 class atomic_wakeup {
@@ -151,9 +190,10 @@ class atomic_wakeup {
   std::atomic<std::uint32_t> sleepers_{0};
 };
 
-// std::mutex + std::condition_variable. The same ticket protocol; the
-// producer takes the mutex only when a sleeper is announced, and then only
-// to order its notify after the sleeper's wait began.
+// std::mutex + std::condition_variable. The same protocol (top of this
+// header), S1..S4 under the mutex; the producer takes the mutex only when a
+// sleeper is announced (after P2), and then only to order its notify after
+// the sleeper's wait began.
 //
 // Thread-safety: all members from any thread; none from a signal handler.
 class condvar_wakeup {
@@ -161,7 +201,6 @@ class condvar_wakeup {
   static constexpr bool signal_safe = false;
 
   // Effects: wakes one sleeper if any is announced (moving the ticket).
-  //   The protocol is atomic_wakeup's.
   void notify() {
     if (sleepers_.load(std::memory_order_seq_cst) == 0) return;
     ticket_.fetch_add(1, std::memory_order_seq_cst);

@@ -91,9 +91,9 @@ class fd_wakeup {
   [[nodiscard]] int native_handle() const noexcept { return read_fd_; }
 
   // Effects: notify(), but only when a thread sleeps in wait(): a runner
-  //   thread's producers skip the write(2) while it is awake. Protocol as
-  //   atomic_wakeup's: the sleeper announces itself before it resets and
-  //   re-checks. Async-signal-safe (one atomic load, maybe one write).
+  //   thread's producers skip the write(2) while it is awake (P1 and P2 of
+  //   the sleep/wake protocol in kcont/wakeup.hpp). Async-signal-safe (one
+  //   atomic load, maybe one write).
   void wake_sleeper() const noexcept {
     if (sleepers_.load(std::memory_order_seq_cst) != 0) notify();
   }
@@ -124,9 +124,10 @@ class fd_wakeup {
     errno = saved;
   }
 
-  // Effects: blocks in poll(2) until ready() returns true. The reset comes
-  //   before the check, so a notify after the check leaves the descriptor
-  //   readable and poll returns.
+  // Effects: blocks in poll(2) until ready() returns true (S1..S4 of the
+  //   sleep/wake protocol in kcont/wakeup.hpp, S2 being the reset). The
+  //   reset comes before the check, so a notify after the check leaves the
+  //   descriptor readable and poll returns.
   template <class Ready>
   void wait(Ready&& ready) {
     if (!valid()) {  // no descriptor to sleep on (no exceptions): poll ready()
