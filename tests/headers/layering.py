@@ -23,7 +23,12 @@ LAYER = {
     "run.hpp": "run", "current_level.hpp": "run",
     "dispatcher.hpp": "dispatch", "runner.hpp": "dispatch", "wakeup.hpp": "dispatch",
     "thread_dispatcher.hpp": "dispatch", "posix/fd_wakeup.hpp": "dispatch",
-    "knote.hpp": "knote", "klist.hpp": "knote",
+    "drain_budget.hpp": "dispatch", "dispatch_policy.hpp": "dispatch",
+    "detail/level_runners.hpp": "dispatch", "detail/run_slot.hpp": "dispatch",
+    "detail/spin_hold_off.hpp": "dispatch",
+    "immediate_target.hpp": "run",
+    "filter.hpp": "knote", "knote.hpp": "knote", "knote_closure.hpp": "knote",
+    "detail/knote_state.hpp": "knote", "detail/fire.hpp": "knote", "klist.hpp": "knote",
     "kevent.hpp": "kqueue", "kfilters.hpp": "kqueue", "kqueue.hpp": "kqueue",
     "kcont.hpp": "umbrella", "posix.hpp": "umbrella",
 }
