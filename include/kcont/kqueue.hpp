@@ -44,13 +44,14 @@
 #include <new>
 #include <optional>
 #include <span>
-#include <tuple>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 
 #include "kcont/contract.hpp"
 #include "kcont/kc.hpp"
+#include "kcont/detail/intrusive_queue.hpp"
+#include "kcont/detail/kqueue_entry.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/kevent.hpp"
 #include "kcont/knote.hpp"
@@ -62,47 +63,6 @@ namespace kcont {
 // The filters a kqueue accepts, as a type list: kqueue<filters<user_filter>>.
 template <class... F>
 struct filters {};
-
-// What kqueue::kevent returns: C's kevent() return value, its errno, and
-// how many entries were written to the event list.
-//
-//   ret   — what kevent(2) returns: -1 (then `error` is its errno), or the
-//           number of entries, as C's int.
-//   error — the errno when ret == -1, else 0.
-//   count — the entries written to the event list: events, or EV_ERROR
-//           entries for changes. Equal to ret when ret >= 0, with one
-//           exception; when ret == -1 the entries written for earlier
-//           changes are there all the same (C leaves them in the buffer).
-//   The exception (FreeBSD kqueue_kevent: `if (nevents == 0) return
-//   (error);` with error 0): a change with ev::receipt that succeeds when
-//   the event list is already full ends the call with ret == 0, count the
-//   entries written before it. Either way, a change that needed an entry
-//   and found no room stops the change list: later changes are not applied.
-struct kevent_result {
-  int ret = 0;
-  int error = 0;
-  std::size_t count = 0;
-
-  friend bool operator==(const kevent_result&, const kevent_result&) = default;
-};
-
-namespace detail {
-template <class F>
-struct filter_context {
-  using pointer = std::nullptr_t;
-  static constexpr bool needed = false;
-};
-template <class F>
-  requires requires { typename F::context_type; }
-struct filter_context<F> {
-  using pointer = typename F::context_type*;
-  static constexpr bool needed = true;
-};
-template <class F>
-concept has_filter_id = requires {
-  { F::id } -> std::convertible_to<filter_id>;
-};
-}  // namespace detail
 
 template <class FilterList, class Udata = std::uintptr_t,
           lock_policy Lock = std::mutex, level_set Level = bsd_level>
@@ -156,9 +116,9 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   //   context_type it is (e.g. the timer_source of timer_filter).
   template <class... Ctx>
   explicit kqueue(Ctx&... ctx) {
-    static_assert((is_context<Ctx> && ...),
+    static_assert((contexts::template is_context<Ctx> && ...),
                   "kcont::kqueue: a constructor argument is no filter's context_type");
-    (bind(ctx), ...);
+    (ctx_.bind(ctx), ...);
   }
   kqueue(const kqueue&) = delete;
   kqueue& operator=(const kqueue&) = delete;
@@ -166,7 +126,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   // Effects: deletes every knote (detached, waited for, freed).
   // Precondition: no thread is scanning.
   ~kqueue() {
-    entry* drops = nullptr;
+    drop_list drops;
     {
       std::lock_guard<Lock> g(lock_);
       KCONT_EXPECTS(waiters_ == 0, "kqueue: destroyed while a thread scans it");
@@ -174,8 +134,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
         entry& e = *kv.second;
         e.dropping = true;
         if (e.core->is_queued()) remove_pending(e);
-        e.pnext = drops;
-        drops = &e;
+        drops.push_front(e);
       }
       table_.clear();
     }
@@ -289,7 +248,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   std::size_t scan(std::span<kevent_type> events,
                    std::optional<duration> timeout = duration::zero()) {
     if (events.empty()) return 0;
-    entry* drops = nullptr;
+    drop_list drops;
     std::unique_lock<Lock> g(lock_);
     std::size_t n = collect(events, drops);
     if (n == 0 && (!timeout || *timeout > duration::zero())) {
@@ -339,77 +298,25 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   // Complexity: O(1).
   [[nodiscard]] std::size_t pending() const {
     std::lock_guard<Lock> g(lock_);
-    return pending_;
+    return pending_count_;
   }
 
  private:
-  struct entry;
-  struct entry_ops {
-    bool (*recheck)(entry&);
-    knote_change (*report)(entry&, std::uint16_t flags, bool clear);
-    void (*change)(entry&, knote_change&);
-    void (*destroy)(entry&);
-  };
+  template <class Owner, class Fi, class U, level_set L, class KL>
+  friend struct detail::kqueue_node;
 
-  // What every knote of this kqueue has besides its knote: the kevent's
-  // identity, flags and udata, and the pending-list links (guarded by lock_).
-  struct entry {
-    const entry_ops* ops;
-    knote_core* core = nullptr;
-    entry* pnext = nullptr;
-    entry* pprev = nullptr;
-    std::uintptr_t ident;
-    filter_id filter;
-    ev flags;        // the creating change's flags but the actions
-    Udata udata;
-    bool dropping = false;  // being deleted: activations must not queue it
-  };
-
-  // A knote of filter Fi owned by this kqueue, with the kqueue's
-  // continuation (the NetBSD patch's kq_func) stored beside it.
+  using entry = detail::kqueue_entry<Udata>;
+  // With no_lock the kqueue is used from one thread: its knotes are
+  // single-threaded too (no field lock, plain state updates).
+  using knote_lock = std::conditional_t<std::is_same_v<Lock, no_lock>, no_lock, spin_lock>;
   template <class Fi>
-  struct node final : entry {
-    // With no_lock the kqueue is used from one thread: its knotes are
-    // single-threaded too (no field lock, plain state updates).
-    using knote_type =
-        knote<Fi, Level, std::conditional_t<std::is_same_v<Lock, no_lock>, no_lock, spin_lock>>;
-    using base_type = typename knote_type::base_type;
-
-    struct kq_fn {
-      void operator()(base_type*, node*& self, knote_cause) const {
-        self->kq->on_activation(*self);
-      }
-    };
-    using cont_type = kc<kq_fn, node*, static_level<Level::immediate>, base_type*, knote_cause>;
-
-    node(kqueue* q, Fi f, const kevent_type& c)
-        : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter,
-                c.flags & ~actions, c.udata, false},
-          kq(q),
-          cont(kq_fn{}, this, at<Level::immediate>),
-          kn(std::move(f), cont, c.ident) {
-      this->core = &kn;
-    }
-
-    static node& self(entry& e) noexcept { return static_cast<node&>(e); }
-    static bool do_recheck(entry& e) {
-      return self(e).kn.filter_event(typename knote_type::hint_type{});
-    }
-    static knote_change do_report(entry& e, std::uint16_t flags, bool clear) {
-      return self(e).kn.filter_report(flags, clear);
-    }
-    static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
-    static void do_destroy(entry& e) {
-      node* n = &self(e);
-      (void)n->kn.detach();
-      delete n;
-    }
-    static constexpr entry_ops ops{&do_recheck, &do_report, &do_change, &do_destroy};
-
-    kqueue* kq;
-    cont_type cont;
-    knote_type kn;
-  };
+  using node = detail::kqueue_node<kqueue, Fi, Udata, Level, knote_lock>;
+  using key = detail::kqueue_key;
+  // The pending list (see the state table at push_pending) and the list of
+  // knotes to free once lock_ is released, through the same link.
+  using pending_list = detail::intrusive_queue<&entry::pnext, &entry::pprev>;
+  using drop_list = detail::intrusive_queue<&entry::pnext>;
+  using contexts = detail::filter_contexts<F...>;
 
   // FreeBSD's EV_SYSFLAGS: bits the system owns (EV_EOF, EV_ERROR, EV_DROP,
   // EV_FLAG1), cleared from every change before it is applied.
@@ -417,35 +324,6 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   // The action bits, which kqueue_register strips from a new knote's flags.
   static constexpr ev actions =
       ev::add | ev::delete_ | ev::enable | ev::disable | ev::forceoneshot;
-
-  struct key {
-    std::uintptr_t ident;
-    filter_id filter;
-    bool operator==(const key&) const = default;
-  };
-  struct key_hash {
-    std::size_t operator()(const key& k) const noexcept {
-      return std::hash<std::uintptr_t>{}(k.ident) ^
-             (static_cast<std::size_t>(static_cast<std::uint16_t>(k.filter)) << 1);
-    }
-  };
-
-  using contexts = std::tuple<typename detail::filter_context<F>::pointer...>;
-  template <class C>
-  static constexpr bool is_context =
-      (std::is_same_v<typename detail::filter_context<F>::pointer, C*> || ...);
-
-  template <class C>
-  void bind(C& c) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      ((bind_at<I>(c)), ...);
-    }(std::index_sequence_for<F...>{});
-  }
-  template <std::size_t I, class C>
-  void bind_at(C& c) {
-    if constexpr (std::is_same_v<std::tuple_element_t<I, contexts>, C*>)
-      std::get<I>(ctx_) = &c;
-  }
 
   [[nodiscard]] static constexpr bool is_known(filter_id id) noexcept {
     return ((F::id == id) || ...);
@@ -507,19 +385,19 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     node<Fi>* n = nullptr;
 #if defined(__cpp_exceptions)
     if constexpr (detail::filter_context<Fi>::needed) {
-      auto* ctx = std::get<I>(ctx_);
+      auto* ctx = ctx_.template get<I>();
       if (ctx == nullptr) return EINVAL;  // the kqueue was built without it
-      n = new node<Fi>(this, Fi(*ctx), c);
+      n = new node<Fi>(this, Fi(*ctx), c, c.flags & ~actions);
     } else {
-      n = new node<Fi>(this, Fi{}, c);
+      n = new node<Fi>(this, Fi{}, c, c.flags & ~actions);
     }
 #else
     if constexpr (detail::filter_context<Fi>::needed) {
-      auto* ctx = std::get<I>(ctx_);
+      auto* ctx = ctx_.template get<I>();
       if (ctx == nullptr) return EINVAL;  // the kqueue was built without it
-      n = new (std::nothrow) node<Fi>(this, Fi(*ctx), c);
+      n = new (std::nothrow) node<Fi>(this, Fi(*ctx), c, c.flags & ~actions);
     } else {
-      n = new (std::nothrow) node<Fi>(this, Fi{}, c);
+      n = new (std::nothrow) node<Fi>(this, Fi{}, c, c.flags & ~actions);
     }
     if (n == nullptr) return ENOMEM;
 #endif
@@ -564,36 +442,57 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     if (k.is_active() && !k.is_disabled() && k.try_queue()) push_pending(e);
   }
 
-  // The NetBSD patch's kq_func: rule 7, a knote is queued once however often it
-  // fires before a scan. Called by activation, on any thread.
+  // The pending list and the knote's queued bit: the state table.
+  //
+  // A knote is "pending" exactly when it is on pending_ and its queued bit
+  // (knote_core::try_queue / unqueue) is set: both change together, under
+  // lock_, only in push_pending / remove_pending / the scan's re-queue.
+  // pending_count_ counts the list (FreeBSD's kq_count). An activation
+  // comes from any thread (a klist's fan-out, a filter's event) through
+  // the kqueue's continuation, on_activation; the others are kevent calls.
+  //
+  //   state    | event                                | action -> next state
+  //   ---------+--------------------------------------+-------------------------------
+  //   idle     | activation; not disabled, not        | try_queue, push_back, wake
+  //            |   dropping                           |   scanners -> pending
+  //   idle     | activation; disabled or dropping     | none -> idle (still active:
+  //            |                                      |   enable's post_change queues it)
+  //   idle     | change (post_change): active and     | try_queue, push_back, wake
+  //            |   enabled after the re-check, or     |   scanners -> pending
+  //            |   ev::forceoneshot                   |
+  //   pending  | activation, change                   | none: try_queue fails (rule 7)
+  //   pending  | ev::disable                          | none -> pending, in place
+  //   pending  | scan: disabled                       | pop, unqueue -> idle (active)
+  //   pending  | scan: re-check fails                 | pop, unqueue, clear_active -> idle
+  //   pending  | scan: reported, clear or dispatch    | pop, unqueue, clear_active
+  //            |                                      |   (dispatch: disable) -> idle
+  //   pending  | scan: reported, level-triggered      | pop, unqueue, try_queue,
+  //            |                                      |   push_back, no wake -> pending
+  //   pending  | scan: ev::oneshot                    | pop, unqueue, report, drop
+  //   any      | ev::delete_, destructor              | dropping = true; pop if pending;
+  //            |                                      |   table erase; freed unlocked
+  //
+  // A scan takes at most the entries pending at its start (FreeBSD's
+  // marker), so a level-triggered re-queue is not seen twice by one scan.
+  // Blocked scanners are woken (cv_) by every push from idle while any waits.
+
+  // The NetBSD patch's kq_func (see the state table above). Any thread.
   void on_activation(entry& e) {
     std::lock_guard<Lock> g(lock_);
     if (e.dropping || e.core->is_disabled()) return;
     if (e.core->try_queue()) push_pending(e);
   }
 
+  // idle -> pending, after a successful try_queue. Under lock_.
   void push_pending(entry& e) noexcept {
-    e.pnext = nullptr;
-    e.pprev = ptail_;
-    if (ptail_ != nullptr)
-      ptail_->pnext = &e;
-    else
-      phead_ = &e;
-    ptail_ = &e;
-    ++pending_;
+    pending_.push_back(e);
+    ++pending_count_;
     if (waiters_ != 0) cv_.notify_all();
   }
+  // pending -> idle. Under lock_.
   void remove_pending(entry& e) noexcept {
-    if (e.pprev != nullptr)
-      e.pprev->pnext = e.pnext;
-    else
-      phead_ = e.pnext;
-    if (e.pnext != nullptr)
-      e.pnext->pprev = e.pprev;
-    else
-      ptail_ = e.pprev;
-    e.pnext = e.pprev = nullptr;
-    --pending_;
+    pending_.erase(e);
+    --pending_count_;
     e.core->unqueue();
   }
 
@@ -605,22 +504,19 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     table_.erase(key{e.ident, e.filter});
   }
 
-  static void destroy_all(entry* drops) {
-    while (drops != nullptr) {
-      entry* e = drops;
-      drops = e->pnext;
-      e->ops->destroy(*e);
-    }
+  static void destroy_all(drop_list& drops) {
+    while (entry* e = drops.pop_front()) e->ops->destroy(*e);
   }
 
   // One pass over the knotes pending when it starts (FreeBSD's marker):
   // a level-triggered knote re-queued behind them is not seen twice.
-  std::size_t collect(std::span<kevent_type> events, entry*& drops) {
+  std::size_t collect(std::span<kevent_type> events, drop_list& drops) {
     std::size_t n = 0;
-    std::size_t budget = pending_;
+    std::size_t budget = pending_count_;
     while (n < events.size() && budget-- > 0) {
-      entry& e = *phead_;
-      remove_pending(e);
+      entry& e = *pending_.pop_front();
+      --pending_count_;
+      e.core->unqueue();
       knote_core& k = *e.core;
       // kqueue_scan: a knote disabled while queued leaves the queue here,
       // unreported, still active (an enable re-queues it).
@@ -634,8 +530,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
         const knote_fields f = k.snapshot();
         events[n++] = kevent_type{e.ident, e.filter, e.flags, f.fflags, f.data, e.udata};
         unlink_locked(e);
-        e.pnext = drops;
-        drops = &e;
+        drops.push_front(e);
         continue;
       }
       if (!e.ops->recheck(e)) {
@@ -650,16 +545,10 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
         if (has(e.flags, ev::dispatch)) k.disable();
         (void)k.clear_active();
       } else {
-        (void)k.try_queue();
-        e.pnext = nullptr;
         // Re-queued without waking anyone: the scanner that found it returns.
-        e.pprev = ptail_;
-        if (ptail_ != nullptr)
-          ptail_->pnext = &e;
-        else
-          phead_ = &e;
-        ptail_ = &e;
-        ++pending_;
+        (void)k.try_queue();
+        pending_.push_back(e);
+        ++pending_count_;
       }
     }
     return n;
@@ -668,11 +557,10 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   mutable Lock lock_;
   std::condition_variable_any cv_;
   std::size_t waiters_ = 0;
-  std::unordered_map<key, entry*, key_hash> table_;
-  entry* phead_ = nullptr;
-  entry* ptail_ = nullptr;
-  std::size_t pending_ = 0;
-  contexts ctx_{};
+  std::unordered_map<key, entry*, detail::kqueue_key_hash> table_;
+  pending_list pending_;
+  std::size_t pending_count_ = 0;
+  contexts ctx_;
 };
 
 }  // namespace kcont

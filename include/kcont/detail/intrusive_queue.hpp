@@ -1,0 +1,228 @@
+// kcont/detail/intrusive_queue.hpp — the one intrusive list under kcont's
+// queues and lists (stdexec's __intrusive_queue<&T::next>, with an optional
+// back link).
+//
+// Defines `detail::intrusive_queue<Next, Prev = nullptr>`: head and tail
+// pointers over nodes that carry their own links, so linking and unlinking
+// never allocate. Next (and Prev) name a node's link in one of two ways:
+//   - a pointer to a data member, `&T::next` (stdexec's form);
+//   - a function `T*& link(T&) noexcept` returning a reference to the link.
+// The second form exists because kcont's links are private: kc_hook's
+// `next_` and knote_core's `next_`/`prev_` are reached only through their
+// friend access classes (detail::hook_access, detail::knote_access), and a
+// pointer to a private member cannot be named outside the class and its
+// friends. Both forms are constants of the type, so every access inlines to
+// one load or store at a fixed offset: no indirection at run time.
+//
+// Without Prev the queue is singly linked (kcqueue, the MPSC batch): erase is
+// by predecessor (erase_after) or a walk (erase_slow). With Prev it is doubly
+// linked (klist, the kqueue's pending list): erase(n) is O(1).
+//
+// Contracts: the queue never owns its nodes; a node is on at most one queue
+// through a given link at a time, and its owner keeps it alive while linked.
+// A node that leaves the queue has its links reset to nullptr. Nothing here
+// is thread-safe: the containing queue holds whatever lock it needs.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+namespace kcont::detail {
+
+// How a queue reaches one link of a node: see the banner.
+template <auto Link>
+struct link_of;
+template <class T, T* T::*Member>
+struct link_of<Member> {
+  using node = T;
+  static T*& get(T& n) noexcept { return n.*Member; }
+};
+template <class T, T*& (*Accessor)(T&) noexcept>
+struct link_of<Accessor> {
+  using node = T;
+  static T*& get(T& n) noexcept { return Accessor(n); }
+};
+
+template <auto Next, auto Prev = nullptr>
+class intrusive_queue {
+  using next_link = link_of<Next>;
+
+ public:
+  using node_type = typename next_link::node;
+  // Capabilities, as kcont's queues state them.
+  static constexpr bool doubly_linked = !std::is_null_pointer_v<decltype(Prev)>;
+  static constexpr bool constant_time_erase = doubly_linked;
+  static constexpr bool constant_time_size = false;
+
+ private:
+  using T = node_type;
+  static T*& prev_of(T& n) noexcept
+    requires doubly_linked
+  {
+    return link_of<Prev>::get(n);
+  }
+
+ public:
+  intrusive_queue() = default;
+  intrusive_queue(intrusive_queue&& o) noexcept
+      : head_(std::exchange(o.head_, nullptr)), tail_(std::exchange(o.tail_, nullptr)) {}
+  // Precondition: this queue is empty (its nodes would be lost).
+  intrusive_queue& operator=(intrusive_queue&& o) noexcept {
+    head_ = std::exchange(o.head_, nullptr);
+    tail_ = std::exchange(o.tail_, nullptr);
+    return *this;
+  }
+
+  // The link to the node after n (nullptr at the back), for walking the queue.
+  static T*& next(T& n) noexcept { return next_link::get(n); }
+  // The link to the node before n (nullptr at the front). Doubly linked only.
+  static T*& prev(T& n) noexcept
+    requires doubly_linked
+  {
+    return prev_of(n);
+  }
+
+  [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
+  [[nodiscard]] T* front() const noexcept { return head_; }
+  [[nodiscard]] T* back() const noexcept { return tail_; }
+
+  // Effects: links n at the back. Precondition: n is on no queue through
+  //   these links. Complexity: O(1).
+  void push_back(T& n) noexcept {
+    next(n) = nullptr;
+    if constexpr (doubly_linked) prev_of(n) = tail_;
+    if (tail_ == nullptr)
+      head_ = &n;
+    else
+      next(*tail_) = &n;
+    tail_ = &n;
+  }
+
+  // Effects: links n at the front. Precondition: as push_back. O(1).
+  void push_front(T& n) noexcept {
+    next(n) = head_;
+    if constexpr (doubly_linked) {
+      prev_of(n) = nullptr;
+      if (head_ != nullptr) prev_of(*head_) = &n;
+    }
+    if (head_ == nullptr) tail_ = &n;
+    head_ = &n;
+  }
+
+  // Effects: unlinks the front node. Returns: it, or nullptr when empty. O(1).
+  T* pop_front() noexcept {
+    T* n = head_;
+    if (n == nullptr) return nullptr;
+    head_ = next(*n);
+    if (head_ == nullptr)
+      tail_ = nullptr;
+    else if constexpr (doubly_linked)
+      prev_of(*head_) = nullptr;
+    next(*n) = nullptr;
+    return n;
+  }
+
+  // Effects: moves every node of `other` to the back of this queue, in
+  //   order; `other` is left empty. Precondition: &other != this. O(1).
+  void append(intrusive_queue& other) noexcept { append(std::move(other)); }
+  void append(intrusive_queue&& other) noexcept {
+    if (other.head_ == nullptr) return;
+    if (tail_ == nullptr) {
+      head_ = other.head_;
+    } else {
+      next(*tail_) = other.head_;
+      if constexpr (doubly_linked) prev_of(*other.head_) = tail_;
+    }
+    tail_ = other.tail_;
+    other.head_ = other.tail_ = nullptr;
+  }
+
+  // Effects: empties this queue. Returns: what it held, as a queue. O(1).
+  [[nodiscard]] intrusive_queue take_all() noexcept { return std::move(*this); }
+
+  // Effects: unlinks the node after `pred` (the front when pred is nullptr).
+  // Precondition: pred is nullptr or on this queue, and has a successor.
+  // Returns: the unlinked node. Complexity: O(1).
+  T* erase_after(T* pred) noexcept {
+    T* n = pred == nullptr ? head_ : next(*pred);
+    T* after = next(*n);
+    if (pred == nullptr)
+      head_ = after;
+    else
+      next(*pred) = after;
+    if (after == nullptr)
+      tail_ = pred;
+    else if constexpr (doubly_linked)
+      prev_of(*after) = pred;
+    next(*n) = nullptr;
+    if constexpr (doubly_linked) prev_of(*n) = nullptr;
+    return n;
+  }
+
+  // Effects: unlinks n. Precondition: n is on this queue. Complexity: O(1).
+  void erase(T& n) noexcept
+    requires doubly_linked
+  {
+    T* before = prev_of(n);
+    T* after = next(n);
+    if (before == nullptr)
+      head_ = after;
+    else
+      next(*before) = after;
+    if (after == nullptr)
+      tail_ = before;
+    else
+      prev_of(*after) = before;
+    next(n) = nullptr;
+    prev_of(n) = nullptr;
+  }
+
+  // Effects: unlinks n if it is on this queue, found by a walk.
+  // Returns: true when n was unlinked. Complexity: O(position of n).
+  bool erase_slow(T& n) noexcept {
+    T* pred = nullptr;
+    for (T* p = head_; p != nullptr; pred = p, p = next(*p)) {
+      if (p != &n) continue;
+      (void)erase_after(pred);
+      return true;
+    }
+    return false;
+  }
+
+  // Effects: counts the nodes. Complexity: O(n).
+  [[nodiscard]] std::size_t size_slow() const noexcept {
+    std::size_t count = 0;
+    for (T* p = head_; p != nullptr; p = next(*p)) ++count;
+    return count;
+  }
+
+  // Effects: builds a FIFO queue from a LIFO chain (newest first, linked
+  //   through Next, nullptr-terminated: what an MPSC Treiber stack hands its
+  //   consumer), so the oldest node comes out first. `visit(node)` is called
+  //   on each node before its link is read (the MPSC batch prefetches there).
+  // Complexity: O(length of the chain). Singly linked queues only.
+  template <class Visit>
+  [[nodiscard]] static intrusive_queue from_lifo(T* newest, Visit&& visit) noexcept
+    requires(!doubly_linked)
+  {
+    intrusive_queue q;
+    q.tail_ = newest;  // the newest becomes the tail
+    T* reversed = nullptr;
+    while (newest != nullptr) {
+      visit(*newest);
+      T* older = next(*newest);
+      next(*newest) = reversed;
+      reversed = newest;
+      newest = older;
+    }
+    q.head_ = reversed;
+    return q;
+  }
+
+ private:
+  T* head_ = nullptr;
+  T* tail_ = nullptr;
+};
+
+}  // namespace kcont::detail
