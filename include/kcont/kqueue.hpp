@@ -35,10 +35,8 @@
 
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <limits>
 #include <mutex>
 #include <new>
@@ -48,15 +46,12 @@
 #include <unordered_map>
 #include <utility>
 
-#include "kcont/contract.hpp"
-#include "kcont/kc.hpp"
-#include "kcont/detail/intrusive_queue.hpp"
+#include "kcont/detail/kqueue_core.hpp"
 #include "kcont/detail/kqueue_entry.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/kevent.hpp"
 #include "kcont/knote.hpp"
 #include "kcont/level.hpp"
-#include "kcont/run.hpp"
 
 namespace kcont {
 
@@ -92,7 +87,8 @@ class kqueue;
 // its knotes (from any klist, any thread) may race freely; blocked scanners
 // are woken by activations.
 template <class... F, class Udata, lock_policy Lock, level_set Level>
-class kqueue<filters<F...>, Udata, Lock, Level> {
+class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Udata, Lock> {
+  using base = detail::kqueue_core<Udata, Lock>;
   static_assert(sizeof...(F) > 0, "kcont::kqueue: give at least one filter");
   static_assert((detail::has_filter_id<F> && ...),
                 "kcont::kqueue: each filter needs `static constexpr "
@@ -125,21 +121,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
 
   // Effects: deletes every knote (detached, waited for, freed).
   // Precondition: no thread is scanning.
-  ~kqueue() {
-    drop_list drops;
-    {
-      std::lock_guard<Lock> g(lock_);
-      KCONT_EXPECTS(waiters_ == 0, "kqueue: destroyed while a thread scans it");
-      for (auto& kv : table_) {
-        entry& e = *kv.second;
-        e.dropping = true;
-        if (e.core->is_queued()) remove_pending(e);
-        drops.push_front(e);
-      }
-      table_.clear();
-    }
-    destroy_all(drops);
-  }
+  ~kqueue() = default;
 
   // Effects: applies one change, as FreeBSD's kqueue_register does (its
   //   EV_SYSFLAGS bits, EV_EOF and EV_ERROR among them, are ignored, as
@@ -248,36 +230,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   std::size_t scan(std::span<kevent_type> events,
                    std::optional<duration> timeout = duration::zero()) {
     if (events.empty()) return 0;
-    drop_list drops;
-    std::unique_lock<Lock> g(lock_);
-    std::size_t n = collect(events, drops);
-    if (n == 0 && (!timeout || *timeout > duration::zero())) {
-      using clock = std::chrono::steady_clock;
-      const auto now = clock::now();
-      // FreeBSD's kqueue_scan waits without limit when the timeout's
-      // tv_sec is above INT32_MAX or the deadline would not fit its clock
-      // (asbt = 0); the same here, so nanoseconds::max() blocks instead of
-      // overflowing into a deadline in the past.
-      constexpr std::chrono::seconds longest{
-          std::int64_t{std::numeric_limits<std::int32_t>::max()} + 1};
-      const bool limited = timeout && *timeout < longest &&
-                           now <= clock::time_point::max() - *timeout;
-      const auto deadline = limited ? now + *timeout : clock::time_point::max();
-      while (n == 0) {
-        ++waiters_;
-        bool timed_out = false;
-        if (limited)
-          timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
-        else
-          cv_.wait(g);
-        --waiters_;
-        n = collect(events, drops);
-        if (timed_out) break;
-      }
-    }
-    g.unlock();
-    destroy_all(drops);
-    return n;
+    return base::scan_wait(events, timeout);
   }
 
   // The number of threads blocked in scan right now (a snapshot): what the
@@ -302,20 +255,21 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   }
 
  private:
-  template <class Owner, class Fi, class U, level_set L, class KL>
-  friend struct detail::kqueue_node;
-
-  using entry = detail::kqueue_entry<Udata>;
+  using typename base::drop_list;
+  using typename base::entry;
+  using typename base::key;
+  using base::lock_;
+  using base::pending_count_;
+  using base::table_;
+  using base::waiters_;
+  using base::post_change;
+  using base::push_pending;
+  using base::unlink_locked;
   // With no_lock the kqueue is used from one thread: its knotes are
   // single-threaded too (no field lock, plain state updates).
   using knote_lock = std::conditional_t<std::is_same_v<Lock, no_lock>, no_lock, spin_lock>;
   template <class Fi>
-  using node = detail::kqueue_node<kqueue, Fi, Udata, Level, knote_lock>;
-  using key = detail::kqueue_key;
-  // The pending list (see the state table at push_pending) and the list of
-  // knotes to free once lock_ is released, through the same link.
-  using pending_list = detail::intrusive_queue<&entry::pnext, &entry::pprev>;
-  using drop_list = detail::intrusive_queue<&entry::pnext>;
+  using node = detail::kqueue_node<base, Fi, Udata, Level, knote_lock>;
   using contexts = detail::filter_contexts<F...>;
 
   // FreeBSD's EV_SYSFLAGS: bits the system owns (EV_EOF, EV_ERROR, EV_DROP,
@@ -433,133 +387,6 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     return 0;
   }
 
-  // Rule 6 done inline for the kqueue's own continuation (calling it here
-  // would take lock_ twice): FreeBSD's tail of kqueue_register. Under lock_.
-  void post_change(entry& e) {
-    if (e.dropping) return;
-    knote_core& k = *e.core;
-    if (!k.is_disabled() && e.ops->recheck(e)) (void)k.set_active();
-    if (k.is_active() && !k.is_disabled() && k.try_queue()) push_pending(e);
-  }
-
-  // The pending list and the knote's queued bit: the state table.
-  //
-  // A knote is "pending" exactly when it is on pending_ and its queued bit
-  // (knote_core::try_queue / unqueue) is set: both change together, under
-  // lock_, only in push_pending / remove_pending / the scan's re-queue.
-  // pending_count_ counts the list (FreeBSD's kq_count). An activation
-  // comes from any thread (a klist's fan-out, a filter's event) through
-  // the kqueue's continuation, on_activation; the others are kevent calls.
-  //
-  //   state    | event                                | action -> next state
-  //   ---------+--------------------------------------+-------------------------------
-  //   idle     | activation; not disabled, not        | try_queue, push_back, wake
-  //            |   dropping                           |   scanners -> pending
-  //   idle     | activation; disabled or dropping     | none -> idle (still active:
-  //            |                                      |   enable's post_change queues it)
-  //   idle     | change (post_change): active and     | try_queue, push_back, wake
-  //            |   enabled after the re-check, or     |   scanners -> pending
-  //            |   ev::forceoneshot                   |
-  //   pending  | activation, change                   | none: try_queue fails (rule 7)
-  //   pending  | ev::disable                          | none -> pending, in place
-  //   pending  | scan: disabled                       | pop, unqueue -> idle (active)
-  //   pending  | scan: re-check fails                 | pop, unqueue, clear_active -> idle
-  //   pending  | scan: reported, clear or dispatch    | pop, unqueue, clear_active
-  //            |                                      |   (dispatch: disable) -> idle
-  //   pending  | scan: reported, level-triggered      | pop, unqueue, try_queue,
-  //            |                                      |   push_back, no wake -> pending
-  //   pending  | scan: ev::oneshot                    | pop, unqueue, report, drop
-  //   any      | ev::delete_, destructor              | dropping = true; pop if pending;
-  //            |                                      |   table erase; freed unlocked
-  //
-  // A scan takes at most the entries pending at its start (FreeBSD's
-  // marker), so a level-triggered re-queue is not seen twice by one scan.
-  // Blocked scanners are woken (cv_) by every push from idle while any waits.
-
-  // The NetBSD patch's kq_func (see the state table above). Any thread.
-  void on_activation(entry& e) {
-    std::lock_guard<Lock> g(lock_);
-    if (e.dropping || e.core->is_disabled()) return;
-    if (e.core->try_queue()) push_pending(e);
-  }
-
-  // idle -> pending, after a successful try_queue. Under lock_.
-  void push_pending(entry& e) noexcept {
-    pending_.push_back(e);
-    ++pending_count_;
-    if (waiters_ != 0) cv_.notify_all();
-  }
-  // pending -> idle. Under lock_.
-  void remove_pending(entry& e) noexcept {
-    pending_.erase(e);
-    --pending_count_;
-    e.core->unqueue();
-  }
-
-  // Takes e out of the table and the pending list; activations racing in
-  // see `dropping` and leave it alone. Under lock_.
-  void unlink_locked(entry& e) {
-    e.dropping = true;
-    if (e.core->is_queued()) remove_pending(e);
-    table_.erase(key{e.ident, e.filter});
-  }
-
-  static void destroy_all(drop_list& drops) {
-    while (entry* e = drops.pop_front()) e->ops->destroy(*e);
-  }
-
-  // One pass over the knotes pending when it starts (FreeBSD's marker):
-  // a level-triggered knote re-queued behind them is not seen twice.
-  std::size_t collect(std::span<kevent_type> events, drop_list& drops) {
-    std::size_t n = 0;
-    std::size_t budget = pending_count_;
-    while (n < events.size() && budget-- > 0) {
-      entry& e = *pending_.pop_front();
-      --pending_count_;
-      e.core->unqueue();
-      knote_core& k = *e.core;
-      // kqueue_scan: a knote disabled while queued leaves the queue here,
-      // unreported, still active (an enable re-queues it).
-      if (k.is_disabled()) continue;
-      const bool oneshot = has(e.flags, ev::oneshot);
-      if (oneshot) {
-        // kqueue_scan reports a one-shot knote without re-checking it and
-        // without its filter's touch: `*kevp = kn->kn_kevent`, the knote's
-        // own fflags and data (0 for a user event: its touch keeps the
-        // user's flags in sfflags/sdata, which only a touch reports).
-        const knote_fields f = k.snapshot();
-        events[n++] = kevent_type{e.ident, e.filter, e.flags, f.fflags, f.data, e.udata};
-        unlink_locked(e);
-        drops.push_front(e);
-        continue;
-      }
-      if (!e.ops->recheck(e)) {
-        (void)k.clear_active();
-        continue;
-      }
-      const bool clear = has(e.flags, ev::clear);
-      const knote_change r =
-          e.ops->report(e, static_cast<std::uint16_t>(e.flags), clear);
-      events[n++] = kevent_type{e.ident, e.filter, e.flags, r.fflags, r.data, e.udata};
-      if (clear || has(e.flags, ev::dispatch)) {
-        if (has(e.flags, ev::dispatch)) k.disable();
-        (void)k.clear_active();
-      } else {
-        // Re-queued without waking anyone: the scanner that found it returns.
-        (void)k.try_queue();
-        pending_.push_back(e);
-        ++pending_count_;
-      }
-    }
-    return n;
-  }
-
-  mutable Lock lock_;
-  std::condition_variable_any cv_;
-  std::size_t waiters_ = 0;
-  std::unordered_map<key, entry*, detail::kqueue_key_hash> table_;
-  pending_list pending_;
-  std::size_t pending_count_ = 0;
   contexts ctx_;
 };
 
