@@ -34,6 +34,11 @@
 
 namespace kcont {
 
+namespace detail {
+template <class Hint, level_set Level, lock_policy Lock>
+struct klist_checker;
+}  // namespace detail
+
 // An intrusive list of knotes with a lock policy. Hint is what an event
 // carries to the filters (BSD's long hint); Level is the knotes' level set.
 //
@@ -260,12 +265,14 @@ class klist {
   }
 
   template <class, level_set, lock_policy>
-  friend struct klist_checker;
+  friend struct detail::klist_checker;
 
   list_type list_;
   cursor* cursors_ = nullptr;
   [[no_unique_address]] mutable Lock lock_;
 };
+
+namespace detail {
 
 // Validates a klist's links (fbl's checker idea): every node is marked
 // linked, each prev link mirrors the next link, the tail is the last node,
@@ -273,7 +280,7 @@ class klist {
 template <class Hint, level_set Level, lock_policy Lock>
 struct klist_checker {
   static bool valid(const klist<Hint, Level, Lock>& l) noexcept {
-    using access = detail::knote_access;
+    using access = knote_access;
     std::lock_guard<Lock> g(l.lock_);
     if ((l.list_.front() == nullptr) != (l.list_.back() == nullptr)) return false;
     if (l.cursors_ != nullptr) return false;
@@ -286,4 +293,5 @@ struct klist_checker {
   }
 };
 
+}  // namespace detail
 }  // namespace kcont
