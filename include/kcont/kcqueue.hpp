@@ -149,9 +149,7 @@ class kcqueue {
     if (access::set<concurrent>(n, access::queued_bit) & access::queued_bit)
       return push_result::already_queued;
     before_link();
-    const bool was_empty = list_.empty();
-    list_.push_back(n);
-    return was_empty ? push_result::first : push_result::queued;
+    return list_.push_back(n) ? push_result::first : push_result::queued;
   }
 
   // Effects: removes and returns the oldest continuation, or nullptr.

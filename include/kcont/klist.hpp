@@ -257,9 +257,10 @@ class klist {
 
   bool erase_locked(knote_core& kn) noexcept {
     if (!access::linked(kn)) return false;
-    for (cursor* c = cursors_; c != nullptr; c = c->outer)
-      if (c->next == &kn) c->next = access::next(kn);
+    knote_core* next = access::next(kn);
     list_.erase(kn);
+    for (cursor* c = cursors_; c != nullptr; c = c->outer)
+      if (c->next == &kn) c->next = next;
     access::linked(kn) = false;
     return true;
   }

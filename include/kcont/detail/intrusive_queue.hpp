@@ -88,15 +88,18 @@ class intrusive_queue {
   [[nodiscard]] T* back() const noexcept { return tail_; }
 
   // Effects: links n at the back. Precondition: n is on no queue through
-  //   these links. Complexity: O(1).
-  void push_back(T& n) noexcept {
+  //   these links. Returns: true when the queue was empty before (so a
+  //   caller need not read it again). Complexity: O(1).
+  bool push_back(T& n) noexcept {
     next(n) = nullptr;
     if constexpr (doubly_linked) prev_of(n) = tail_;
-    if (tail_ == nullptr)
+    const bool was_empty = tail_ == nullptr;
+    if (was_empty)
       head_ = &n;
     else
       next(*tail_) = &n;
     tail_ = &n;
+    return was_empty;
   }
 
   // Effects: links n at the front. Precondition: as push_back. O(1).
@@ -114,12 +117,15 @@ class intrusive_queue {
   T* pop_front() noexcept {
     T* n = head_;
     if (n == nullptr) return nullptr;
-    head_ = next(*n);
-    if (head_ == nullptr)
+    T* after = next(*n);
+    next(*n) = nullptr;
+    if (after == nullptr)
       tail_ = nullptr;
     else if constexpr (doubly_linked)
-      prev_of(*head_) = nullptr;
-    next(*n) = nullptr;
+      prev_of(*after) = nullptr;
+    // Stored last: a caller's empty() right after reads it without a reload
+    // (the stores to links above may alias head_ as far as the compiler knows).
+    head_ = after;
     return n;
   }
 
