@@ -11,7 +11,8 @@
 // The kqueue is nothing but one continuation among many (the NetBSD patch's point):
 // each of its knotes carries the kqueue's own continuation, the NetBSD patch's
 // kq_func, which links the knote on the kqueue's pending list unless it is
-// there already. knote.hpp and klist.hpp know nothing of this header.
+// there already (the protocol: the state table in kcont/detail/kqueue_core.hpp).
+// knote.hpp and klist.hpp know nothing of this header.
 //
 // Semantics are FreeBSD's kern_event.c (kqueue_register, kqueue_kevent,
 // kqueue_scan), which kqueue(2) describes: code ported from a BSD behaves
@@ -304,8 +305,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     }
     // EV_FORCEONESHOT's KNOTE_ACTIVATE, enable or disable, then udata and
     // touch, as kqueue_register. A disabled knote stays where it is on the
-    // pending list: the scan drops it (kqueue_scan), so re-enabling it
-    // before a scan keeps its place in the order.
+    // pending list (see the state table in kcont/detail/kqueue_core.hpp).
     if (has(kev.flags, ev::forceoneshot)) {
       e.flags |= ev::oneshot;
       (void)e.core->set_active();

@@ -19,9 +19,9 @@
 // linked (klist, the kqueue's pending list): erase(n) is O(1).
 //
 // Contracts: the queue never owns its nodes; a node is on at most one queue
-// through a given link at a time, and its owner keeps it alive while linked.
-// A node that leaves the queue has its links reset to nullptr. Nothing here
-// is thread-safe: the containing queue holds whatever lock it needs.
+// through a given link, and its owner keeps it alive while linked. A node
+// leaving the queue has its links reset to nullptr. Not thread-safe: the
+// containing queue holds whatever lock it needs.
 #pragma once
 
 #include <cstddef>
@@ -54,16 +54,8 @@ class intrusive_queue {
   static constexpr bool doubly_linked = !std::is_null_pointer_v<decltype(Prev)>;
   static constexpr bool constant_time_erase = doubly_linked;
   static constexpr bool constant_time_size = false;
-
- private:
   using T = node_type;
-  static T*& prev_of(T& n) noexcept
-    requires doubly_linked
-  {
-    return link_of<Prev>::get(n);
-  }
 
- public:
   intrusive_queue() = default;
   intrusive_queue(intrusive_queue&& o) noexcept
       : head_(std::exchange(o.head_, nullptr)), tail_(std::exchange(o.tail_, nullptr)) {}
@@ -80,7 +72,7 @@ class intrusive_queue {
   static T*& prev(T& n) noexcept
     requires doubly_linked
   {
-    return prev_of(n);
+    return link_of<Prev>::get(n);
   }
 
   [[nodiscard]] bool empty() const noexcept { return head_ == nullptr; }
@@ -92,7 +84,7 @@ class intrusive_queue {
   //   caller need not read it again). Complexity: O(1).
   bool push_back(T& n) noexcept {
     next(n) = nullptr;
-    if constexpr (doubly_linked) prev_of(n) = tail_;
+    if constexpr (doubly_linked) prev(n) = tail_;
     const bool was_empty = tail_ == nullptr;
     if (was_empty)
       head_ = &n;
@@ -106,8 +98,8 @@ class intrusive_queue {
   void push_front(T& n) noexcept {
     next(n) = head_;
     if constexpr (doubly_linked) {
-      prev_of(n) = nullptr;
-      if (head_ != nullptr) prev_of(*head_) = &n;
+      prev(n) = nullptr;
+      if (head_ != nullptr) prev(*head_) = &n;
     }
     if (head_ == nullptr) tail_ = &n;
     head_ = &n;
@@ -122,7 +114,7 @@ class intrusive_queue {
     if (after == nullptr)
       tail_ = nullptr;
     else if constexpr (doubly_linked)
-      prev_of(*after) = nullptr;
+      prev(*after) = nullptr;
     // Stored last: a caller's empty() right after reads it without a reload
     // (the stores to links above may alias head_ as far as the compiler knows).
     head_ = after;
@@ -138,7 +130,7 @@ class intrusive_queue {
       head_ = other.head_;
     } else {
       next(*tail_) = other.head_;
-      if constexpr (doubly_linked) prev_of(*other.head_) = tail_;
+      if constexpr (doubly_linked) prev(*other.head_) = tail_;
     }
     tail_ = other.tail_;
     other.head_ = other.tail_ = nullptr;
@@ -160,9 +152,9 @@ class intrusive_queue {
     if (after == nullptr)
       tail_ = pred;
     else if constexpr (doubly_linked)
-      prev_of(*after) = pred;
+      prev(*after) = pred;
     next(*n) = nullptr;
-    if constexpr (doubly_linked) prev_of(*n) = nullptr;
+    if constexpr (doubly_linked) prev(*n) = nullptr;
     return n;
   }
 
@@ -170,7 +162,7 @@ class intrusive_queue {
   void erase(T& n) noexcept
     requires doubly_linked
   {
-    T* before = prev_of(n);
+    T* before = prev(n);
     T* after = next(n);
     if (before == nullptr)
       head_ = after;
@@ -179,9 +171,9 @@ class intrusive_queue {
     if (after == nullptr)
       tail_ = before;
     else
-      prev_of(*after) = before;
+      prev(*after) = before;
     next(n) = nullptr;
-    prev_of(n) = nullptr;
+    prev(n) = nullptr;
   }
 
   // Effects: unlinks n if it is on this queue, found by a walk.

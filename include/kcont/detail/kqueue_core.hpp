@@ -114,7 +114,7 @@ class kqueue_core {
   //
   // A knote is "pending" exactly when it is on pending_ and its queued bit
   // (knote_core::try_queue / unqueue) is set: both change together, under
-  // lock_, only in push_pending / remove_pending / the scan's re-queue.
+  // lock_, only in push_pending, remove_pending and collect (pop, re-queue).
   // pending_count_ counts the list (FreeBSD's kq_count). An activation
   // comes from any thread (a klist's fan-out, a filter's event) through
   // the kqueue's continuation, on_activation; the others are kevent calls.
@@ -136,7 +136,8 @@ class kqueue_core {
   //            |                                      |   (dispatch: disable) -> idle
   //   pending  | scan: reported, level-triggered      | pop, unqueue, try_queue,
   //            |                                      |   push_back, no wake -> pending
-  //   pending  | scan: ev::oneshot                    | pop, unqueue, report, drop
+  //   pending  | scan: ev::oneshot                    | pop, unqueue, report without
+  //            |                                      |   re-check, drop
   //   any      | ev::delete_, destructor              | dropping = true; pop if pending;
   //            |                                      |   table erase; freed unlocked
   //
