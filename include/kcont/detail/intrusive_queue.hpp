@@ -44,23 +44,27 @@ struct link_of<Accessor> {
   static T*& get(T& n) noexcept { return Accessor(n); }
 };
 
-template <auto Next, auto Prev = nullptr>
-class intrusive_queue {
+// Node is link_of<Next>::node, passed as a type as well: a class whose only
+// template arguments are pointers to members of a local type is not seen by
+// g++ as local, and -Wsubobject-linkage then rejects its fields.
+template <class Node, auto Next, auto Prev>
+class basic_intrusive_queue {
   using next_link = link_of<Next>;
+  static_assert(std::is_same_v<Node, typename next_link::node>);
 
  public:
-  using node_type = typename next_link::node;
+  using node_type = Node;
   // Capabilities, as kcont's queues state them.
   static constexpr bool doubly_linked = !std::is_null_pointer_v<decltype(Prev)>;
   static constexpr bool constant_time_erase = doubly_linked;
   static constexpr bool constant_time_size = false;
   using T = node_type;
 
-  intrusive_queue() = default;
-  intrusive_queue(intrusive_queue&& o) noexcept
+  basic_intrusive_queue() = default;
+  basic_intrusive_queue(basic_intrusive_queue&& o) noexcept
       : head_(std::exchange(o.head_, nullptr)), tail_(std::exchange(o.tail_, nullptr)) {}
   // Precondition: this queue is empty (its nodes would be lost).
-  intrusive_queue& operator=(intrusive_queue&& o) noexcept {
+  basic_intrusive_queue& operator=(basic_intrusive_queue&& o) noexcept {
     head_ = std::exchange(o.head_, nullptr);
     tail_ = std::exchange(o.tail_, nullptr);
     return *this;
@@ -123,8 +127,8 @@ class intrusive_queue {
 
   // Effects: moves every node of `other` to the back of this queue, in
   //   order; `other` is left empty. Precondition: &other != this. O(1).
-  void append(intrusive_queue& other) noexcept { append(std::move(other)); }
-  void append(intrusive_queue&& other) noexcept {
+  void append(basic_intrusive_queue& other) noexcept { append(std::move(other)); }
+  void append(basic_intrusive_queue&& other) noexcept {
     if (other.head_ == nullptr) return;
     if (tail_ == nullptr) {
       head_ = other.head_;
@@ -137,7 +141,7 @@ class intrusive_queue {
   }
 
   // Effects: empties this queue. Returns: what it held, as a queue. O(1).
-  [[nodiscard]] intrusive_queue take_all() noexcept { return std::move(*this); }
+  [[nodiscard]] basic_intrusive_queue take_all() noexcept { return std::move(*this); }
 
   // Effects: unlinks the node after `pred` (the front when pred is nullptr).
   // Precondition: pred is nullptr or on this queue, and has a successor.
@@ -201,10 +205,10 @@ class intrusive_queue {
   //   on each node before its link is read (the MPSC batch prefetches there).
   // Complexity: O(length of the chain). Singly linked queues only.
   template <class Visit>
-  [[nodiscard]] static intrusive_queue from_lifo(T* newest, Visit&& visit) noexcept
+  [[nodiscard]] static basic_intrusive_queue from_lifo(T* newest, Visit&& visit) noexcept
     requires(!doubly_linked)
   {
-    intrusive_queue q;
+    basic_intrusive_queue q;
     q.tail_ = newest;  // the newest becomes the tail
     T* reversed = nullptr;
     while (newest != nullptr) {
@@ -222,5 +226,8 @@ class intrusive_queue {
   T* head_ = nullptr;
   T* tail_ = nullptr;
 };
+
+template <auto Next, auto Prev = nullptr>
+using intrusive_queue = basic_intrusive_queue<typename link_of<Next>::node, Next, Prev>;
 
 }  // namespace kcont::detail
