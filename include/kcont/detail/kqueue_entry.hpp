@@ -134,9 +134,9 @@ struct kqueue_node final : kqueue_entry<Udata> {
   using cont_type =
       kc<kq_fn, kqueue_node*, static_level<Level::immediate>, base_type*, knote_cause>;
 
-  // `flags`: the change's flags as the knote keeps them (the actions off).
-  kqueue_node(Owner* q, Fi f, const basic_kevent<Udata>& c, ev flags)
-      : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter, flags, c.udata, false},
+  // `kept`: the change's flags as the knote keeps them (the actions off).
+  kqueue_node(Owner* q, Fi f, const basic_kevent<Udata>& c, ev kept)
+      : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter, kept, c.udata, false},
         owner(q),
         cont(kq_fn{}, this, at<Level::immediate>),
         kn(std::move(f), cont, c.ident) {
