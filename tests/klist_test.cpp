@@ -128,7 +128,7 @@ TEST_CASE_TEMPLATE("klist.attach_twice_is_refused_and_fire_ends", Pol, kcont::sp
     REQUIRE(a.attach() == 0);
     REQUIRE(a.attach() == EEXIST);  // before: 0, and the list looped
     CHECK_FALSE(s.list.insert(a));
-    CHECK(kcont::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
+    CHECK(kcont::detail::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
     CHECK(s.list.size_slow() == 1);
     CHECK(a.is_attached());
     CHECK(s.list.fire(d, 0x1, bsd_level::process) == 1);
@@ -175,7 +175,7 @@ TEST_CASE_TEMPLATE("klist.a_subscriber_detaches_itself_during_the_fanout", Pol,
   CHECK(s.list.fire(d, 1, bsd_level::process) == 3);
   CHECK(r.order == std::vector<std::uintptr_t>{1, 2, 3});
   CHECK(s.list.size_slow() == 2);
-  CHECK(kcont::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
+  CHECK(kcont::detail::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
   b.reset();
   CHECK(s.list.fire(d, 1, bsd_level::process) == 2);
   CHECK(r.order == std::vector<std::uintptr_t>{1, 2, 3, 1, 3});
@@ -201,7 +201,7 @@ TEST_CASE_TEMPLATE("klist.a_subscriber_detaches_the_next_one_during_the_fanout",
   }
   CHECK(s.list.fire(d, 1, bsd_level::process) == 2);  // b was skipped
   CHECK(r.order == std::vector<std::uintptr_t>{1, 3});
-  CHECK(kcont::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
+  CHECK(kcont::detail::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
   b.reset();
   a.detach();
   c.detach();
@@ -307,7 +307,7 @@ TEST_CASE("klist.concurrent_fire_and_detach_under_a_mutex") {
   stop.store(true);
   for (auto& th : firers) th.join();
   CHECK(s.list.empty());
-  CHECK(kcont::klist_checker<long, bsd_level, std::mutex>::valid(s.list));
+  CHECK(kcont::detail::klist_checker<long, bsd_level, std::mutex>::valid(s.list));
 }
 
 TEST_CASE_TEMPLATE("klist.no_lock_fire_of_an_active_knote_honours_disable_and_enable", Pol,
@@ -337,7 +337,7 @@ TEST_CASE_TEMPLATE("klist.no_lock_fire_of_an_active_knote_honours_disable_and_en
   a.detach();
   CHECK(s.list.fire(t, 0x1, t.lowest) == 0);
   CHECK(r.order.size() == 5);
-  CHECK(kcont::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
+  CHECK(kcont::detail::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
 }
 
 #if defined(__cpp_exceptions)  // throwing filters need exceptions
@@ -381,7 +381,7 @@ TEST_CASE_TEMPLATE("klist.throwing_filter_propagates_and_leaves_the_list_intact"
   REQUIRE(c.attach() == 0);
   CHECK_THROWS_AS(s.list.fire(d, 1, bsd_level::softserial), std::runtime_error);
   CHECK(r.order == std::vector<std::uintptr_t>{1});
-  CHECK(kcont::klist_checker<long, bsd_level, Lock>::valid(s.list));
+  CHECK(kcont::detail::klist_checker<long, bsd_level, Lock>::valid(s.list));
   armed = false;
   CHECK(s.list.fire(d, 1, bsd_level::softserial) == 3);
   CHECK(r.order == std::vector<std::uintptr_t>{1, 1, 2, 3});
@@ -502,7 +502,7 @@ using fused_deferred_flavours = std::tuple<
     method_sub<kcont::no_lock, true, bsd_level::softnet>,
     method_sub<kcont::spin_lock, false, bsd_level::softnet>>;
 
-using checker = kcont::klist_checker<long, bsd_level, kcont::no_lock>;
+using checker = kcont::detail::klist_checker<long, bsd_level, kcont::no_lock>;
 
 }  // namespace
 

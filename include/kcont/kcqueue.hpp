@@ -27,6 +27,7 @@
 
 #include "kcont/contract.hpp"
 #include "kcont/kc.hpp"
+#include "kcont/detail/intrusive_queue.hpp"
 
 namespace kcont {
 
@@ -89,6 +90,11 @@ namespace detail {
 struct nothing {
   constexpr void operator()() const noexcept {}
 };
+// kc_hook's link, for intrusive_queue (a pointer to the private member
+// cannot be named here: see kcont/detail/intrusive_queue.hpp).
+inline constexpr kc_hook*& (*hook_next)(kc_hook&) noexcept = &hook_access::next;
+// The FIFO under kcqueue and the MPSC queue's consumer batch.
+using hook_queue = intrusive_queue<hook_next>;
 }  // namespace detail
 
 // An intrusive FIFO of continuations.
@@ -122,12 +128,12 @@ class kcqueue {
   kcqueue(const kcqueue&) = delete;
   kcqueue& operator=(const kcqueue&) = delete;
   ~kcqueue() {
-    KCONT_EXPECTS(head_ == nullptr,
+    KCONT_EXPECTS(list_.empty(),
                   "kcqueue: destroyed while it still holds continuations "
                   "(rule 9: every continuation runs or is handed back)");
     // Release build: hand them back (see the lifetime contract). No other
-    // thread may use a queue being destroyed: head_ is read unlocked.
-    if (head_ != nullptr)
+    // thread may use a queue being destroyed: the list is read unlocked.
+    if (!list_.empty())
       while (pop() != nullptr) {
       }
   }
@@ -143,14 +149,7 @@ class kcqueue {
     if (access::set<concurrent>(n, access::queued_bit) & access::queued_bit)
       return push_result::already_queued;
     before_link();
-    access::next(n) = nullptr;
-    if (tail_ == nullptr) {
-      head_ = tail_ = &n;
-      return push_result::first;
-    }
-    access::next(*tail_) = &n;
-    tail_ = &n;
-    return push_result::queued;
+    return list_.push_back(n) ? push_result::first : push_result::queued;
   }
 
   // Effects: removes and returns the oldest continuation, or nullptr.
@@ -173,11 +172,8 @@ class kcqueue {
   T* pop_claimed(UnderLock&& under_lock) noexcept(
       std::is_nothrow_invocable_v<UnderLock&, T&>) {
     std::lock_guard<Lock> g(lock_);
-    kc_hook* n = head_;
+    kc_hook* n = list_.pop_front();
     if (n == nullptr) return nullptr;
-    head_ = access::next(*n);
-    if (head_ == nullptr) tail_ = nullptr;
-    access::next(*n) = nullptr;
     under_lock(*static_cast<T*>(n));
     return static_cast<T*>(n);
   }
@@ -192,13 +188,7 @@ class kcqueue {
     kcqueue* second = this < &other ? &other : this;
     std::lock_guard<Lock> g1(first->lock_);
     std::lock_guard<Lock> g2(second->lock_);
-    if (other.head_ == nullptr) return;
-    if (tail_ == nullptr)
-      head_ = other.head_;
-    else
-      access::next(*tail_) = other.head_;
-    tail_ = other.tail_;
-    other.head_ = other.tail_ = nullptr;
+    list_.append(other.list_);
   }
 
   // Effects: unlinks n if it is on this queue.
@@ -206,7 +196,7 @@ class kcqueue {
   // Complexity: O(position of n).
   bool erase_slow(T& n) noexcept {
     std::lock_guard<Lock> g(lock_);
-    if (!access::unlink_slow(head_, tail_, n)) return false;
+    if (!list_.erase_slow(n)) return false;
     access::clear<concurrent>(n, access::queued_bit);
     return true;
   }
@@ -214,23 +204,20 @@ class kcqueue {
   // True when the queue holds nothing. With a real lock, a snapshot.
   [[nodiscard]] bool empty() const noexcept {
     std::lock_guard<Lock> g(lock_);
-    return head_ == nullptr;
+    return list_.empty();
   }
 
   // Effects: counts the queued continuations. Complexity: O(n).
   [[nodiscard]] std::size_t size_slow() const noexcept {
     std::lock_guard<Lock> g(lock_);
-    std::size_t n = 0;
-    for (kc_hook* p = head_; p != nullptr; p = access::next(*p)) ++n;
-    return n;
+    return list_.size_slow();
   }
 
  private:
   template <class, lock_policy>
   friend struct kcqueue_checker;
 
-  kc_hook* head_ = nullptr;
-  kc_hook* tail_ = nullptr;
+  detail::hook_queue list_;
   [[no_unique_address]] mutable Lock lock_;
 };
 
@@ -241,13 +228,13 @@ struct kcqueue_checker {
   static bool valid(const kcqueue<T, Lock>& q) noexcept {
     using access = detail::hook_access;
     std::lock_guard<Lock> g(q.lock_);
-    if ((q.head_ == nullptr) != (q.tail_ == nullptr)) return false;
+    if ((q.list_.front() == nullptr) != (q.list_.back() == nullptr)) return false;
     kc_hook* last = nullptr;
-    for (kc_hook* p = q.head_; p != nullptr; p = access::next(*p)) {
+    for (kc_hook* p = q.list_.front(); p != nullptr; p = access::next(*p)) {
       if ((access::state(*p).load() & access::queued_bit) == 0) return false;
       last = p;
     }
-    return last == q.tail_;
+    return last == q.list_.back();
   }
 };
 

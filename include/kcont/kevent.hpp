@@ -14,6 +14,7 @@
 //                      .fflags = kcont::note::trigger};
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace kcont {
@@ -98,5 +99,28 @@ struct basic_kevent {
 
 // The kevent with an integer cookie, as in C.
 using kevent = basic_kevent<>;
+
+// What kqueue::kevent returns: C's kevent() return value, its errno, and
+// how many entries were written to the event list.
+//
+//   ret   — what kevent(2) returns: -1 (then `error` is its errno), or the
+//           number of entries, as C's int.
+//   error — the errno when ret == -1, else 0.
+//   count — the entries written to the event list: events, or EV_ERROR
+//           entries for changes. Equal to ret when ret >= 0, with one
+//           exception; when ret == -1 the entries written for earlier
+//           changes are there all the same (C leaves them in the buffer).
+//   The exception (FreeBSD kqueue_kevent: `if (nevents == 0) return
+//   (error);` with error 0): a change with ev::receipt that succeeds when
+//   the event list is already full ends the call with ret == 0, count the
+//   entries written before it. Either way, a change that needed an entry
+//   and found no room stops the change list: later changes are not applied.
+struct kevent_result {
+  int ret = 0;
+  int error = 0;
+  std::size_t count = 0;
+
+  friend bool operator==(const kevent_result&, const kevent_result&) = default;
+};
 
 }  // namespace kcont

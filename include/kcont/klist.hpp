@@ -26,12 +26,18 @@
 #include <type_traits>
 
 #include "kcont/contract.hpp"
+#include "kcont/detail/intrusive_queue.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/knote.hpp"
 #include "kcont/level.hpp"
 #include "kcont/run.hpp"
 
 namespace kcont {
+
+namespace detail {
+template <class Hint, level_set Level, lock_policy Lock>
+struct klist_checker;
+}  // namespace detail
 
 // An intrusive list of knotes with a lock policy. Hint is what an event
 // carries to the filters (BSD's long hint); Level is the knotes' level set.
@@ -49,6 +55,9 @@ namespace kcont {
 template <class Hint = long, level_set Level = bsd_level, lock_policy Lock = no_lock>
 class klist {
   using access = detail::knote_access;
+  // The subscribers, doubly linked through knote_core's private links
+  // (reached through knote_access: see kcont/detail/intrusive_queue.hpp).
+  using list_type = detail::intrusive_queue<&access::next, &access::prev>;
 
   static constexpr bool unlocked = std::is_same_v<Lock, no_lock>;
 
@@ -80,7 +89,7 @@ class klist {
   klist(const klist&) = delete;
   klist& operator=(const klist&) = delete;
   ~klist() {
-    KCONT_EXPECTS(head_ == nullptr,
+    KCONT_EXPECTS(list_.empty(),
                   "klist: destroyed with knotes on it (detach them first: rule 8)");
   }
 
@@ -96,13 +105,7 @@ class klist {
     KCONT_EXPECTS(!linked, "klist: insert of a knote already on a klist");
     if (linked) return false;
     access::linked(kn) = true;
-    access::next(kn) = nullptr;
-    access::prev(kn) = tail_;
-    if (tail_ != nullptr)
-      access::next(*tail_) = &kn;
-    else
-      head_ = &kn;
-    tail_ = &kn;
+    list_.push_back(kn);
     return true;
   }
 
@@ -142,7 +145,7 @@ class klist {
       // fan-out, and a knote inserted by its continuation need not be
       // visited. Kept apart from the loop, so that it does not pay the
       // loop's register saves.
-      knote_core* first = head_;
+      knote_core* first = list_.front();
       if (first == nullptr) return 0;
       if (access::next(*first) == nullptr) [[likely]] {
         fire_guard g = lock_for_fire();  // nothing to lock: no_lock
@@ -155,15 +158,13 @@ class klist {
   // True when no knote is linked (a snapshot with a real lock).
   [[nodiscard]] bool empty() const noexcept {
     std::lock_guard<Lock> g(lock_);
-    return head_ == nullptr;
+    return list_.empty();
   }
 
   // Effects: counts the linked knotes. Complexity: O(n).
   [[nodiscard]] std::size_t size_slow() const noexcept {
     std::lock_guard<Lock> g(lock_);
-    std::size_t n = 0;
-    for (auto* p = head_; p != nullptr; p = access::next(*p)) ++n;
-    return n;
+    return list_.size_slow();
   }
 
  private:
@@ -174,7 +175,7 @@ class klist {
     cursors_ = &c;
     cursor_guard guard{*this, c, g, c.outer};
     std::size_t n = 0;
-    knote_core* next = head_;
+    knote_core* next = list_.front();
     while (knote_core* core = next) {
       // The cursor in memory is where erase finds the next knote (and moves
       // it past one it removes); reading it back after the call is one load.
@@ -257,30 +258,22 @@ class klist {
   bool erase_locked(knote_core& kn) noexcept {
     if (!access::linked(kn)) return false;
     knote_core* next = access::next(kn);
-    knote_core* prev = access::prev(kn);
+    list_.erase(kn);
     for (cursor* c = cursors_; c != nullptr; c = c->outer)
       if (c->next == &kn) c->next = next;
-    if (prev != nullptr)
-      access::next(*prev) = next;
-    else
-      head_ = next;
-    if (next != nullptr)
-      access::prev(*next) = prev;
-    else
-      tail_ = prev;
-    access::next(kn) = access::prev(kn) = nullptr;
     access::linked(kn) = false;
     return true;
   }
 
   template <class, level_set, lock_policy>
-  friend struct klist_checker;
+  friend struct detail::klist_checker;
 
-  knote_core* head_ = nullptr;
-  knote_core* tail_ = nullptr;
+  list_type list_;
   cursor* cursors_ = nullptr;
   [[no_unique_address]] mutable Lock lock_;
 };
+
+namespace detail {
 
 // Validates a klist's links (fbl's checker idea): every node is marked
 // linked, each prev link mirrors the next link, the tail is the last node,
@@ -288,17 +281,18 @@ class klist {
 template <class Hint, level_set Level, lock_policy Lock>
 struct klist_checker {
   static bool valid(const klist<Hint, Level, Lock>& l) noexcept {
-    using access = detail::knote_access;
+    using access = knote_access;
     std::lock_guard<Lock> g(l.lock_);
-    if ((l.head_ == nullptr) != (l.tail_ == nullptr)) return false;
+    if ((l.list_.front() == nullptr) != (l.list_.back() == nullptr)) return false;
     if (l.cursors_ != nullptr) return false;
     knote_core* prev = nullptr;
-    for (knote_core* p = l.head_; p != nullptr; p = access::next(*p)) {
+    for (knote_core* p = l.list_.front(); p != nullptr; p = access::next(*p)) {
       if (!access::linked(*p) || access::prev(*p) != prev) return false;
       prev = p;
     }
-    return prev == l.tail_;
+    return prev == l.list_.back();
   }
 };
 
+}  // namespace detail
 }  // namespace kcont

@@ -11,7 +11,8 @@
 // The kqueue is nothing but one continuation among many (the NetBSD patch's point):
 // each of its knotes carries the kqueue's own continuation, the NetBSD patch's
 // kq_func, which links the knote on the kqueue's pending list unless it is
-// there already. knote.hpp and klist.hpp know nothing of this header.
+// there already (the protocol: the state table in kcont/detail/kqueue_core.hpp).
+// knote.hpp and klist.hpp know nothing of this header.
 //
 // Semantics are FreeBSD's kern_event.c (kqueue_register, kqueue_kevent,
 // kqueue_scan), which kqueue(2) describes: code ported from a BSD behaves
@@ -35,74 +36,29 @@
 
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <limits>
 #include <mutex>
 #include <new>
 #include <optional>
 #include <span>
-#include <tuple>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
 
-#include "kcont/contract.hpp"
-#include "kcont/kc.hpp"
+#include "kcont/detail/kqueue_core.hpp"
+#include "kcont/detail/kqueue_entry.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/kevent.hpp"
 #include "kcont/knote.hpp"
 #include "kcont/level.hpp"
-#include "kcont/run.hpp"
 
 namespace kcont {
 
 // The filters a kqueue accepts, as a type list: kqueue<filters<user_filter>>.
 template <class... F>
 struct filters {};
-
-// What kqueue::kevent returns: C's kevent() return value, its errno, and
-// how many entries were written to the event list.
-//
-//   ret   — what kevent(2) returns: -1 (then `error` is its errno), or the
-//           number of entries, as C's int.
-//   error — the errno when ret == -1, else 0.
-//   count — the entries written to the event list: events, or EV_ERROR
-//           entries for changes. Equal to ret when ret >= 0, with one
-//           exception; when ret == -1 the entries written for earlier
-//           changes are there all the same (C leaves them in the buffer).
-//   The exception (FreeBSD kqueue_kevent: `if (nevents == 0) return
-//   (error);` with error 0): a change with ev::receipt that succeeds when
-//   the event list is already full ends the call with ret == 0, count the
-//   entries written before it. Either way, a change that needed an entry
-//   and found no room stops the change list: later changes are not applied.
-struct kevent_result {
-  int ret = 0;
-  int error = 0;
-  std::size_t count = 0;
-
-  friend bool operator==(const kevent_result&, const kevent_result&) = default;
-};
-
-namespace detail {
-template <class F>
-struct filter_context {
-  using pointer = std::nullptr_t;
-  static constexpr bool needed = false;
-};
-template <class F>
-  requires requires { typename F::context_type; }
-struct filter_context<F> {
-  using pointer = typename F::context_type*;
-  static constexpr bool needed = true;
-};
-template <class F>
-concept has_filter_id = requires {
-  { F::id } -> std::convertible_to<filter_id>;
-};
-}  // namespace detail
 
 template <class FilterList, class Udata = std::uintptr_t,
           lock_policy Lock = std::mutex, level_set Level = bsd_level>
@@ -132,7 +88,8 @@ class kqueue;
 // its knotes (from any klist, any thread) may race freely; blocked scanners
 // are woken by activations.
 template <class... F, class Udata, lock_policy Lock, level_set Level>
-class kqueue<filters<F...>, Udata, Lock, Level> {
+class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Udata, Lock> {
+  using base = detail::kqueue_core<Udata, Lock>;
   static_assert(sizeof...(F) > 0, "kcont::kqueue: give at least one filter");
   static_assert((detail::has_filter_id<F> && ...),
                 "kcont::kqueue: each filter needs `static constexpr "
@@ -156,31 +113,16 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   //   context_type it is (e.g. the timer_source of timer_filter).
   template <class... Ctx>
   explicit kqueue(Ctx&... ctx) {
-    static_assert((is_context<Ctx> && ...),
+    static_assert((contexts::template is_context<Ctx> && ...),
                   "kcont::kqueue: a constructor argument is no filter's context_type");
-    (bind(ctx), ...);
+    (ctx_.bind(ctx), ...);
   }
   kqueue(const kqueue&) = delete;
   kqueue& operator=(const kqueue&) = delete;
 
   // Effects: deletes every knote (detached, waited for, freed).
   // Precondition: no thread is scanning.
-  ~kqueue() {
-    entry* drops = nullptr;
-    {
-      std::lock_guard<Lock> g(lock_);
-      KCONT_EXPECTS(waiters_ == 0, "kqueue: destroyed while a thread scans it");
-      for (auto& kv : table_) {
-        entry& e = *kv.second;
-        e.dropping = true;
-        if (e.core->is_queued()) remove_pending(e);
-        e.pnext = drops;
-        drops = &e;
-      }
-      table_.clear();
-    }
-    destroy_all(drops);
-  }
+  ~kqueue() = default;
 
   // Effects: applies one change, as FreeBSD's kqueue_register does (its
   //   EV_SYSFLAGS bits, EV_EOF and EV_ERROR among them, are ignored, as
@@ -289,36 +231,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   std::size_t scan(std::span<kevent_type> events,
                    std::optional<duration> timeout = duration::zero()) {
     if (events.empty()) return 0;
-    entry* drops = nullptr;
-    std::unique_lock<Lock> g(lock_);
-    std::size_t n = collect(events, drops);
-    if (n == 0 && (!timeout || *timeout > duration::zero())) {
-      using clock = std::chrono::steady_clock;
-      const auto now = clock::now();
-      // FreeBSD's kqueue_scan waits without limit when the timeout's
-      // tv_sec is above INT32_MAX or the deadline would not fit its clock
-      // (asbt = 0); the same here, so nanoseconds::max() blocks instead of
-      // overflowing into a deadline in the past.
-      constexpr std::chrono::seconds longest{
-          std::int64_t{std::numeric_limits<std::int32_t>::max()} + 1};
-      const bool limited = timeout && *timeout < longest &&
-                           now <= clock::time_point::max() - *timeout;
-      const auto deadline = limited ? now + *timeout : clock::time_point::max();
-      while (n == 0) {
-        ++waiters_;
-        bool timed_out = false;
-        if (limited)
-          timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
-        else
-          cv_.wait(g);
-        --waiters_;
-        n = collect(events, drops);
-        if (timed_out) break;
-      }
-    }
-    g.unlock();
-    destroy_all(drops);
-    return n;
+    return base::scan_wait(events, timeout);
   }
 
   // The number of threads blocked in scan right now (a snapshot): what the
@@ -339,77 +252,26 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   // Complexity: O(1).
   [[nodiscard]] std::size_t pending() const {
     std::lock_guard<Lock> g(lock_);
-    return pending_;
+    return pending_count_;
   }
 
  private:
-  struct entry;
-  struct entry_ops {
-    bool (*recheck)(entry&);
-    knote_change (*report)(entry&, std::uint16_t flags, bool clear);
-    void (*change)(entry&, knote_change&);
-    void (*destroy)(entry&);
-  };
-
-  // What every knote of this kqueue has besides its knote: the kevent's
-  // identity, flags and udata, and the pending-list links (guarded by lock_).
-  struct entry {
-    const entry_ops* ops;
-    knote_core* core = nullptr;
-    entry* pnext = nullptr;
-    entry* pprev = nullptr;
-    std::uintptr_t ident;
-    filter_id filter;
-    ev flags;        // the creating change's flags but the actions
-    Udata udata;
-    bool dropping = false;  // being deleted: activations must not queue it
-  };
-
-  // A knote of filter Fi owned by this kqueue, with the kqueue's
-  // continuation (the NetBSD patch's kq_func) stored beside it.
+  using typename base::drop_list;
+  using typename base::entry;
+  using typename base::key;
+  using base::lock_;
+  using base::pending_count_;
+  using base::table_;
+  using base::waiters_;
+  using base::post_change;
+  using base::push_pending;
+  using base::unlink_locked;
+  // With no_lock the kqueue is used from one thread: its knotes are
+  // single-threaded too (no field lock, plain state updates).
+  using knote_lock = std::conditional_t<std::is_same_v<Lock, no_lock>, no_lock, spin_lock>;
   template <class Fi>
-  struct node final : entry {
-    // With no_lock the kqueue is used from one thread: its knotes are
-    // single-threaded too (no field lock, plain state updates).
-    using knote_type =
-        knote<Fi, Level, std::conditional_t<std::is_same_v<Lock, no_lock>, no_lock, spin_lock>>;
-    using base_type = typename knote_type::base_type;
-
-    struct kq_fn {
-      void operator()(base_type*, node*& self, knote_cause) const {
-        self->kq->on_activation(*self);
-      }
-    };
-    using cont_type = kc<kq_fn, node*, static_level<Level::immediate>, base_type*, knote_cause>;
-
-    node(kqueue* q, Fi f, const kevent_type& c)
-        : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter,
-                c.flags & ~actions, c.udata, false},
-          kq(q),
-          cont(kq_fn{}, this, at<Level::immediate>),
-          kn(std::move(f), cont, c.ident) {
-      this->core = &kn;
-    }
-
-    static node& self(entry& e) noexcept { return static_cast<node&>(e); }
-    static bool do_recheck(entry& e) {
-      return self(e).kn.filter_event(typename knote_type::hint_type{});
-    }
-    static knote_change do_report(entry& e, std::uint16_t flags, bool clear) {
-      return self(e).kn.filter_report(flags, clear);
-    }
-    static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
-    static void do_destroy(entry& e) {
-      node* n = &self(e);
-      (void)n->kn.detach();
-      delete n;
-    }
-    static constexpr entry_ops ops{&do_recheck, &do_report, &do_change, &do_destroy};
-
-    kqueue* kq;
-    cont_type cont;
-    knote_type kn;
-  };
+  using node = detail::kqueue_node<base, Fi, Udata, Level, knote_lock>;
+  using contexts = detail::filter_contexts<F...>;
 
   // FreeBSD's EV_SYSFLAGS: bits the system owns (EV_EOF, EV_ERROR, EV_DROP,
   // EV_FLAG1), cleared from every change before it is applied.
@@ -417,35 +279,6 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
   // The action bits, which kqueue_register strips from a new knote's flags.
   static constexpr ev actions =
       ev::add | ev::delete_ | ev::enable | ev::disable | ev::forceoneshot;
-
-  struct key {
-    std::uintptr_t ident;
-    filter_id filter;
-    bool operator==(const key&) const = default;
-  };
-  struct key_hash {
-    std::size_t operator()(const key& k) const noexcept {
-      return std::hash<std::uintptr_t>{}(k.ident) ^
-             (static_cast<std::size_t>(static_cast<std::uint16_t>(k.filter)) << 1);
-    }
-  };
-
-  using contexts = std::tuple<typename detail::filter_context<F>::pointer...>;
-  template <class C>
-  static constexpr bool is_context =
-      (std::is_same_v<typename detail::filter_context<F>::pointer, C*> || ...);
-
-  template <class C>
-  void bind(C& c) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      ((bind_at<I>(c)), ...);
-    }(std::index_sequence_for<F...>{});
-  }
-  template <std::size_t I, class C>
-  void bind_at(C& c) {
-    if constexpr (std::is_same_v<std::tuple_element_t<I, contexts>, C*>)
-      std::get<I>(ctx_) = &c;
-  }
 
   [[nodiscard]] static constexpr bool is_known(filter_id id) noexcept {
     return ((F::id == id) || ...);
@@ -472,8 +305,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     }
     // EV_FORCEONESHOT's KNOTE_ACTIVATE, enable or disable, then udata and
     // touch, as kqueue_register. A disabled knote stays where it is on the
-    // pending list: the scan drops it (kqueue_scan), so re-enabling it
-    // before a scan keeps its place in the order.
+    // pending list (see the state table in kcont/detail/kqueue_core.hpp).
     if (has(kev.flags, ev::forceoneshot)) {
       e.flags |= ev::oneshot;
       (void)e.core->set_active();
@@ -507,19 +339,19 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     node<Fi>* n = nullptr;
 #if defined(__cpp_exceptions)
     if constexpr (detail::filter_context<Fi>::needed) {
-      auto* ctx = std::get<I>(ctx_);
+      auto* ctx = ctx_.template get<I>();
       if (ctx == nullptr) return EINVAL;  // the kqueue was built without it
-      n = new node<Fi>(this, Fi(*ctx), c);
+      n = new node<Fi>(this, Fi(*ctx), c, c.flags & ~actions);
     } else {
-      n = new node<Fi>(this, Fi{}, c);
+      n = new node<Fi>(this, Fi{}, c, c.flags & ~actions);
     }
 #else
     if constexpr (detail::filter_context<Fi>::needed) {
-      auto* ctx = std::get<I>(ctx_);
+      auto* ctx = ctx_.template get<I>();
       if (ctx == nullptr) return EINVAL;  // the kqueue was built without it
-      n = new (std::nothrow) node<Fi>(this, Fi(*ctx), c);
+      n = new (std::nothrow) node<Fi>(this, Fi(*ctx), c, c.flags & ~actions);
     } else {
-      n = new (std::nothrow) node<Fi>(this, Fi{}, c);
+      n = new (std::nothrow) node<Fi>(this, Fi{}, c, c.flags & ~actions);
     }
     if (n == nullptr) return ENOMEM;
 #endif
@@ -555,124 +387,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> {
     return 0;
   }
 
-  // Rule 6 done inline for the kqueue's own continuation (calling it here
-  // would take lock_ twice): FreeBSD's tail of kqueue_register. Under lock_.
-  void post_change(entry& e) {
-    if (e.dropping) return;
-    knote_core& k = *e.core;
-    if (!k.is_disabled() && e.ops->recheck(e)) (void)k.set_active();
-    if (k.is_active() && !k.is_disabled() && k.try_queue()) push_pending(e);
-  }
-
-  // The NetBSD patch's kq_func: rule 7, a knote is queued once however often it
-  // fires before a scan. Called by activation, on any thread.
-  void on_activation(entry& e) {
-    std::lock_guard<Lock> g(lock_);
-    if (e.dropping || e.core->is_disabled()) return;
-    if (e.core->try_queue()) push_pending(e);
-  }
-
-  void push_pending(entry& e) noexcept {
-    e.pnext = nullptr;
-    e.pprev = ptail_;
-    if (ptail_ != nullptr)
-      ptail_->pnext = &e;
-    else
-      phead_ = &e;
-    ptail_ = &e;
-    ++pending_;
-    if (waiters_ != 0) cv_.notify_all();
-  }
-  void remove_pending(entry& e) noexcept {
-    if (e.pprev != nullptr)
-      e.pprev->pnext = e.pnext;
-    else
-      phead_ = e.pnext;
-    if (e.pnext != nullptr)
-      e.pnext->pprev = e.pprev;
-    else
-      ptail_ = e.pprev;
-    e.pnext = e.pprev = nullptr;
-    --pending_;
-    e.core->unqueue();
-  }
-
-  // Takes e out of the table and the pending list; activations racing in
-  // see `dropping` and leave it alone. Under lock_.
-  void unlink_locked(entry& e) {
-    e.dropping = true;
-    if (e.core->is_queued()) remove_pending(e);
-    table_.erase(key{e.ident, e.filter});
-  }
-
-  static void destroy_all(entry* drops) {
-    while (drops != nullptr) {
-      entry* e = drops;
-      drops = e->pnext;
-      e->ops->destroy(*e);
-    }
-  }
-
-  // One pass over the knotes pending when it starts (FreeBSD's marker):
-  // a level-triggered knote re-queued behind them is not seen twice.
-  std::size_t collect(std::span<kevent_type> events, entry*& drops) {
-    std::size_t n = 0;
-    std::size_t budget = pending_;
-    while (n < events.size() && budget-- > 0) {
-      entry& e = *phead_;
-      remove_pending(e);
-      knote_core& k = *e.core;
-      // kqueue_scan: a knote disabled while queued leaves the queue here,
-      // unreported, still active (an enable re-queues it).
-      if (k.is_disabled()) continue;
-      const bool oneshot = has(e.flags, ev::oneshot);
-      if (oneshot) {
-        // kqueue_scan reports a one-shot knote without re-checking it and
-        // without its filter's touch: `*kevp = kn->kn_kevent`, the knote's
-        // own fflags and data (0 for a user event: its touch keeps the
-        // user's flags in sfflags/sdata, which only a touch reports).
-        const knote_fields f = k.snapshot();
-        events[n++] = kevent_type{e.ident, e.filter, e.flags, f.fflags, f.data, e.udata};
-        unlink_locked(e);
-        e.pnext = drops;
-        drops = &e;
-        continue;
-      }
-      if (!e.ops->recheck(e)) {
-        (void)k.clear_active();
-        continue;
-      }
-      const bool clear = has(e.flags, ev::clear);
-      const knote_change r =
-          e.ops->report(e, static_cast<std::uint16_t>(e.flags), clear);
-      events[n++] = kevent_type{e.ident, e.filter, e.flags, r.fflags, r.data, e.udata};
-      if (clear || has(e.flags, ev::dispatch)) {
-        if (has(e.flags, ev::dispatch)) k.disable();
-        (void)k.clear_active();
-      } else {
-        (void)k.try_queue();
-        e.pnext = nullptr;
-        // Re-queued without waking anyone: the scanner that found it returns.
-        e.pprev = ptail_;
-        if (ptail_ != nullptr)
-          ptail_->pnext = &e;
-        else
-          phead_ = &e;
-        ptail_ = &e;
-        ++pending_;
-      }
-    }
-    return n;
-  }
-
-  mutable Lock lock_;
-  std::condition_variable_any cv_;
-  std::size_t waiters_ = 0;
-  std::unordered_map<key, entry*, key_hash> table_;
-  entry* phead_ = nullptr;
-  entry* ptail_ = nullptr;
-  std::size_t pending_ = 0;
-  contexts ctx_{};
+  contexts ctx_;
 };
 
 }  // namespace kcont

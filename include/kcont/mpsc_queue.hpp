@@ -15,9 +15,10 @@
 // node is popped or erased, never while a continuation runs. That is what
 // makes cancel possible: erase_slow takes the lock, moves the shared stack
 // into the batch and unlinks O(n). Producers never see that lock. It is a
-// spin_lock (one locked instruction per pop, where a std::mutex takes two:
-// the runner's pop is the bottleneck of a stream, case F), which yields
-// when held long, as a cancel walking a long queue may.
+// spin_lock (one locked instruction per pop, where a std::mutex takes two,
+// and the runner's pop bounds a stream's throughput), which yields when
+// held long, as a cancel walking a long queue may. The batch is a
+// detail::intrusive_queue; intrusive_queue::from_lifo reverses the stack.
 //
 // Compared with kcqueue<T, std::mutex> / kcqueue<T, spin_lock> (the other two
 // queue policies a thread_dispatcher accepts): those serialise producers with
@@ -42,6 +43,7 @@
 
 #include "kcont/contract.hpp"
 #include "kcont/kc.hpp"
+#include "kcont/detail/intrusive_queue.hpp"
 #include "kcont/kcqueue.hpp"
 
 namespace kcont {
@@ -80,7 +82,7 @@ class mpsc_queue {
   mpsc_queue& operator=(const mpsc_queue&) = delete;
   ~mpsc_queue() {
     KCONT_EXPECTS(stack_.load(std::memory_order_relaxed) == nullptr &&
-                      head_ == nullptr,
+                      batch_.empty(),
                   "mpsc_queue: destroyed while it still holds continuations "
                   "(rule 9: every continuation runs or is handed back)");
   }
@@ -129,15 +131,10 @@ class mpsc_queue {
         stack_.load(std::memory_order_acquire) == nullptr)
       return nullptr;
     std::lock_guard<spin_lock> g(consumer_);
-    if (head_ == nullptr) take_stack();
-    kc_hook* n = head_;
+    if (batch_.empty()) take_stack();
+    kc_hook* n = batch_.pop_front();
     if (n == nullptr) return nullptr;
-    head_ = access::next(*n);
-    if (head_ == nullptr) {
-      tail_ = nullptr;
-      batch_nonempty_.store(false, std::memory_order_release);
-    }
-    access::next(*n) = nullptr;
+    if (batch_.empty()) batch_nonempty_.store(false, std::memory_order_release);
     under_lock(*static_cast<T*>(n));
     return static_cast<T*>(n);
   }
@@ -149,8 +146,8 @@ class mpsc_queue {
   bool erase_slow(T& n) noexcept {
     std::lock_guard<spin_lock> g(consumer_);
     take_stack();
-    if (!access::unlink_slow(head_, tail_, n)) return false;
-    if (head_ == nullptr)
+    if (!batch_.erase_slow(n)) return false;
+    if (batch_.empty())
       batch_nonempty_.store(false, std::memory_order_release);
     access::clear<true>(n, access::queued_bit);
     return true;
@@ -177,9 +174,7 @@ class mpsc_queue {
   [[nodiscard]] std::size_t size_slow() noexcept {
     std::lock_guard<spin_lock> g(consumer_);
     take_stack();
-    std::size_t count = 0;
-    for (kc_hook* p = head_; p != nullptr; p = access::next(*p)) ++count;
-    return count;
+    return batch_.size_slow();
   }
 
  private:
@@ -201,23 +196,11 @@ class mpsc_queue {
     // of consumer_ empty the stack, so it is still non-empty below.
     batch_nonempty_.store(true, std::memory_order_seq_cst);
     kc_hook* s = stack_.exchange(nullptr, std::memory_order_acquire);
-    kc_hook* reversed = nullptr;
-    kc_hook* last = s;  // the newest becomes the new tail
-    while (s != nullptr) {
-      // Each node was written last by its producer, and will be written
-      // here (its link) and by its trampoline (take_saved): fetch it for
-      // writing once, rather than shared and then again exclusive.
-      prefetch_for_write(s);
-      kc_hook* next = access::next(*s);
-      access::next(*s) = reversed;
-      reversed = s;
-      s = next;
-    }
-    if (tail_ == nullptr)
-      head_ = reversed;
-    else
-      access::next(*tail_) = reversed;
-    tail_ = last;
+    // Each node was written last by its producer, and will be written here
+    // (its link) and by its trampoline (take_saved): fetch it for writing
+    // once, rather than shared and then again exclusive.
+    batch_.append(detail::hook_queue::from_lifo(
+        s, [](kc_hook& n) noexcept { prefetch_for_write(&n); }));
   }
 
   // Shared with producers: the Treiber stack, newest first. Its own cache
@@ -225,9 +208,8 @@ class mpsc_queue {
   alignas(64) std::atomic<kc_hook*> stack_{nullptr};
   // Consumer side, under consumer_: the FIFO batch.
   alignas(64) spin_lock consumer_;
-  kc_hook* head_ = nullptr;
-  kc_hook* tail_ = nullptr;
-  // head_ != nullptr, readable without the lock (empty() and the fast path).
+  detail::hook_queue batch_;
+  // !batch_.empty(), readable without the lock (empty() and the fast path).
   std::atomic<bool> batch_nonempty_{false};
 };
 

@@ -1,0 +1,234 @@
+// kcont/detail/kqueue_core.hpp — the kqueue's state and its pending list.
+//
+// Defines `detail::kqueue_core<Udata, Lock>`, the part of kcont::kqueue that
+// does not depend on its filter list: the lock, the registration table
+// ((ident, filter) -> entry), the pending list with its protocol (the state
+// table below), the scan's pass over it and the blocking wait. kqueue.hpp
+// derives from it and adds the filters: kevent, change and the registration
+// of each change (FreeBSD's kqueue_kevent and kqueue_register). Users never
+// name this class; its contracts are kcont::kqueue's.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <unordered_map>
+
+#include "kcont/contract.hpp"
+#include "kcont/detail/intrusive_queue.hpp"
+#include "kcont/detail/kqueue_entry.hpp"
+#include "kcont/kcqueue.hpp"
+#include "kcont/kevent.hpp"
+#include "kcont/knote.hpp"
+
+namespace kcont::detail {
+
+template <class Udata, lock_policy Lock>
+class kqueue_core {
+ protected:
+  template <class Owner, class Fi, class U, level_set L, class KL>
+  friend struct kqueue_node;
+
+  using entry = kqueue_entry<Udata>;
+  using kevent_type = basic_kevent<Udata>;
+  using duration = std::chrono::nanoseconds;
+  using key = kqueue_key;
+  // The pending list (see the state table below) and the list of knotes to
+  // free once lock_ is released, through the same link.
+  using pending_list = intrusive_queue<&entry::pnext, &entry::pprev>;
+  using drop_list = intrusive_queue<&entry::pnext>;
+
+  kqueue_core() = default;
+  kqueue_core(const kqueue_core&) = delete;
+  kqueue_core& operator=(const kqueue_core&) = delete;
+
+  // Effects: deletes every knote (detached, waited for, freed).
+  // Precondition: no thread is scanning.
+  ~kqueue_core() {
+    drop_list drops;
+    {
+      std::lock_guard<Lock> g(lock_);
+      KCONT_EXPECTS(waiters_ == 0, "kqueue: destroyed while a thread scans it");
+      for (auto& kv : table_) {
+        entry& e = *kv.second;
+        e.dropping = true;
+        if (e.core->is_queued()) remove_pending(e);
+        drops.push_front(e);
+      }
+      table_.clear();
+    }
+    destroy_all(drops);
+  }
+
+  // kqueue_scan's wait: collects, and when nothing was pending waits up to
+  // `timeout` (see kqueue::scan) for an activation. Precondition: events is
+  // not empty; lock_ not held.
+  std::size_t scan_wait(std::span<kevent_type> events, std::optional<duration> timeout) {
+    drop_list drops;
+    std::unique_lock<Lock> g(lock_);
+    std::size_t n = collect(events, drops);
+    if (n == 0 && (!timeout || *timeout > duration::zero())) {
+      using clock = std::chrono::steady_clock;
+      const auto now = clock::now();
+      // FreeBSD's kqueue_scan waits without limit when the timeout's
+      // tv_sec is above INT32_MAX or the deadline would not fit its clock
+      // (asbt = 0); the same here, so nanoseconds::max() blocks instead of
+      // overflowing into a deadline in the past.
+      constexpr std::chrono::seconds longest{
+          std::int64_t{std::numeric_limits<std::int32_t>::max()} + 1};
+      const bool limited = timeout && *timeout < longest &&
+                           now <= clock::time_point::max() - *timeout;
+      const auto deadline = limited ? now + *timeout : clock::time_point::max();
+      while (n == 0) {
+        ++waiters_;
+        bool timed_out = false;
+        if (limited)
+          timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
+        else
+          cv_.wait(g);
+        --waiters_;
+        n = collect(events, drops);
+        if (timed_out) break;
+      }
+    }
+    g.unlock();
+    destroy_all(drops);
+    return n;
+  }
+
+  // Rule 6 done inline for the kqueue's own continuation (calling it here
+  // would take lock_ twice): FreeBSD's tail of kqueue_register. Under lock_.
+  void post_change(entry& e) {
+    if (e.dropping) return;
+    knote_core& k = *e.core;
+    if (!k.is_disabled() && e.ops->recheck(e)) (void)k.set_active();
+    if (k.is_active() && !k.is_disabled() && k.try_queue()) push_pending(e);
+  }
+
+  // The pending list and the knote's queued bit: the state table.
+  //
+  // A knote is "pending" exactly when it is on pending_ and its queued bit
+  // (knote_core::try_queue / unqueue) is set: both change together, under
+  // lock_, only in push_pending, remove_pending and collect (pop, re-queue).
+  // pending_count_ counts the list (FreeBSD's kq_count). An activation
+  // comes from any thread (a klist's fan-out, a filter's event) through
+  // the kqueue's continuation, on_activation; the others are kevent calls.
+  //
+  //   state    | event                                | action -> next state
+  //   ---------+--------------------------------------+-------------------------------
+  //   idle     | activation; not disabled, not        | try_queue, push_back, wake
+  //            |   dropping                           |   scanners -> pending
+  //   idle     | activation; disabled or dropping     | none -> idle (still active:
+  //            |                                      |   enable's post_change queues it)
+  //   idle     | change (post_change): active and     | try_queue, push_back, wake
+  //            |   enabled after the re-check, or     |   scanners -> pending
+  //            |   ev::forceoneshot                   |
+  //   pending  | activation, change                   | none: try_queue fails (rule 7)
+  //   pending  | ev::disable                          | none -> pending, in place
+  //   pending  | scan: disabled                       | pop, unqueue -> idle (active)
+  //   pending  | scan: re-check fails                 | pop, unqueue, clear_active -> idle
+  //   pending  | scan: reported, clear or dispatch    | pop, unqueue, clear_active
+  //            |                                      |   (dispatch: disable) -> idle
+  //   pending  | scan: reported, level-triggered      | pop, unqueue, try_queue,
+  //            |                                      |   push_back, no wake -> pending
+  //   pending  | scan: ev::oneshot                    | pop, unqueue, report without
+  //            |                                      |   re-check, drop
+  //   any      | ev::delete_, destructor              | dropping = true; pop if pending;
+  //            |                                      |   table erase; freed unlocked
+  //
+  // A scan takes at most the entries pending at its start (FreeBSD's
+  // marker), so a level-triggered re-queue is not seen twice by one scan.
+  // Blocked scanners are woken (cv_) by every push from idle while any waits.
+
+  // The NetBSD patch's kq_func (see the state table above). Any thread.
+  void on_activation(entry& e) {
+    std::lock_guard<Lock> g(lock_);
+    if (e.dropping || e.core->is_disabled()) return;
+    if (e.core->try_queue()) push_pending(e);
+  }
+
+  // idle -> pending, after a successful try_queue. Under lock_.
+  void push_pending(entry& e) noexcept {
+    pending_.push_back(e);
+    ++pending_count_;
+    if (waiters_ != 0) cv_.notify_all();
+  }
+  // pending -> idle. Under lock_.
+  void remove_pending(entry& e) noexcept {
+    pending_.erase(e);
+    --pending_count_;
+    e.core->unqueue();
+  }
+
+  // Takes e out of the table and the pending list; activations racing in
+  // see `dropping` and leave it alone. Under lock_.
+  void unlink_locked(entry& e) {
+    e.dropping = true;
+    if (e.core->is_queued()) remove_pending(e);
+    table_.erase(key{e.ident, e.filter});
+  }
+
+  static void destroy_all(drop_list& drops) {
+    while (entry* e = drops.pop_front()) e->ops->destroy(*e);
+  }
+
+  // One pass over the knotes pending when it starts (FreeBSD's marker):
+  // a level-triggered knote re-queued behind them is not seen twice.
+  std::size_t collect(std::span<kevent_type> events, drop_list& drops) {
+    std::size_t n = 0;
+    std::size_t budget = pending_count_;
+    while (n < events.size() && budget-- > 0) {
+      entry& e = *pending_.pop_front();
+      --pending_count_;
+      e.core->unqueue();
+      knote_core& k = *e.core;
+      // kqueue_scan: a knote disabled while queued leaves the queue here,
+      // unreported, still active (an enable re-queues it).
+      if (k.is_disabled()) continue;
+      const bool oneshot = has(e.flags, ev::oneshot);
+      if (oneshot) {
+        // kqueue_scan reports a one-shot knote without re-checking it and
+        // without its filter's touch: `*kevp = kn->kn_kevent`, the knote's
+        // own fflags and data (0 for a user event: its touch keeps the
+        // user's flags in sfflags/sdata, which only a touch reports).
+        const knote_fields f = k.snapshot();
+        events[n++] = kevent_type{e.ident, e.filter, e.flags, f.fflags, f.data, e.udata};
+        unlink_locked(e);
+        drops.push_front(e);
+        continue;
+      }
+      if (!e.ops->recheck(e)) {
+        (void)k.clear_active();
+        continue;
+      }
+      const bool clear = has(e.flags, ev::clear);
+      const knote_change r =
+          e.ops->report(e, static_cast<std::uint16_t>(e.flags), clear);
+      events[n++] = kevent_type{e.ident, e.filter, e.flags, r.fflags, r.data, e.udata};
+      if (clear || has(e.flags, ev::dispatch)) {
+        if (has(e.flags, ev::dispatch)) k.disable();
+        (void)k.clear_active();
+      } else {
+        // Re-queued without waking anyone: the scanner that found it returns.
+        (void)k.try_queue();
+        pending_.push_back(e);
+        ++pending_count_;
+      }
+    }
+    return n;
+  }
+
+  mutable Lock lock_;
+  std::condition_variable_any cv_;
+  std::size_t waiters_ = 0;
+  std::unordered_map<key, entry*, kqueue_key_hash> table_;
+  pending_list pending_;
+  std::size_t pending_count_ = 0;
+};
+
+}  // namespace kcont::detail

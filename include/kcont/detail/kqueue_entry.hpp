@@ -1,0 +1,167 @@
+// kcont/detail/kqueue_entry.hpp — what a kqueue keeps beside each knote.
+//
+// Defines, for kcont/kqueue.hpp only: the filters' contexts
+// (`filter_contexts<F...>`: the timer_source a timer_filter is built from),
+// the registration table's key (ident, filter), the per-knote `kqueue_entry`
+// (the kevent's identity, flags and udata, and its pending-list links) and
+// `kqueue_node<Owner, Fi, ...>`, which puts an entry, a knote of filter Fi
+// and the kqueue's own continuation (the NetBSD patch's kq_func) in one
+// allocation. Users never name these.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "kcont/kc.hpp"
+#include "kcont/kcqueue.hpp"
+#include "kcont/kevent.hpp"
+#include "kcont/knote.hpp"
+#include "kcont/level.hpp"
+
+namespace kcont::detail {
+
+// A filter's context: F::context_type when F names one (F is then built as
+// F(context&)), else none.
+template <class F>
+struct filter_context {
+  using pointer = std::nullptr_t;
+  static constexpr bool needed = false;
+};
+template <class F>
+  requires requires { typename F::context_type; }
+struct filter_context<F> {
+  using pointer = typename F::context_type*;
+  static constexpr bool needed = true;
+};
+
+template <class F>
+concept has_filter_id = requires {
+  { F::id } -> std::convertible_to<filter_id>;
+};
+
+// The contexts given to a kqueue's constructor, one slot per filter.
+template <class... F>
+class filter_contexts {
+  using slots = std::tuple<typename filter_context<F>::pointer...>;
+
+ public:
+  // True when C is some filter's context_type.
+  template <class C>
+  static constexpr bool is_context =
+      (std::is_same_v<typename filter_context<F>::pointer, C*> || ...);
+
+  // Effects: binds c to every filter whose context_type is C.
+  template <class C>
+  void bind(C& c) noexcept {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      ((bind_at<I>(c)), ...);
+    }(std::index_sequence_for<F...>{});
+  }
+
+  // The context of the I-th filter (nullptr when none was bound).
+  template <std::size_t I>
+  [[nodiscard]] auto get() const noexcept {
+    return std::get<I>(slots_);
+  }
+
+ private:
+  template <std::size_t I, class C>
+  void bind_at(C& c) noexcept {
+    if constexpr (std::is_same_v<std::tuple_element_t<I, slots>, C*>)
+      std::get<I>(slots_) = &c;
+  }
+
+  slots slots_{};
+};
+
+// The registration table's key: a knote is (ident, filter), as in BSD.
+struct kqueue_key {
+  std::uintptr_t ident;
+  filter_id filter;
+  bool operator==(const kqueue_key&) const = default;
+};
+struct kqueue_key_hash {
+  std::size_t operator()(const kqueue_key& k) const noexcept {
+    return std::hash<std::uintptr_t>{}(k.ident) ^
+           (static_cast<std::size_t>(static_cast<std::uint16_t>(k.filter)) << 1);
+  }
+};
+
+// What every knote of a kqueue has besides its knote: the kevent's
+// identity, flags and udata, and the links of the pending list (or, while
+// it is being freed, of the kqueue's drop list). Guarded by the kqueue's
+// lock. `ops` reaches the filter of the typed node it is part of.
+template <class Udata>
+struct kqueue_entry {
+  struct ops_type {
+    bool (*recheck)(kqueue_entry&);
+    knote_change (*report)(kqueue_entry&, std::uint16_t flags, bool clear);
+    void (*change)(kqueue_entry&, knote_change&);
+    void (*destroy)(kqueue_entry&);
+  };
+
+  const ops_type* ops;
+  knote_core* core = nullptr;
+  kqueue_entry* pnext = nullptr;
+  kqueue_entry* pprev = nullptr;
+  std::uintptr_t ident;
+  filter_id filter;
+  ev flags;  // the creating change's flags but the actions
+  Udata udata;
+  bool dropping = false;  // being deleted: activations must not queue it
+};
+
+// A knote of filter Fi owned by a kqueue (Owner), with the kqueue's
+// continuation stored beside it: on activation it calls
+// `owner->on_activation(entry)`, which queues the entry for a scan.
+// Owner must make this class a friend if on_activation is private.
+template <class Owner, class Fi, class Udata, level_set Level, class KnoteLock>
+struct kqueue_node final : kqueue_entry<Udata> {
+  using entry = kqueue_entry<Udata>;
+  using knote_type = knote<Fi, Level, KnoteLock>;
+  using base_type = typename knote_type::base_type;
+
+  struct kq_fn {
+    void operator()(base_type*, kqueue_node*& self, knote_cause) const {
+      self->owner->on_activation(*self);
+    }
+  };
+  using cont_type =
+      kc<kq_fn, kqueue_node*, static_level<Level::immediate>, base_type*, knote_cause>;
+
+  // `kept`: the change's flags as the knote keeps them (the actions off).
+  kqueue_node(Owner* q, Fi f, const basic_kevent<Udata>& c, ev kept)
+      : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter, kept, c.udata, false},
+        owner(q),
+        cont(kq_fn{}, this, at<Level::immediate>),
+        kn(std::move(f), cont, c.ident) {
+    this->core = &kn;
+  }
+
+  static kqueue_node& self(entry& e) noexcept { return static_cast<kqueue_node&>(e); }
+  static bool do_recheck(entry& e) {
+    return self(e).kn.filter_event(typename knote_type::hint_type{});
+  }
+  static knote_change do_report(entry& e, std::uint16_t flags, bool clear) {
+    return self(e).kn.filter_report(flags, clear);
+  }
+  static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
+  static void do_destroy(entry& e) {
+    kqueue_node* n = &self(e);
+    (void)n->kn.detach();
+    delete n;
+  }
+  static constexpr typename entry::ops_type ops{&do_recheck, &do_report, &do_change,
+                                                &do_destroy};
+
+  Owner* owner;
+  cont_type cont;
+  knote_type kn;
+};
+
+}  // namespace kcont::detail
