@@ -19,6 +19,7 @@ RANK = {"kc": 0, "kcqueue": 1, "run": 2, "dispatch": 3, "knote": 3,
 # header it does not know, so that its place is decided, not guessed.
 LAYER = {
     "contract.hpp": "kc", "level.hpp": "kc", "kc.hpp": "kc",
+    "detail/intrusive_queue.hpp": "kc",
     "kcqueue.hpp": "kcqueue", "mpsc_queue.hpp": "kcqueue",
     "run.hpp": "run", "current_level.hpp": "run",
     "dispatcher.hpp": "dispatch", "runner.hpp": "dispatch", "wakeup.hpp": "dispatch",
@@ -29,6 +30,7 @@ LAYER = {
     "immediate_target.hpp": "run",
     "filter.hpp": "knote", "knote.hpp": "knote", "knote_closure.hpp": "knote",
     "detail/knote_state.hpp": "knote", "detail/fire.hpp": "knote", "klist.hpp": "knote",
+    "detail/kqueue_entry.hpp": "kqueue", "detail/kqueue_core.hpp": "kqueue",
     "kevent.hpp": "kqueue", "kfilters.hpp": "kqueue", "kqueue.hpp": "kqueue",
     "kcont.hpp": "umbrella", "posix.hpp": "umbrella",
 }
