@@ -16,7 +16,7 @@ namespace note = kcont::note;
 using std::chrono::milliseconds;
 
 static_assert(kcont::filter_for<kcont::user_filter, kcont::knote_base<long>>);
-static_assert(kcont::filter_has_touch<kcont::user_filter, kcont::knote_base<long>>);
+static_assert(kcont::detail::filter_has_touch<kcont::user_filter, kcont::knote_base<long>>);
 static_assert(kcont::filter_for<kcont::timer_filter<>,
                                 kcont::knote_base<kcont::timer_source::time_point>>);
 static_assert(!kcont::filter_for<kcont::timer_filter<>, kcont::knote_base<long>>);

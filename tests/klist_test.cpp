@@ -4,6 +4,8 @@
 #include <doctest/doctest.h>
 
 #include <kcont/dispatcher.hpp>
+#include <kcont/immediate_target.hpp>
+#include <kcont/knote_closure.hpp>
 
 #include <atomic>
 #include <cerrno>

@@ -8,6 +8,7 @@
 #include <kcont/thread_dispatcher.hpp>
 
 #include <kcont/dispatcher.hpp>
+#include <kcont/immediate_target.hpp>
 #include <kcont/klist.hpp>
 
 #include <atomic>

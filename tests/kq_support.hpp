@@ -2,6 +2,7 @@
 // filter with a context, as a device driver would write one) and helpers.
 #pragma once
 
+#include <kcont/immediate_target.hpp>
 #include <kcont/kfilters.hpp>
 #include <kcont/klist.hpp>
 #include <kcont/kqueue.hpp>

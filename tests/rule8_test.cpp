@@ -223,7 +223,7 @@ struct counting_policy {
 };
 }  // namespace
 
-static_assert(kcont::level_queue<counting_queue>);
+static_assert(kcont::detail::level_queue<counting_queue>);
 
 TEST_CASE("knote.rule8_detach_of_an_unqueued_continuation_does_not_walk_the_level_queue") {
   // 10^5 unrelated continuations wait on softnet (a manual runner nobody

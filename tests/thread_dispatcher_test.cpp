@@ -141,8 +141,8 @@ static_assert(!kcont::thread_dispatcher<bsd_level, mixed_plan>::is_manual(
     bsd_level::softnet));
 static_assert(kcont::thread_dispatcher<bsd_level, manual_all>::is_manual(
     bsd_level::softnet));
-static_assert(kcont::level_queue<kcont::mpsc_queue<>>);
-static_assert(kcont::level_queue<kcont::kcqueue<kcont::kc_hook, std::mutex>>);
+static_assert(kcont::detail::level_queue<kcont::mpsc_queue<>>);
+static_assert(kcont::detail::level_queue<kcont::kcqueue<kcont::kc_hook, std::mutex>>);
 
 // ---- runners and levels ----------------------------------------------------
 

@@ -72,12 +72,12 @@ struct hand_back_on_stop {};
 // The default policy: every knob at its default.
 struct dispatch_defaults {};
 
+namespace detail {
+
 // What a level queue must offer a thread_dispatcher (mpsc_queue<> and
 // kcqueue<kc_hook, Lock> do). Not a user extension point: a level queue
 // takes part in the claim protocol of kc_hook (kc.hpp), which only kcont's
-// own queues implement; it names what the dispatcher relies on, and belongs
-// in kcont::detail (it stays here until tests/rule8_test.cpp, which names
-// it, is renamed with it).
+// own queues implement; it names what the dispatcher relies on.
 template <class Q>
 concept level_queue =
     std::default_initializable<Q> &&
@@ -89,8 +89,6 @@ concept level_queue =
       { q.erase_slow(h) } -> std::same_as<bool>;
       { q.empty() } -> std::same_as<bool>;
     };
-
-namespace detail {
 
 template <class P>
 struct policy_queue {

@@ -25,7 +25,10 @@
 #include "kcont/runner.hpp"             // IWYU pragma: export
 #include "kcont/dispatch_policy.hpp"    // IWYU pragma: export
 #include "kcont/thread_dispatcher.hpp"  // IWYU pragma: export
-#include "kcont/knote.hpp"       // IWYU pragma: export
+#include "kcont/immediate_target.hpp"   // IWYU pragma: export
+#include "kcont/filter.hpp"             // IWYU pragma: export
+#include "kcont/knote.hpp"              // IWYU pragma: export
+#include "kcont/knote_closure.hpp"      // IWYU pragma: export
 #include "kcont/klist.hpp"       // IWYU pragma: export
 #include "kcont/kevent.hpp"      // IWYU pragma: export
 #include "kcont/kfilters.hpp"    // IWYU pragma: export

@@ -38,6 +38,7 @@
 #include "kcont/contract.hpp"
 #include "kcont/kevent.hpp"
 #include "kcont/klist.hpp"
+#include "kcont/immediate_target.hpp"
 #include "kcont/knote.hpp"
 #include "kcont/level.hpp"
 

@@ -55,7 +55,7 @@ struct klist_checker;
 template <class Hint = long, level_set Level = bsd_level, lock_policy Lock = no_lock>
 class klist {
   using access = detail::knote_access;
-  // The subscribers, doubly linked through knote_core's private links
+  // The subscribers, doubly linked through detail::knote_core's private links
   // (reached through knote_access: see kcont/detail/intrusive_queue.hpp).
   using list_type = detail::intrusive_queue<&access::next, &access::prev>;
 
@@ -145,7 +145,7 @@ class klist {
       // fan-out, and a knote inserted by its continuation need not be
       // visited. Kept apart from the loop, so that it does not pay the
       // loop's register saves.
-      knote_core* first = list_.front();
+      detail::knote_core* first = list_.front();
       if (first == nullptr) return 0;
       if (access::next(*first) == nullptr) [[likely]] {
         fire_guard g = lock_for_fire();  // nothing to lock: no_lock
@@ -175,8 +175,8 @@ class klist {
     cursors_ = &c;
     cursor_guard guard{*this, c, g, c.outer};
     std::size_t n = 0;
-    knote_core* next = list_.front();
-    while (knote_core* core = next) {
+    detail::knote_core* next = list_.front();
+    while (detail::knote_core* core = next) {
       // The cursor in memory is where erase finds the next knote (and moves
       // it past one it removes); reading it back after the call is one load.
       c.next = access::next(*core);
@@ -199,10 +199,10 @@ class klist {
       // queued, or carrying a deferral) needs `d`: that one is run here
       // through kcont::run, as before.
       (void)g;
-      const fire_outcome r = kn.fire_unpinned(hint, current);
-      if (r == fire_outcome::needs_run) [[unlikely]]
+      const detail::fire_outcome r = kn.fire_unpinned(hint, current);
+      if (r == detail::fire_outcome::needs_run) [[unlikely]]
         run_later(d, current, kn);
-      return r != fire_outcome::skipped;
+      return r != detail::fire_outcome::skipped;
     } else {
       if (!kn.filter_event(hint)) return false;
       // Pinned under the list lock: a detach on another thread erases it
@@ -226,7 +226,7 @@ class klist {
 
   // A fan-out's position: the next knote to visit. erase moves it on.
   struct cursor {
-    knote_core* next;
+    detail::knote_core* next;
     cursor* outer;
   };
   struct cursor_guard {
@@ -255,9 +255,9 @@ class klist {
     }
   };
 
-  bool erase_locked(knote_core& kn) noexcept {
+  bool erase_locked(detail::knote_core& kn) noexcept {
     if (!access::linked(kn)) return false;
-    knote_core* next = access::next(kn);
+    detail::knote_core* next = access::next(kn);
     list_.erase(kn);
     for (cursor* c = cursors_; c != nullptr; c = c->outer)
       if (c->next == &kn) c->next = next;
@@ -285,8 +285,8 @@ struct klist_checker {
     std::lock_guard<Lock> g(l.lock_);
     if ((l.list_.front() == nullptr) != (l.list_.back() == nullptr)) return false;
     if (l.cursors_ != nullptr) return false;
-    knote_core* prev = nullptr;
-    for (knote_core* p = l.list_.front(); p != nullptr; p = access::next(*p)) {
+    detail::knote_core* prev = nullptr;
+    for (detail::knote_core* p = l.list_.front(); p != nullptr; p = access::next(*p)) {
       if (!access::linked(*p) || access::prev(*p) != prev) return false;
       prev = p;
     }

@@ -55,16 +55,6 @@ namespace kcont {
 // half), or it was enabled while active (rule 6, second half).
 enum class knote_cause : std::uint8_t { event, enable };
 
-// Transitional: these internal names moved to kcont::detail; files outside
-// the knote's headers still spell them kcont::x (klist.hpp: fire_outcome,
-// knote_core; kqueue.hpp: knote_core, knote_fields; tests/kfilters_test.cpp:
-// filter_has_touch). Remove once they say detail::.
-using detail::fire_outcome;
-using detail::knote_core;
-using detail::knote_fields;
-template <class F, class K>
-concept filter_has_touch = detail::filter_has_touch<F, K>;
-
 template <class Hint, level_set Level, lock_policy Lock>
 class klist;
 
@@ -86,7 +76,7 @@ class klist;
 // popped. With a manual_dispatcher drained by another thread of yours, the
 // owner must synchronize with that drain before destroying the knote.
 template <class Hint = long, level_set Level = bsd_level>
-class knote_base : public knote_core {
+class knote_base : public detail::knote_core {
  public:
   using hint_type = Hint;
   using level_type = Level;
@@ -254,7 +244,7 @@ class knote_base : public knote_core {
   // the ops table and the type-erased continuation.
   knote_base(const ops_table& ops, continuation_type& k, std::uintptr_t id,
              bool single = false, fire_fn fire = &fire_erased) noexcept
-      : knote_core(id, single), ops_(&ops), kc_(&k), fire_(fire) {}
+      : detail::knote_core(id, single), ops_(&ops), kc_(&k), fire_(fire) {}
   ~knote_base() = default;
 
   // The fused fire function of a knote type that knows nothing more than
@@ -422,8 +412,3 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
 };
 
 }  // namespace kcont
-
-// Transitional: files outside the knote's headers that use knote_closure or
-// knote_method include only this header today. Remove once they include
-// kcont/knote_closure.hpp (which includes this one).
-#include "kcont/knote_closure.hpp"  // IWYU pragma: export

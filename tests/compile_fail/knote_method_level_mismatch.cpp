@@ -2,7 +2,7 @@
 // at<immediate>. Once "could not convert '{...}' from '<brace-enclosed
 // initializer list>'".
 // expect-first: kcont::knote_method: the level argument differs from the level in the type
-#include <kcont/knote.hpp>
+#include <kcont/knote_closure.hpp>
 
 struct link_filter {
   int attach(kcont::knote_base<long>&) { return 0; }

@@ -2,7 +2,7 @@
 // its first parameter must be knote_base<Hint, Level>* with the filter's Hint
 // (long here, not int). Once reported as a bad Env parameter of kc.
 // expect-first: kcont::knote_method: the member function does not take this knote
-#include <kcont/knote.hpp>
+#include <kcont/knote_closure.hpp>
 
 struct link_filter {
   int attach(kcont::knote_base<long>&) { return 0; }

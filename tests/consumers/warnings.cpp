@@ -13,6 +13,7 @@
 #include <kcont/kfilters.hpp>
 #include <kcont/klist.hpp>
 #include <kcont/knote.hpp>
+#include <kcont/knote_closure.hpp>
 #include <kcont/kqueue.hpp>
 #include <kcont/level.hpp>
 #include <kcont/mpsc_queue.hpp>
