@@ -53,10 +53,12 @@ struct cancel_status<std::error_code> {
   }
 };
 
+namespace detail {
 // True when Status has a cancel value.
 template <class Status>
 concept has_cancel_status = requires {
   { cancel_status<Status>::value() } -> std::convertible_to<Status>;
 };
+}  // namespace detail
 
 }  // namespace kcont

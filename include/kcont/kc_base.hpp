@@ -169,7 +169,7 @@ struct kc_trampoline {
   static void resume_cancelled(Node& self) {
     auto [o, s] = access::take_saved(self, kc_op::resume_shared);
     (void)s;
-    if constexpr (has_cancel_status<status>) {
+    if constexpr (detail::has_cancel_status<status>) {
       self.call(o, static_cast<status>(cancel_status<status>::value()));
     } else {
       // Release builds: handed back as dispose() would (not run; an

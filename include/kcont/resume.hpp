@@ -83,7 +83,9 @@ inline bool resume(kc_hook& h) {
 //   back as dispose() would (not called; freed when the library allocated
 //   it). For a continuation whose type is known, resume(k, cancelled)
 //   checks this at compile time.
-// Returns, Throws, Complexity, Thread-safety: as resume(h).
+// Returns: true when h was resumed (or, so handed back, disposed); false
+//   as resume(h): a racing deferral absorbed it.
+// Throws, Complexity, Thread-safety: as resume(h).
 inline bool resume(kc_hook& h, cancelled_t) {
   if (!detail::claim_for_resume(h)) return false;
   detail::hook_access::op(h, kc_op::resume_cancelled);
@@ -108,7 +110,7 @@ bool resume(kc_base<Obj, Status, Level>& k,
 //   cancel_status is rejected at compile time.
 template <class Obj, class Status, level_set Level>
 bool resume(kc_base<Obj, Status, Level>& k, cancelled_t) {
-  static_assert(has_cancel_status<Status>,
+  static_assert(detail::has_cancel_status<Status>,
                 "kcont::resume(k, cancelled): Status has no kcont::"
                 "cancel_status; specialise it, or pass the status: "
                 "resume(k, status)");

@@ -121,7 +121,7 @@ template <class Fn, class Env, level_spec Spec, class Obj, class Status>
 struct run_traits<kc<Fn, Env, Spec, Obj, Status>> {
   using type = kc<Fn, Env, Spec, Obj, Status>;
   using L = level_set_of_t<Spec>;
-  static constexpr bool static_immediate = is_static_immediate<Spec>();
+  static constexpr bool static_immediate = detail::is_static_immediate<Spec>();
   static L level(const type& k) noexcept {
     if constexpr (is_static_level_v<Spec>)
       return L{Spec::value};
