@@ -133,40 +133,7 @@ struct run_traits<kc<Fn, Env, Spec, Obj, Status>> {
   }
 };
 
-enum class fast_path : std::uint8_t { ran, defer, slow };
-
-// THE fast path of run, run_all and a knote's fire (try_run_now): when k is
-// neither queued nor carrying a deferral (one test of the state word) and
-// its level allows it at `current` (rule 1), calls its function with the
-// fresh obj/status. At a compile-time `immediate` level there is no test at
-// all: such a continuation is never deferred (defer refuses it), and running
-// it while on a queue breaks run's precondition, checked in debug builds.
-// Returns: ran (k may be gone); defer (idle, level too low: the caller
-//   defers it); slow (busy: `st` holds the state word the caller's slow
-//   path goes on with).
-template <class K, class Obj, class Status, level_set L>
-fast_path run_fast(K& k, const Obj& obj, const Status& status, L current,
-                   std::uint8_t& st) {
-  using T = run_traits<K>;
-  if constexpr (T::static_immediate) {
-    KCONT_EXPECTS(!k.is_queued(),
-                  "run: an immediate continuation is on a queue; pop it "
-                  "before running it");
-    (void)current;
-    st = 0;
-    T::call(k, obj, status);
-    return fast_path::ran;
-  } else {
-    st = hook_access::state(k).load(std::memory_order_acquire);
-    if ((st & hook_access::busy_bits) != 0) [[unlikely]]
-      return fast_path::slow;
-    if (!runs_now(T::level(k), current)) return fast_path::defer;
-    T::call(k, obj, status);
-    return fast_path::ran;
-  }
-}
-
-// run's slow path, with the state word run_fast read (queued or deferred).
+// run's slow path, with the state word run_path read (queued or deferred).
 template <deferral_target D, class K, class Obj, class Status>
 run_result run_slow(D& d, K& k, Obj obj, Status status,
                     typename D::level_type current, std::uint8_t st) {
@@ -188,19 +155,46 @@ run_result run_slow(D& d, K& k, Obj obj, Status status,
   return run_result::ran;
 }
 
-template <deferral_target D, class K, class Obj, class Status>
-run_result run_one(D& d, K& k, const Obj& obj, const Status& status,
-                   typename D::level_type current) {
-  std::uint8_t st;
-  switch (run_fast(k, obj, status, current, st)) {
-    case fast_path::ran:
+// THE fast path of run and of a knote's fire (try_run_now): when k is
+// neither queued nor carrying a deferral (one test of the state word) and
+// its level allows it at `current` (rule 1), calls its function with the
+// fresh obj/status. At a compile-time `immediate` level there is no test at
+// all: such a continuation is never deferred (defer refuses it), and running
+// it while on a queue breaks run's precondition, checked in debug builds.
+// Otherwise, with `Full` (run: d is the deferral target) it defers k or
+// takes run_slow; without (try_run_now: d is null) it returns `refused`,
+// having done nothing.
+// Returns: ran (k may be gone), or what defer / run_slow returned.
+template <bool Full, class D, class K, class Obj, class Status, level_set L>
+run_result run_path(D* d, K& k, const Obj& obj, const Status& status,
+                    L current) {
+  using T = run_traits<K>;
+  if constexpr (T::static_immediate) {
+    KCONT_EXPECTS(!k.is_queued(),
+                  "run: an immediate continuation is on a queue; pop it "
+                  "before running it");
+    (void)d;
+    (void)current;
+    T::call(k, obj, status);
+    return run_result::ran;
+  } else {
+    const std::uint8_t st =
+        hook_access::state(k).load(std::memory_order_acquire);
+    if ((st & hook_access::busy_bits) == 0) [[likely]] {
+      if (!runs_now(T::level(k), current)) {
+        if constexpr (Full)
+          return defer(*d, k, obj, status);
+        else
+          return run_result::refused;
+      }
+      T::call(k, obj, status);
       return run_result::ran;
-    case fast_path::defer:
-      return defer(d, k, obj, status);
-    case fast_path::slow:
-      break;
+    }
+    if constexpr (Full)
+      return run_slow(*d, k, obj, status, current, st);
+    else
+      return run_result::refused;
   }
-  return run_slow(d, k, obj, status, current, st);
 }
 
 }  // namespace detail
@@ -219,7 +213,7 @@ run_result run(D& d, kc_base<Obj, Status, typename D::level_type>& k,
                std::type_identity_t<Obj> obj,
                std::type_identity_t<Status> status,
                typename D::level_type current) {
-  return detail::run_one(d, k, obj, status, current);
+  return detail::run_path<true>(&d, k, obj, status, current);
 }
 
 // The same for a caller-owned kc whose type is known: the function is called
@@ -233,7 +227,7 @@ run_result run(D& d, kc<Fn, Env, Spec, Obj, Status>& k,
                std::type_identity_t<Obj> obj,
                std::type_identity_t<Status> status,
                typename D::level_type current) {
-  return detail::run_one(d, k, obj, status, current);
+  return detail::run_path<true>(&d, k, obj, status, current);
 }
 
 namespace detail {
@@ -241,15 +235,15 @@ namespace detail {
 // The part of run that needs no deferral target, for callers that cannot
 // name one (a knote's fused fire function, which klist::fire calls through
 // a pointer; its dispatcher is a template parameter of fire): run's fast
-// path alone (run_fast).
+// path alone (run_path without Full).
 // Returns: true when it called the function (k may be gone then); false
 // when it did nothing: the caller must then take run's full path, which
 // defers, refuses a queued continuation or resumes a saved deferral.
 template <class Obj, class Status, level_set L>
 bool try_run_now(kc_base<Obj, Status, L>& k, const Obj& obj,
                  const Status& status, L current) {
-  std::uint8_t st;
-  return run_fast(k, obj, status, current, st) == fast_path::ran;
+  return run_path<false, void>(nullptr, k, obj, status, current) ==
+         run_result::ran;
 }
 
 // The same for a kc whose type is known: a direct call, and at a
@@ -257,8 +251,8 @@ bool try_run_now(kc_base<Obj, Status, L>& k, const Obj& obj,
 template <class Fn, class Env, level_spec Spec, class Obj, class Status>
 bool try_run_now(kc<Fn, Env, Spec, Obj, Status>& k, const Obj& obj,
                  const Status& status, level_set_of_t<Spec> current) {
-  std::uint8_t st;
-  return run_fast(k, obj, status, current, st) == fast_path::ran;
+  return run_path<false, void>(nullptr, k, obj, status, current) ==
+         run_result::ran;
 }
 
 }  // namespace detail
