@@ -36,11 +36,11 @@ static_assert(!kcont::level_spec<int>);
 static_assert(std::is_same_v<
               kcont::level_set_of_t<kcont::static_level<app_level::realtime>>,
               app_level>);
-static_assert(kcont::is_static_immediate<
+static_assert(kcont::detail::is_static_immediate<
               kcont::static_level<kcont::bsd_level::immediate>>());
-static_assert(!kcont::is_static_immediate<
+static_assert(!kcont::detail::is_static_immediate<
               kcont::static_level<kcont::bsd_level::softnet>>());
-static_assert(!kcont::is_static_immediate<kcont::bsd_level>());
+static_assert(!kcont::detail::is_static_immediate<kcont::bsd_level>());
 
 }  // namespace
 

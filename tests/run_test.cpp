@@ -4,8 +4,14 @@
 #include <doctest/doctest.h>
 
 #include <kcont/dispatcher.hpp>
+#include <kcont/resume.hpp>
+#include <kcont/thread_dispatcher.hpp>
 
+#include <cerrno>
+#include <cstddef>
 #include <memory>
+#include <memory_resource>
+#include <system_error>
 #include <stdexcept>
 #include <vector>
 
@@ -423,4 +429,240 @@ TEST_CASE("run.custom_level_set") {
   CHECK(kcont::run(d, rt, nullptr, 2, app_level::interactive) == run_result::ran);
   CHECK(d.drain(app_level::background) == 1);
   CHECK(rec.calls == std::vector<call>{{2, nullptr, 2}, {1, nullptr, 1}});
+}
+
+// ---- resume: continuations popped or handed back (kcont/resume.hpp) ---------
+
+namespace {
+
+// A deferral target of the user's own: one kcqueue of every level, drained
+// by hand. Before kcont::resume, what it popped could only be run through
+// detail::hook_access.
+struct user_target {
+  using level_type = bsd_level;
+  static constexpr bool concurrent = false;
+  kcont::kcqueue<kcont::kc_hook> q;
+  template <std::invocable<> BeforeLink>
+  kcont::push_result push_deferred(kcont::kc_hook& h, BeforeLink&& before_link) {
+    return q.push(h, std::forward<BeforeLink>(before_link));
+  }
+};
+static_assert(kcont::deferral_target<user_target>);
+
+// A memory resource that counts the blocks it has out.
+struct live_resource : std::pmr::memory_resource {
+  int live = 0;
+  void* do_allocate(std::size_t n, std::size_t a) override {
+    ++live;
+    return ::operator new(n, std::align_val_t(a));
+  }
+  void do_deallocate(void* p, std::size_t, std::size_t a) override {
+    --live;
+    ::operator delete(p, std::align_val_t(a));
+  }
+  bool do_is_equal(const memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+};
+
+enum class io_status : unsigned char { ok, failed, cancelled };
+enum class plain_status : unsigned char { ok, failed };
+
+}  // namespace
+
+static_assert(kcont::detail::has_cancel_status<int>);
+static_assert(kcont::detail::has_cancel_status<std::error_code>);
+static_assert(kcont::detail::has_cancel_status<io_status>);
+static_assert(!kcont::detail::has_cancel_status<plain_status>);
+
+TEST_CASE("resume.runs_a_continuation_popped_from_a_user_queue_with_its_saved_values") {
+  user_target t;
+  recorder rec;
+  request r{7};
+  tagged_kc a{record_fn{}, {1, &rec}, bsd_level::softnet};
+  tagged_kc b{record_fn{}, {2, &rec}, bsd_level::process};
+  CHECK(kcont::defer(t, a, &r, 5) == run_result::deferred);
+  CHECK(kcont::defer(t, b, nullptr, 6) == run_result::deferred);
+  kcont::kc_hook* h = t.q.pop();
+  REQUIRE(h == &a);
+  CHECK(kcont::resume(*h));
+  // Popped claimed: the claim is the caller's until resume ends it.
+  h = t.q.pop_claimed([](kcont::kc_hook&) noexcept {});
+  REQUIRE(h == &b);
+  CHECK(b.is_queued());
+  CHECK(kcont::resume(*h));
+  CHECK(rec.calls == std::vector<call>{{1, &r, 5}, {2, nullptr, 6}});
+  // Both are idle again: their deferrals are consumed, a new one saves anew.
+  CHECK_FALSE(a.is_queued());
+  CHECK_FALSE(a.is_deferred());
+  CHECK_FALSE(b.is_queued());
+  CHECK_FALSE(b.is_deferred());
+  CHECK(kcont::run(t, a, &r, 8, bsd_level::process) == run_result::ran);
+  CHECK(rec.calls.back() == call{1, &r, 8});
+}
+
+TEST_CASE("resume.a_cancelled_deferral_with_the_saved_obj_and_a_given_status") {
+  kcont::manual_dispatcher<> d;
+  recorder rec;
+  request r{3};
+  tagged_kc k{record_fn{}, {1, &rec}, bsd_level::softclock};
+  CHECK(kcont::defer(d, k, &r, 0) == run_result::deferred);
+  CHECK(d.cancel(k));
+  CHECK(kcont::resume(k, -ECANCELED));  // typed: any status
+  CHECK(kcont::defer(d, k, &r, 0) == run_result::deferred);
+  CHECK(d.cancel(k));
+  CHECK(kcont::resume(k, kcont::cancelled));  // int: ECANCELED
+  CHECK(rec.calls == std::vector<call>{{1, &r, -ECANCELED}, {1, &r, ECANCELED}});
+  CHECK_FALSE(k.is_deferred());
+  CHECK_FALSE(d.has_work(bsd_level::softclock));
+}
+
+// Fuchsia's handlers receive ZX_ERR_CANCELED at shutdown: a hand-back stop
+// returns a list of continuations of mixed signatures, and each is told, in
+// its own status type, that it was cancelled; the one make_kc allocated is
+// freed after its call.
+TEST_CASE("resume.hand_back_stop_list_of_mixed_continuations_told_cancelled") {
+  struct hand_back {
+    using on_stop = kcont::hand_back_on_stop;
+  };
+  using manual_all =
+      kcont::plan_for<bsd_level, kcont::manual_runner, kcont::no_runner>;
+  kcont::thread_dispatcher<bsd_level, manual_all, hand_back> d;
+  live_resource res;
+  request r{1};
+  int seen_int = 0;
+  std::error_code seen_ec;
+  io_status seen_io = io_status::ok;
+  int seen_alloc = 0;
+  kcont::kc ki{[](request*, int* out, int s) { *out = s; }, &seen_int,
+               bsd_level::process};
+  kcont::kc ke{[](request*, std::error_code* out, std::error_code s) { *out = s; },
+               &seen_ec, bsd_level::softnet};
+  kcont::kc kio{[](int, io_status* out, io_status s) { *out = s; }, &seen_io,
+                bsd_level::softclock};
+  auto& ka = kcont::allocate_kc(std::pmr::polymorphic_allocator<std::byte>(&res),
+                                [](request*, int* out, int s) { *out = s; },
+                                &seen_alloc, bsd_level::process);
+  CHECK(kcont::defer(d, ki, &r, 0) == run_result::deferred);
+  CHECK(kcont::defer(d, ke, &r, std::error_code{}) == run_result::deferred);
+  CHECK(kcont::defer(d, kio, 4, io_status::ok) == run_result::deferred);
+  CHECK(kcont::defer(d, ka, &r, 0) == run_result::deferred);
+  CHECK(res.live == 1);
+  kcont::kcqueue<kcont::kc_hook> out;
+  CHECK(d.stop(out) == 4);
+  int n = 0;
+  while (kcont::kc_hook* h = out.pop()) {
+    CHECK(kcont::resume(*h, kcont::cancelled));
+    ++n;
+  }
+  CHECK(n == 4);
+  CHECK(seen_int == ECANCELED);
+  CHECK(seen_ec == std::errc::operation_canceled);
+  CHECK(seen_io == io_status::cancelled);
+  CHECK(seen_alloc == ECANCELED);
+  CHECK(res.live == 0);  // freed after its call
+}
+
+TEST_CASE("resume.an_allocated_continuation_is_freed_after_it_runs") {
+  user_target t;
+  live_resource res;
+  int sum = 0;
+  auto& k = kcont::allocate_kc(std::pmr::polymorphic_allocator<std::byte>(&res),
+                               [](request* r, int* s, int st) { *s += r->id + st; },
+                               &sum, bsd_level::softnet);
+  request r{10};
+  CHECK(kcont::defer(t, k, &r, 2) == run_result::deferred);
+  CHECK(res.live == 1);
+  kcont::kc_hook* h = t.q.pop();
+  REQUIRE(h != nullptr);
+  CHECK(kcont::resume(*h));
+  CHECK(sum == 12);
+  CHECK(res.live == 0);
+}
+
+TEST_CASE("resume.never_allocates") {
+  user_target t;
+  recorder rec;
+  tagged_kc k{record_fn{}, {1, &rec}, bsd_level::softnet};
+  rec.calls.reserve(3000);
+  kcont_test::allocation_scope scope;
+  for (int i = 0; i < 1000; ++i) {
+    (void)kcont::defer(t, k, nullptr, i);
+    (void)kcont::resume(*t.q.pop());
+    (void)kcont::defer(t, k, nullptr, i);
+    (void)kcont::resume(*t.q.pop(), kcont::cancelled);
+    (void)kcont::defer(t, k, nullptr, i);
+    (void)kcont::resume(*static_cast<base_t*>(t.q.pop()), -1);
+  }
+  CHECK(scope.count() == 0);
+  CHECK(rec.calls.size() == 3000);
+}
+
+TEST_CASE("resume.nothing_to_resume_is_a_contract_violation" *
+          doctest::skip(!kcont::contract_checks)) {
+  // Never deferred: no saved values, no claim.
+  CHECK(kcont_test::dies_with(
+      [] {
+        recorder rec;
+        tagged_kc k{record_fn{}, {1, &rec}, bsd_level::process};
+        (void)kcont::resume(k);
+      },
+      "resume: nothing to resume"));
+  // Resumed twice: the first resume consumed the deferral.
+  CHECK(kcont_test::dies_with(
+      [] {
+        user_target t;
+        recorder rec;
+        tagged_kc k{record_fn{}, {1, &rec}, bsd_level::process};
+        (void)kcont::defer(t, k, nullptr, 1);
+        kcont::kc_hook* h = t.q.pop();
+        (void)kcont::resume(*h);
+        (void)kcont::resume(*h);
+      },
+      "resume: nothing to resume"));
+}
+
+TEST_CASE("resume.still_linked_on_a_queue_is_a_contract_violation" *
+          doctest::skip(!kcont::contract_checks)) {
+  CHECK(kcont_test::dies_with(
+      [] {
+        auto* t = new user_target;  // never destroyed: the child aborts
+        recorder rec;
+        tagged_kc a{record_fn{}, {1, &rec}, bsd_level::process};
+        tagged_kc b{record_fn{}, {2, &rec}, bsd_level::process};
+        (void)kcont::defer(*t, a, nullptr, 1);
+        (void)kcont::defer(*t, b, nullptr, 2);
+        (void)kcont::resume(a);  // not popped
+      },
+      "resume: the continuation is still linked"));
+}
+
+TEST_CASE("resume.cancelled_without_a_cancel_status_is_a_contract_violation" *
+          doctest::skip(!kcont::contract_checks)) {
+  CHECK(kcont_test::dies_with(
+      [] {
+        user_target t;
+        plain_status seen = plain_status::ok;
+        kcont::kc k{[](int, plain_status* out, plain_status s) { *out = s; },
+                    &seen, bsd_level::process};
+        (void)kcont::defer(t, k, 1, plain_status::failed);
+        (void)kcont::resume(*t.q.pop(), kcont::cancelled);
+      },
+      "no kcont::cancel_status"));
+}
+
+// Release builds: a continuation whose status cannot say "cancelled" is
+// handed back as dispose() would: not called, freed when allocated.
+TEST_CASE("resume.cancelled_without_a_cancel_status_is_disposed_in_release" *
+          doctest::skip(kcont::contract_checks)) {
+  user_target t;
+  live_resource res;
+  int calls = 0;
+  auto& k = kcont::allocate_kc(std::pmr::polymorphic_allocator<std::byte>(&res),
+                               [](int, int* c, plain_status) { ++*c; }, &calls,
+                               bsd_level::process);
+  (void)kcont::defer(t, k, 1, plain_status::failed);
+  CHECK(kcont::resume(*t.q.pop(), kcont::cancelled));
+  CHECK(calls == 0);
+  CHECK(res.live == 0);
 }

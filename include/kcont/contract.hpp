@@ -22,6 +22,7 @@
 
 namespace kcont {
 
+namespace detail {
 // Effects: writes the violated rule and where it was caught to stderr, then
 //   aborts. Never returns. Not async-signal-safe (it only runs on a path that
 //   is already fatal).
@@ -32,6 +33,7 @@ namespace kcont {
   std::fflush(stderr);
   std::abort();
 }
+}  // namespace detail
 
 // True when KCONT_EXPECTS checks anything in this translation unit.
 #if defined(NDEBUG) && !defined(KCONT_CHECKS)
@@ -47,5 +49,5 @@ inline constexpr bool contract_checks = true;
 #else
 #define KCONT_EXPECTS(cond, rule)                                  \
   ((cond) ? static_cast<void>(0)                                   \
-          : ::kcont::contract_violated((rule), __FILE__, __LINE__))
+          : ::kcont::detail::contract_violated((rule), __FILE__, __LINE__))
 #endif

@@ -14,7 +14,12 @@
 
 #include "kcont/contract.hpp"    // IWYU pragma: export
 #include "kcont/level.hpp"       // IWYU pragma: export
+#include "kcont/kc_hook.hpp"     // IWYU pragma: export
+#include "kcont/cancel_status.hpp"  // IWYU pragma: export
+#include "kcont/kc_base.hpp"     // IWYU pragma: export
+#include "kcont/make_kc.hpp"     // IWYU pragma: export
 #include "kcont/kc.hpp"          // IWYU pragma: export
+#include "kcont/resume.hpp"      // IWYU pragma: export
 #include "kcont/kcqueue.hpp"     // IWYU pragma: export
 #include "kcont/run.hpp"         // IWYU pragma: export
 #include "kcont/drain_budget.hpp"  // IWYU pragma: export

@@ -111,15 +111,6 @@ inline constexpr bool is_static_level_v<static_level<V>> = true;
 template <class T>
 concept level_spec = level_set<T> || is_static_level_v<T>;
 
-// True for a compile-time `immediate` level: running it is a direct call.
-template <class S>
-[[nodiscard]] consteval bool is_static_immediate() noexcept {
-  if constexpr (is_static_level_v<S>)
-    return S::value == decltype(S::value)::immediate;
-  else
-    return false;
-}
-
 namespace detail {
 template <class T>
 struct level_set_of {
@@ -129,6 +120,15 @@ template <auto V>
 struct level_set_of<static_level<V>> {
   using type = decltype(V);
 };
+
+// True for a compile-time `immediate` level: running it is a direct call.
+template <class S>
+[[nodiscard]] consteval bool is_static_immediate() noexcept {
+  if constexpr (is_static_level_v<S>)
+    return S::value == decltype(S::value)::immediate;
+  else
+    return false;
+}
 }  // namespace detail
 
 // The level set a level spec belongs to.

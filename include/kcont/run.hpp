@@ -53,18 +53,13 @@ concept deferral_target =
 
 namespace detail {
 
+// The "save" row of the state table in kcont/kc_hook.hpp: plain stores,
+// whatever Concurrent says. (The one writer besides failed claims, a runner
+// clearing the previous deferral's bit, wrote before our load whenever it
+// sees the bit clear; when it sees it set we store nothing.)
 template <bool Concurrent, class Obj, class Status, class Level>
 void save_once(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s) {
-  using A = kc_base_access<Obj, Status, Level>;
-  // The queue has claimed k (queued bit set by us), so no other deferral can
-  // be here; only a racing claim attempt may touch the word, and it changes
-  // nothing, so a plain store of the deferred bit is safe, even when other
-  // threads use the queue (Concurrent): no locked read-modify-write here.
-  // The one other writer, a runner clearing the deferred bit of the previous
-  // deferral, wrote before our load whenever our load sees the bit clear (our
-  // claim read the latest value, and this load sees at least that one), and
-  // when it sees the bit set we store nothing. The saved values reach the
-  // runner through the queue's own synchronization (its lock).
+  using A = detail::kc_base_access<Obj, Status, Level>;
   const std::uint8_t st =
       hook_access::state(k).load(std::memory_order_relaxed);
   if (st & hook_access::deferred_bit)
@@ -73,7 +68,7 @@ void save_once(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s) {
   A::saved_status(k) = s;
   hook_access::state(k).store(
       static_cast<std::uint8_t>(st | hook_access::deferred_bit),
-      std::memory_order_relaxed);  // whatever Concurrent says: see above
+      std::memory_order_relaxed);
 }
 
 // The debug check behind "run a deferred continuation without a fresh obj":
@@ -107,6 +102,103 @@ run_result defer(D& d, kc_base<Obj, Status, typename D::level_type>& k,
   return pushed(r) ? run_result::deferred : run_result::refused;
 }
 
+namespace detail {
+
+// How run reaches a continuation: a kc_base through its trampoline; a kc
+// whose type is known directly, with its compile-time level when it has one.
+template <class K>
+struct run_traits;
+template <class Obj, class Status, level_set L>
+struct run_traits<kc_base<Obj, Status, L>> {
+  using type = kc_base<Obj, Status, L>;
+  static constexpr bool static_immediate = false;
+  static L level(const type& k) noexcept { return k.level(); }
+  static void call(type& k, const Obj& o, const Status& s) {
+    detail::kc_base_access<Obj, Status, L>::invoke(k, o, s);
+  }
+};
+template <class Fn, class Env, level_spec Spec, class Obj, class Status>
+struct run_traits<kc<Fn, Env, Spec, Obj, Status>> {
+  using type = kc<Fn, Env, Spec, Obj, Status>;
+  using L = level_set_of_t<Spec>;
+  static constexpr bool static_immediate = detail::is_static_immediate<Spec>();
+  static L level(const type& k) noexcept {
+    if constexpr (is_static_level_v<Spec>)
+      return L{Spec::value};
+    else
+      return k.level();
+  }
+  static void call(type& k, const Obj& o, const Status& s) {
+    kc_access<Fn, Env, Spec, Obj, Status>::call(k, o, s);
+  }
+};
+
+// run's slow path, with the state word run_path read (queued or deferred).
+template <deferral_target D, class K, class Obj, class Status>
+run_result run_slow(D& d, K& k, Obj obj, Status status,
+                    typename D::level_type current, std::uint8_t st) {
+  using T = run_traits<K>;
+  using A = detail::kc_base_access<Obj, Status, typename D::level_type>;
+  // Queued already (deferred and not yet run, or on an object's list): this
+  // request coalesces with the pending one.
+  if (st & hook_access::queued_bit) return run_result::refused;
+  if (!runs_now(T::level(k), current)) return defer(d, k, obj, status);
+  if (st & hook_access::deferred_bit) {
+    KCONT_EXPECTS(detail::no_fresh_obj(obj, A::saved_obj(k)),
+                  "run: a deferred continuation runs with its saved obj; pass "
+                  "Obj{} (the NetBSD patch's KASSERT(obj == NULL)), not a fresh one");
+    obj = A::saved_obj(k);
+    status = A::saved_status(k);
+    hook_access::clear<D::concurrent>(k, hook_access::deferred_bit);
+  }
+  T::call(k, obj, status);
+  return run_result::ran;
+}
+
+// THE fast path of run and of a knote's fire (try_run_now): when k is
+// neither queued nor carrying a deferral (one test of the state word) and
+// its level allows it at `current` (rule 1), calls its function with the
+// fresh obj/status. At a compile-time `immediate` level there is no test at
+// all: such a continuation is never deferred (defer refuses it), and running
+// it while on a queue breaks run's precondition, checked in debug builds.
+// Otherwise, with `Full` (run: d is the deferral target) it defers k or
+// takes run_slow; without (try_run_now: d is null) it returns `refused`,
+// having done nothing.
+// Returns: ran (k may be gone), or what defer / run_slow returned.
+template <bool Full, class D, class K, class Obj, class Status, level_set L>
+run_result run_path(D* d, K& k, const Obj& obj, const Status& status,
+                    L current) {
+  using T = run_traits<K>;
+  if constexpr (T::static_immediate) {
+    KCONT_EXPECTS(!k.is_queued(),
+                  "run: an immediate continuation is on a queue; pop it "
+                  "before running it");
+    (void)d;
+    (void)current;
+    T::call(k, obj, status);
+    return run_result::ran;
+  } else {
+    const std::uint8_t st =
+        hook_access::state(k).load(std::memory_order_acquire);
+    if ((st & hook_access::busy_bits) == 0) [[likely]] {
+      if (!runs_now(T::level(k), current)) {
+        if constexpr (Full)
+          return defer(*d, k, obj, status);
+        else
+          return run_result::refused;
+      }
+      T::call(k, obj, status);
+      return run_result::ran;
+    }
+    if constexpr (Full)
+      return run_slow(*d, k, obj, status, current, st);
+    else
+      return run_result::refused;
+  }
+}
+
+}  // namespace detail
+
 // Effects: calls k's function now with (obj, env, status) when its level
 //   allows it at `current` (rule 1), else defers it. A continuation that
 //   carries a deferral runs with its saved obj/status instead (rule 2); the
@@ -121,31 +213,7 @@ run_result run(D& d, kc_base<Obj, Status, typename D::level_type>& k,
                std::type_identity_t<Obj> obj,
                std::type_identity_t<Status> status,
                typename D::level_type current) {
-  using A = kc_base_access<Obj, Status, typename D::level_type>;
-  const auto st = detail::hook_access::state(k).load(std::memory_order_acquire);
-  // The common case first, with one test of the state word: neither queued
-  // nor carrying a deferral.
-  if ((st & detail::hook_access::busy_bits) == 0) [[likely]] {
-    if (!runs_now(k.level(), current)) return defer(d, k, obj, status);
-    A::invoke(k, obj, status);
-    return run_result::ran;
-  }
-
-  // Queued already (deferred and not yet run, or on an object's list): this
-  // request coalesces with the pending one.
-  if (st & detail::hook_access::queued_bit) return run_result::refused;
-  if (!runs_now(k.level(), current)) return defer(d, k, obj, status);
-  if (st & detail::hook_access::deferred_bit) {
-    KCONT_EXPECTS(detail::no_fresh_obj(obj, A::saved_obj(k)),
-                  "run: a deferred continuation runs with its saved obj; pass "
-                  "Obj{} (the NetBSD patch's KASSERT(obj == NULL)), not a fresh one");
-    obj = A::saved_obj(k);
-    status = A::saved_status(k);
-    detail::hook_access::clear<D::concurrent>(k,
-                                              detail::hook_access::deferred_bit);
-  }
-  A::invoke(k, obj, status);
-  return run_result::ran;
+  return detail::run_path<true>(&d, k, obj, status, current);
 }
 
 // The same for a caller-owned kc whose type is known: the function is called
@@ -159,104 +227,32 @@ run_result run(D& d, kc<Fn, Env, Spec, Obj, Status>& k,
                std::type_identity_t<Obj> obj,
                std::type_identity_t<Status> status,
                typename D::level_type current) {
-  using L = typename D::level_type;
-  using direct = kc_access<Fn, Env, Spec, Obj, Status>;
-  using A = kc_base_access<Obj, Status, L>;
-  if constexpr (is_static_immediate<Spec>()) {
-    // The one path with no state test: a compile-time immediate continuation
-    // is never deferred, and it must not be run while on an object's list.
-    KCONT_EXPECTS(!k.is_queued(),
-                  "run: an immediate continuation is on a queue; pop it "
-                  "before running it");
-    (void)d;
-    (void)current;
-    direct::call(k, obj, status);
-    return run_result::ran;
-  } else {
-    const auto st =
-        detail::hook_access::state(k).load(std::memory_order_acquire);
-    // The common case first, with one test of the state word.
-    if ((st & detail::hook_access::busy_bits) == 0) [[likely]] {
-      const L now = [&] {
-        if constexpr (is_static_level_v<Spec>)
-          return L{Spec::value};
-        else
-          return k.level();
-      }();
-      if (!runs_now(now, current)) return defer(d, k, obj, status);
-      direct::call(k, obj, status);
-      return run_result::ran;
-    }
-
-    if (st & detail::hook_access::queued_bit) return run_result::refused;
-    L level;
-    if constexpr (is_static_level_v<Spec>)
-      level = Spec::value;
-    else
-      level = k.level();
-    if (!runs_now(level, current))
-      return defer(d, k, obj, status);
-    if (st & detail::hook_access::deferred_bit) {
-      KCONT_EXPECTS(detail::no_fresh_obj(obj, A::saved_obj(k)),
-                    "run: a deferred continuation runs with its saved obj; "
-                    "pass Obj{} (the NetBSD patch's KASSERT(obj == NULL)), not a "
-                    "fresh one");
-      obj = A::saved_obj(k);
-      status = A::saved_status(k);
-      detail::hook_access::clear<D::concurrent>(
-          k, detail::hook_access::deferred_bit);
-    }
-    direct::call(k, obj, status);
-    return run_result::ran;
-  }
+  return detail::run_path<true>(&d, k, obj, status, current);
 }
 
 namespace detail {
 
 // The part of run that needs no deferral target, for callers that cannot
 // name one (a knote's fused fire function, which klist::fire calls through
-// a pointer; its dispatcher is a template parameter of fire): calls k's
-// function when run would call it at once with a fresh obj/status (neither
-// queued nor carrying a deferral, level allowed at `current`: rule 1).
+// a pointer; its dispatcher is a template parameter of fire): run's fast
+// path alone (run_path without Full).
 // Returns: true when it called the function (k may be gone then); false
 // when it did nothing: the caller must then take run's full path, which
 // defers, refuses a queued continuation or resumes a saved deferral.
 template <class Obj, class Status, level_set L>
 bool try_run_now(kc_base<Obj, Status, L>& k, const Obj& obj,
                  const Status& status, L current) {
-  using A = kc_base_access<Obj, Status, L>;
-  const auto st = hook_access::state(k).load(std::memory_order_acquire);
-  if ((st & hook_access::busy_bits) != 0 || !runs_now(k.level(), current))
-    return false;
-  A::invoke(k, obj, status);
-  return true;
+  return run_path<false, void>(nullptr, k, obj, status, current) ==
+         run_result::ran;
 }
 
 // The same for a kc whose type is known: a direct call, and at a
-// compile-time level no level test. At a compile-time immediate level no
-// test at all, as run's own overload: such a continuation is never
-// deferred (defer refuses it), and running it while on a queue breaks
-// run's precondition, checked in debug builds.
+// compile-time level no level test (none at all at `immediate`).
 template <class Fn, class Env, level_spec Spec, class Obj, class Status>
 bool try_run_now(kc<Fn, Env, Spec, Obj, Status>& k, const Obj& obj,
                  const Status& status, level_set_of_t<Spec> current) {
-  using L = level_set_of_t<Spec>;
-  if constexpr (is_static_immediate<Spec>()) {
-    KCONT_EXPECTS(!k.is_queued(),
-                  "run: an immediate continuation is on a queue; pop it "
-                  "before running it");
-    (void)current;
-  } else {
-    const auto st = hook_access::state(k).load(std::memory_order_acquire);
-    if ((st & hook_access::busy_bits) != 0) return false;
-    if constexpr (is_static_level_v<Spec>) {
-      if (!runs_now(L{Spec::value}, current)) return false;
-    } else {
-      if (!runs_now(k.level(), current)) return false;
-    }
-  }
-  kc_access<Fn, Env, Spec, Obj, Status>::call(k, obj, status);
-  return true;
+  return run_path<false, void>(nullptr, k, obj, status, current) ==
+         run_result::ran;
 }
 
 }  // namespace detail
