@@ -19,7 +19,9 @@ RANK = {"kc": 0, "kcqueue": 1, "run": 2, "dispatch": 3, "knote": 3,
 # header it does not know, so that its place is decided, not guessed.
 LAYER = {
     "contract.hpp": "kc", "level.hpp": "kc", "kc.hpp": "kc",
-    "detail/intrusive_queue.hpp": "kc",
+    "detail/intrusive_queue.hpp": "kc", "detail/fn_signature.hpp": "kc",
+    "kc_hook.hpp": "kc", "kc_base.hpp": "kc", "cancel_status.hpp": "kc",
+    "make_kc.hpp": "kc", "resume.hpp": "kc",
     "kcqueue.hpp": "kcqueue", "mpsc_queue.hpp": "kcqueue",
     "run.hpp": "run", "current_level.hpp": "run",
     "dispatcher.hpp": "dispatch", "runner.hpp": "dispatch", "wakeup.hpp": "dispatch",
