@@ -55,7 +55,7 @@ TEST_CASE_TEMPLATE("kcqueue.fifo_order", Lock, KCQ_LOCKS) {
   CHECK(q.push(ns.n[0]) == kcont::push_result::first);
   CHECK(q.push(ns.n[1]) == kcont::push_result::queued);
   CHECK(q.push(ns.n[2]) == kcont::push_result::queued);
-  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(q));
+  CHECK(kcont::detail::kcqueue_checker<base_t, Lock>::valid(q));
   CHECK(q.size_slow() == 3);
   CHECK(ns.n[1].is_queued());
   CHECK(q.pop() == &ns.n[0]);
@@ -64,21 +64,21 @@ TEST_CASE_TEMPLATE("kcqueue.fifo_order", Lock, KCQ_LOCKS) {
   CHECK(q.pop() == &ns.n[2]);
   CHECK(q.pop() == nullptr);
   CHECK(q.empty());
-  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(q));
+  CHECK(kcont::detail::kcqueue_checker<base_t, Lock>::valid(q));
 }
 
 TEST_CASE_TEMPLATE("kcqueue.double_enqueue_refused", Lock, KCQ_LOCKS) {
   nodes ns;
   kcont::kcqueue<base_t, Lock> q, other;
-  CHECK(kcont::pushed(q.push(ns.n[0])));
-  CHECK(kcont::pushed(q.push(ns.n[1])));
+  CHECK(kcont::detail::pushed(q.push(ns.n[0])));
+  CHECK(kcont::detail::pushed(q.push(ns.n[1])));
   // The same queue, and another queue: refused, the list intact.
   CHECK(q.push(ns.n[0]) == kcont::push_result::already_queued);
   CHECK(q.push(ns.n[1]) == kcont::push_result::already_queued);
   CHECK(other.push(ns.n[1]) == kcont::push_result::already_queued);
   CHECK(other.empty());
   CHECK(q.size_slow() == 2);
-  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(q));
+  CHECK(kcont::detail::kcqueue_checker<base_t, Lock>::valid(q));
   // Popped, it may be queued again.
   CHECK(q.pop() == &ns.n[0]);
   CHECK(other.push(ns.n[0]) == kcont::push_result::first);
@@ -90,7 +90,7 @@ TEST_CASE_TEMPLATE("kcqueue.before_link_runs_only_when_claimed", Lock, KCQ_LOCKS
   nodes ns;
   kcont::kcqueue<base_t, Lock> q;
   int calls = 0;
-  CHECK(kcont::pushed(q.push(ns.n[0], [&] { ++calls; })));
+  CHECK(kcont::detail::pushed(q.push(ns.n[0], [&] { ++calls; })));
   CHECK(q.push(ns.n[0], [&] { ++calls; }) == kcont::push_result::already_queued);
   CHECK(calls == 1);
   drain(q);
@@ -105,8 +105,8 @@ TEST_CASE_TEMPLATE("kcqueue.splice_keeps_order", Lock, KCQ_LOCKS) {
   (void)b.push(ns.n[3]);
   a.splice(b);
   CHECK(b.empty());
-  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(a));
-  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(b));
+  CHECK(kcont::detail::kcqueue_checker<base_t, Lock>::valid(a));
+  CHECK(kcont::detail::kcqueue_checker<base_t, Lock>::valid(b));
   for (int i = 0; i < 4; ++i) CHECK(a.pop() == &ns.n[i]);
   // Into an empty queue, from an empty queue, and onto itself.
   (void)b.push(ns.n[4]);
@@ -126,7 +126,7 @@ TEST_CASE_TEMPLATE("kcqueue.erase_slow", Lock, KCQ_LOCKS) {
   CHECK(q.erase_slow(ns.n[2]));  // middle
   CHECK_FALSE(q.erase_slow(ns.n[2]));
   CHECK_FALSE(ns.n[2].is_queued());
-  CHECK(kcont::kcqueue_checker<base_t, Lock>::valid(q));
+  CHECK(kcont::detail::kcqueue_checker<base_t, Lock>::valid(q));
   (void)q.push(ns.n[4]);  // the tail is right after erasing the old tail
   CHECK(q.pop() == &ns.n[1]);
   CHECK(q.pop() == &ns.n[3]);
@@ -176,7 +176,7 @@ TEST_CASE_TEMPLATE("kcqueue.threads_push_and_pop", Lock, kcont::spin_lock,
   std::atomic<int> refused{0};
   auto producer = [&](int t) {
     for (int i = 0; i < per_thread; ++i)
-      if (!kcont::pushed(q.push(*items[static_cast<std::size_t>(t * per_thread + i)])))
+      if (!kcont::detail::pushed(q.push(*items[static_cast<std::size_t>(t * per_thread + i)])))
         ++refused;
   };
   std::thread p1(producer, 0), p2(producer, 1);

@@ -100,7 +100,7 @@ TEST_CASE("mpsc_queue.pop_claimed_keeps_the_claim_until_resumed") {
   CHECK(q.push(k) == push_result::already_queued);
   CHECK_FALSE(q.erase_slow(k));  // but it is no longer on the queue
   // What a dispatcher does next: resume it; take_saved ends the claim.
-  kcont::detail::hook_access::op(*h, kcont::kc_op::resume_shared);
+  kcont::detail::hook_access::op(*h, kcont::detail::kc_op::resume_shared);
   CHECK(total == 1);
   CHECK_FALSE(k.is_queued());
   CHECK(q.push(k) == push_result::first);

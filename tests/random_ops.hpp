@@ -343,7 +343,7 @@ inline std::string run_ops(const std::uint8_t* data, std::size_t size) {
     if (why.tellp() == 0)
       for (std::size_t q = 0; q < 2; ++q)
         if (queues[q].size_slow() != mq[q].size() ||
-            !kcont::kcqueue_checker<base_t, kcont::no_lock>::valid(queues[q]))
+            !kcont::detail::kcqueue_checker<base_t, kcont::no_lock>::valid(queues[q]))
           why << "queue " << q << " links or size";
   }
 

@@ -351,10 +351,10 @@ TEST_CASE("run.regression_double_enqueue_refused") {
   recorder rec;
   tagged_kc k{record_fn{}, {1, &rec}, bsd_level::process};
   kcont::kcqueue<base_t> q;
-  CHECK(kcont::pushed(q.push(k)));
+  CHECK(kcont::detail::pushed(q.push(k)));
   CHECK(q.push(k) == kcont::push_result::already_queued);
   CHECK(kcont::defer(d, k, nullptr, 0) == run_result::refused);
-  CHECK(kcont::kcqueue_checker<base_t, kcont::no_lock>::valid(q));
+  CHECK(kcont::detail::kcqueue_checker<base_t, kcont::no_lock>::valid(q));
   CHECK(q.pop() == &k);
   CHECK(q.pop() == nullptr);
   CHECK_FALSE(d.has_work(bsd_level::process));

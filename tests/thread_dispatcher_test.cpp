@@ -8,6 +8,7 @@
 
 #include <kcont/dispatcher.hpp>
 #include <kcont/posix/fd_wakeup.hpp>
+#include <kcont/resume.hpp>
 #include <kcont/run.hpp>
 
 #include <atomic>
@@ -769,7 +770,7 @@ TEST_CASE("thread_dispatcher.stop_hands_pending_work_back") {
   CHECK(nodes.total_runs() == 0);
   kcont::manual_dispatcher<> elsewhere;
   while (kcont::kc_hook* h = out.pop())
-    CHECK(kcont::pushed(elsewhere.push_deferred(*h, [] {})));
+    CHECK(kcont::detail::pushed(elsewhere.push_deferred(*h, [] {})));
   CHECK(elsewhere.drain_all() == 10);
   for (std::size_t i = 0; i < nodes.n; ++i)
     CHECK(nodes.tallies[i].sum.load() == i + 1);
@@ -790,7 +791,7 @@ TEST_CASE("thread_dispatcher.handed_back_work_pops_unqueued_and_still_deferred")
   while (kcont::kc_hook* h = out.pop()) {
     CHECK_FALSE(h->is_queued());
     CHECK(h->is_deferred());
-    kcont::detail::hook_access::op(*h, kcont::kc_op::resume);
+    (void)kcont::resume(*h);
     CHECK_FALSE(h->is_deferred());
     ++popped;
   }

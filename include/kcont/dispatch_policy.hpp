@@ -190,25 +190,25 @@ struct dispatch_knobs {
 
   // An exception reaching this noexcept frame calls std::terminate.
   static void resume_or_terminate(kc_hook& h) noexcept {
-    hook_access::op(h, kc_op::resume_shared);
+    hook_access::op(h, detail::kc_op::resume_shared);
   }
 
   // Effects: runs h (popped claimed) at `level`, handling what it throws as
   //   on_exception says. Throws: only with rethrow_exceptions.
   static void resume(kc_hook& h, on_exception& handler, Level level) {
     if constexpr (rethrows) {
-      hook_access::op(h, kc_op::resume_shared);
+      hook_access::op(h, detail::kc_op::resume_shared);
     } else if constexpr (terminates) {
       resume_or_terminate(h);
     } else {
 #if defined(__cpp_exceptions)
       try {
-        hook_access::op(h, kc_op::resume_shared);
+        hook_access::op(h, detail::kc_op::resume_shared);
       } catch (...) {
         handler(std::current_exception(), level);
       }
 #else
-      hook_access::op(h, kc_op::resume_shared);  // cannot throw
+      hook_access::op(h, detail::kc_op::resume_shared);  // cannot throw
 #endif
     }
     (void)handler;

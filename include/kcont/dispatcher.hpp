@@ -175,8 +175,8 @@ class manual_dispatcher {
         h = q.pop();
       if (h == nullptr) break;
       ++n;
-      detail::hook_access::op(*h, concurrent ? kc_op::resume_shared
-                                             : kc_op::resume);
+      detail::hook_access::op(*h, concurrent ? detail::kc_op::resume_shared
+                                             : detail::kc_op::resume);
       // *h may be gone: the function may have destroyed it.
     }
     return n;

@@ -80,10 +80,10 @@ class kc_base : public kc_hook {
   // KC_DEFERRED). Every resuming trampoline must call it. The values are
   // read before the bits are cleared: once clear, a deferral may save new
   // ones.
-  std::pair<Obj, Status> take_saved(kc_op how) noexcept {
+  std::pair<Obj, Status> take_saved(detail::kc_op how) noexcept {
     std::pair<Obj, Status> saved{obj_, status_};
     constexpr auto bits = static_cast<std::uint8_t>(deferred_bit | queued_bit);
-    if (how == kc_op::resume_shared)
+    if (how == detail::kc_op::resume_shared)
       detail::hook_access::end_claim(*this, bits);
     else
       detail::hook_access::clear<false>(*this, bits);
@@ -110,14 +110,14 @@ struct kc_base_access {
   static void invoke(base& k, Obj o, Status s) { k.invoke_(k, o, s); }
   static Obj& saved_obj(base& k) noexcept { return k.obj_; }
   static Status& saved_status(base& k) noexcept { return k.status_; }
-  static std::pair<Obj, Status> take_saved(base& k, kc_op how) noexcept {
+  static std::pair<Obj, Status> take_saved(base& k, detail::kc_op how) noexcept {
     return k.take_saved(how);
   }
 };
 
 // The one trampoline pair of every concrete continuation (kc, and the
 // allocated one of make_kc): `invoke`, the typed call run() makes with fresh
-// values, and `op`, the type-erased one queues make (kc_op). Node supplies
+// values, and `op`, the type-erased one queues make (detail::kc_op). Node supplies
 // base_type, call(obj, status), and, when `Node::autofree`, free(Node*):
 // the library then frees it right after the call, even when it throws, and
 // on discard.
@@ -139,7 +139,7 @@ struct kc_trampoline {
     }
   }
 
-  static void op(kc_hook* h, kc_op what) {
+  static void op(kc_hook* h, detail::kc_op what) {
     Node* self = static_cast<Node*>(static_cast<base*>(h));
     if constexpr (Node::autofree) {
       free_on_exit guard{self};
@@ -155,11 +155,11 @@ struct kc_trampoline {
     ~free_on_exit() { Node::free(self); }
   };
 
-  // kc_op's values put discard and resume_cancelled last: the two resumes a
+  // detail::kc_op's values put discard and resume_cancelled last: the two resumes a
   // queue makes pass one test, as before either existed.
-  static void resume(Node& self, kc_op what) {
-    if (what >= kc_op::discard) [[unlikely]] {
-      if (what == kc_op::resume_cancelled) resume_cancelled(self);
+  static void resume(Node& self, detail::kc_op what) {
+    if (what >= detail::kc_op::discard) [[unlikely]] {
+      if (what == detail::kc_op::resume_cancelled) resume_cancelled(self);
       return;
     }
     auto [o, s] = access::take_saved(self, what);
@@ -167,7 +167,7 @@ struct kc_trampoline {
   }
 
   static void resume_cancelled(Node& self) {
-    auto [o, s] = access::take_saved(self, kc_op::resume_shared);
+    auto [o, s] = access::take_saved(self, detail::kc_op::resume_shared);
     (void)s;
     if constexpr (detail::has_cancel_status<status>) {
       self.call(o, static_cast<status>(cancel_status<status>::value()));

@@ -20,7 +20,6 @@ namespace kcont {
 
 namespace detail {
 struct hook_access;
-}
 
 // What a queue or dispatcher asks of a type-erased continuation's trampoline.
 enum class kc_op : std::uint8_t {
@@ -29,6 +28,7 @@ enum class kc_op : std::uint8_t {
   discard,        // handed back without running: free it if the library owns it
   resume_cancelled,  // as resume_shared, with its Status's cancel_status
 };
+}  // namespace detail
 
 // The claim protocol: the state table.
 //
@@ -125,7 +125,7 @@ class kc_hook {
   }
 
  protected:
-  using op_fn = void (*)(kc_hook*, kc_op);
+  using op_fn = void (*)(kc_hook*, detail::kc_op);
 
   static constexpr std::uint8_t queued_bit = 1;
   static constexpr std::uint8_t deferred_bit = 2;
@@ -161,32 +161,13 @@ struct hook_access {
     return h.state_;
   }
   static std::uint8_t level(const kc_hook& h) noexcept { return h.level_; }
-  static void op(kc_hook& h, kc_op o) { h.op_(&h, o); }
+  static void op(kc_hook& h, detail::kc_op o) { h.op_(&h, o); }
 
   static constexpr std::uint8_t queued_bit = kc_hook::queued_bit;
   static constexpr std::uint8_t deferred_bit = kc_hook::deferred_bit;
   static constexpr std::uint8_t autofree_bit = kc_hook::autofree_bit;
   // Either set: run() leaves its one-test fast path.
   static constexpr std::uint8_t busy_bits = queued_bit | deferred_bit;
-
-  // Unlinks n from the singly linked list [head, tail] if it is there,
-  // fixing head and tail; n's own link is reset, its state left alone (the
-  // caller clears the queued bit with the atomicity its queue needs).
-  // Returns: true when n was on the list. Complexity: O(position of n).
-  static bool unlink_slow(kc_hook*& head, kc_hook*& tail, kc_hook& n) noexcept {
-    kc_hook* prev = nullptr;
-    for (kc_hook* p = head; p != nullptr; prev = p, p = p->next_) {
-      if (p != &n) continue;
-      if (prev == nullptr)
-        head = p->next_;
-      else
-        prev->next_ = p->next_;
-      if (tail == p) tail = prev;
-      p->next_ = nullptr;
-      return true;
-    }
-    return false;
-  }
 
   // Clears bits. `Concurrent` selects an atomic read-modify-write; without it
   // the caller guarantees no other thread touches the state word.
@@ -241,7 +222,7 @@ struct hook_access {
 // Precondition: not queued.
 inline void dispose(kc_hook& h) {
   KCONT_EXPECTS(!h.is_queued(), "dispose: the continuation is still queued");
-  detail::hook_access::op(h, kc_op::discard);
+  detail::hook_access::op(h, detail::kc_op::discard);
 }
 
 }  // namespace kcont

@@ -81,12 +81,15 @@ enum class push_result : std::uint8_t {
   queued,          // queued behind others
 };
 
+namespace detail {
+template <class T, lock_policy Lock>
+struct kcqueue_checker;
+
 // True when the push succeeded.
 [[nodiscard]] constexpr bool pushed(push_result r) noexcept {
   return r != push_result::already_queued;
 }
 
-namespace detail {
 struct nothing {
   constexpr void operator()() const noexcept {}
 };
@@ -215,12 +218,13 @@ class kcqueue {
 
  private:
   template <class, lock_policy>
-  friend struct kcqueue_checker;
+  friend struct detail::kcqueue_checker;
 
   detail::hook_queue list_;
   [[no_unique_address]] mutable Lock lock_;
 };
 
+namespace detail {
 // Validates a queue's links (fbl's checker idea): every node is marked
 // queued, the tail is the last node and has no successor. For tests.
 template <class T, lock_policy Lock>
@@ -237,5 +241,5 @@ struct kcqueue_checker {
     return last == q.list_.back();
   }
 };
-
+}  // namespace detail
 }  // namespace kcont

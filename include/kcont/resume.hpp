@@ -69,7 +69,7 @@ inline bool claim_for_resume(kc_hook& h) noexcept {
 //   concurrent deferrals of h by others are refused or absorb it, as above.
 inline bool resume(kc_hook& h) {
   if (!detail::claim_for_resume(h)) return false;
-  detail::hook_access::op(h, kc_op::resume_shared);
+  detail::hook_access::op(h, detail::kc_op::resume_shared);
   return true;
 }
 
@@ -88,7 +88,7 @@ inline bool resume(kc_hook& h) {
 // Throws, Complexity, Thread-safety: as resume(h).
 inline bool resume(kc_hook& h, cancelled_t) {
   if (!detail::claim_for_resume(h)) return false;
-  detail::hook_access::op(h, kc_op::resume_cancelled);
+  detail::hook_access::op(h, detail::kc_op::resume_cancelled);
   return true;
 }
 
@@ -101,7 +101,7 @@ bool resume(kc_base<Obj, Status, Level>& k,
             std::type_identity_t<Status> status) {
   if (!detail::claim_for_resume(k)) return false;
   using A = detail::kc_base_access<Obj, Status, Level>;
-  const Obj obj = A::take_saved(k, kc_op::resume_shared).first;
+  const Obj obj = A::take_saved(k, detail::kc_op::resume_shared).first;
   A::invoke(k, obj, status);
   return true;
 }

@@ -13,8 +13,12 @@
 //  4. run_all gives every continuation the caller's obj/status, unless that
 //     continuation was itself deferred (the NetBSD patch overwrote its loop variable).
 //
-// `post`/`dispatch`/`defer` in Asio's sense map here as: run = dispatch (now
-// when allowed), defer = always queue. Nothing here allocates.
+// In Asio's words, `kcont::run` is `asio::dispatch` (it runs k now when the
+// current level allows it, else queues it), and `kcont::defer` is
+// `asio::post`: it always queues k with obj/status saved and returns at
+// once, never running k inline whatever the current level. It is not
+// `asio::defer` (post plus a hint that the caller continues the current
+// handler); kcont has no such hint. Nothing here allocates.
 #pragma once
 
 #include <concepts>
@@ -99,7 +103,7 @@ run_result defer(D& d, kc_base<Obj, Status, typename D::level_type>& k,
   if (!is_deferrable_level(k.level())) return run_result::refused;
   const push_result r = d.push_deferred(
       k, [&] { detail::save_once<D::concurrent>(k, obj, status); });
-  return pushed(r) ? run_result::deferred : run_result::refused;
+  return detail::pushed(r) ? run_result::deferred : run_result::refused;
 }
 
 namespace detail {

@@ -353,7 +353,7 @@ class thread_dispatcher : private detail::level_runners<Level, Plan, Policy> {
   //   them, and moves every continuation still queued to `out` (unrun, still
   //   carrying its saved obj/status), highest level first, FIFO within a
   //   level. The caller owns them again: it pops them from `out` and runs
-  //   each with kcont::resume (run.hpp), hands it to another dispatcher
+  //   each with kcont::resume (resume.hpp), hands it to another dispatcher
   //   (push_deferred), or dispose()s it.
   // Returns: how many were handed back.
   // Thread-safety: any thread but a runner thread of this dispatcher.
