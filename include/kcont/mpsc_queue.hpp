@@ -28,6 +28,37 @@
 // stub would need a hook of its own), at the price of the reversal, which is
 // O(batch) once per exchange, i.e. O(1) amortised per node.
 //
+// The protocol: the state table.
+//
+//   part              held where                         written by
+//   stack_            its own cache line: a Treiber      producers (CAS), the
+//                     stack, newest first                consumer (exchange)
+//   batch_            consumer side, oldest first        holders of the consumer lock
+//   batch_nonempty_   consumer side, read without lock   holders of the consumer lock
+//
+//   operation     who                       steps and atomic operations
+//   push          any thread, a signal      claim (fetch_or queued: kc_hook.hpp's
+//                 handler                   table); before_link; next = old and
+//                                           compare_exchange_weak(stack_), seq_cst,
+//                                           retried under contention. Returns
+//                                           `first` when the stack was empty (the
+//                                           dispatcher then wakes the level's runner)
+//   pop_claimed   the consumer(s), never    without the lock: batch_nonempty_ and
+//                 a signal handler          stack_ (acquire) both empty -> return.
+//                                           Else under the lock: batch empty ->
+//                                           take_stack; unlink the head; under_lock
+//   take_stack    under the consumer lock   batch_nonempty_ = true (seq_cst) FIRST,
+//                                           then exchange(stack_, nullptr), reverse
+//                                           into the batch: empty() may say "not
+//                                           empty" a moment early, never "empty"
+//                                           while nodes are in transit (a runner
+//                                           believing that could sleep on work)
+//   empty         any thread, a signal      batch_nonempty_ and stack_, seq_cst
+//                 handler                   loads (the sleep/wake protocol of
+//                                           kcont/wakeup.hpp relies on them)
+//   erase_slow    any thread, never a       under the lock: take_stack, walk and
+//                 signal handler            unlink (O(n)), fetch_and(~queued)
+//
 // Usage:
 //   kcont::mpsc_queue<> q;                        // of kc_hook
 //   (void)q.push(k);                               // any thread, or a signal handler

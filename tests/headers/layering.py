@@ -3,7 +3,8 @@
 and its #include "kcont/..." lines point to its own layer or a lower one
 (arrows point down only). Also: the portable core (every header outside
 kcont/posix/ and kcont/posix.hpp) includes no POSIX or Linux header, and
-nothing but the umbrella headers includes kcont/kcont.hpp.
+nothing but the umbrella headers includes kcont/kcont.hpp, and no header
+is longer than MAX_LINES (one idea per header: about 400 lines).
 Usage: layering.py ROOT   (exit status 1 and one line per violation)."""
 import pathlib
 import re
@@ -37,6 +38,8 @@ LAYER = {
     "kcont.hpp": "umbrella", "posix.hpp": "umbrella",
 }
 
+MAX_LINES = 430
+
 POSIX_HEADERS = re.compile(r"#\s*include\s*<(unistd\.h|poll\.h|fcntl\.h|pthread\.h|sys/[^>]*|"
                            r"netinet/[^>]*|arpa/[^>]*|linux/[^>]*)>")
 KCONT_INCLUDE = re.compile(r'#\s*include\s*[<"]kcont/([^">]+)[">]')
@@ -52,6 +55,9 @@ def main():
             bad.append(f"kcont/{name}: not in tests/headers/layering.py's LAYER table")
             continue
         portable = not (name == "posix.hpp" or name.startswith("posix/"))
+        lines = path.read_text(encoding="utf-8").count("\n")
+        if lines > MAX_LINES:
+            bad.append(f"kcont/{name}: {lines} lines, over {MAX_LINES}: one idea per header")
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             m = KCONT_INCLUDE.search(line)
             if m:
@@ -71,7 +77,8 @@ def main():
         print(b)
     if bad:
         sys.exit(1)
-    print(f"layering: {sum(1 for _ in base.rglob('*.hpp'))} headers, every include points down")
+    print(f"layering: {sum(1 for _ in base.rglob('*.hpp'))} headers, every include points down, "
+          f"none over {MAX_LINES} lines")
 
 
 if __name__ == "__main__":
