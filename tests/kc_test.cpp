@@ -6,7 +6,10 @@
 #include <kcont/dispatcher.hpp>
 #include <kcont/run.hpp>
 
+#include <array>
 #include <cstddef>
+#include <deque>
+#include <optional>
 #include <memory_resource>
 #include <stdexcept>
 #include <system_error>
@@ -366,4 +369,42 @@ TEST_CASE("kc.destroyed_while_queued_is_a_contract_violation" *
         }
       },
       "destroyed while queued"));
+}
+
+TEST_CASE("kc.n_of_them_in_a_deque_and_an_array_of_optionals") {
+  // kc is immovable and has no default constructor: N of them are built in
+  // place, in a container that never moves its elements.
+  struct tally {
+    int sum = 0;
+    int calls = 0;
+  };
+  auto add = [](int obj, tally& t, int status) {
+    t.sum += obj * status;
+    ++t.calls;
+  };
+  using K = kcont::kc<decltype(add), tally, bsd_level>;
+  static_assert(!std::is_move_constructible_v<K>);
+  static_assert(!std::is_default_constructible_v<K>);  // hence no K[N]
+
+  constexpr int n = 8;
+  std::deque<K> grown;  // emplace_back never moves the others
+  for (int i = 0; i < n; ++i) grown.emplace_back(add, tally{}, bsd_level::softnet);
+  std::array<std::optional<K>, n> fixed;  // no allocation at all
+  for (auto& slot : fixed) slot.emplace(add, tally{}, bsd_level::softclock);
+
+  kcont::manual_dispatcher<> d;
+  for (int i = 0; i < n; ++i) {
+    CHECK(kcont::defer(d, grown[static_cast<std::size_t>(i)], i, 2) ==
+          kcont::run_result::deferred);
+    CHECK(kcont::defer(d, *fixed[static_cast<std::size_t>(i)], i, 3) ==
+          kcont::run_result::deferred);
+  }
+  d.drain_all();
+  for (int i = 0; i < n; ++i) {
+    const auto u = static_cast<std::size_t>(i);
+    CHECK(grown[u].env().calls == 1);
+    CHECK(grown[u].env().sum == i * 2);
+    CHECK(fixed[u]->env().calls == 1);
+    CHECK(fixed[u]->env().sum == i * 3);
+  }
 }
