@@ -16,13 +16,18 @@ namespace {
 using kcont::bsd_level;
 
 struct request;
-auto plain_fn = [](request*, kcont::no_env&, int) {};
-auto knote_fn = [](kcont::knote_base<long>*, kcont::no_env&, kcont::knote_cause) {};
+// Stateless function objects: what a captureless lambda is.
+struct plain_fn {
+  void operator()(request*, kcont::no_env&, int) const {}
+};
+struct knote_fn {
+  void operator()(kcont::knote_base<long>*, kcont::no_env&, kcont::knote_cause) const {}
+};
 
-using plain_kc = kcont::kc<decltype(plain_fn), kcont::no_env, bsd_level>;
+using plain_kc = kcont::kc<plain_fn, kcont::no_env, bsd_level>;
 using static_kc =
-    kcont::kc<decltype(plain_fn), kcont::no_env, kcont::static_level<bsd_level::softnet>>;
-using closure = kcont::knote_closure<kcont::user_filter, decltype(knote_fn),
+    kcont::kc<plain_fn, kcont::no_env, kcont::static_level<bsd_level::softnet>>;
+using closure = kcont::knote_closure<kcont::user_filter, knote_fn,
                                      kcont::no_env, bsd_level>;
 
 constexpr bool lp64 = sizeof(void*) == 8 && sizeof(long) == 8 && sizeof(int) == 4 &&

@@ -26,6 +26,8 @@
 //   // kcont/resume.hpp
 //
 // Holding N of them (immovable: built in place, never moved afterwards):
+//   kcont::kc_array<K, N> ks{[&](std::size_t i) { return K{fn, env_i, level}; }};
+//                                                    // kcont/kc_array.hpp
 //   std::deque<K> ks;  ks.emplace_back(fn, env, level);  // grows; never moves
 //   std::array<std::optional<K>, N> ks;  ks[i].emplace(fn, env, level);
 //   struct conn { K on_read{...}; };  // a member: the usual way, one per owner
