@@ -16,9 +16,10 @@
 //
 // Usage:
 //   kcont::kcqueue<kcont::kc_base<request*, int>> done;   // or <kc_hook>: mixed
-//   kcont::post(done, on_read, &rq1, 12);     // rq1's result
-//   kcont::post(done, on_write, &rq2, -EPIPE);  // rq2's own
-//   kcont::resume_all(done);                  // on_read(&rq1, 12), on_write(&rq2, -EPIPE)
+//   if (kcont::post(done, on_read, &rq1, 12) == kcont::push_result::already_queued)
+//     ...;                                     // on_read is pending already
+//   (void)kcont::post(done, on_write, &rq2, -EPIPE);   // rq2's own result
+//   kcont::resume_all(done);   // on_read(&rq1, 12), then on_write(&rq2, -EPIPE)
 #pragma once
 
 #include <cstddef>

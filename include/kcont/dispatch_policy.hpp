@@ -157,6 +157,13 @@ struct policy_on_stop<P> {
 // member function, or nothing.
 template <class P, class Level>
 struct policy_on_thread_start {
+  // A member of that name that fits neither form (a non-static member
+  // function, a wrong signature) would otherwise be ignored without a word.
+  static_assert(!requires { &P::on_thread_start; },
+                "kcont::thread_dispatcher: Policy::on_thread_start must be a "
+                "static member function on_thread_start(Level level, unsigned "
+                "thread), or a member type naming a default-constructible "
+                "callable f(Level, unsigned)");
   static void call(Level, unsigned) noexcept {}
 };
 template <class P, class Level>
