@@ -25,6 +25,8 @@
 //   kcont::thread_dispatcher<bsd_level, plan> d;      // threads start here
 //   kcont::defer(d, done, &req, 0);                   // any thread
 //   d.stop();                                         // or let the destructor
+//   // pin, name or set up each runner thread before its first continuation:
+//   // Policy::on_thread_start(level, thread) (kcont/dispatch_policy.hpp)
 #pragma once
 
 #include <algorithm>
