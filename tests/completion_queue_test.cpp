@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <kcont/contract.hpp>
 #include <kcont/kc.hpp>
 #include <kcont/kcqueue.hpp>
 
@@ -12,6 +13,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "support.hpp"
 
 namespace {
 
@@ -136,4 +139,18 @@ TEST_CASE("completion_queue.posts_from_other_threads_on_a_locked_queue") {
   const int base = per_thread * (per_thread - 1) / 2;
   CHECK(sums[0] == base * 1);
   CHECK(sums[1] == base * 2);
+}
+
+TEST_CASE("completion_queue.resume_all_of_a_plain_push_is_a_contract_violation" *
+          doctest::skip(!kcont::contract_checks)) {
+  // kcqueue::push saves no obj/status: resume_all would run it with none.
+  CHECK(kcont_test::dies_with(
+      [] {
+        int seen = 0;
+        kcont::kc k{[](int o, int* s, int) { *s = o; }, &seen, bsd_level::softnet};
+        kcont::kcqueue<kcont::kc_base<int, int>> q;
+        (void)q.push(k);
+        (void)kcont::resume_all(q);
+      },
+      "push it with kcont::post"));
 }
