@@ -1,7 +1,8 @@
 // The benchmark binary's main: the allocation counter (a replacement global
 // operator new counting into one atomic; read by item_check) and the run
 // context the report prints (compiler, CPU model, whether kcont's contract
-// checks are compiled in), added to Google Benchmark's own JSON context.
+// checks are compiled in, the sizes of benchmarks/sizes.hpp), added to
+// Google Benchmark's own JSON context.
 #include <benchmark/benchmark.h>
 
 #include <kcont/contract.hpp>
@@ -13,6 +14,7 @@
 #include <new>
 #include <string>
 
+#include "sizes.hpp"
 #include "support.hpp"
 
 namespace {
@@ -116,6 +118,7 @@ int main(int argc, char** argv) {
 #else
   benchmark::AddCustomContext("kcont_optimized", "no (not a release build)");
 #endif
+  kcont_bench::add_sizes_context();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -447,6 +447,44 @@ def instr_ratio(results, a, b):
     return None if x is None or y is None or y == 0 else x / y
 
 
+# The sizes benchmarks/sizes.hpp adds to the context ("kcont_sizeof <type>"),
+# with what each field is for (benchmarks/README.md, "Object sizes", has the
+# field-by-field table; tests/layout_test.cpp pins the figures on LP64).
+SIZES = [
+    ("kc", "a stateless lambda, no env: kc_base<T*, int>; Fn and Env cost 0 bytes"),
+    ("kc_base<T*, int>", "link 8 (every queue), op 8 (a queue drains any signature), "
+     "state 1 (claim protocol), level 1 (rule 1), invoke 8 (run with fresh values), "
+     "saved obj 8 + status 4 (rule 2: a deferral saves them); 10 bytes of padding"),
+    ("knote<user_filter>", "kevent fields 34 (ident, flags, sfflags, sdata, fflags, data), "
+     "field lock 1, state 4 (rules 6-8), pin_waiter 8 (debug checks only), single 1, "
+     "klist links 16 + linked 1, ops 8, continuation 8, fused fire 8, the filter 1; "
+     "30 bytes of padding"),
+    ("knote_closure", "its kc (48) and knote<user_filter> (120) in one object"),
+    ("manual_dispatcher<>", "a kcqueue (head + tail) per deferrable level; no_lock and "
+     "the schedule hook cost 0 bytes"),
+    ("thread_dispatcher<>", "an mpsc_queue per level (128: producers' and runner's cache "
+     "lines apart), runner pointers, run slots, the stop flag on its own cache line, "
+     "stop()'s mutex; each runner (its wake-up, its threads) is allocated once, at "
+     "construction"),
+]
+
+
+def render_sizes(ctx, w):
+    rows = [(name, ctx.get("kcont_sizeof " + name), why) for name, why in SIZES]
+    if all(v is None for _, v, _ in rows):
+        return
+    w("")
+    w("## Object sizes")
+    w("")
+    w("sizeof on this build (LP64); what each field is for: benchmarks/README.md, "
+      "\"Object sizes\".")
+    w("")
+    w("| type | bytes | fields |")
+    w("|---|---|---|")
+    for name, v, why in rows:
+        w(f"| `{name}` | {'?' if v is None else v} | {why} |")
+
+
 def render(results, out):
     ctx = results["context"]
     cases = collect(results)
@@ -659,6 +697,7 @@ def render(results, out):
             _, allocs = alloc_verdict(c, "baseline")
             w(f"| `{short(c.name)}` | {fmt_ns(c.ns_per_item('median'))} | "
               f"{fmt_ns(c.ns_per_item('min'))}..{fmt_ns(c.ns_per_item('max'))} | {allocs} |")
+    render_sizes(ctx, w)
     w("")
     return verdicts
 

@@ -4,9 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <kcont/dispatcher.hpp>
+#include <kcont/kc_array.hpp>
 #include <kcont/run.hpp>
 
+#include <array>
 #include <cstddef>
+#include <deque>
+#include <optional>
 #include <memory_resource>
 #include <stdexcept>
 #include <system_error>
@@ -367,3 +371,99 @@ TEST_CASE("kc.destroyed_while_queued_is_a_contract_violation" *
       },
       "destroyed while queued"));
 }
+
+TEST_CASE("kc.n_of_them_in_a_deque_and_an_array_of_optionals") {
+  // kc is immovable and has no default constructor: N of them are built in
+  // place, in a container that never moves its elements.
+  struct tally {
+    int sum = 0;
+    int calls = 0;
+  };
+  auto add = [](int obj, tally& t, int status) {
+    t.sum += obj * status;
+    ++t.calls;
+  };
+  using K = kcont::kc<decltype(add), tally, bsd_level>;
+  static_assert(!std::is_move_constructible_v<K>);
+  static_assert(!std::is_default_constructible_v<K>);  // hence no K[N]
+
+  constexpr int n = 8;
+  std::deque<K> grown;  // emplace_back never moves the others
+  for (int i = 0; i < n; ++i) grown.emplace_back(add, tally{}, bsd_level::softnet);
+  std::array<std::optional<K>, n> fixed;  // no allocation at all
+  for (auto& slot : fixed) slot.emplace(add, tally{}, bsd_level::softclock);
+
+  kcont::manual_dispatcher<> d;
+  for (int i = 0; i < n; ++i) {
+    CHECK(kcont::defer(d, grown[static_cast<std::size_t>(i)], i, 2) ==
+          kcont::run_result::deferred);
+    CHECK(kcont::defer(d, *fixed[static_cast<std::size_t>(i)], i, 3) ==
+          kcont::run_result::deferred);
+  }
+  d.drain_all();
+  for (int i = 0; i < n; ++i) {
+    const auto u = static_cast<std::size_t>(i);
+    CHECK(grown[u].env().calls == 1);
+    CHECK(grown[u].env().sum == i * 2);
+    CHECK(fixed[u]->env().calls == 1);
+    CHECK(fixed[u]->env().sum == i * 3);
+  }
+}
+
+TEST_CASE("kc.kc_array_builds_n_in_place_and_runs_each") {
+  struct conn {
+    int id = 0;
+    int last_status = 0;
+    int calls = 0;
+  };
+  auto on_read = [](int status, conn*& c, int) {
+    c->last_status = status;
+    ++c->calls;
+  };
+  using K = kcont::kc<decltype(on_read), conn*, bsd_level>;
+  std::array<conn, 6> conns{};
+  kcont::kc_array<K, 6> reads{[&](std::size_t i) {
+    conns[i].id = static_cast<int>(i);
+    return K{on_read, &conns[i], bsd_level::softnet};
+  }};
+  static_assert(sizeof(reads) == 6 * sizeof(K));  // no flag, no pointer
+  CHECK(reads.size() == 6);
+  CHECK(reads[2].env() == &conns[2]);
+
+  kcont::manual_dispatcher<> d;
+  int i = 0;
+  for (K& k : reads) {
+    CHECK(kcont::defer(d, k, 100 + i, 0) == kcont::run_result::deferred);
+    ++i;
+  }
+  d.drain_all();
+  for (std::size_t j = 0; j < conns.size(); ++j) {
+    CHECK(conns[j].calls == 1);
+    CHECK(conns[j].last_status == 100 + static_cast<int>(j));
+  }
+}
+
+#if defined(__cpp_exceptions)
+TEST_CASE("kc.kc_array_a_throwing_factory_destroys_what_it_built") {
+  static int destroyed = 0;
+  struct counted_env {
+    int* alive;
+    ~counted_env() { ++destroyed; }
+  };
+  auto fn = [](int, counted_env&, int) {};
+  using K = kcont::kc<decltype(fn), counted_env, bsd_level>;
+  destroyed = 0;
+  int dummy = 0;
+  const auto build = [&] {
+    kcont::kc_array<K, 5> ks{[&](std::size_t i) {
+      if (i == 3) throw std::runtime_error("no fourth");
+      return K{fn, counted_env{&dummy}, bsd_level::softnet};
+    }};
+  };
+  const int before = destroyed;  // temporaries' destructors count too
+  CHECK_THROWS_AS(build(), std::runtime_error);
+  // Three built, three destroyed (each counted_env temporary also counts
+  // once: the env is moved into the kc, so 3 temporaries + 3 elements).
+  CHECK(destroyed - before == 6);
+}
+#endif

@@ -34,6 +34,18 @@
 //                  hand_back_on_stop: runners stop after the continuation
 //                    they are running; stop(out) moves the rest, unrun and
 //                    with their saved obj/status, to the caller's kcqueue.
+//   on_thread_start — called on each runner thread    [nothing]
+//                  before it runs any work: pin it, name it, set up its
+//                  thread_local state. Either a static member function
+//                  `static void on_thread_start(Level level, unsigned
+//                  thread)` or a member type `using on_thread_start = F;`
+//                  (F default-constructed on that thread, then called as
+//                  F{}(level, thread)). `level` is the lowest level of the
+//                  thread's runner (its index in the plan), `thread` the
+//                  thread's index in that runner (0 .. N-1 of a
+//                  pool_runner<N>). Manual runners have no thread: never
+//                  called for them. An exception leaving it ends the
+//                  program, as from any std::thread.
 //
 // Knobs are orthogonal; a combination the dispatcher cannot honour fails to
 // compile with a message naming the knob.
@@ -42,6 +54,11 @@
 //   struct pollable : kcont::dispatch_defaults {
 //     using wakeup = kcont::fd_wakeup;
 //     using on_stop = kcont::hand_back_on_stop;
+//   };
+//   struct named : kcont::dispatch_defaults {   // each runner thread, first
+//     static void on_thread_start(kcont::bsd_level level, unsigned thread) {
+//       pthread_setname_np(pthread_self(), name_of(level, thread));
+//     }
 //   };
 #pragma once
 
@@ -136,6 +153,42 @@ struct policy_on_stop<P> {
   using type = typename P::on_stop;
 };
 
+// on_thread_start: a member type F (called as F{}(level, thread)), a static
+// member function, or nothing.
+template <class P, class Level>
+struct policy_on_thread_start {
+  // A member of that name that fits neither form (a non-static member
+  // function, a wrong signature) would otherwise be ignored without a word.
+  static_assert(!requires { &P::on_thread_start; },
+                "kcont::thread_dispatcher: Policy::on_thread_start must be a "
+                "static member function on_thread_start(Level level, unsigned "
+                "thread), or a member type naming a default-constructible "
+                "callable f(Level, unsigned)");
+  static void call(Level, unsigned) noexcept {}
+};
+template <class P, class Level>
+  requires requires { typename P::on_thread_start; }
+struct policy_on_thread_start<P, Level> {
+  using type = typename P::on_thread_start;
+  static_assert(std::default_initializable<type> &&
+                    std::invocable<type&, Level, unsigned>,
+                "kcont::thread_dispatcher: Policy::on_thread_start must be a "
+                "default-constructible callable f(Level level, unsigned "
+                "thread), or a static member function of that signature");
+  static void call(Level level, unsigned thread) {
+    type f{};
+    f(level, thread);
+  }
+};
+template <class P, class Level>
+  requires(!requires { typename P::on_thread_start; } &&
+           requires(Level l, unsigned t) { P::on_thread_start(l, t); })
+struct policy_on_thread_start<P, Level> {
+  static void call(Level level, unsigned thread) {
+    P::on_thread_start(level, thread);
+  }
+};
+
 template <class Q>
 inline constexpr bool signal_safe_queue = false;
 template <class Q>
@@ -187,6 +240,13 @@ struct dispatch_knobs {
                 "kcont::thread_dispatcher: rethrow_exceptions needs a caller to "
                 "rethrow to, and a runner thread has none: use a handler "
                 "h(std::exception_ptr, Level) or terminate_on_exception");
+
+  // Effects: the policy's on_thread_start(level, thread), if any; called
+  //   first on each runner thread (the thread's entry in
+  //   kcont/detail/level_runners.hpp).
+  static void thread_start(Level level, unsigned thread) {
+    policy_on_thread_start<Policy, Level>::call(level, thread);
+  }
 
   // An exception reaching this noexcept frame calls std::terminate.
   static void resume_or_terminate(kc_hook& h) noexcept {

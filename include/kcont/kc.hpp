@@ -24,6 +24,16 @@
 //                  &total, kcont::bsd_level::softnet};
 //   // run it now or defer it: see kcont/run.hpp; resume a popped one:
 //   // kcont/resume.hpp
+//
+// Holding N of them (immovable: built in place, never moved afterwards):
+//   kcont::kc_array<K, N> ks{[&](std::size_t i) { return K{fn, env_i, level}; }};
+//                                                    // kcont/kc_array.hpp
+//   std::deque<K> ks;  ks.emplace_back(fn, env, level);  // grows; never moves
+//   std::array<std::optional<K>, N> ks;  ks[i].emplace(fn, env, level);
+//   struct conn { K on_read{...}; };  // a member: the usual way, one per owner
+// std::vector<K> and a plain K[N] / std::array<K, N> do not compile (growth
+// moves; an array needs a default constructor, a kc has none); a
+// std::vector<std::unique_ptr<K>> works at one allocation each.
 #pragma once
 
 #include <concepts>

@@ -19,9 +19,11 @@
 #include "kcont/kc_base.hpp"              // IWYU pragma: export
 #include "kcont/make_kc.hpp"              // IWYU pragma: export
 #include "kcont/kc.hpp"                   // IWYU pragma: export
+#include "kcont/kc_array.hpp"             // IWYU pragma: export
 #include "kcont/resume.hpp"               // IWYU pragma: export
 #include "kcont/kcqueue.hpp"              // IWYU pragma: export
 #include "kcont/run.hpp"                  // IWYU pragma: export
+#include "kcont/completion_queue.hpp"     // IWYU pragma: export
 #include "kcont/drain_budget.hpp"         // IWYU pragma: export
 #include "kcont/dispatcher.hpp"           // IWYU pragma: export
 #include "kcont/current_level.hpp"        // IWYU pragma: export
@@ -35,6 +37,7 @@
 #include "kcont/knote.hpp"                // IWYU pragma: export
 #include "kcont/knote_closure.hpp"        // IWYU pragma: export
 #include "kcont/klist.hpp"                // IWYU pragma: export
+#include "kcont/always_filter.hpp"        // IWYU pragma: export
 #include "kcont/kevent.hpp"               // IWYU pragma: export
 #include "kcont/kfilters.hpp"             // IWYU pragma: export
 #include "kcont/kqueue.hpp"               // IWYU pragma: export

@@ -11,7 +11,8 @@
 // whose meaning every dispatcher shares (kcont/drain_budget.hpp). Runners
 // set the thread's current level (current_level.hpp) while they run a
 // level's continuations. The policy's knobs (queue, wakeup, idle_spin,
-// on_exception, on_stop) are listed in kcont/dispatch_policy.hpp; how a
+// on_exception, on_stop, on_thread_start: a hook run first on each runner
+// thread) are listed in kcont/dispatch_policy.hpp; how a
 // runner thread sleeps and is woken is the state table in kcont/wakeup.hpp.
 //
 // Compared with a mutex + condition variable + deque<std::function>: no
@@ -24,6 +25,8 @@
 //   kcont::thread_dispatcher<bsd_level, plan> d;      // threads start here
 //   kcont::defer(d, done, &req, 0);                   // any thread
 //   d.stop();                                         // or let the destructor
+//   // pin, name or set up each runner thread before its first continuation:
+//   // Policy::on_thread_start(level, thread) (kcont/dispatch_policy.hpp)
 #pragma once
 
 #include <algorithm>

@@ -3,10 +3,13 @@
 // public template instantiated and run briefly. tests/consumers/warnings.sh
 // builds it with -Wall -Wextra -Wpedantic -Wshadow -Werror at -O0..-O3 with
 // g++ and clang++; a warning any header causes fails that build.
+#include <kcont/always_filter.hpp>
+#include <kcont/completion_queue.hpp>
 #include <kcont/contract.hpp>
 #include <kcont/current_level.hpp>
 #include <kcont/dispatcher.hpp>
 #include <kcont/kc.hpp>
+#include <kcont/kc_array.hpp>
 #include <kcont/kcont.hpp>
 #include <kcont/kcqueue.hpp>
 #include <kcont/kevent.hpp>
@@ -178,9 +181,60 @@ struct fd_policy {
 };
 #endif
 
+std::atomic<int> thread_starts{0};
+struct start_hook {
+  void operator()(bsd_level, unsigned) const { thread_starts.fetch_add(1); }
+};
+struct hooked_policy {
+  using on_thread_start = start_hook;
+};
+struct static_hooked_policy {
+  static void on_thread_start(bsd_level, unsigned) { thread_starts.fetch_add(1); }
+};
+
+// Issue 14's shapes: a completion queue, N continuations in place, an
+// unconditional fan-out, a hook on each runner thread.
+void shapes() {
+  int sum = 0;
+  auto add = [](int o, int*& s, int st) { *s += o * st; };
+  using K = kcont::kc<decltype(add), int*, bsd_level>;
+  kcont::kc_array<K, 3> ks{[&](std::size_t) { return K{add, &sum, bsd_level::softnet}; }};
+  kcont::kcqueue<kcont::kc_base<int, int>, std::mutex> q;
+  for (std::size_t i = 0; i < ks.size(); ++i)
+    (void)kcont::post(q, ks[i], static_cast<int>(i), 10);
+  expect(kcont::resume_all(q) == 3 && sum == 30, "completion queue");
+
+  using list_t = kcont::klist<long, bsd_level, kcont::no_lock>;
+  list_t subs;
+  int n = 0;
+  kcont::knote_closure<kcont::always_filter<list_t>, count_fn, int*,
+                       kcont::static_level<bsd_level::immediate>, kcont::no_lock>
+      c{kcont::always_filter{subs}, count_fn{}, &n, kcont::at<bsd_level::immediate>};
+  expect(c.attach() == 0, "always_filter attach");
+  kcont::immediate_target<bsd_level> now;
+  expect(subs.fire(now, 0, now.lowest) == 1 && n == 1, "always_filter fires");
+  (void)c.detach();
+
+  thread_starts = 0;
+  {
+    kcont::thread_dispatcher<bsd_level, kcont::plan_for<bsd_level, kcont::pool_runner<2>, kcont::no_runner>,
+                             hooked_policy>
+        d;
+    d.stop();
+  }
+  {
+    kcont::thread_dispatcher<bsd_level, kcont::plan_for<bsd_level, kcont::thread_runner, kcont::no_runner>,
+                             static_hooked_policy>
+        d;
+    d.stop();
+  }
+  expect(thread_starts.load() == 3, "on_thread_start on each runner thread");
+}
+
 }  // namespace
 
 int main() {
+  shapes();
   // kc, run, defer, run_all, current_level, manual_dispatcher.
   kcont::manual_dispatcher<> md;
   request req{42};

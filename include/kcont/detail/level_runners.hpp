@@ -100,6 +100,7 @@ class level_runners {
         if (!r) continue;
         for (unsigned t = 0; t < r->nthreads; ++t)
           r->threads.emplace_back([this, rp = r.get(), t] {
+            knobs::thread_start(level_at<Level>(rp->lo), t);  // the policy's hook
             thread_main(*rp, rp->slots[t]);
           });
       }
