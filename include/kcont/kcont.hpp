@@ -36,5 +36,6 @@
 #include "kcont/knote_closure.hpp"        // IWYU pragma: export
 #include "kcont/klist.hpp"                // IWYU pragma: export
 #include "kcont/kevent.hpp"               // IWYU pragma: export
+#include "kcont/event_source.hpp"         // IWYU pragma: export
 #include "kcont/kfilters.hpp"             // IWYU pragma: export
 #include "kcont/kqueue.hpp"               // IWYU pragma: export

@@ -34,7 +34,7 @@ LAYER = {
     "filter.hpp": "knote", "knote.hpp": "knote", "knote_closure.hpp": "knote",
     "detail/knote_state.hpp": "knote", "detail/fire.hpp": "knote", "klist.hpp": "knote",
     "detail/kqueue_entry.hpp": "kqueue", "detail/kqueue_core.hpp": "kqueue",
-    "kevent.hpp": "kqueue", "kfilters.hpp": "kqueue", "kqueue.hpp": "kqueue",
+    "kevent.hpp": "kqueue", "kfilters.hpp": "kqueue", "event_source.hpp": "kqueue", "kqueue.hpp": "kqueue",
     "kcont.hpp": "umbrella", "posix.hpp": "umbrella",
 }
 
