@@ -96,7 +96,7 @@ SCENARIOS = [
              "single-threaded knotes (knote<F, L, no_lock>) on a klist<no_lock>, immediate continuation links on the caller's FIFO once"),
             ("BM_Activate_KnoteFifoThreadSafe", "kcont", "BM_Activate_RawQueuedFlag",
              "the same with thread-safe knotes (knote<F>: field lock, atomic state)"),
-            ("BM_Activate_Kqueue", "kcont", "BM_Activate_RawQueuedFlag",
+            ("BM_Activate_Kqueue", "kcont", "BM_Activate_RawQueuedFlagSpinLock",
              "kqueue<counting_filter, request*, spin_lock> + event_source (std::mutex): 2 posts, 1 scan"),
             ("BM_Activate_KqueueNoLock", "kcont", "BM_Activate_RawQueuedFlag",
              "the same kqueue and source with no_lock (its knotes single-threaded)"),
