@@ -12,6 +12,12 @@
 //                               set it and link it on an intrusive FIFO; the
 //                               consumer pops, clears the flag, reads and
 //                               resets the count, does the item's work
+//   BM_Activate_RawQueuedFlagSpinLock  the floor under BM_Activate_Kqueue's
+//                               locks, each taken as often as a minimal
+//                               locked design needs: the source's std::mutex
+//                               per post, the queue's spin_lock per
+//                               activation and per scan (events copied out
+//                               under it, recorded after)
 //   BM_Activate_KnoteFifo       plain knotes on a klist<no_lock>, each firing
 //                               through its filter (count in kn.data) and
 //                               running an immediate continuation that links
@@ -130,6 +136,12 @@ struct flag_node {
   bool queued = false;
 };
 
+// What a locked consumer copies out under its lock (a scan's event).
+struct record_out {
+  request* req;
+  int count;
+};
+
 struct flag_queue {
   flag_node* src_head = nullptr;  // the source's objects
   flag_node* head = nullptr;      // the consumer's FIFO
@@ -182,6 +194,74 @@ void BM_Activate_RawQueuedFlag(benchmark::State& state) {
   activate_raw_flag(state, objects, 2);
 }
 BENCHMARK(BM_Activate_RawQueuedFlag)->Apply(kcont_bench::register_case);
+
+// The floor under the locks of BM_Activate_Kqueue, taken as often as a
+// minimal thread-safe design takes them: the source's std::mutex once per
+// post (the walk of its list), the queue's spin_lock once per activation
+// (count, queued flag and link are the queue's, guarded by it) and once per
+// scan (pop every queued object, clear its flag, take and reset its count
+// into the output array); the items are recorded after the unlock, as a
+// kqueue's caller records the events a scan wrote.
+struct locked_flag_queue {
+  flag_queue q;
+  std::mutex source_lock;
+  kcont::spin_lock queue_lock;
+};
+
+[[gnu::noinline]] void round_raw_flag_locked(locked_flag_queue& lq,
+                                             std::span<record_out> out,
+                                             int activations) {
+  flag_queue& q = lq.q;
+  for (int a = 0; a < activations; ++a) {
+    std::lock_guard<std::mutex> sg(lq.source_lock);
+    for (flag_node* n = q.src_head; n != nullptr; n = n->snext) {
+      std::lock_guard<kcont::spin_lock> g(lq.queue_lock);
+      ++n->count;
+      if (n->queued) continue;  // rule 7 by hand: queued once
+      n->queued = true;
+      n->qnext = nullptr;
+      if (q.tail == nullptr)
+        q.head = n;
+      else
+        q.tail->qnext = n;
+      q.tail = n;
+    }
+  }
+  std::size_t k = 0;
+  {
+    std::lock_guard<kcont::spin_lock> g(lq.queue_lock);
+    while (k < out.size()) {
+      flag_node* n = q.head;
+      if (n == nullptr) break;
+      q.head = n->qnext;
+      if (q.head == nullptr) q.tail = nullptr;
+      n->queued = false;
+      out[k++] = record_out{n->req, n->count};
+      n->count = 0;
+    }
+  }
+  for (std::size_t i = 0; i < k; ++i) record(*out[i].req->owner, out[i].req, out[i].count);
+}
+
+void BM_Activate_RawQueuedFlagSpinLock(benchmark::State& state) {
+  tally t;
+  constexpr std::size_t n = objects;
+  constexpr int activations = 2;
+  auto reqs = make_requests(t, n);
+  auto nodes = std::make_unique<flag_node[]>(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    nodes[i].req = &reqs[i];
+    nodes[i].snext = i + 1 < n ? &nodes[i + 1] : nullptr;
+  }
+  locked_flag_queue lq;
+  lq.q.src_head = kcont_bench::opaque(nodes.get());
+  std::vector<record_out> out(n);
+  kcont_bench::item_check check(state);
+  for (auto _ : state)
+    round_raw_flag_locked(lq, out, kcont_bench::opaque(activations));
+  finish(state, check, t, n, activations);
+}
+BENCHMARK(BM_Activate_RawQueuedFlagSpinLock)->Apply(kcont_bench::register_case);
 
 // ------------------------------------------- plain knotes + a caller FIFO
 

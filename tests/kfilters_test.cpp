@@ -1,15 +1,19 @@
 // kfilters: the user filter's NOTE_FF* arithmetic and the timer filter,
 // both driven through a kqueue and, for the timer, through a plain knote.
+#include <kcont/event_source.hpp>
 #include <kcont/kfilters.hpp>
 
 #include <doctest/doctest.h>
 
 #include <kcont/dispatcher.hpp>
 
+#include <cerrno>
 #include <cstdint>
 #include <limits>
+#include <mutex>
 
 #include "kq_support.hpp"
+#include "support.hpp"
 
 using namespace kq_test;
 namespace note = kcont::note;
@@ -209,4 +213,53 @@ TEST_CASE("kfilters.counting_filter_on_an_event_source") {
   CHECK(out[0].ident == 2);
   REQUIRE(kq.change(kev{2, rx_id, ev::delete_}) == 0);
   CHECK(kq.scan(out) == 0);
+}
+
+// Issue 14, gap 3: "object i" activated directly from outside the kqueue.
+// Each connection owns its event source and registers it under its own
+// ident (kcont::ident_of); posting to one connection's source queues that
+// connection's knote only: no change list, no table lookup, no fan-out over
+// the others; any number of sources share one filter type in one kqueue.
+TEST_CASE_TEMPLATE("kfilters.object_filter_one_source_per_object", Pol, std::mutex,
+                   kcont::no_lock) {
+  constexpr kcont::filter_id conn_id{9};
+  struct conn {
+    kcont::basic_event_source<bsd_level, Pol> rx;
+    int id = 0;
+  };
+  using filter = kcont::object_filter<conn_id, kcont::basic_event_source<bsd_level, Pol>>;
+  using queue = kcont::kqueue<kcont::filters<filter>, conn*, Pol>;
+  conn conns[8];
+  queue kq;
+  for (int i = 0; i < 8; ++i) {
+    conns[i].id = i;
+    REQUIRE(kq.change({.ident = kcont::ident_of(conns[i].rx),
+                       .filter = conn_id,
+                       .flags = ev::add | ev::clear,
+                       .udata = &conns[i]}) == 0);
+  }
+  // Ident 0 names no source.
+  CHECK(kq.change({.ident = 0, .filter = conn_id, .flags = ev::add}) == EINVAL);
+  typename queue::kevent_type out[8];
+  {
+    kcont_test::allocation_scope scope;  // activation and scan never allocate
+    CHECK(conns[5].rx.post(1) == 1);
+    CHECK(conns[2].rx.post(1) == 1);
+    CHECK(conns[5].rx.post(1) == 1);  // coalesced: still one event
+    REQUIRE(kq.scan(out) == 2);
+    CHECK(scope.count() == 0);
+  }
+  CHECK(out[0].udata->id == 5);
+  CHECK(out[0].ident == kcont::ident_of(conns[5].rx));
+  CHECK(out[0].data == 2);
+  CHECK(out[1].udata->id == 2);
+  CHECK(out[1].data == 1);
+  CHECK(kq.scan(out) == 0);
+  // Deleting a knote detaches it from its own source only.
+  REQUIRE(kq.change({.ident = kcont::ident_of(conns[2].rx), .filter = conn_id,
+                     .flags = ev::delete_}) == 0);
+  CHECK(conns[2].rx.post(1) == 0);
+  CHECK(conns[3].rx.post(1) == 1);
+  REQUIRE(kq.scan(out) == 1);
+  CHECK(out[0].udata->id == 3);
 }

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <memory>
 #include <new>
 #include <thread>
@@ -367,6 +368,32 @@ TEST_CASE("kqueue.blocking_scan_is_woken_by_an_activation") {
   firer.join();
   REQUIRE(n == 1);
   CHECK(out[0].data == 1);
+}
+
+// A blocked scanner is woken once per empty-to-non-empty transition of the
+// pending list, not once per activation: one fan-out over 256 knotes while
+// a scanner sleeps is one wake-up (kqueue::wakeups counts them). Before, each
+// activation that queued a knote notified the condition variable while the
+// woken scanner had not yet retaken the kqueue's lock: up to 256 wake-ups.
+TEST_CASE("kqueue.blocked_scanner_is_woken_once_per_empty_to_nonempty") {
+  fixture f;
+  constexpr std::uintptr_t knotes = 256;
+  for (std::uintptr_t i = 0; i < knotes; ++i)
+    REQUIRE(f.change(counter(i, ev::add | ev::clear)) == 0);
+  CHECK(f.kq.wakeups() == 0);
+  for (std::uint64_t round = 1; round <= 3; ++round) {
+    std::thread firer([&] {
+      while (f.kq.waiting() == 0) std::this_thread::yield();
+      f.cs.fire(1);  // 256 activations, the list empty before the first
+    });
+    kev out[knotes];
+    std::size_t n = f.kq.scan(out, std::nullopt);
+    firer.join();
+    REQUIRE(n >= 1);
+    n += f.kq.scan(out);  // what the first scan found no more
+    CHECK(n == knotes);
+    CHECK(f.kq.wakeups() == round);
+  }
 }
 
 TEST_CASE("kqueue.scan_timeout_expires_empty") {

@@ -39,5 +39,6 @@
 #include "kcont/klist.hpp"                // IWYU pragma: export
 #include "kcont/always_filter.hpp"        // IWYU pragma: export
 #include "kcont/kevent.hpp"               // IWYU pragma: export
+#include "kcont/event_source.hpp"         // IWYU pragma: export
 #include "kcont/kfilters.hpp"             // IWYU pragma: export
 #include "kcont/kqueue.hpp"               // IWYU pragma: export

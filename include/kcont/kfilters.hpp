@@ -5,8 +5,9 @@
 // bits combined by note::ffand / ffor / ffcopy), and `timer_filter` with its
 // event source `basic_timer_source` (EVFILT_TIMER: one-shot with ev::oneshot,
 // else periodic; `data` reports the expirations since the last scan), and
-// `counting_filter` with `basic_event_source`, a generic klist-driven source
-// whose events a kqueue counts.
+// (kcont/event_source.hpp, included: `counting_filter` with
+// `basic_event_source`, a generic klist-driven source whose events a kqueue
+// counts, and `object_filter`, one such source per object).
 //
 // How timers fire: deterministically, from `timer_source::tick(now)`, which
 // the program calls (from its loop, a thread, or a test with made-up times);
@@ -36,6 +37,7 @@
 #include <ratio>
 
 #include "kcont/contract.hpp"
+#include "kcont/event_source.hpp"
 #include "kcont/kevent.hpp"
 #include "kcont/klist.hpp"
 #include "kcont/immediate_target.hpp"
@@ -318,86 +320,6 @@ class timer_filter {
   duration period_{1};
   bool oneshot_ = false;
   bool armed_ = false;
-};
-
-// A generic event source: a klist of knotes that `post(hint)` fans a
-// non-zero hint out over (an interface, a device, a socket buffer). Pair it
-// with counting_filter to register its events on a kqueue.
-//
-// Lifetime contract: outlives every knote attached to it.
-// Thread-safety: post and attach/detach may race when Lock is a real lock.
-// Usage:
-//   kcont::event_source rx;
-//   kcont::kqueue<kcont::filters<kcont::counting_filter<kcont::filter_id{1}>>> kq{rx};
-//   kq.change({.ident = 0, .filter = kcont::filter_id{1}, .flags = kcont::ev::add | kcont::ev::clear});
-//   rx.post(1);   // the knote fires; a scan reports data == 1
-template <level_set Level = bsd_level, lock_policy Lock = std::mutex>
-class basic_event_source {
- public:
-  using list_type = klist<long, Level, Lock>;
-
-  // Effects: fans `hint` out over the attached knotes (klist::fire).
-  //   A hint of 0 is reserved: filters read it as the scan's re-check.
-  // Returns: how many knotes fired. Complexity: O(knotes); no allocation.
-  template <deferral_target D>
-    requires std::same_as<typename D::level_type, Level>
-  std::size_t post(D& d, long hint, Level current) {
-    KCONT_EXPECTS(hint != 0, "event_source: hint 0 is the scan's re-check");
-    return list_.fire(d, hint, current);
-  }
-  // Effects: post for knotes whose continuations all run at once.
-  std::size_t post(long hint) {
-    immediate_target<Level> t;
-    return post(t, hint, t.lowest);
-  }
-
-  // The klist the knotes are linked on.
-  [[nodiscard]] list_type& list() noexcept { return list_; }
-
- private:
-  list_type list_;
-};
-
-// The event source with bsd_level and a std::mutex.
-using event_source = basic_event_source<>;
-
-// A filter for an event source: each post whose hint shares a bit with the
-// knote's sfflags (any post when sfflags is 0) adds 1 to data and ORs those
-// hint bits into fflags; a report returns both, and ev::clear resets them.
-// Without ev::clear the knote stays level-triggered while data != 0.
-// Thread-safety: its members run as the filter concept says.
-template <filter_id Id, class Source = event_source>
-struct counting_filter {
-  static constexpr filter_id id = Id;
-  using context_type = Source;
-  using hint_type = long;
-
-  // Effects: a filter on `source` (the kqueue passes its context).
-  explicit counting_filter(Source& source) noexcept : source_(&source) {}
-
-  // The filter_for members (kcont/knote.hpp).
-  template <class K>
-  int attach(K& kn) {
-    source_->list().insert(kn);
-    return 0;
-  }
-  template <class K>
-  void detach(K& kn) {
-    (void)source_->list().erase(kn);
-  }
-  template <class K>
-  bool event(K& kn, long hint) {
-    if (hint == 0) return kn.data != 0;
-    const auto bits = static_cast<std::uint32_t>(hint);
-    const std::uint32_t wanted = kn.sfflags != 0 ? kn.sfflags : ~std::uint32_t{0};
-    if ((bits & wanted) == 0) return false;
-    kn.data += 1;
-    kn.fflags |= bits & wanted;
-    return true;
-  }
-
- private:
-  Source* source_;
 };
 
 }  // namespace kcont

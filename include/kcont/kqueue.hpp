@@ -241,6 +241,15 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     return waiters_;
   }
 
+  // The number of times blocked scanners were woken: one wake-up (a notify
+  // of every waiting scanner) per push onto an empty pending list while a
+  // scanner waits, never one per activation. An observability counter
+  // (tests count wake-ups with it). Complexity: O(1).
+  [[nodiscard]] std::uint64_t wakeups() const {
+    std::lock_guard<Lock> g(lock_);
+    return wakeups_;
+  }
+
   // The number of registered knotes. Complexity: O(1).
   [[nodiscard]] std::size_t size() const {
     std::lock_guard<Lock> g(lock_);
@@ -263,6 +272,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   using base::pending_count_;
   using base::table_;
   using base::waiters_;
+  using base::wakeups_;
   using base::post_change;
   using base::push_pending;
   using base::unlink_locked;
@@ -309,7 +319,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     if (has(kev.flags, ev::forceoneshot)) {
       e.flags |= ev::oneshot;
       (void)e.core->set_active();
-      if (!e.core->is_disabled() && e.core->try_queue()) push_pending(e);
+      if (!e.core->is_disabled() && base::try_queue(e)) push_pending(e);
     }
     if (has(kev.flags, ev::enable))
       (void)e.core->clear_disabled();

@@ -57,7 +57,7 @@ class kqueue_core {
       for (auto& kv : table_) {
         entry& e = *kv.second;
         e.dropping = true;
-        if (e.core->is_queued()) remove_pending(e);
+        if (is_queued(e)) remove_pending(e);
         drops.push_front(e);
       }
       table_.clear();
@@ -107,13 +107,13 @@ class kqueue_core {
     if (e.dropping) return;
     knote_core& k = *e.core;
     if (!k.is_disabled() && e.ops->recheck(e)) (void)k.set_active();
-    if (k.is_active() && !k.is_disabled() && k.try_queue()) push_pending(e);
+    if (k.is_active() && !k.is_disabled() && try_queue(e)) push_pending(e);
   }
 
   // The pending list and the knote's queued bit: the state table.
   //
-  // A knote is "pending" exactly when it is on pending_ and its queued bit
-  // (knote_core::try_queue / unqueue) is set: both change together, under
+  // A knote is "pending" exactly when it is on pending_ and its entry's
+  // queued flag (try_queue / unqueue below) is set: both change together, under
   // lock_, only in push_pending, remove_pending and collect (pop, re-queue).
   // pending_count_ counts the list (FreeBSD's kq_count). An activation
   // comes from any thread (a klist's fan-out, a filter's event) through
@@ -143,33 +143,68 @@ class kqueue_core {
   //
   // A scan takes at most the entries pending at its start (FreeBSD's
   // marker), so a level-triggered re-queue is not seen twice by one scan.
-  // Blocked scanners are woken (cv_) by every push from idle while any waits.
+  // Blocked scanners are woken (cv_) by a push onto an empty list while any
+  // waits (push_pending says why that is enough).
 
   // The NetBSD patch's kq_func (see the state table above). Any thread.
   void on_activation(entry& e) {
+    // A knote already pending needs nothing (rule 7), so its activation
+    // does not take lock_: read the queued flag first. Why it is safe: a
+    // klist's activation ran the filter's event under the knote's field
+    // lock before this load; a scan that already popped the knote clears
+    // the flag before it re-checks and reports under that field lock, so
+    // either this load sees the flag clear (and takes the path below) or
+    // that re-check and report see this event: it is coalesced into the
+    // report, as an activation just before the scan took lock_ would have
+    // been. An activation without a filter event (knote::activate) carries
+    // nothing a re-check could miss: it is the same coalescing.
+    if (is_queued(e)) return;
     std::lock_guard<Lock> g(lock_);
     if (e.dropping || e.core->is_disabled()) return;
-    if (e.core->try_queue()) push_pending(e);
+    if (try_queue(e)) push_pending(e);
+  }
+
+  // The entry's queued flag, the NetBSD patch's KN_QUEUED. It is the
+  // kqueue's own (not the knote's state word, which would need a locked
+  // read-modify-write per claim and per release): written only under lock_,
+  // read without it by on_activation's early return.
+  static bool try_queue(entry& e) noexcept {
+    if (e.queued.load(std::memory_order_relaxed)) return false;
+    e.queued.store(true, std::memory_order_relaxed);
+    return true;
+  }
+  static void unqueue(entry& e) noexcept { e.queued.store(false, std::memory_order_release); }
+  static bool is_queued(const entry& e) noexcept {
+    return e.queued.load(std::memory_order_acquire);
   }
 
   // idle -> pending, after a successful try_queue. Under lock_.
+  // Blocked scanners are woken only when the list goes from empty to not
+  // empty: a scanner waits only after its collect found nothing, which
+  // leaves the list empty (collect re-queues only what it reported), so a
+  // push onto a non-empty list finds no scanner that needs waking; a
+  // notify per activation would be a system call per event.
   void push_pending(entry& e) noexcept {
+    const bool was_empty = pending_count_ == 0;
     pending_.push_back(e);
     ++pending_count_;
-    if (waiters_ != 0) cv_.notify_all();
+    if (was_empty && waiters_ != 0) {
+      ++wakeups_;
+      cv_.notify_all();
+    }
   }
   // pending -> idle. Under lock_.
   void remove_pending(entry& e) noexcept {
     pending_.erase(e);
     --pending_count_;
-    e.core->unqueue();
+    unqueue(e);
   }
 
   // Takes e out of the table and the pending list; activations racing in
   // see `dropping` and leave it alone. Under lock_.
   void unlink_locked(entry& e) {
     e.dropping = true;
-    if (e.core->is_queued()) remove_pending(e);
+    if (is_queued(e)) remove_pending(e);
     table_.erase(key{e.ident, e.filter});
   }
 
@@ -185,7 +220,7 @@ class kqueue_core {
     while (n < events.size() && budget-- > 0) {
       entry& e = *pending_.pop_front();
       --pending_count_;
-      e.core->unqueue();
+      unqueue(e);
       knote_core& k = *e.core;
       // kqueue_scan: a knote disabled while queued leaves the queue here,
       // unreported, still active (an enable re-queues it).
@@ -202,20 +237,19 @@ class kqueue_core {
         drops.push_front(e);
         continue;
       }
-      if (!e.ops->recheck(e)) {
+      const bool clear = has(e.flags, ev::clear);
+      knote_change r{};
+      if (!e.ops->recheck_report(e, static_cast<std::uint16_t>(e.flags), clear, r)) {
         (void)k.clear_active();
         continue;
       }
-      const bool clear = has(e.flags, ev::clear);
-      const knote_change r =
-          e.ops->report(e, static_cast<std::uint16_t>(e.flags), clear);
       events[n++] = kevent_type{e.ident, e.filter, e.flags, r.fflags, r.data, e.udata};
       if (clear || has(e.flags, ev::dispatch)) {
         if (has(e.flags, ev::dispatch)) k.disable();
         (void)k.clear_active();
       } else {
         // Re-queued without waking anyone: the scanner that found it returns.
-        (void)k.try_queue();
+        (void)try_queue(e);
         pending_.push_back(e);
         ++pending_count_;
       }
@@ -226,6 +260,7 @@ class kqueue_core {
   mutable Lock lock_;
   std::condition_variable_any cv_;
   std::size_t waiters_ = 0;
+  std::uint64_t wakeups_ = 0;  // notify calls (kqueue::wakeups)
   std::unordered_map<key, entry*, kqueue_key_hash> table_;
   pending_list pending_;
   std::size_t pending_count_ = 0;

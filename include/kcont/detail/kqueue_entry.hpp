@@ -4,23 +4,27 @@
 // (`filter_contexts<F...>`: the timer_source a timer_filter is built from),
 // the registration table's key (ident, filter), the per-knote `kqueue_entry`
 // (the kevent's identity, flags and udata, and its pending-list links) and
-// `kqueue_node<Owner, Fi, ...>`, which puts an entry, a knote of filter Fi
-// and the kqueue's own continuation (the NetBSD patch's kq_func) in one
-// allocation. Users never name these.
+// `kqueue_node<Owner, Fi, ...>`, which puts an entry and a knote of filter Fi
+// embedding the kqueue's own continuation (the NetBSD patch's kq_func) in
+// one allocation. Users never name these.
 #pragma once
 
+#include <atomic>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 
 #include "kcont/kc.hpp"
 #include "kcont/kcqueue.hpp"
+#include "kcont/filter.hpp"
 #include "kcont/kevent.hpp"
 #include "kcont/knote.hpp"
+#include "kcont/knote_closure.hpp"
 #include "kcont/level.hpp"
 
 namespace kcont::detail {
@@ -100,7 +104,9 @@ template <class Udata>
 struct kqueue_entry {
   struct ops_type {
     bool (*recheck)(kqueue_entry&);
-    knote_change (*report)(kqueue_entry&, std::uint16_t flags, bool clear);
+    // The scan's re-check and, when it holds, its report into `out`.
+    bool (*recheck_report)(kqueue_entry&, std::uint16_t flags, bool clear,
+                           knote_change& out);
     void (*change)(kqueue_entry&, knote_change&);
     void (*destroy)(kqueue_entry&);
   };
@@ -114,6 +120,8 @@ struct kqueue_entry {
   ev flags;  // the creating change's flags but the actions
   Udata udata;
   bool dropping = false;  // being deleted: activations must not queue it
+  // On the pending list (the state table in kcont/detail/kqueue_core.hpp).
+  std::atomic<bool> queued{false};
 };
 
 // A knote of filter Fi owned by a kqueue (Owner), with the kqueue's
@@ -123,23 +131,24 @@ struct kqueue_entry {
 template <class Owner, class Fi, class Udata, level_set Level, class KnoteLock>
 struct kqueue_node final : kqueue_entry<Udata> {
   using entry = kqueue_entry<Udata>;
-  using knote_type = knote<Fi, Level, KnoteLock>;
-  using base_type = typename knote_type::base_type;
+  using base_type = typename knote<Fi, Level, KnoteLock>::base_type;
 
   struct kq_fn {
     void operator()(base_type*, kqueue_node*& self, knote_cause) const {
       self->owner->on_activation(*self);
     }
   };
-  using cont_type =
-      kc<kq_fn, kqueue_node*, static_level<Level::immediate>, base_type*, knote_cause>;
+  // The knote embeds the kqueue's continuation (a knote_closure), so a
+  // no_lock klist's fused fire calls kq_fn directly instead of through the
+  // continuation's type-erased trampoline: one indirect call per activation.
+  using knote_type =
+      knote_closure<Fi, kq_fn, kqueue_node*, static_level<Level::immediate>, KnoteLock>;
 
   // `kept`: the change's flags as the knote keeps them (the actions off).
   kqueue_node(Owner* q, Fi f, const basic_kevent<Udata>& c, ev kept)
       : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter, kept, c.udata, false},
         owner(q),
-        cont(kq_fn{}, this, at<Level::immediate>),
-        kn(std::move(f), cont, c.ident) {
+        kn(std::move(f), kq_fn{}, this, at<Level::immediate>, c.ident) {
     this->core = &kn;
   }
 
@@ -147,8 +156,38 @@ struct kqueue_node final : kqueue_entry<Udata> {
   static bool do_recheck(entry& e) {
     return self(e).kn.filter_event(typename knote_type::hint_type{});
   }
-  static knote_change do_report(entry& e, std::uint16_t flags, bool clear) {
-    return self(e).kn.filter_report(flags, clear);
+  // The scan's two filter calls in one indirect call under one field lock
+  // (knote::filter_event then knote::filter_report would take it twice and
+  // reach the filter through the knote's ops table twice): the filter's
+  // type is known here. Holding the lock across both only removes the window
+  // in which a racing event could slip between the re-check and the report.
+  static bool do_recheck_report(entry& e, std::uint16_t flags, bool clear,
+                                knote_change& out) {
+    knote_type& kn = self(e).kn;
+    using base_ref = base_type&;
+    auto body = [&] {
+      if (!static_cast<bool>(kn.filter().event(base_ref(kn),
+                                               typename knote_type::hint_type{})))
+        return false;
+      out = knote_change{flags, 0, 0};
+      if constexpr (filter_has_touch<Fi, base_type>) {
+        kn.filter().touch(base_ref(kn), out, touch_op::process);
+      } else {
+        out.fflags = kn.fflags;
+        out.data = kn.data;
+        if (clear) {
+          kn.fflags = 0;
+          kn.data = 0;
+        }
+      }
+      return true;
+    };
+    if constexpr (std::is_same_v<KnoteLock, no_lock>) {
+      return body();
+    } else {
+      std::lock_guard<spin_lock> g(knote_access::fields_lock(kn));
+      return body();
+    }
   }
   static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
   static void do_destroy(entry& e) {
@@ -156,11 +195,10 @@ struct kqueue_node final : kqueue_entry<Udata> {
     (void)n->kn.detach();
     delete n;
   }
-  static constexpr typename entry::ops_type ops{&do_recheck, &do_report, &do_change,
+  static constexpr typename entry::ops_type ops{&do_recheck, &do_recheck_report, &do_change,
                                                 &do_destroy};
 
   Owner* owner;
-  cont_type cont;
   knote_type kn;
 };
 
