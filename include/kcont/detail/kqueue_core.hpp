@@ -218,7 +218,12 @@ class kqueue_core {
     std::size_t n = 0;
     std::size_t budget = pending_count_;
     while (n < events.size() && budget-- > 0) {
-      entry& e = *pending_.pop_front();
+      // pending_count_ says the list is not empty; the null test is for
+      // g++ 12 -O3, which otherwise sees a store through null in unqueue
+      // and rejects it (-Wstringop-overflow).
+      entry* front = pending_.pop_front();
+      if (front == nullptr) [[unlikely]] break;
+      entry& e = *front;
       --pending_count_;
       unqueue(e);
       knote_core& k = *e.core;
