@@ -209,22 +209,7 @@ TEST_CASE("kc.allocate_kc_with_pmr_deferred_then_freed") {
 
 #if defined(__cpp_exceptions)  // these need exceptions (-fno-exceptions skips them)
 namespace {
-// A memory resource that counts the blocks it has out: 0 after a test means
-// nothing the library allocated was left behind.
-struct counting_resource : std::pmr::memory_resource {
-  int live = 0;
-  void* do_allocate(std::size_t n, std::size_t a) override {
-    ++live;
-    return ::operator new(n, std::align_val_t(a));
-  }
-  void do_deallocate(void* p, std::size_t, std::size_t a) override {
-    --live;
-    ::operator delete(p, std::align_val_t(a));
-  }
-  bool do_is_equal(const memory_resource& o) const noexcept override {
-    return this == &o;
-  }
-};
+using kcont_test::counting_resource;
 }  // namespace
 
 TEST_CASE("kc.allocated_freed_even_when_the_function_throws") {

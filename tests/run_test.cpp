@@ -449,21 +449,6 @@ struct user_target {
 };
 static_assert(kcont::deferral_target<user_target>);
 
-// A memory resource that counts the blocks it has out.
-struct live_resource : std::pmr::memory_resource {
-  int live = 0;
-  void* do_allocate(std::size_t n, std::size_t a) override {
-    ++live;
-    return ::operator new(n, std::align_val_t(a));
-  }
-  void do_deallocate(void* p, std::size_t, std::size_t a) override {
-    --live;
-    ::operator delete(p, std::align_val_t(a));
-  }
-  bool do_is_equal(const memory_resource& o) const noexcept override {
-    return this == &o;
-  }
-};
 
 enum class io_status : unsigned char { ok, failed, cancelled };
 enum class plain_status : unsigned char { ok, failed };
@@ -528,7 +513,7 @@ TEST_CASE("resume.hand_back_stop_list_of_mixed_continuations_told_cancelled") {
   using manual_all =
       kcont::plan_for<bsd_level, kcont::manual_runner, kcont::no_runner>;
   kcont::thread_dispatcher<bsd_level, manual_all, hand_back> d;
-  live_resource res;
+  kcont_test::counting_resource res;
   request r{1};
   int seen_int = 0;
   std::error_code seen_ec;
@@ -565,7 +550,7 @@ TEST_CASE("resume.hand_back_stop_list_of_mixed_continuations_told_cancelled") {
 
 TEST_CASE("resume.an_allocated_continuation_is_freed_after_it_runs") {
   user_target t;
-  live_resource res;
+  kcont_test::counting_resource res;
   int sum = 0;
   auto& k = kcont::allocate_kc(std::pmr::polymorphic_allocator<std::byte>(&res),
                                [](request* r, int* s, int st) { *s += r->id + st; },
@@ -656,7 +641,7 @@ TEST_CASE("resume.cancelled_without_a_cancel_status_is_a_contract_violation" *
 TEST_CASE("resume.cancelled_without_a_cancel_status_is_disposed_in_release" *
           doctest::skip(kcont::contract_checks)) {
   user_target t;
-  live_resource res;
+  kcont_test::counting_resource res;
   int calls = 0;
   auto& k = kcont::allocate_kc(std::pmr::polymorphic_allocator<std::byte>(&res),
                                [](int, int* c, plain_status) { ++*c; }, &calls,

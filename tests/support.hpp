@@ -3,9 +3,28 @@
 
 #include <cstddef>
 #include <functional>
+#include <memory_resource>
+#include <new>
 #include <string>
 
 namespace kcont_test {
+
+// A memory resource that counts the blocks it has out: 0 after a test means
+// nothing the library allocated was left behind.
+struct counting_resource : std::pmr::memory_resource {
+  int live = 0;
+  void* do_allocate(std::size_t n, std::size_t a) override {
+    ++live;
+    return ::operator new(n, std::align_val_t(a));
+  }
+  void do_deallocate(void* p, std::size_t, std::size_t a) override {
+    --live;
+    ::operator delete(p, std::align_val_t(a));
+  }
+  bool do_is_equal(const memory_resource& o) const noexcept override {
+    return this == &o;
+  }
+};
 
 // True in a ThreadSanitizer build: fork() from a process with threads (what a
 // death test of a multi-threaded contract needs) is not supported there.
