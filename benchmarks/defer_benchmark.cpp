@@ -23,6 +23,9 @@
 //                                     bytes, in std::function's small buffer);
 //                                     the lock held for push and for pop, the
 //                                     call made outside it
+//   BM_DeferDrain_DequeMutexSwap      the same deque and mutex, drained by
+//                                     swapping the whole deque out under one
+//                                     lock, then calling each outside it
 //   BM_DeferDrain_RawFifo             intrusive singly linked FIFO of nodes
 //                                     {next, fn, obj, status, env}, no lock, no
 //                                     state: the floor
@@ -33,7 +36,8 @@
 //                                     queue per level, clear the state on run
 //   BM_DeferDrain_Kcont<Lock>         kcont::defer to a manual_dispatcher<bsd_level,
 //                                     Lock> + drain(softnet), Lock = no_lock,
-//                                     spin_lock, std::mutex
+//                                     spin_lock, std::mutex (a locked queue
+//                                     drains in batches: one lock per batch)
 //
 // G, one iteration = N single deferrals timed by hand (manual time), then an
 // untimed drain that checks them:
@@ -121,6 +125,43 @@ void BM_DeferDrain_DequeMutexFunction(benchmark::State& state) {
   finish(state, check, t);
 }
 BENCHMARK(BM_DeferDrain_DequeMutexFunction)->Apply(kcont_bench::register_case);
+
+// Loop: N x (lock; emplace_back a 16-byte lambda into std::function;
+// unlock), then until nothing is left (lock; swap the whole deque with a
+// spare one; unlock; call each, in order, outside the lock; clear): the
+// batch drain a person writes by hand. The spare deque lives across rounds,
+// so its blocks are reused, as a long-lived worker's would be.
+[[gnu::noinline]] void round_deque_swap(std::deque<std::function<void()>>& q,
+                                        std::deque<std::function<void()>>& spare,
+                                        std::mutex& m, request* reqs) {
+  for (std::size_t i = 0; i < batch; ++i) {
+    request* r = &reqs[i];
+    const int s = fresh_status();
+    std::lock_guard<std::mutex> g(m);
+    q.emplace_back([r, s] { record(*r->owner, r, s); });
+  }
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> g(m);
+      q.swap(spare);
+    }
+    if (spare.empty()) break;
+    for (auto& f : spare) f();
+    spare.clear();
+  }
+}
+
+void BM_DeferDrain_DequeMutexSwap(benchmark::State& state) {
+  tally t;
+  auto reqs = make_requests(t);
+  std::deque<std::function<void()>> q;
+  std::deque<std::function<void()>> spare;
+  std::mutex m;
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_deque_swap(q, spare, m, reqs.get());
+  finish(state, check, t);
+}
+BENCHMARK(BM_DeferDrain_DequeMutexSwap)->Apply(kcont_bench::register_case);
 
 // The floor: an intrusive FIFO node carrying what a deferral saves.
 struct raw_node {

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "dispatch_support.hpp"
 #include "support.hpp"
 
 namespace {
@@ -228,4 +229,59 @@ TEST_CASE("kcqueue.destroyed_non_empty_is_a_contract_violation" *
         (void)q.push(ns.n[0]);
       },
       "kcqueue: destroyed while it still holds continuations"));
+}
+
+// ---- the batch of a locked queue (the batch table in kcont/kcqueue.hpp) ----
+
+namespace {
+// Ends the claim pop_batch leaves on a node (what take_saved does).
+void end_claim(kcont::kc_hook& h) {
+  kcont::detail::hook_access::clear<true>(h, kcont::detail::hook_access::queued_bit);
+}
+constexpr auto no_publish = [](kcont::kc_hook&) noexcept {};
+}  // namespace
+
+TEST_CASE_TEMPLATE("kcqueue.batch_taken_with_one_lock_keeps_fifo_and_gives_back_the_rest",
+                   Lock, kcont::spin_lock, std::mutex) {
+  kcont::kcqueue<kcont::kc_hook, Lock> q;
+  nodes ns;
+  for (int i = 0; i < 3; ++i) REQUIRE(kcont::detail::pushed(q.push(ns.n[static_cast<std::size_t>(i)])));
+  REQUIRE(q.begin_batch() == kcont::detail::batch_role::owner);
+  CHECK(q.pop_batch(no_publish) == &ns.n[0]);
+  CHECK(ns.n[0].is_queued());  // claimed, as pop_claimed leaves it
+  end_claim(ns.n[0]);
+  REQUIRE(kcont::detail::pushed(q.push(ns.n[3])));  // behind the batch
+  CHECK_FALSE(q.empty());
+  q.end_batch();  // n[1], n[2] go back ahead of n[3]
+  CHECK(kcont::detail::kcqueue_checker<kcont::kc_hook, Lock>::valid(q));
+  CHECK(q.pop() == &ns.n[1]);
+  CHECK(q.pop() == &ns.n[2]);
+  CHECK(q.pop() == &ns.n[3]);
+  CHECK(q.pop() == nullptr);
+}
+
+// A cancel from another thread while a drain holds the batch: the drainer
+// answers it at its next step, unlinking the node from its private batch.
+TEST_CASE_TEMPLATE("kcqueue.cancel_of_a_batched_node_from_another_thread", Lock,
+                   kcont::spin_lock, std::mutex) {
+  kcont::kcqueue<kcont::kc_hook, Lock> q;
+  nodes ns;
+  for (std::size_t i = 0; i < 4; ++i) REQUIRE(kcont::detail::pushed(q.push(ns.n[i])));
+  REQUIRE(q.begin_batch() == kcont::detail::batch_role::owner);
+  CHECK(q.pop_batch(no_publish) == &ns.n[0]);  // "running" n[0]
+  std::atomic<bool> result{false};
+  std::thread canceller([&] { result.store(q.erase_slow(ns.n[2])); });
+  kcont_test::spin_until(
+      [&] { return kcont::detail::kcqueue_checker<kcont::kc_hook, Lock>::cancel_waiting(q); });
+  end_claim(ns.n[0]);
+  CHECK(q.pop_batch(no_publish) == &ns.n[1]);  // answers first
+  canceller.join();
+  CHECK(result.load());
+  CHECK_FALSE(ns.n[2].is_queued());
+  end_claim(ns.n[1]);
+  CHECK(q.pop_batch(no_publish) == &ns.n[3]);
+  end_claim(ns.n[3]);
+  CHECK(q.pop_batch(no_publish) == nullptr);
+  q.end_batch();
+  CHECK(q.empty());
 }

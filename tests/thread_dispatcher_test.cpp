@@ -17,6 +17,8 @@
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -25,6 +27,7 @@
 #include <type_traits>
 #include <vector>
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
@@ -1251,3 +1254,86 @@ TEST_CASE_TEMPLATE("dispatch.drain_and_drain_all_mean_the_same_on_every_dispatch
   CHECK(log.seen.back() == bsd_level::process);
   CHECK(d.drain_all() == 0);
 }
+
+// ---- wake-ups ----------------------------------------------------------------
+
+#if defined(__linux__)
+namespace {
+// The calling thread's read(2) and write(2) counts, from the kernel
+// (/proc/thread-self/io): the eventfd's writes and reads are among them.
+struct io_counts {
+  long reads = 0;
+  long writes = 0;
+};
+long io_field(const char* text, const char* name) {
+  const char* p = std::strstr(text, name);
+  return p == nullptr ? -1 : std::strtol(p + std::strlen(name), nullptr, 10);
+}
+io_counts thread_io() {
+  char buf[512] = {};
+  const int fd = ::open("/proc/thread-self/io", O_RDONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  REQUIRE(n > 0);
+  return {io_field(buf, "syscr:"), io_field(buf, "syscw:")};
+}
+
+// A continuation that defers itself again until it has run `n` times.
+template <class D>
+struct redefer {
+  D* d;
+  int n;
+  int runs = 0;
+  kcont::kc_base<int, int, bsd_level>* self = nullptr;
+};
+struct redefer_fn {
+  template <class D>
+  void operator()(int, redefer<D>*& r, int) const {
+    if (++r->runs < r->n) CHECK(kcont::defer(*r->d, *r->self, 0, 0) == kcont::run_result::deferred);
+  }
+};
+}  // namespace
+
+// Issue 12: a continuation deferring to its own manual runner, from the
+// thread draining that runner, makes no wake-up system call: the drain
+// finds the work before it returns. Counted with the kernel's per-thread
+// read/write counts: per item, no eventfd write and no read (the drain's
+// one reset, of the wake-up the first deferral from outside made, is per
+// drain).
+TEST_CASE_TEMPLATE("thread_dispatcher.defer_to_own_manual_runner_makes_no_wakeup_syscall",
+                   P, mpsc_fd, spin_fd) {
+  using D = kcont::thread_dispatcher<bsd_level, manual_all, P>;
+  D d;
+  constexpr int n = 200;
+  redefer<D> r{&d, n};
+  kcont::kc<redefer_fn, redefer<D>*, bsd_level> k{redefer_fn{}, &r, bsd_level::softnet};
+  r.self = &k;
+  REQUIRE(kcont::defer(d, k, 0, 0) == kcont::run_result::deferred);  // one write
+  const io_counts m0 = thread_io();
+  const io_counts m1 = thread_io();  // what one measurement costs
+  CHECK(d.drain(bsd_level::softnet) == static_cast<std::size_t>(n));
+  const io_counts m2 = thread_io();
+  const long reads = (m2.reads - m1.reads) - (m1.reads - m0.reads);
+  const long writes = (m2.writes - m1.writes) - (m1.writes - m0.writes);
+  CHECK(r.runs == n);
+  CHECK(writes == 0);
+  CHECK(reads <= 1);  // the drain's reset; none per item
+  CHECK_FALSE(readable(d.wait_fd(bsd_level::softnet)));
+}
+
+// The same deferral stopped by a budget: the drain re-arms the descriptor
+// as it releases the runner, so the work left is not lost.
+TEST_CASE("thread_dispatcher.own_deferral_left_by_a_budget_rearms_the_descriptor") {
+  using D = kcont::thread_dispatcher<bsd_level, manual_all, mpsc_fd>;
+  D d;
+  redefer<D> r{&d, 3};
+  kcont::kc<redefer_fn, redefer<D>*, bsd_level> k{redefer_fn{}, &r, bsd_level::softnet};
+  r.self = &k;
+  REQUIRE(kcont::defer(d, k, 0, 0) == kcont::run_result::deferred);
+  CHECK(d.drain(bsd_level::softnet, kcont::drain_budget::items(1)) == 1);
+  CHECK(readable(d.wait_fd(bsd_level::softnet)));
+  CHECK(d.drain(bsd_level::softnet) == 2);
+  CHECK_FALSE(readable(d.wait_fd(bsd_level::softnet)));
+}
+#endif

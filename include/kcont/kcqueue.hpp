@@ -93,11 +93,41 @@ struct kcqueue_checker;
 struct nothing {
   constexpr void operator()() const noexcept {}
 };
+
 // kc_hook's link, for intrusive_queue (a pointer to the private member
 // cannot be named here: see kcont/detail/intrusive_queue.hpp).
 inline constexpr kc_hook*& (*hook_next)(kc_hook&) noexcept = &hook_access::next;
 // The FIFO under kcqueue and the MPSC queue's consumer batch.
 using hook_queue = intrusive_queue<hook_next>;
+
+// A per-thread address: which thread holds a kcqueue's batch.
+inline thread_local const char thread_tag = 0;
+inline const void* this_thread_tag() noexcept { return &thread_tag; }
+
+// A cancel another thread asks a batch's drainer to make (the "cancel, in
+// a batch" row of the batch table in kcqueue). Lives on the asker's stack.
+struct batch_cancel {
+  kc_hook* node;
+  bool found = false;
+  std::atomic<bool> done{false};
+};
+
+// What a drain is to a locked kcqueue's batch (begin_batch).
+enum class batch_role : std::uint8_t {
+  owner,   // took the pending list: end_batch gives back what is left
+  nested,  // this thread's outer drain holds it: share it, do not end it
+  other,   // another thread's drain holds it: pop one by one (pop_claimed)
+};
+
+// The batch side of a locked kcqueue; empty for no_lock.
+struct kcqueue_batch {
+  hook_queue list;                  // the drainer's alone
+  const void* drainer = nullptr;             // under the lock
+  batch_cancel* request = nullptr;           // under the lock
+  std::atomic<bool> request_pending{false};  // set under the lock
+  std::atomic<bool> nonempty{false};         // written by the drainer
+};
+struct no_batch {};
 }  // namespace detail
 
 // An intrusive FIFO of continuations.
@@ -110,6 +140,45 @@ using hook_queue = intrusive_queue<hook_next>;
 // stay with it), so a later push or defer of it is not refused forever.
 // Thread-safety: every member may be called from any thread when Lock is a
 // real lock; with no_lock, from one thread at a time.
+//
+// The batch (real lock only): a drain takes the whole pending list with one
+// lock acquisition and runs it outside the lock. Its state table:
+//
+//   part            held where                 written by
+//   list_           the pending list           holders of the lock
+//   batch_.list     the drainer's private      the drainer alone, no lock
+//                   FIFO, older than list_     (a cancel asks it: below)
+//   batch_.drainer  the draining thread's tag  holders of the lock
+//   batch_.request  one waiting cancel         holders of the lock
+//
+//   operation     who                steps
+//   begin_batch   a drain            under the lock: no drainer -> become it,
+//                                    move list_ into the batch (owner); this
+//                                    thread drains already -> nested; else
+//                                    other (it pops list_ one by one)
+//   pop_batch     the drainer        a cancel request pending (relaxed load)?
+//                                    answer it under the lock. Pop the batch's
+//                                    head, no lock; empty -> one lock: answer,
+//                                    move list_ in again. The node stays
+//                                    claimed (kc_hook.hpp's table: pop
+//                                    claimed); popped(node) publishes it
+//   end_batch     the owner          under the lock: answer; what is left
+//                                    goes back to list_'s front, in order
+//                                    (a budget's rest stays ahead of later
+//                                    pushes); no drainer
+//   cancel        any thread         under the lock: on list_ -> unlink. In
+//   (erase_slow)                     the batch, drainer this thread (cancel
+//                                    from a continuation it runs: the drain
+//                                    is paused) -> unlink from the batch.
+//                                    Drainer another thread -> post request,
+//                                    wait for its answer: the drainer unlinks
+//                                    it at its next step, under the lock
+//
+// Why cancel asks instead of unlinking: the drainer walks its batch with no
+// lock and no atomic read-modify-write per node, so only the drainer may
+// change the batch's links; a cancel that unlinked a node the drainer has
+// just read as its next would hand back a node it is about to run. The
+// price: that cancel waits for the continuation the drain runs to return.
 template <class T = kc_hook, lock_policy Lock = no_lock>
 class kcqueue {
   static_assert(std::derived_from<T, kc_hook>,
@@ -194,19 +263,110 @@ class kcqueue {
     list_.append(other.list_);
   }
 
-  // Effects: unlinks n if it is on this queue.
+  // Effects: unlinks n if it is on this queue, or in the batch a drain
+  //   took from it (the batch table above).
   // Returns: true when n was removed (it is then no longer queued).
-  // Complexity: O(position of n).
+  // Complexity: O(position of n). With a real lock, when another thread's
+  //   drain holds a batch and n is not on the pending list, it waits until
+  //   that drain's next step (the continuation it runs returns).
   bool erase_slow(T& n) noexcept {
-    std::lock_guard<Lock> g(lock_);
-    if (!list_.erase_slow(n)) return false;
-    access::clear<concurrent>(n, access::queued_bit);
-    return true;
+    if constexpr (concurrent) {
+      detail::batch_cancel ask{&n};
+      for (;;) {
+        std::unique_lock<Lock> g(lock_);
+        if (list_.erase_slow(n)) {
+          access::clear<true>(n, access::queued_bit);
+          return true;
+        }
+        if (batch_.drainer == nullptr) return false;
+        if (batch_.drainer == detail::this_thread_tag())
+          return erase_from_batch(n);  // that drain waits for our return
+        if (batch_.request == nullptr) {
+          batch_.request = &ask;
+          batch_.request_pending.store(true, std::memory_order_relaxed);
+          g.unlock();
+          while (!ask.done.load(std::memory_order_acquire))
+            std::this_thread::yield();
+          return ask.found;
+        }
+        g.unlock();
+        std::this_thread::yield();  // one request at a time
+      }
+    } else {
+      std::lock_guard<Lock> g(lock_);
+      if (!list_.erase_slow(n)) return false;
+      access::clear<false>(n, access::queued_bit);
+      return true;
+    }
   }
 
-  // True when the queue holds nothing. With a real lock, a snapshot.
+  // Effects (real lock only): starts a batch drain. As owner, takes every
+  //   pending continuation into the drainer's private batch, one lock
+  //   acquisition for all of them.
+  // Returns: owner; nested (a drain on this thread holds the batch: share
+  //   it through pop_batch, do not end it); other (another thread's drain
+  //   holds it: pop one by one with pop_claimed).
+  [[nodiscard]] detail::batch_role begin_batch() noexcept
+    requires concurrent
+  {
+    std::lock_guard<Lock> g(lock_);
+    if (batch_.drainer != nullptr)
+      return batch_.drainer == detail::this_thread_tag() ? detail::batch_role::nested
+                                                         : detail::batch_role::other;
+    batch_.drainer = detail::this_thread_tag();
+    take_pending();
+    return detail::batch_role::owner;
+  }
+
+  // Effects (the batch's drainer): removes and returns the oldest
+  //   continuation of the batch, claimed as pop_claimed leaves it, with no
+  //   lock; an empty batch first takes the pending list again (one lock).
+  //   `popped(node)` runs before any cancel is answered again.
+  // Returns: the node, or nullptr when nothing is pending at all.
+  template <class Popped>
+  T* pop_batch(Popped&& popped) noexcept
+    requires concurrent
+  {
+    if (batch_.request_pending.load(std::memory_order_relaxed)) [[unlikely]] {
+      std::lock_guard<Lock> g(lock_);
+      answer_request();
+    }
+    kc_hook* n = batch_.list.pop_front();
+    if (n == nullptr) {
+      {
+        std::lock_guard<Lock> g(lock_);
+        answer_request();
+        take_pending();
+      }
+      n = batch_.list.pop_front();
+      if (n == nullptr) return nullptr;
+    }
+    if (batch_.list.empty())
+      batch_.nonempty.store(false, std::memory_order_release);
+    popped(*static_cast<T*>(n));
+    return static_cast<T*>(n);
+  }
+
+  // Effects (the batch's owner): puts what is left of the batch back at
+  //   the front of the queue, ahead of later pushes, in order; answers a
+  //   waiting cancel; ends the batch.
+  void end_batch() noexcept
+    requires concurrent
+  {
+    std::lock_guard<Lock> g(lock_);
+    answer_request();
+    batch_.list.append(list_);
+    list_ = batch_.list.take_all();
+    batch_.nonempty.store(false, std::memory_order_relaxed);
+    batch_.drainer = nullptr;
+  }
+
+  // True when the queue holds nothing (a batch being drained counts). With
+  // a real lock, a snapshot.
   [[nodiscard]] bool empty() const noexcept {
     std::lock_guard<Lock> g(lock_);
+    if constexpr (concurrent)
+      if (batch_.nonempty.load(std::memory_order_acquire)) return false;
     return list_.empty();
   }
 
@@ -220,8 +380,37 @@ class kcqueue {
   template <class, lock_policy>
   friend struct detail::kcqueue_checker;
 
+  // Under the lock: the pending list moves to the batch.
+  void take_pending() noexcept {
+    if (list_.empty()) return;
+    batch_.nonempty.store(true, std::memory_order_release);
+    batch_.list.append(list_);
+  }
+  // Under the lock, on the drainer's thread: n leaves the batch.
+  bool erase_from_batch(kc_hook& n) noexcept {
+    if (!batch_.list.erase_slow(n)) return false;
+    if (batch_.list.empty()) batch_.nonempty.store(false, std::memory_order_release);
+    access::clear<true>(n, access::queued_bit);
+    return true;
+  }
+  // Under the lock, on the drainer's thread: answers a waiting cancel.
+  void answer_request() noexcept {
+    detail::batch_cancel* r = batch_.request;
+    if (r == nullptr) return;
+    batch_.request = nullptr;
+    batch_.request_pending.store(false, std::memory_order_relaxed);
+    r->found = erase_from_batch(*r->node);
+    if (!r->found && list_.erase_slow(*r->node)) {
+      access::clear<true>(*r->node, access::queued_bit);
+      r->found = true;
+    }
+    r->done.store(true, std::memory_order_release);  // *r is the asker's: last
+  }
+
   detail::hook_queue list_;
   [[no_unique_address]] mutable Lock lock_;
+  [[no_unique_address]] std::conditional_t<concurrent, detail::kcqueue_batch,
+                                           detail::no_batch> batch_;
 };
 
 namespace detail {
@@ -239,6 +428,10 @@ struct kcqueue_checker {
       last = p;
     }
     return last == q.list_.back();
+  }
+  // True while a cancel waits for the batch's drainer to answer it.
+  static bool cancel_waiting(const kcqueue<T, Lock>& q) noexcept {
+    return q.batch_.request_pending.load(std::memory_order_acquire);
   }
 };
 }  // namespace detail

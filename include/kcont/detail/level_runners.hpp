@@ -27,6 +27,7 @@
 #include "kcont/detail/spin_hold_off.hpp"
 #include "kcont/dispatch_policy.hpp"
 #include "kcont/kc.hpp"
+#include "kcont/kcqueue.hpp"
 #include "kcont/level.hpp"
 #include "kcont/runner.hpp"
 
@@ -54,6 +55,9 @@ class level_runners {
     slot* slots = nullptr;  // max(nthreads, 1) of slots_
     std::vector<std::thread> threads;
     std::atomic<bool> draining{false};  // a manual drain is in progress
+    // The thread draining it (detail::this_thread_tag()), or null: a push
+    // from that thread needs no wake-up (see wake).
+    std::atomic<const void*> drained_by{nullptr};
     // Its own cache line: producers read it on every push that fills an
     // empty queue, and the spinning runner reads lo/hi above all the time.
     alignas(64) wakeup_type wake;
@@ -159,10 +163,12 @@ class level_runners {
       if (busy) return false;
       held[n++] = &r;
       if constexpr (requires { r.wake.reset(); }) r.wake.reset();
+      r.drained_by.store(this_thread_tag(), std::memory_order_relaxed);
       return true;
     }
     ~manual_claim() {
       for (std::size_t i = 0; i < n; ++i) {
+        held[i]->drained_by.store(nullptr, std::memory_order_relaxed);
         held[i]->draining.store(false, std::memory_order_release);
         if (self->runner_has_work(*held[i])) held[i]->wake.notify();
       }
@@ -172,9 +178,15 @@ class level_runners {
   // Wakes runner r after its queue turned non-empty. A manual runner's
   // waiter may be a poll loop, which only notify() reaches; a runner
   // thread sleeps in wait(), so a policy that can skip the wake-up while
-  // nobody sleeps (fd_wakeup::wake_sleeper) does. Signal-safe when the
-  // policy is.
+  // nobody sleeps (fd_wakeup::wake_sleeper) does. A push from the thread
+  // draining r (a continuation it runs defers to it) wakes nothing: that
+  // drain finds the work before it returns, or, stopped by its budget,
+  // re-arms the wake-up as it releases r (manual_claim). Signal-safe when
+  // the policy is.
   static void wake(runner& r) noexcept(noexcept(r.wake.notify())) {
+    if (r.k == kind::manual &&
+        r.drained_by.load(std::memory_order_relaxed) == this_thread_tag())
+      return;
     if constexpr (requires { r.wake.wake_sleeper(); }) {
       if (r.k != kind::manual) {
         r.wake.wake_sleeper();
