@@ -193,7 +193,9 @@ class manual_dispatcher {
         if constexpr (Timed)
           if (std::chrono::steady_clock::now() >= budget.deadline) break;
         if (above < levels && higher_work(above)) break;
-        kc_hook* h = q.pop();
+        // Popped claimed: the trampoline's take_saved clears queued and
+        // deferred in one store (a plain pop would clear queued twice).
+        kc_hook* h = q.pop_claimed([](kc_hook&) noexcept {});
         if (h == nullptr) break;
         ++n;
         detail::hook_access::op(*h, detail::kc_op::resume);

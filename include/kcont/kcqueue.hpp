@@ -7,10 +7,9 @@
 // BasicLockable; kcont ships `no_lock` (the default: one thread), `spin_lock`,
 // and std::mutex works as is.
 //
-// Unlike std::deque<std::function<void()>>, the queue stores nothing: a node
-// is the continuation, so a node can be on one queue at a time. Pushing a
-// continuation that is already queued (here or elsewhere) is refused and
-// reported, never a corrupted list.
+// Unlike std::deque<std::function<void()>>, a node is the continuation: on
+// one queue at a time; pushing a queued one is refused and reported. With a
+// real lock a drain takes the whole pending list at once (the batch table).
 //
 // Usage:
 //   kcont::kcqueue<kcont::kc_base<request*, int>> waiters;   // an object's callbacks
@@ -144,12 +143,8 @@ struct no_batch {};
 // The batch (real lock only): a drain takes the whole pending list with one
 // lock acquisition and runs it outside the lock. Its state table:
 //
-//   part            held where                 written by
-//   list_           the pending list           holders of the lock
-//   batch_.list     the drainer's private      the drainer alone, no lock
-//                   FIFO, older than list_     (a cancel asks it: below)
-//   batch_.drainer  the draining thread's tag  holders of the lock
-//   batch_.request  one waiting cancel         holders of the lock
+//   list_ (pending) and batch_.drainer / .request: under the lock;
+//   batch_.list: the drainer's private FIFO, older than list_, no lock.
 //
 //   operation     who                steps
 //   begin_batch   a drain            under the lock: no drainer -> become it,
@@ -174,11 +169,10 @@ struct no_batch {};
 //                                    wait for its answer: the drainer unlinks
 //                                    it at its next step, under the lock
 //
-// Why cancel asks instead of unlinking: the drainer walks its batch with no
-// lock and no atomic read-modify-write per node, so only the drainer may
-// change the batch's links; a cancel that unlinked a node the drainer has
-// just read as its next would hand back a node it is about to run. The
-// price: that cancel waits for the continuation the drain runs to return.
+// Why cancel asks: the drainer walks its batch with no lock and no atomic
+// read-modify-write per node, so only it may change the batch's links (a
+// cancel unlinking the node it has just read as its next would hand back a
+// node about to run). The price: that cancel waits for the current run.
 template <class T = kc_hook, lock_policy Lock = no_lock>
 class kcqueue {
   static_assert(std::derived_from<T, kc_hook>,
@@ -347,9 +341,8 @@ class kcqueue {
     return static_cast<T*>(n);
   }
 
-  // Effects (the batch's owner): puts what is left of the batch back at
-  //   the front of the queue, ahead of later pushes, in order; answers a
-  //   waiting cancel; ends the batch.
+  // Effects (the batch's owner): answers a waiting cancel; puts the rest
+  //   of the batch back in front, in order, ahead of later pushes.
   void end_batch() noexcept
     requires concurrent
   {
@@ -361,8 +354,7 @@ class kcqueue {
     batch_.drainer = nullptr;
   }
 
-  // True when the queue holds nothing (a batch being drained counts). With
-  // a real lock, a snapshot.
+  // True when the queue holds nothing (a batch counts). A snapshot.
   [[nodiscard]] bool empty() const noexcept {
     std::lock_guard<Lock> g(lock_);
     if constexpr (concurrent)
