@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "dispatch_support.hpp"
 #include "support.hpp"
 
 namespace {
@@ -280,6 +281,48 @@ TEST_CASE_TEMPLATE("dispatcher.cancel_of_an_item_in_a_taken_batch", Lock,
   CHECK_FALSE(c.is_queued());
   CHECK(c.is_deferred());  // handed back with its saved values (rule 9)
   CHECK_FALSE(d.cancel(c));
+}
+
+// A cancel from another thread of a continuation in the batch the drain has
+// taken, while the drain runs an earlier one of that batch which waits for
+// the cancel to return (as it would wait for a lock the cancelling thread
+// holds): the cancel wins at once, the victim never runs, and its owner
+// destroys it right after the cancel (ASan / TSan see any later touch).
+// The first batch drain (branch r13-batch) made such a cancel wait for the
+// drainer's next step: this test deadlocked there.
+TEST_CASE_TEMPLATE("dispatcher.cross_thread_cancel_of_a_batched_node_never_waits_for_the_drain",
+                   Lock, kcont::spin_lock, std::mutex) {
+  using D = locked_dispatcher<Lock>;
+  D d;
+  std::vector<int> log;
+  static std::atomic<bool> running{false};
+  static std::atomic<bool> cancel_returned{false};
+  running = false;
+  cancel_returned = false;
+  kcont::kc first{hook_fn<D>{},
+                  hook_env<D>{&log, &d,
+                              [](hook_env<D>&, int) {
+                                running.store(true);
+                                kcont_test::spin_until([] { return cancel_returned.load(); });
+                              }},
+                  bsd_level::softnet};
+  auto victim = std::make_unique<log_kc>(log_fn{}, &log, bsd_level::softnet);
+  log_kc last{log_fn{}, &log, bsd_level::softnet};
+  (void)kcont::defer(d, first, 0, 1);
+  (void)kcont::defer(d, *victim, 0, 2);
+  (void)kcont::defer(d, last, 0, 3);
+  bool won = false;
+  std::thread canceller([&] {
+    kcont_test::spin_until([] { return running.load(); });
+    won = d.cancel(*victim);
+    if (won) victim.reset();  // the owner frees it at once
+    cancel_returned.store(true);
+  });
+  CHECK(d.drain(bsd_level::softnet) == 2);
+  canceller.join();
+  CHECK(won);
+  CHECK(log == std::vector<int>{1, 3});
+  CHECK_FALSE(d.has_work(bsd_level::softnet));
 }
 
 TEST_CASE_TEMPLATE("dispatcher.budget_leaves_the_rest_of_a_batch_queued_in_order", Lock,

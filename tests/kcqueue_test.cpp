@@ -8,6 +8,7 @@
 
 #include <array>
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -234,54 +235,81 @@ TEST_CASE("kcqueue.destroyed_non_empty_is_a_contract_violation" *
 // ---- the batch of a locked queue (the batch table in kcont/kcqueue.hpp) ----
 
 namespace {
-// Ends the claim pop_batch leaves on a node (what take_saved does).
+// Ends the claim pop_claimed leaves on a node (what take_saved does).
 void end_claim(kcont::kc_hook& h) {
   kcont::detail::hook_access::clear<true>(h, kcont::detail::hook_access::queued_bit);
 }
 constexpr auto no_publish = [](kcont::kc_hook&) noexcept {};
 }  // namespace
 
-TEST_CASE_TEMPLATE("kcqueue.batch_taken_with_one_lock_keeps_fifo_and_gives_back_the_rest",
+TEST_CASE_TEMPLATE("kcqueue.batch_taken_with_one_lock_keeps_fifo_ahead_of_later_pushes",
                    Lock, kcont::spin_lock, std::mutex) {
   kcont::kcqueue<kcont::kc_hook, Lock> q;
   nodes ns;
-  for (int i = 0; i < 3; ++i) REQUIRE(kcont::detail::pushed(q.push(ns.n[static_cast<std::size_t>(i)])));
-  REQUIRE(q.begin_batch() == kcont::detail::batch_role::owner);
-  CHECK(q.pop_batch(no_publish) == &ns.n[0]);
-  CHECK(ns.n[0].is_queued());  // claimed, as pop_claimed leaves it
+  for (std::size_t i = 0; i < 3; ++i) REQUIRE(kcont::detail::pushed(q.push(ns.n[i])));
+  CHECK(q.pop_claimed(no_publish) == &ns.n[0]);  // takes n[0..2] as the batch
+  CHECK(ns.n[0].is_queued());  // claimed, not yet resumed
   end_claim(ns.n[0]);
   REQUIRE(kcont::detail::pushed(q.push(ns.n[3])));  // behind the batch
   CHECK_FALSE(q.empty());
-  q.end_batch();  // n[1], n[2] go back ahead of n[3]
+  CHECK(q.size_slow() == 3);
   CHECK(kcont::detail::kcqueue_checker<kcont::kc_hook, Lock>::valid(q));
   CHECK(q.pop() == &ns.n[1]);
   CHECK(q.pop() == &ns.n[2]);
   CHECK(q.pop() == &ns.n[3]);
   CHECK(q.pop() == nullptr);
+  CHECK(q.empty());
 }
 
-// A cancel from another thread while a drain holds the batch: the drainer
-// answers it at its next step, unlinking the node from its private batch.
-TEST_CASE_TEMPLATE("kcqueue.cancel_of_a_batched_node_from_another_thread", Lock,
-                   kcont::spin_lock, std::mutex) {
+// A cancel from another thread of a node in the batch a popper has taken,
+// while that popper holds the batch's first node claimed ("running" it and
+// doing nothing else): the cancel returns at once, the node is never
+// popped, and its owner frees it right away (ASan would see a later touch).
+TEST_CASE_TEMPLATE("kcqueue.cancel_of_a_batched_node_from_another_thread_returns_at_once",
+                   Lock, kcont::spin_lock, std::mutex) {
   kcont::kcqueue<kcont::kc_hook, Lock> q;
   nodes ns;
-  for (std::size_t i = 0; i < 4; ++i) REQUIRE(kcont::detail::pushed(q.push(ns.n[i])));
-  REQUIRE(q.begin_batch() == kcont::detail::batch_role::owner);
-  CHECK(q.pop_batch(no_publish) == &ns.n[0]);  // "running" n[0]
-  std::atomic<bool> result{false};
-  std::thread canceller([&] { result.store(q.erase_slow(ns.n[2])); });
-  kcont_test::spin_until(
-      [&] { return kcont::detail::kcqueue_checker<kcont::kc_hook, Lock>::cancel_waiting(q); });
+  std::vector<int> log;
+  auto victim = std::make_unique<node_t>(record_fn{}, &log, bsd_level::process);
+  REQUIRE(kcont::detail::pushed(q.push(ns.n[0])));
+  REQUIRE(kcont::detail::pushed(q.push(ns.n[1])));
+  REQUIRE(kcont::detail::pushed(q.push(*victim)));
+  REQUIRE(kcont::detail::pushed(q.push(ns.n[3])));
+  CHECK(q.pop_claimed(no_publish) == &ns.n[0]);  // the batch is taken
+  bool result = false;
+  std::thread canceller([&] {
+    result = q.erase_slow(*victim);
+    if (result) victim.reset();  // the owner may free it at once
+  });
+  canceller.join();  // with n[0] still claimed: nobody waits for its run
+  CHECK(result);
+  CHECK(victim == nullptr);
+  // The head of the batch too: the next node a pop would take.
+  std::thread head_canceller([&] { CHECK(q.erase_slow(ns.n[1])); });
+  head_canceller.join();
+  CHECK_FALSE(ns.n[1].is_queued());
   end_claim(ns.n[0]);
-  CHECK(q.pop_batch(no_publish) == &ns.n[1]);  // answers first
-  canceller.join();
-  CHECK(result.load());
-  CHECK_FALSE(ns.n[2].is_queued());
-  end_claim(ns.n[1]);
-  CHECK(q.pop_batch(no_publish) == &ns.n[3]);
+  CHECK(q.pop_claimed(no_publish) == &ns.n[3]);
   end_claim(ns.n[3]);
-  CHECK(q.pop_batch(no_publish) == nullptr);
-  q.end_batch();
+  CHECK(q.pop_claimed(no_publish) == nullptr);
   CHECK(q.empty());
+}
+
+// Splice moves a taken batch first (it is older than the pending list).
+TEST_CASE_TEMPLATE("kcqueue.splice_moves_a_taken_batch_ahead_of_the_pending_list", Lock,
+                   kcont::spin_lock, std::mutex) {
+  kcont::kcqueue<kcont::kc_hook, Lock> a;
+  kcont::kcqueue<kcont::kc_hook, Lock> b;
+  nodes ns;
+  for (std::size_t i = 0; i < 3; ++i) REQUIRE(kcont::detail::pushed(b.push(ns.n[i])));
+  CHECK(b.pop_claimed(no_publish) == &ns.n[0]);  // n[1], n[2]: b's batch
+  end_claim(ns.n[0]);
+  REQUIRE(kcont::detail::pushed(b.push(ns.n[3])));
+  a.splice(b);
+  CHECK(b.empty());
+  CHECK(kcont::detail::kcqueue_checker<kcont::kc_hook, Lock>::valid(a));
+  CHECK(a.pop() == &ns.n[1]);
+  CHECK(a.pop() == &ns.n[2]);
+  CHECK(a.pop() == &ns.n[3]);
+  CHECK(a.pop() == nullptr);
 }

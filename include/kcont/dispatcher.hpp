@@ -110,8 +110,8 @@ class manual_dispatcher {
     // The continuations run at their level (curipl), so a no-level run()
     // from inside one defers work below it instead of nesting it.
     const level_guard<Level> at_level(level);
-    if (budget.timed()) return drain_queue<true>(level_index(level), budget);
-    return drain_queue<false>(level_index(level), budget);
+    if (budget.timed()) return drain_queue<true>(queues_[level_index(level)], budget);
+    return drain_queue<false>(queues_[level_index(level)], budget);
   }
 
   // Effects: drain_all (kcont/drain_budget.hpp): runs everything queued,
@@ -131,8 +131,9 @@ class manual_dispatcher {
       // One batch of level i - 1, until a higher level has work (deferred
       // by what runs) or the budget is spent: then the scan starts again.
       const drain_budget rest{budget.count - n, budget.deadline};
+      auto& q = queues_[i - 1];
       const std::size_t ran =
-          timed ? drain_queue<true>(i - 1, rest, i) : drain_queue<false>(i - 1, rest, i);
+          timed ? drain_queue<true>(q, rest, i) : drain_queue<false>(q, rest, i);
       if (ran == 0) break;
       n += ran;
     }
@@ -161,72 +162,33 @@ class manual_dispatcher {
   [[nodiscard]] Schedule& schedule() noexcept { return schedule_; }
 
  private:
-  // Runs queue i's continuations until it is empty or the budget is spent
-  // (the deadline is read only when Timed). The caller set the level.
-  // With a real lock the queue is drained in batches (the batch table in
-  // kcont/kcqueue.hpp): one lock acquisition takes everything pending, which
-  // runs outside the lock, in order; what a budget leaves stays queued ahead
-  // of later pushes. The nodes stay claimed until the trampoline's
-  // take_saved (a deferral racing with the run is absorbed, not lost).
+  // Runs q's continuations until it is empty or the budget is spent (the
+  // deadline is read only when Timed), or, from drain_all, until a level at
+  // or above index `above` has work. The caller set the level. Takes the
+  // queue, not its index: g++ 12 -O3 folds the identical bodies of two
+  // dispatchers with different level counts and then warns (-Warray-bounds)
+  // about an index into the smaller array. Each node is popped claimed (the
+  // trampoline's take_saved ends the claim in one store; a deferral racing
+  // with the run is absorbed, not lost); with a real lock one lock
+  // acquisition takes everything pending and later pops take it without
+  // the lock (the batch table in kcont/kcqueue.hpp).
   template <bool Timed>
-  std::size_t drain_queue(std::size_t i, const drain_budget& budget,
+  std::size_t drain_queue(kcqueue<kc_hook, Lock>& q, const drain_budget& budget,
                           std::size_t above = levels) {
-    auto& q = queues_[i];
-    std::size_t n = 0;
-    if constexpr (concurrent) {
-      const detail::batch_role role = q.begin_batch();
-      if (role == detail::batch_role::other) return drain_one_by_one<Timed>(q, budget);
-      const batch_end end{role == detail::batch_role::owner ? &q : nullptr};
-      while (n < budget.count) {
-        if constexpr (Timed)
-          if (std::chrono::steady_clock::now() >= budget.deadline) break;
-        if (above < levels && higher_work(above)) break;
-        kc_hook* h = q.pop_batch([](kc_hook&) noexcept {});
-        if (h == nullptr) break;
-        ++n;
-        detail::hook_access::op(*h, detail::kc_op::resume_shared);
-        // *h may be gone: the function may have destroyed it.
-      }
-      return n;
-    } else {
-      while (n < budget.count) {
-        if constexpr (Timed)
-          if (std::chrono::steady_clock::now() >= budget.deadline) break;
-        if (above < levels && higher_work(above)) break;
-        // Popped claimed: the trampoline's take_saved clears queued and
-        // deferred in one store (a plain pop would clear queued twice).
-        kc_hook* h = q.pop_claimed([](kc_hook&) noexcept {});
-        if (h == nullptr) break;
-        ++n;
-        detail::hook_access::op(*h, detail::kc_op::resume);
-      }
-      return n;
-    }
-  }
-
-  // Another thread holds queue q's batch: pop claimed, one lock each.
-  template <bool Timed>
-  std::size_t drain_one_by_one(kcqueue<kc_hook, Lock>& q, const drain_budget& budget) {
+    constexpr auto how = concurrent ? detail::kc_op::resume_shared : detail::kc_op::resume;
     std::size_t n = 0;
     while (n < budget.count) {
       if constexpr (Timed)
         if (std::chrono::steady_clock::now() >= budget.deadline) break;
+      if (above < levels && higher_work(above)) break;
       kc_hook* h = q.pop_claimed([](kc_hook&) noexcept {});
       if (h == nullptr) break;
       ++n;
-      detail::hook_access::op(*h, detail::kc_op::resume_shared);
+      detail::hook_access::op(*h, how);
+      // *h may be gone: the function may have destroyed it.
     }
     return n;
   }
-
-  // Ends a batch when the drain leaves, normally or by an exception.
-  struct batch_end {
-    kcqueue<kc_hook, Lock>* q;
-    ~batch_end() {
-      if constexpr (concurrent)
-        if (q != nullptr) q->end_batch();
-    }
-  };
 
   // True when a level at or above index `from` has work.
   bool higher_work(std::size_t from) const noexcept {

@@ -9,7 +9,7 @@
 //
 // Unlike std::deque<std::function<void()>>, a node is the continuation: on
 // one queue at a time; pushing a queued one is refused and reported. With a
-// real lock a drain takes the whole pending list at once (the batch table).
+// real lock, poppers take the whole pending list at once (the batch table).
 //
 // Usage:
 //   kcont::kcqueue<kcont::kc_base<request*, int>> waiters;   // an object's callbacks
@@ -23,6 +23,7 @@
 #include <mutex>
 #include <thread>
 #include <type_traits>
+#include <utility>
 
 #include "kcont/contract.hpp"
 #include "kcont/kc.hpp"
@@ -92,39 +93,17 @@ struct kcqueue_checker;
 struct nothing {
   constexpr void operator()() const noexcept {}
 };
-
 // kc_hook's link, for intrusive_queue (a pointer to the private member
 // cannot be named here: see kcont/detail/intrusive_queue.hpp).
 inline constexpr kc_hook*& (*hook_next)(kc_hook&) noexcept = &hook_access::next;
 // The FIFO under kcqueue and the MPSC queue's consumer batch.
 using hook_queue = intrusive_queue<hook_next>;
 
-// A per-thread address: which thread holds a kcqueue's batch.
-inline thread_local const char thread_tag = 0;
-inline const void* this_thread_tag() noexcept { return &thread_tag; }
-
-// A cancel another thread asks a batch's drainer to make (the "cancel, in
-// a batch" row of the batch table in kcqueue). Lives on the asker's stack.
-struct batch_cancel {
-  kc_hook* node;
-  bool found = false;
-  std::atomic<bool> done{false};
-};
-
-// What a drain is to a locked kcqueue's batch (begin_batch).
-enum class batch_role : std::uint8_t {
-  owner,   // took the pending list: end_batch gives back what is left
-  nested,  // this thread's outer drain holds it: share it, do not end it
-  other,   // another thread's drain holds it: pop one by one (pop_claimed)
-};
-
-// The batch side of a locked kcqueue; empty for no_lock.
+// A locked kcqueue's batch: the head of the chain of nodes taken from the
+// pending list, or null, or `held` (the batch table in kcqueue).
 struct kcqueue_batch {
-  hook_queue list;                  // the drainer's alone
-  const void* drainer = nullptr;             // under the lock
-  batch_cancel* request = nullptr;           // under the lock
-  std::atomic<bool> request_pending{false};  // set under the lock
-  std::atomic<bool> nonempty{false};         // written by the drainer
+  static kc_hook* held() noexcept { return reinterpret_cast<kc_hook*>(std::uintptr_t{1}); }
+  std::atomic<kc_hook*> head{nullptr};
 };
 struct no_batch {};
 }  // namespace detail
@@ -140,39 +119,44 @@ struct no_batch {};
 // Thread-safety: every member may be called from any thread when Lock is a
 // real lock; with no_lock, from one thread at a time.
 //
-// The batch (real lock only): a drain takes the whole pending list with one
-// lock acquisition and runs it outside the lock. Its state table:
+// The batch (real lock only). A pop takes the whole pending list with one
+// lock acquisition, as a chain whose head is `batch_.head`, older than the
+// pending list; later pops take from that chain without the lock. A node on
+// the chain is still queued (the claim table in kcont/kc_hook.hpp: listed or
+// waiting) and a cancel can still win it. The head word:
 //
-//   list_ (pending) and batch_.drainer / .request: under the lock;
-//   batch_.list: the drainer's private FIFO, older than list_, no lock.
+//   batch_.head   meaning
+//   null          no batch: pops take the pending list (list_, the lock)
+//   n             the chain n -> next ... -> null, nobody inside it
+//   held          one thread is inside the chain: a pop at its head, or an
+//                 erase_slow walking it; the links are that thread's
 //
-//   operation     who                steps
-//   begin_batch   a drain            under the lock: no drainer -> become it,
-//                                    move list_ into the batch (owner); this
-//                                    thread drains already -> nested; else
-//                                    other (it pops list_ one by one)
-//   pop_batch     the drainer        a cancel request pending (relaxed load)?
-//                                    answer it under the lock. Pop the batch's
-//                                    head, no lock; empty -> one lock: answer,
-//                                    move list_ in again. The node stays
-//                                    claimed (kc_hook.hpp's table: pop
-//                                    claimed); popped(node) publishes it
-//   end_batch     the owner          under the lock: answer; what is left
-//                                    goes back to list_'s front, in order
-//                                    (a budget's rest stays ahead of later
-//                                    pushes); no drainer
-//   cancel        any thread         under the lock: on list_ -> unlink. In
-//   (erase_slow)                     the batch, drainer this thread (cancel
-//                                    from a continuation it runs: the drain
-//                                    is paused) -> unlink from the batch.
-//                                    Drainer another thread -> post request,
-//                                    wait for its answer: the drainer unlinks
-//                                    it at its next step, under the lock
+//   step (who)              batch_.head        how
+//   take (a pop finding     null -> front of   under the lock: CAS (release)
+//     null)                 list_              from null; list_ emptied
+//   pop (any popper)        n -> held ->       CAS n -> held (acquire);
+//                           next(n)            under_lock(n); store next(n)
+//                                              (release). n is popped
+//                                              claimed: no cancel finds it
+//   cancel (erase_slow,     n -> held -> n'    under the lock (one canceller
+//     any thread)                              at a time): CAS n -> held,
+//                                              unlink the node from the
+//                                              chain, store the head back;
+//                                              then fetch_and(~queued): the
+//                                              cancel won, the owner may free
+//                                              the node: no popper will ever
+//                                              read it, it left every chain
 //
-// Why cancel asks: the drainer walks its batch with no lock and no atomic
-// read-modify-write per node, so only it may change the batch's links (a
-// cancel unlinking the node it has just read as its next would hand back a
-// node about to run). The price: that cancel waits for the current run.
+// Nobody waits for a continuation to run: `held` lasts a pop's few
+// instructions or a cancel's walk, never a call of user code, so a cancel
+// from inside a continuation, or from a thread holding a lock that a running
+// continuation needs, returns at once. Why a CAS per pop and not a walk of
+// the chain with plain loads: a pop and a cancel racing for the same node
+// must agree on one winner, and a cancel that wins hands the node back to
+// an owner who may free it at once, so the popper must learn of the loss
+// without touching the node: only a read-modify-write of a word both read
+// (the head) gives that. A pop with the head held waits for that holder's
+// few instructions (a spin, then yields, as spin_lock).
 template <class T = kc_hook, lock_policy Lock = no_lock>
 class kcqueue {
   static_assert(std::derived_from<T, kc_hook>,
@@ -194,12 +178,12 @@ class kcqueue {
   kcqueue(const kcqueue&) = delete;
   kcqueue& operator=(const kcqueue&) = delete;
   ~kcqueue() {
-    KCONT_EXPECTS(list_.empty(),
+    KCONT_EXPECTS(list_.empty() && batch_empty(),
                   "kcqueue: destroyed while it still holds continuations "
                   "(rule 9: every continuation runs or is handed back)");
     // Release build: hand them back (see the lifetime contract). No other
     // thread may use a queue being destroyed: the list is read unlocked.
-    if (!list_.empty())
+    if (!list_.empty() || !batch_empty())
       while (pop() != nullptr) {
       }
   }
@@ -237,172 +221,158 @@ class kcqueue {
     requires std::invocable<UnderLock&, T&>
   T* pop_claimed(UnderLock&& under_lock) noexcept(
       std::is_nothrow_invocable_v<UnderLock&, T&>) {
-    std::lock_guard<Lock> g(lock_);
-    kc_hook* n = list_.pop_front();
-    if (n == nullptr) return nullptr;
-    under_lock(*static_cast<T*>(n));
-    return static_cast<T*>(n);
+    if constexpr (concurrent) {
+      static_assert(std::is_nothrow_invocable_v<UnderLock&, T&>,
+                    "kcqueue::pop_claimed: under_lock runs with the batch "
+                    "head held, so it must not throw");
+      kc_hook* const held = detail::kcqueue_batch::held();
+      for (unsigned spins = 0;; ++spins) {
+        kc_hook* n = batch_.head.load(std::memory_order_relaxed);
+        if (n == nullptr) {
+          if (!take_pending()) return nullptr;
+        } else if (n != held && batch_.head.compare_exchange_weak(
+                                    n, held, std::memory_order_acquire,
+                                    std::memory_order_relaxed)) {
+          // Its link is reset, as a node leaving any queue (resume checks it).
+          kc_hook* const after = std::exchange(access::next(*n), nullptr);
+          under_lock(*static_cast<T*>(n));
+          batch_.head.store(after, std::memory_order_release);
+          return static_cast<T*>(n);
+        } else {
+          back_off(spins);
+        }
+      }
+    } else {
+      kc_hook* n = list_.pop_front();
+      if (n == nullptr) return nullptr;
+      under_lock(*static_cast<T*>(n));
+      return static_cast<T*>(n);
+    }
   }
 
   // Effects: moves every continuation of `other` to the back of this queue,
   //   keeping their order; `other` is left empty.
-  // Complexity: O(1). Locks both queues (in address order, so two splices in
-  //   opposite directions cannot deadlock).
+  // Complexity: O(1), plus the length of other's batch when a pop has taken
+  //   one (the batch table). Locks both queues (in address order, so two
+  //   splices in opposite directions cannot deadlock).
   void splice(kcqueue& other) {
     if (&other == this) return;
     kcqueue* first = this < &other ? this : &other;
     kcqueue* second = this < &other ? &other : this;
     std::lock_guard<Lock> g1(first->lock_);
     std::lock_guard<Lock> g2(second->lock_);
+    if constexpr (concurrent) {
+      // other's batch is older than its pending list: it goes first.
+      kc_hook* chain = other.hold_batch();
+      list_.append(detail::hook_queue::from_chain(chain));
+      other.batch_.head.store(nullptr, std::memory_order_release);
+    }
     list_.append(other.list_);
   }
 
-  // Effects: unlinks n if it is on this queue, or in the batch a drain
-  //   took from it (the batch table above).
-  // Returns: true when n was removed (it is then no longer queued).
-  // Complexity: O(position of n). With a real lock, when another thread's
-  //   drain holds a batch and n is not on the pending list, it waits until
-  //   that drain's next step (the continuation it runs returns).
+  // Effects: unlinks n if it is on this queue (its pending list or its
+  //   batch: the batch table's cancel row). Never waits for a continuation
+  //   to run.
+  // Returns: true when n was removed (it is then no longer queued, and no
+  //   popper will touch it again: its owner may free it).
+  // Complexity: O(position of n).
   bool erase_slow(T& n) noexcept {
+    std::lock_guard<Lock> g(lock_);
+    bool found = list_.erase_slow(n);
     if constexpr (concurrent) {
-      detail::batch_cancel ask{&n};
-      for (;;) {
-        std::unique_lock<Lock> g(lock_);
-        if (list_.erase_slow(n)) {
-          access::clear<true>(n, access::queued_bit);
-          return true;
+      if (!found && batch_.head.load(std::memory_order_relaxed) != nullptr) {
+        kc_hook* head = hold_batch();
+        if (head == &n) {
+          head = std::exchange(access::next(n), nullptr);
+          found = true;
+        } else {
+          for (kc_hook* p = head; p != nullptr; p = access::next(*p)) {
+            if (access::next(*p) != &n) continue;
+            access::next(*p) = std::exchange(access::next(n), nullptr);
+            found = true;
+            break;
+          }
         }
-        if (batch_.drainer == nullptr) return false;
-        if (batch_.drainer == detail::this_thread_tag())
-          return erase_from_batch(n);  // that drain waits for our return
-        if (batch_.request == nullptr) {
-          batch_.request = &ask;
-          batch_.request_pending.store(true, std::memory_order_relaxed);
-          g.unlock();
-          while (!ask.done.load(std::memory_order_acquire))
-            std::this_thread::yield();
-          return ask.found;
-        }
-        g.unlock();
-        std::this_thread::yield();  // one request at a time
+        batch_.head.store(head, std::memory_order_release);
       }
-    } else {
-      std::lock_guard<Lock> g(lock_);
-      if (!list_.erase_slow(n)) return false;
-      access::clear<false>(n, access::queued_bit);
-      return true;
     }
+    if (found) access::clear<concurrent>(n, access::queued_bit);
+    return found;
   }
 
-  // Effects (real lock only): starts a batch drain. As owner, takes every
-  //   pending continuation into the drainer's private batch, one lock
-  //   acquisition for all of them.
-  // Returns: owner; nested (a drain on this thread holds the batch: share
-  //   it through pop_batch, do not end it); other (another thread's drain
-  //   holds it: pop one by one with pop_claimed).
-  [[nodiscard]] detail::batch_role begin_batch() noexcept
-    requires concurrent
-  {
-    std::lock_guard<Lock> g(lock_);
-    if (batch_.drainer != nullptr)
-      return batch_.drainer == detail::this_thread_tag() ? detail::batch_role::nested
-                                                         : detail::batch_role::other;
-    batch_.drainer = detail::this_thread_tag();
-    take_pending();
-    return detail::batch_role::owner;
-  }
-
-  // Effects (the batch's drainer): removes and returns the oldest
-  //   continuation of the batch, claimed as pop_claimed leaves it, with no
-  //   lock; an empty batch first takes the pending list again (one lock).
-  //   `popped(node)` runs before any cancel is answered again.
-  // Returns: the node, or nullptr when nothing is pending at all.
-  template <class Popped>
-  T* pop_batch(Popped&& popped) noexcept
-    requires concurrent
-  {
-    if (batch_.request_pending.load(std::memory_order_relaxed)) [[unlikely]] {
-      std::lock_guard<Lock> g(lock_);
-      answer_request();
-    }
-    kc_hook* n = batch_.list.pop_front();
-    if (n == nullptr) {
-      {
-        std::lock_guard<Lock> g(lock_);
-        answer_request();
-        take_pending();
-      }
-      n = batch_.list.pop_front();
-      if (n == nullptr) return nullptr;
-    }
-    if (batch_.list.empty())
-      batch_.nonempty.store(false, std::memory_order_release);
-    popped(*static_cast<T*>(n));
-    return static_cast<T*>(n);
-  }
-
-  // Effects (the batch's owner): answers a waiting cancel; puts the rest
-  //   of the batch back in front, in order, ahead of later pushes.
-  void end_batch() noexcept
-    requires concurrent
-  {
-    std::lock_guard<Lock> g(lock_);
-    answer_request();
-    batch_.list.append(list_);
-    list_ = batch_.list.take_all();
-    batch_.nonempty.store(false, std::memory_order_relaxed);
-    batch_.drainer = nullptr;
-  }
-
-  // True when the queue holds nothing (a batch counts). A snapshot.
+  // True when the queue holds nothing (a batch counts). With a real lock, a
+  // snapshot.
   [[nodiscard]] bool empty() const noexcept {
     std::lock_guard<Lock> g(lock_);
-    if constexpr (concurrent)
-      if (batch_.nonempty.load(std::memory_order_acquire)) return false;
-    return list_.empty();
+    return list_.empty() && batch_empty();
   }
 
   // Effects: counts the queued continuations. Complexity: O(n).
   [[nodiscard]] std::size_t size_slow() const noexcept {
     std::lock_guard<Lock> g(lock_);
-    return list_.size_slow();
+    std::size_t n = list_.size_slow();
+    if constexpr (concurrent) {
+      kc_hook* head = hold_batch();
+      for (kc_hook* p = head; p != nullptr; p = access::next(*p)) ++n;
+      batch_.head.store(head, std::memory_order_release);
+    }
+    return n;
   }
 
  private:
   template <class, lock_policy>
   friend struct detail::kcqueue_checker;
 
-  // Under the lock: the pending list moves to the batch.
-  void take_pending() noexcept {
-    if (list_.empty()) return;
-    batch_.nonempty.store(true, std::memory_order_release);
-    batch_.list.append(list_);
+  bool batch_empty() const noexcept {
+    if constexpr (concurrent)
+      return batch_.head.load(std::memory_order_acquire) == nullptr;
+    else
+      return true;
   }
-  // Under the lock, on the drainer's thread: n leaves the batch.
-  bool erase_from_batch(kc_hook& n) noexcept {
-    if (!batch_.list.erase_slow(n)) return false;
-    if (batch_.list.empty()) batch_.nonempty.store(false, std::memory_order_release);
-    access::clear<true>(n, access::queued_bit);
+
+  // The take row: under the lock, the pending list becomes the batch.
+  // Returns: false when there was nothing to take and no batch.
+  bool take_pending() noexcept {
+    std::lock_guard<Lock> g(lock_);
+    kc_hook* expected = nullptr;
+    if (list_.empty()) return batch_.head.load(std::memory_order_relaxed) != nullptr;
+    if (batch_.head.compare_exchange_strong(expected, list_.front(),
+                                            std::memory_order_release,
+                                            std::memory_order_relaxed))
+      (void)list_.take_all();
     return true;
   }
-  // Under the lock, on the drainer's thread: answers a waiting cancel.
-  void answer_request() noexcept {
-    detail::batch_cancel* r = batch_.request;
-    if (r == nullptr) return;
-    batch_.request = nullptr;
-    batch_.request_pending.store(false, std::memory_order_relaxed);
-    r->found = erase_from_batch(*r->node);
-    if (!r->found && list_.erase_slow(*r->node)) {
-      access::clear<true>(*r->node, access::queued_bit);
-      r->found = true;
+
+  // Holds the batch head (waiting out a pop's few instructions); returns
+  // the chain. The caller stores a head back (release).
+  kc_hook* hold_batch() const noexcept
+    requires concurrent
+  {
+    for (unsigned spins = 0;; ++spins) {
+      kc_hook* n = batch_.head.load(std::memory_order_relaxed);
+      if (n != detail::kcqueue_batch::held() &&
+          batch_.head.compare_exchange_weak(n, detail::kcqueue_batch::held(),
+                                            std::memory_order_acquire,
+                                            std::memory_order_relaxed))
+        return n;
+      back_off(spins);
     }
-    r->done.store(true, std::memory_order_release);  // *r is the asker's: last
+  }
+
+  static void back_off(unsigned spins) noexcept {
+    if (spins < 128) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      std::this_thread::yield();
+    }
   }
 
   detail::hook_queue list_;
   [[no_unique_address]] mutable Lock lock_;
-  [[no_unique_address]] std::conditional_t<concurrent, detail::kcqueue_batch,
-                                           detail::no_batch> batch_;
+  [[no_unique_address]] mutable std::conditional_t<concurrent, detail::kcqueue_batch,
+                                                   detail::no_batch> batch_;
 };
 
 namespace detail {
@@ -419,11 +389,14 @@ struct kcqueue_checker {
       if ((access::state(*p).load() & access::queued_bit) == 0) return false;
       last = p;
     }
-    return last == q.list_.back();
-  }
-  // True while a cancel waits for the batch's drainer to answer it.
-  static bool cancel_waiting(const kcqueue<T, Lock>& q) noexcept {
-    return q.batch_.request_pending.load(std::memory_order_acquire);
+    bool batch_ok = true;
+    if constexpr (!std::is_same_v<Lock, no_lock>) {
+      kc_hook* head = q.hold_batch();
+      for (kc_hook* p = head; p != nullptr; p = access::next(*p))
+        if ((access::state(*p).load() & access::queued_bit) == 0) batch_ok = false;
+      q.batch_.head.store(head, std::memory_order_release);
+    }
+    return batch_ok && last == q.list_.back();
   }
 };
 }  // namespace detail

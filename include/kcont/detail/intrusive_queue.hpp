@@ -199,6 +199,18 @@ class basic_intrusive_queue {
     return count;
   }
 
+  // Effects: builds a queue from a FIFO chain (oldest first, linked through
+  //   Next, nullptr-terminated: what kcqueue's batch holds), in order.
+  // Complexity: O(length of the chain), to find its tail. Singly linked only.
+  [[nodiscard]] static basic_intrusive_queue from_chain(T* oldest) noexcept
+    requires(!doubly_linked)
+  {
+    basic_intrusive_queue q;
+    q.head_ = oldest;
+    for (T* p = oldest; p != nullptr; p = next(*p)) q.tail_ = p;
+    return q;
+  }
+
   // Effects: builds a FIFO queue from a LIFO chain (newest first, linked
   //   through Next, nullptr-terminated: what an MPSC Treiber stack hands its
   //   consumer), so the oldest node comes out first. `visit(node)` is called

@@ -27,11 +27,14 @@
 #include "kcont/detail/spin_hold_off.hpp"
 #include "kcont/dispatch_policy.hpp"
 #include "kcont/kc.hpp"
-#include "kcont/kcqueue.hpp"
 #include "kcont/level.hpp"
 #include "kcont/runner.hpp"
 
 namespace kcont::detail {
+
+// A per-thread address: which thread drains a manual runner (drained_by).
+inline thread_local const char thread_tag = 0;
+inline const void* this_thread_tag() noexcept { return &thread_tag; }
 
 // The queues and runners of a thread_dispatcher<Level, Plan, Policy> (its
 // private base: no virtual function, no indirection on the push path).
