@@ -55,7 +55,14 @@ enum class kc_op : std::uint8_t {
 //   pop claimed (the level's      listed, waiting     list changed under the
 //     runner)                     -> claimed          queue's lock; bits kept;
 //                                                     under_lock publishes the
-//                                                     runner's slot (release)
+//                                                     runner's slot (release).
+//                                                     A locked kcqueue: the
+//                                                     lock moves the list to
+//                                                     its batch (still listed
+//                                                     / waiting), then a CAS of
+//                                                     the batch head claims
+//                                                     the node (kcqueue.hpp's
+//                                                     batch table)
 //   pop (the queue's consumer)    listed, waiting     under the lock,
 //                                 -> idle, handed     fetch_and(~queued)
 //                                 back
@@ -72,8 +79,15 @@ enum class kc_op : std::uint8_t {
 //                                                     a racing defer: refused);
 //                                                     then as take_saved
 //   cancel (any thread but a      listed, waiting     unlink under the queue's
-//     signal handler)             -> idle, handed     lock, fetch_and(~queued);
-//                                 back                deferred kept
+//     signal handler)             -> idle, handed     lock (a batched node: with
+//                                 back                the batch head held, a
+//                                                     pop's few instructions at
+//                                                     most, never a run), then
+//                                                     fetch_and(~queued);
+//                                                     deferred kept. Never
+//                                                     waits for a run: a node
+//                                                     it unlinked is never
+//                                                     read again by a popper
 //   hand-back stop (the stopper)  waiting -> listed   pop, then push onto `out`;
 //                                 on `out`            deferred kept
 //   hand-over (thread_dispatcher  claimed -> claimed  the continuation is not

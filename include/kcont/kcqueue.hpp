@@ -213,10 +213,14 @@ class kcqueue {
   // Effects: removes the oldest continuation like pop, but leaves its queued
   //   bit set: the caller holds the claim until it resumes the continuation
   //   (kc_base::take_saved ends it) or clears the bit. `under_lock(node)` is
-  //   called while the queue's lock is held, before the node becomes
+  //   called while cancels are shut out (the lock; with a real lock, the
+  //   batch head held: the batch table), before the node becomes
   //   unreachable to erase_slow, so a dispatcher can publish "now running
-  //   this" atomically with respect to cancel.
-  // Returns: the node, or nullptr when empty. Complexity: O(1).
+  //   this" atomically with respect to cancel. With a real lock it must not
+  //   throw, and it must not touch this queue.
+  // Returns: the node, or nullptr when empty. Complexity: O(1); with a real
+  //   lock, one lock acquisition per batch (all that was pending) and one
+  //   CAS per node.
   template <class UnderLock>
     requires std::invocable<UnderLock&, T&>
   T* pop_claimed(UnderLock&& under_lock) noexcept(
@@ -235,6 +239,9 @@ class kcqueue {
                                     std::memory_order_relaxed)) {
           // Its link is reset, as a node leaving any queue (resume checks it).
           kc_hook* const after = std::exchange(access::next(*n), nullptr);
+          // The next pop's CAS is a full barrier: have that node's line
+          // (its link, and its state for take_saved) here before then.
+          if (after != nullptr) __builtin_prefetch(after, 1);
           under_lock(*static_cast<T*>(n));
           batch_.head.store(after, std::memory_order_release);
           return static_cast<T*>(n);
