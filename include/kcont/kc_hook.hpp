@@ -51,7 +51,9 @@ enum class kc_op : std::uint8_t {
 //   save, in defer's before_link  claimed by this     relaxed load; deferred
 //     (the thread whose claim     push -> waiting     clear: plain stores of obj,
 //     won)                                            status, state|deferred.
-//                                                     Set: nothing (rule 2)
+//                                                     Set: nothing (rule 2).
+//                                                     no_lock kcqueue: on the
+//                                                     claimed value, one store
 //   pop claimed (the level's      listed, waiting     list changed under the
 //     runner)                     -> claimed          queue's lock; bits kept;
 //                                                     under_lock publishes the

@@ -190,15 +190,27 @@ class kcqueue {
 
   // Effects: appends n, unless n is already on a queue. `before_link` runs
   //   after n is claimed and before it becomes visible to poppers (defer uses
-  //   it to save obj/status exactly once).
+  //   it to save obj/status exactly once). With no_lock, a before_link
+  //   invocable with `std::uint8_t&` gets the claimed state's value to edit
+  //   instead, and the state is stored once (no re-read).
   // Returns: already_queued (and n untouched), first or queued.
   // Complexity: O(1). Never allocates.
   template <std::invocable<> BeforeLink = detail::nothing>
   [[nodiscard]] push_result push(T& n, BeforeLink&& before_link = {}) {
     std::lock_guard<Lock> g(lock_);
-    if (access::set<concurrent>(n, access::queued_bit) & access::queued_bit)
-      return push_result::already_queued;
-    before_link();
+    if constexpr (!concurrent && std::invocable<BeforeLink&, std::uint8_t&>) {
+      // One thread: before_link(state) edits the claimed state word's
+      // value (defer's save adds the deferred bit), stored once at the end.
+      std::uint8_t st = access::state(n).load(std::memory_order_relaxed);
+      if (st & access::queued_bit) return push_result::already_queued;
+      st |= access::queued_bit;
+      before_link(st);
+      access::state(n).store(st, std::memory_order_relaxed);
+    } else {
+      if (access::set<concurrent>(n, access::queued_bit) & access::queued_bit)
+        return push_result::already_queued;
+      before_link();
+    }
     return list_.push_back(n) ? push_result::first : push_result::queued;
   }
 
