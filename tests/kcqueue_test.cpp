@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "dispatch_support.hpp"
@@ -312,4 +313,61 @@ TEST_CASE_TEMPLATE("kcqueue.splice_moves_a_taken_batch_ahead_of_the_pending_list
   CHECK(a.pop() == &ns.n[2]);
   CHECK(a.pop() == &ns.n[3]);
   CHECK(a.pop() == nullptr);
+}
+
+// A popper and a canceller race over the same batches while a producer
+// pushes: each node is popped once or cancelled once, never both, never
+// lost (rule 9), and a node the canceller won is freed at once (its owner
+// may: ASan / TSan see any later touch by the popper). For TSan.
+TEST_CASE_TEMPLATE("kcqueue.batch_stress_pop_and_cancel_each_node_once", Lock,
+                   kcont::spin_lock, std::mutex) {
+  constexpr std::size_t count = kcont_test::sized(20000, 3000);
+  kcont::kcqueue<kcont::kc_hook, Lock> q;
+  std::vector<int> log;
+  std::vector<std::unique_ptr<node_t>> ns(count);
+  std::vector<std::atomic<node_t*>> live(count);  // the canceller's view
+  for (std::size_t i = 0; i < count; ++i) {
+    ns[i] = std::make_unique<node_t>(record_fn{}, &log, bsd_level::process);
+    live[i].store(ns[i].get());
+  }
+  std::unordered_map<const kcont::kc_hook*, std::size_t> id_of;
+  for (std::size_t i = 0; i < count; ++i) id_of[ns[i].get()] = i;
+  std::vector<int> popped(count, 0);
+  std::atomic<bool> produced{false};
+  std::atomic<std::size_t> cancelled{0};
+  std::thread producer([&] {
+    for (std::size_t i = 0; i < count; ++i) CHECK(kcont::detail::pushed(q.push(*ns[i])));
+    produced.store(true);
+  });
+  std::thread canceller([&] {
+    for (std::size_t round = 0; round < 3; ++round)
+      for (std::size_t i = round; i < count; i += 3) {
+        node_t* n = live[i].load();
+        if (n == nullptr || !q.erase_slow(*n)) continue;
+        live[i].store(nullptr);
+        delete n;  // won: the owner frees it at once
+        cancelled.fetch_add(1);
+      }
+  });
+  // The popper: a node's id comes from its address (never a read of it).
+  std::size_t got = 0;
+  for (;;) {
+    kcont::kc_hook* h = q.pop_claimed(no_publish);
+    if (h == nullptr) {
+      if (produced.load() && q.empty()) break;
+      std::this_thread::yield();
+      continue;
+    }
+    ++got;
+    ++popped[id_of.at(h)];
+    end_claim(*h);
+  }
+  producer.join();
+  canceller.join();
+  CHECK(got + cancelled.load() == count);
+  for (std::size_t i = 0; i < count; ++i) {
+    const bool was_cancelled = live[i].load() == nullptr;
+    CHECK(popped[i] == (was_cancelled ? 0 : 1));
+    if (was_cancelled) (void)ns[i].release();  // the canceller deleted it
+  }
 }
