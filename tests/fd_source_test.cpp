@@ -649,11 +649,102 @@ TEST_CASE_TEMPLATE("fd_source.thread_writes_while_another_polls", Src, epoll_src
   CHECK(got == total);
 }
 
+// NOTE_LOWAT (kqueue(2); filt_soread: "if (kn->kn_sfflags & NOTE_LOWAT)
+// return kn->kn_data >= kn->kn_sdata"): not reported below the mark.
+TEST_CASE_TEMPLATE("fd_source.read_lowat_waits_for_the_mark", Src, epoll_src, poll_src) {
+  Src fds;
+  kq_t<Src> kq{fds};
+  auto s = make_socketpair();
+  REQUIRE(add(kq, s.a, filter_id::read, ev::none, kcont::note::lowat, 10) == 0);
+  put(s.b, 5);
+  (void)fds.dispatch();
+  CHECK(scan(kq).empty());
+  put(s.b, 5);
+  (void)fds.dispatch();
+  auto e = scan(kq);
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].data == 10);
+}
+
+// kqueue(2) ERRORS: "[EBADF] The specified descriptor is invalid."
+TEST_CASE_TEMPLATE("fd_source.invalid_descriptor_is_ebadf", Src, epoll_src, poll_src) {
+  Src fds;
+  kq_t<Src> kq{fds};
+  int closed_fd;
+  {
+    auto p = make_pipe();
+    closed_fd = p.a;
+  }
+  CHECK(add(kq, closed_fd, filter_id::read) == EBADF);
+  CHECK(add(kq, closed_fd, filter_id::write) == EBADF);
+  CHECK(kq.size() == 0);
+  CHECK(fds.size_slow() == 0);
+}
+
+// kqueue(2) EVFILT_READ on a vnode: "data contains the offset from the
+// current position to end of file" (filt_vfsread: fires while data != 0);
+// EVFILT_WRITE on a vnode always fires (filt_vfswrite). epoll refuses
+// regular files (EPERM): the source keeps them unwatched, reported through
+// the kqueue's re-check.
+TEST_CASE_TEMPLATE("fd_source.regular_file_is_always_ready", Src, epoll_src, poll_src) {
+  char path[] = "/tmp/kcont_fd_source_XXXXXX";
+  fd_pair f;
+  f.a = ::mkstemp(path);
+  REQUIRE(f.a >= 0);
+  ::unlink(path);
+  put(f.a, 10);
+  REQUIRE(::lseek(f.a, 3, SEEK_SET) == 3);
+  Src fds;
+  kq_t<Src> kq{fds};
+  REQUIRE(add(kq, f.a, filter_id::read) == 0);
+  REQUIRE(add(kq, f.a, filter_id::write) == 0);
+  auto e = scan(kq);
+  REQUIRE(e.size() == 2);
+  CHECK(e[0].filter == filter_id::read);
+  CHECK(e[0].data == 7);
+  CHECK(e[1].filter == filter_id::write);
+  REQUIRE(::lseek(f.a, 0, SEEK_END) == 10);
+  e = scan(kq);
+  REQUIRE(e.size() == 1);  // at the end: nothing to read
+  CHECK(e[0].filter == filter_id::write);
+}
+
+// Knotes attach and detach on one thread while another polls the same
+// descriptor: the entry is created and freed under the poller's feet
+// (TSan and ASan check it).
+TEST_CASE_TEMPLATE("fd_source.attach_and_detach_while_another_thread_polls", Src, epoll_src,
+                   poll_src) {
+  Src fds;
+  auto p = make_pipe();
+  put(p.b, 1);  // always readable
+  std::atomic<bool> done{false};
+  std::thread poller([&] {
+    while (!done.load()) (void)fds.poll(1ms);
+  });
+  kcont::kc k{[](kcont::knote_base<std::uint32_t>*, int& n, kcont::knote_cause) { ++n; }, 0,
+              kcont::at<kcont::bsd_level::immediate>};
+  const int rounds = static_cast<int>(kcont_test::sized(3000, 500));
+  for (int i = 0; i < rounds; ++i) {
+    kcont::knote<kcont::read_filter<Src>> kn{kcont::read_filter<Src>{fds}, k,
+                                             static_cast<std::uintptr_t>(p.a)};
+    REQUIRE(kn.attach() == 0);
+    put(p.b, 1);
+    if (i % 7 == 0) (void)fds.forget(p.a);
+    (void)kn.detach();
+  }
+  done = true;
+  poller.join();
+  CHECK(fds.size_slow() == 0);
+}
+
 // The epoll descriptor is readable while a registered descriptor is
-// ready, so another loop can watch the source.
+// ready, so another loop can watch the source. (And the brief's spelling:
+// the default source, both filters given it as their context.)
 TEST_CASE("fd_source.native_handle_is_readable_when_a_descriptor_is") {
-  epoll_src fds;
-  kq_t<epoll_src> kq{fds};
+  kcont::fd_source fds;
+  kcont::kqueue<kcont::filters<kcont::user_filter, kcont::read_filter<>,
+                               kcont::write_filter<>>>
+      kq{fds, fds};
   auto p = make_pipe();
   REQUIRE(add(kq, p.a, filter_id::read) == 0);
   ::pollfd w{fds.native_handle(), POLLIN, 0};

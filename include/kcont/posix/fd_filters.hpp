@@ -153,13 +153,14 @@ class fd_filter_base {
     const int fd = static_cast<int>(kn.ident);
     kind_ = probe_fd_kind(fd);
     closed_ = false;
-    auto [e, err] = source_->attach(kn, fd, Dir);
-    entry_ = e;
-    return err;
+    return source_->attach(kn, fd, Dir, entry_);
   }
+  // detach: unlinks first (after that no fan-out reads entry_), then forgets
+  // the entry, which the source may have freed.
   template <class K>
   void detach(K& kn) {
-    source_->detach(kn, std::exchange(entry_, nullptr), Dir);
+    source_->detach(kn, entry_, Dir);
+    entry_ = nullptr;
   }
   // touch: a change saves fflags/data (note::lowat and its mark); a report
   // copies data, fflags and EV_EOF, resetting data/fflags with ev::clear.

@@ -41,6 +41,7 @@
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -94,6 +95,10 @@ class basic_fd_source {
     std::uint32_t count[2] = {0, 0};  // knotes per fd_interest
     std::uint32_t pins = 0;           // poll() calls firing it now
     bool forgotten = false;           // out of the table (forget or last detach)
+    // A descriptor the backend refuses (epoll: EPERM for a regular file or
+    // a directory, which are always ready): not watched; only a kqueue's
+    // re-check (registration, enable, scan) reports it.
+    bool unwatched = false;
     // The socket's pending error (SO_ERROR), kept once read: Linux clears it
     // on read, BSD's filters report so_error as long as it is set.
     std::atomic<int> error{0};
@@ -116,18 +121,22 @@ class basic_fd_source {
 
   // Effects: links kn on fd's klist, registering fd (its first knote) or
   //   widening its registration to `dir`.
-  // Returns: the entry (for detach) and 0, or nullptr and an errno: EBADF
-  //   (fd < 0 or not open), or the backend's (epoll: EPERM for a regular
-  //   file). Allocates: the entry on a descriptor's first knote, the table
+  //   `slot` (the filter's) receives the entry, for detach, before kn is
+  //   linked; nullptr on failure.
+  // Returns: 0, or an errno: EBADF
+  //   (fd < 0 or not open), or the backend's. A descriptor epoll refuses
+  //   with EPERM (a regular file, always ready, as BSD's vnode filters
+  //   say) is accepted unwatched: see entry::unwatched. Allocates: the entry on a descriptor's first knote, the table
   //   when fd is beyond it. Thread-safety: any thread.
-  std::pair<entry*, int> attach(knote_type& kn, int fd, fd_interest dir) {
-    if (fd < 0) return {nullptr, EBADF};
+  int attach(knote_type& kn, int fd, fd_interest dir, entry*& slot) {
+    if (fd < 0) return EBADF;
     std::lock_guard<std::mutex> g(lock_);
     const auto i = static_cast<std::size_t>(fd);
     if (i >= table_.size()) table_.resize(i + 1, nullptr);
     entry* e = table_[i];
     std::unique_ptr<entry> fresh;
     if (e == nullptr) {
+      if (::fcntl(fd, F_GETFD) < 0) return EBADF;
       fresh = std::make_unique<entry>();
       e = fresh.get();
       e->fd = fd;
@@ -138,21 +147,26 @@ class basic_fd_source {
     if (e->interest() != before) {
       if (const int err = ctl(*e, before); err != 0) {
         --e->count[static_cast<int>(dir)];
-        return {nullptr, err};
+        return err;
       }
     }
+    // Before the link: a fan-out reads the slot (under the klist's lock)
+    // as soon as kn is on the list.
+    slot = e;
     if (!e->list.insert(kn)) {  // kn is on a klist already
+      slot = nullptr;
       --e->count[static_cast<int>(dir)];
       const unsigned widened = before | (1u << static_cast<int>(dir));
       if (widened != before) (void)ctl(*e, widened, before);
-      return {nullptr, EEXIST};
+      return EEXIST;
     }
     if (fresh) table_[i] = fresh.release();
-    return {e, 0};
+    return 0;
   }
 
   // Effects: unlinks kn from e's klist; the last knote on a descriptor ends
-  //   its registration and frees the entry (once no poll() fires it).
+  //   its registration and frees the entry (once no poll() fires it). Once
+  //   it returns, no fan-out of this source calls kn's filter.
   // Thread-safety: any thread; not from inside the filter's event.
   void detach(knote_type& kn, entry* e, fd_interest dir) noexcept {
     if (e == nullptr) return;
@@ -256,7 +270,13 @@ class basic_fd_source {
 
   int ctl(entry& e, unsigned before) { return ctl(e, before, e.interest()); }
   int ctl(entry& e, unsigned before, unsigned after) {
-    return backend_.ctl(e.fd, before, after, tag_of(e));
+    if (e.unwatched) return 0;
+    const int err = backend_.ctl(e.fd, before, after, tag_of(e));
+    if (err == EPERM && before == 0) {
+      e.unwatched = true;
+      return 0;
+    }
+    return err;
   }
 
   // The live entry a backend event's tag names, pinned; nullptr if stale.
