@@ -424,6 +424,24 @@ TEST_CASE_TEMPLATE("fd_source.oneshot_reported_once_then_deleted", Src, epoll_sr
   CHECK(scan(kq).empty());
 }
 
+// An EV_ONESHOT report is the knote as it stands (kqueue_scan copies
+// kn_kevent, EV_EOF included: filt_piperead set it in kn_flags).
+TEST_CASE_TEMPLATE("fd_source.oneshot_report_carries_eof", Src, epoll_src, poll_src) {
+  Src fds;
+  kq_t<Src> kq{fds};
+  auto p = make_pipe();
+  REQUIRE(add(kq, p.a, filter_id::read, ev::oneshot) == 0);
+  put(p.b, 3);
+  p.close_b();
+  (void)fds.dispatch();
+  auto e = scan(kq);
+  REQUIRE(e.size() == 1);
+  CHECK(has(e[0].flags, ev::eof));
+  CHECK(has(e[0].flags, ev::oneshot));
+  CHECK(e[0].data == 3);
+  CHECK(kq.size() == 0);
+}
+
 // EV_DISPATCH: disabled after each report; EV_ENABLE re-arms it, and the
 // enable's re-check reports data that is still there.
 TEST_CASE_TEMPLATE("fd_source.dispatch_disables_and_enable_rearms", Src, epoll_src, poll_src) {

@@ -69,13 +69,13 @@ struct fd_backend_event {
 
 // The poll(2) events that watch `interest` (a mask of 1 << fd_interest).
 [[nodiscard]] inline short poll_events_of(unsigned interest) noexcept {
-  short ev = 0;
-  if (interest & 1u) ev |= POLLIN;
+  short bits = 0;
+  if (interest & 1u) bits |= POLLIN;
 #if defined(POLLRDHUP)
-  if (interest & 1u) ev |= POLLRDHUP;
+  if (interest & 1u) bits |= POLLRDHUP;
 #endif
-  if (interest & 2u) ev |= POLLOUT;
-  return ev;
+  if (interest & 2u) bits |= POLLOUT;
+  return bits;
 }
 
 // The poll(2) backend: level-triggered, as poll(2) is; works on every POSIX
@@ -186,14 +186,14 @@ class epoll_backend {
 
   // Effects: EPOLL_CTL_ADD / MOD / DEL of fd. Returns: 0 or an errno.
   int ctl(int fd, unsigned old_interest, unsigned interest, std::uint64_t tag) noexcept {
-    epoll_event ev{};
-    ev.events = EPOLLET;
-    if (interest & 1u) ev.events |= EPOLLIN | EPOLLRDHUP;
-    if (interest & 2u) ev.events |= EPOLLOUT;
-    ev.data.u64 = tag;
+    epoll_event reg{};
+    reg.events = EPOLLET;
+    if (interest & 1u) reg.events |= EPOLLIN | EPOLLRDHUP;
+    if (interest & 2u) reg.events |= EPOLLOUT;
+    reg.data.u64 = tag;
     const int op = interest == 0 ? EPOLL_CTL_DEL
                    : old_interest == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-    return ::epoll_ctl(fd_, op, fd, &ev) == 0 ? 0 : errno;
+    return ::epoll_ctl(fd_, op, fd, &reg) == 0 ? 0 : errno;
   }
 
   int wait(fd_backend_event* out, int n, int timeout_ms) noexcept {
