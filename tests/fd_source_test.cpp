@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <kcont/dispatcher.hpp>
+#include <kcont/thread_dispatcher.hpp>
 #include <kcont/kc.hpp>
 #include <kcont/kfilters.hpp>
 #include <kcont/kqueue.hpp>
@@ -340,6 +341,28 @@ TEST_CASE_TEMPLATE("fd_source.tcp_read_data_count", Src, epoll_src, poll_src) {
   CHECK(!has(e[0].flags, ev::eof));
 }
 
+// filt_soread: the peer's close over TCP (a FIN) makes SBS_CANTRCVMORE:
+// EV_EOF, fflags 0 (no socket error), data the unread bytes.
+TEST_CASE_TEMPLATE("fd_source.tcp_peer_close_reports_eof_without_error", Src, epoll_src,
+                   poll_src) {
+  Src fds;
+  kq_t<Src> kq{fds};
+  auto t = make_tcp_pair();
+  REQUIRE(add(kq, t.a, filter_id::read) == 0);
+  put(t.b, 4);
+  t.close_b();
+  std::vector<kcont::kevent> e;
+  for (int i = 0; i < 200; ++i) {
+    (void)fds.poll(10ms);
+    e = scan(kq);
+    if (!e.empty() && has(e[0].flags, ev::eof)) break;
+  }
+  REQUIRE(e.size() == 1);
+  CHECK(has(e[0].flags, ev::eof));
+  CHECK(e[0].fflags == 0);
+  CHECK(e[0].data == 4);
+}
+
 // filt_soread: a reset connection (the peer closed with SO_LINGER 0) can
 // receive no more: EV_EOF with so_error = ECONNRESET in fflags.
 TEST_CASE_TEMPLATE("fd_source.tcp_reset_reports_eof_with_socket_error", Src, epoll_src,
@@ -538,6 +561,59 @@ TEST_CASE_TEMPLATE("fd_source.knote_continuation_runs_at_once_or_deferred", Src,
   (void)a.detach(d);
   (void)b.detach(d);
   CHECK(fds.size_slow() == 0);
+}
+
+// A read and a write knote on one descriptor share its klist and its one
+// registration; deleting one narrows the registration and the other still
+// fires; deleting both ends it.
+TEST_CASE_TEMPLATE("fd_source.read_and_write_share_one_registration", Src, epoll_src,
+                   poll_src) {
+  Src fds;
+  kq_t<Src> kq{fds};
+  auto s = make_socketpair();
+  REQUIRE(add(kq, s.a, filter_id::read) == 0);
+  REQUIRE(add(kq, s.a, filter_id::write) == 0);
+  CHECK(fds.size_slow() == 1);
+  auto e = scan(kq);
+  REQUIRE(e.size() == 1);  // writable; nothing to read yet
+  CHECK(e[0].filter == filter_id::write);
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(s.a), .filter = filter_id::write,
+                     .flags = ev::delete_}) == 0);
+  CHECK(fds.size_slow() == 1);
+  CHECK(scan(kq).empty());
+  put(s.b, 6);
+  (void)fds.dispatch();
+  e = scan(kq);
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].filter == filter_id::read);
+  CHECK(e[0].data == 6);
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(s.a), .filter = filter_id::read,
+                     .flags = ev::delete_}) == 0);
+  CHECK(fds.size_slow() == 0);
+}
+
+// A continuation deferred to a thread runner: the poll defers it to softnet,
+// a thread_dispatcher's runner thread runs it; detach(d) cancels or waits.
+TEST_CASE_TEMPLATE("fd_source.knote_continuation_on_a_runner_thread", Src, epoll_src,
+                   poll_src) {
+  using base_t = kcont::knote_base<std::uint32_t>;
+  using plan = kcont::plan_for<kcont::bsd_level, kcont::thread_runner, kcont::no_runner>;
+  Src fds;
+  kcont::thread_dispatcher<kcont::bsd_level, plan> d;
+  auto p = make_pipe();
+  std::atomic<std::int64_t> seen{0};
+  kcont::kc k{[](base_t* kn, std::atomic<std::int64_t>*& out, kcont::knote_cause) {
+                out->store(kn->data);
+              },
+              &seen, kcont::bsd_level::softnet};
+  kcont::knote<kcont::read_filter<Src>> kn{kcont::read_filter<Src>{fds}, k,
+                                           static_cast<std::uintptr_t>(p.a)};
+  REQUIRE(kn.attach() == 0);
+  put(p.b, 11);
+  CHECK(fds.poll(d, 0ns, kcont::bsd_level::softserial) == 1);
+  kcont_test::spin_until([&] { return seen.load() == 11; });
+  (void)kn.detach(d);
+  d.stop();
 }
 
 // Many descriptors: random writes and reads over N socketpairs; after each
