@@ -88,6 +88,30 @@ class basic_fd_source {
   using knote_type = knote_base<hint_type, Level>;
 
   // A registered descriptor: what a filter keeps between attach and detach.
+  //
+  // Its lifetime, every field under the source's lock_ (the one place this
+  // protocol is written):
+  //
+  //   state     | event                              | action -> next state
+  //   ----------+------------------------------------+------------------------------
+  //   (none)    | first attach on fd                 | allocate, register with the
+  //             |                                    |   backend, table_[fd] -> live
+  //   live      | attach / detach, knotes remain     | count +/-1, backend widened or
+  //             |                                    |   narrowed -> live
+  //   live      | poll finds its tag (gen matches)   | pins + 1; fire unlocked;
+  //             |                                    |   pins - 1 -> live (or freed)
+  //   live      | last detach                        | backend DEL, table_[fd] = null
+  //             |                                    |   -> forgotten
+  //   live      | forget(fd)                         | backend DEL, table_[fd] = null,
+  //             |                                    |   fire fd_ready::closed (pinned)
+  //             |                                    |   -> forgotten
+  //   forgotten | poll event with its tag            | ignored: not in the table (stale)
+  //   forgotten | detach of one of its knotes        | count - 1
+  //   forgotten | count == 0 and pins == 0           | delete (release_locked)
+  //
+  // A pin keeps the entry (and its klist) alive while a fan-out runs without
+  // lock_, so that a continuation may detach, forget or attach (which take
+  // lock_) and the last detach on another thread cannot free it under the fan-out.
   struct entry {
     list_type list;
     int fd = -1;
