@@ -3,7 +3,7 @@
 // Defines `basic_kevent<Udata>` (BSD's struct kevent, with a typed udata),
 // the `ev` flag set (EV_ADD, EV_DELETE, ... as `ev::add`, `ev::delete_`...),
 // the `note` constants (NOTE_TRIGGER, NOTE_FF*, timer units) and `filter_id`
-// (EVFILT_USER, EVFILT_TIMER and your own). Values are FreeBSD's, so a reader
+// (EVFILT_READ, EVFILT_WRITE, EVFILT_USER, EVFILT_TIMER and your own). Values are FreeBSD's, so a reader
 // of kqueue(2) finds the same numbers; the names are scoped, so including
 // <sys/event.h> on a BSD alongside kcont causes no macro clash.
 //
@@ -66,6 +66,8 @@ inline constexpr std::uint32_t ffcopy = 0xc0000000;      // saved = input
 inline constexpr std::uint32_t ffctrlmask = 0xc0000000;  // the operation bits
 inline constexpr std::uint32_t fflagsmask = 0x00ffffff;  // the user's flags
 inline constexpr std::uint32_t trigger = 0x01000000;     // fire the user event
+// EVFILT_READ / EVFILT_WRITE: `data` in the registration is the low-water mark.
+inline constexpr std::uint32_t lowat = 0x00000001;
 // EVFILT_TIMER: the unit of `data` (milliseconds when none is given).
 inline constexpr std::uint32_t seconds = 0x00000001;
 inline constexpr std::uint32_t mseconds = 0x00000002;
@@ -77,6 +79,8 @@ inline constexpr std::uint32_t nseconds = 0x00000008;
 // the shipped filters; user-defined filters pick any other value, e.g.
 // `static constexpr kcont::filter_id id{42};`.
 enum class filter_id : std::int16_t {
+  read = -1,   // EVFILT_READ
+  write = -2,  // EVFILT_WRITE
   timer = -7,  // EVFILT_TIMER
   user = -11,  // EVFILT_USER
 };

@@ -181,6 +181,31 @@ struct fd_policy {
 };
 #endif
 
+#if KCONT_WARNINGS_POSIX
+// A pipe's read and write ends on a descriptor source, through a kqueue.
+template <class Src>
+void fd_source_with() {
+  Src fds;
+  kcont::kqueue<kcont::filters<kcont::read_filter<Src>, kcont::write_filter<Src>>> kq{fds};
+  int p[2];
+  expect(::pipe(p) == 0, "pipe");
+  const auto r = static_cast<std::uintptr_t>(p[0]);
+  const auto w = static_cast<std::uintptr_t>(p[1]);
+  expect(kq.change({.ident = r, .filter = kcont::filter_id::read, .flags = kcont::ev::add}) == 0 &&
+             kq.change({.ident = w, .filter = kcont::filter_id::write,
+                        .flags = kcont::ev::add}) == 0,
+         "fd_source: registered");
+  expect(::write(p[1], "x", 1) == 1, "pipe write");
+  (void)fds.dispatch();
+  kcont::kevent out[4];
+  expect(kq.scan(out) == 2, "fd_source: read and write ready");
+  (void)kq.change({.ident = r, .filter = kcont::filter_id::read, .flags = kcont::ev::delete_});
+  (void)kq.change({.ident = w, .filter = kcont::filter_id::write, .flags = kcont::ev::delete_});
+  ::close(p[0]);
+  ::close(p[1]);
+}
+#endif
+
 std::atomic<int> thread_starts{0};
 struct start_hook {
   void operator()(bsd_level, unsigned) const { thread_starts.fetch_add(1); }
@@ -313,6 +338,8 @@ int main() {
 #if KCONT_WARNINGS_POSIX
   dispatcher_with<kcont::plan_for<bsd_level, kcont::manual_runner, kcont::no_runner>,
                   fd_policy>(true);
+  fd_source_with<kcont::fd_source>();
+  fd_source_with<kcont::basic_fd_source<kcont::poll_backend>>();
   kcont::fd_wakeup fw;
   expect(fw.valid(), "fd_wakeup valid");
   fw.notify();

@@ -212,6 +212,13 @@ class kqueue_core {
     while (entry* e = drops.pop_front()) e->ops->destroy(*e);
   }
 
+  // The EV_EOF a filter set in the knote's flags (or its touch in a
+  // report's), reported with the entry's own flags: FreeBSD's filt_soread
+  // and filt_piperead set EV_EOF in kn_flags, which the scan copies out.
+  static ev eof_of(std::uint16_t flags) noexcept {
+    return static_cast<ev>(flags) & ev::eof;
+  }
+
   // One pass over the knotes pending when it starts (FreeBSD's marker):
   // a level-triggered knote re-queued behind them is not seen twice.
   std::size_t collect(std::span<kevent_type> events, drop_list& drops) {
@@ -237,7 +244,8 @@ class kqueue_core {
         // own fflags and data (0 for a user event: its touch keeps the
         // user's flags in sfflags/sdata, which only a touch reports).
         const knote_fields f = k.snapshot();
-        events[n++] = kevent_type{e.ident, e.filter, e.flags, f.fflags, f.data, e.udata};
+        events[n++] = kevent_type{e.ident, e.filter, e.flags | eof_of(f.flags), f.fflags,
+                                  f.data, e.udata};
         unlink_locked(e);
         drops.push_front(e);
         continue;
@@ -248,7 +256,8 @@ class kqueue_core {
         (void)k.clear_active();
         continue;
       }
-      events[n++] = kevent_type{e.ident, e.filter, e.flags, r.fflags, r.data, e.udata};
+      events[n++] = kevent_type{e.ident, e.filter, e.flags | eof_of(r.flags), r.fflags,
+                                r.data, e.udata};
       if (clear || has(e.flags, ev::dispatch)) {
         if (has(e.flags, ev::dispatch)) k.disable();
         (void)k.clear_active();
