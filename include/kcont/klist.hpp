@@ -47,7 +47,9 @@ struct klist_checker;
 // (debug builds abort): detach the knotes first.
 // Thread-safety: every member, from any thread, when Lock is a real lock.
 // The lock is held while filters' `event` run, never while a continuation
-// runs; so a continuation may fire, insert or erase on this same list.
+// runs (but for the kqueue's own, which it links under its own lock and
+// never touches a klist: kcont/detail/kqueue_entry.hpp); so a
+// continuation may fire, insert or erase on this same list.
 // With no_lock, link single-threaded knotes (knote<F, Level, no_lock>: no
 // field lock, no atomic read-modify-write) for the cheapest fan-out; the
 // list accepts thread-safe knotes too. A single-threaded knote must never be
@@ -204,6 +206,16 @@ class klist {
         run_later(d, current, kn);
       return r != detail::fire_outcome::skipped;
     } else {
+      if (access::fires_under_lock(kn)) {
+        // A knote whose fused fire may run under this lock (a kqueue's): as
+        // with no_lock, unpinned: a detach erases it from this list under
+        // the lock, so after this step (the state table's "→ active, no
+        // pin").
+        const detail::fire_outcome r = kn.fire_unpinned(hint, current);
+        if (r == detail::fire_outcome::needs_run) [[unlikely]]
+          run_later(d, current, kn);
+        return r != detail::fire_outcome::skipped;
+      }
       if (!kn.filter_event(hint)) return false;
       // Pinned under the list lock: a detach on another thread erases it
       // from the list and then waits for this activation to finish.

@@ -43,6 +43,7 @@
 #include <new>
 #include <optional>
 #include <span>
+#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -68,11 +69,11 @@ class kqueue;
 //
 //   Udata — the caller's cookie type (a pointer or an integer; trivially
 //           copyable): typed, so a session* comes back as a session*.
-//   Lock  — guards the knote table and the pending list; std::mutex (the
-//           default) or spin_lock for concurrent use, no_lock for one thread
-//           (a blocking scan then only makes sense with a timeout; its knotes
-//           are then single-threaded, knote<F, Level, no_lock>: the sources
-//           they are attached to must be fired from that thread too).
+//   Lock  — guards the knote table, the pending list and the knotes' fields
+//           and state; std::mutex (the default) or spin_lock for concurrent
+//           use, no_lock for one thread (a blocking scan then only makes
+//           sense with a timeout; the sources its knotes are attached to
+//           must be fired from that thread too).
 //   Level — the level set of the knotes' continuations (the kqueue's own is
 //           `immediate`).
 // A filter F is a filter_for its knote with `static constexpr filter_id id`;
@@ -276,9 +277,11 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   using base::post_change;
   using base::push_pending;
   using base::unlink_locked;
-  // With no_lock the kqueue is used from one thread: its knotes are
-  // single-threaded too (no field lock, plain state updates).
-  using knote_lock = std::conditional_t<std::is_same_v<Lock, no_lock>, no_lock, spin_lock>;
+  // The knotes are single-threaded (no field lock, plain state updates)
+  // whatever Lock is: every operation on one is serialized by lock_, but for
+  // its attach (before it is linked) and its detach (after it is unlinked
+  // and marked dropping under lock_): kcont/detail/kqueue_entry.hpp.
+  using knote_lock = no_lock;
   template <class Fi>
   using node = detail::kqueue_node<base, Fi, Udata, Level, knote_lock>;
   using contexts = detail::filter_contexts<F...>;
@@ -302,9 +305,18 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     if (has(kev.flags, ev::add | ev::keepudata)) return EINVAL;
     std::unique_lock<Lock> g(lock_);
     auto it = table_.find(key{kev.ident, kev.filter});
+    // A knote whose filter another thread is attaching (lock_ dropped: see
+    // add_as) is FreeBSD's knote in flux: wait until it is attached (or
+    // gone), as kqueue_register sleeps on KN_INFLUX.
+    while (it != table_.end() && it->second->attaching) {
+      g.unlock();
+      std::this_thread::yield();
+      g.lock();
+      it = table_.find(key{kev.ident, kev.filter});
+    }
     if (it == table_.end()) {
       if (!has(kev.flags, ev::add)) return is_known(kev.filter) ? ENOENT : EINVAL;
-      return add_new(kev);
+      return add_new(kev, g);
     }
     entry& e = *it->second;
     if (has(kev.flags, ev::delete_)) {
@@ -334,18 +346,18 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     return 0;
   }
 
-  // ev::add of a new knote, under lock_: the filter's attach takes its
-  // source's klist lock (kqueue lock, then klist lock: the one order used).
-  int add_new(kevent_type& c) {
+  // ev::add of a new knote, under lock_ (g), which the filter's attach runs
+  // without: see add_as.
+  int add_new(kevent_type& c, std::unique_lock<Lock>& g) {
     int err = EINVAL;
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (void)((F::id == c.filter ? (err = add_as<I, F>(c), true) : false) || ...);
+      (void)((F::id == c.filter ? (err = add_as<I, F>(c, g), true) : false) || ...);
     }(std::index_sequence_for<F...>{});
     return err;
   }
 
   template <std::size_t I, class Fi>
-  int add_as(kevent_type& c) {
+  int add_as(kevent_type& c, std::unique_lock<Lock>& g) {
     node<Fi>* n = nullptr;
 #if defined(__cpp_exceptions)
     if constexpr (detail::filter_context<Fi>::needed) {
@@ -387,7 +399,30 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
 #else
     table_.emplace(key{c.ident, c.filter}, n);
 #endif
-    if (const int err = n->kn.attach(); err != 0) {
+    // The filter's attach links the knote on its source's klist (that
+    // list's lock), whose fan-out runs the kqueue's continuation under the
+    // list lock, and that takes lock_: so the attach runs without lock_
+    // (FreeBSD's kqueue_register calls f_attach unlocked too), the one lock
+    // order being klist, then kqueue. Meanwhile the entry is `attaching`:
+    // changes to it wait, activations leave it unqueued (still active:
+    // post_change below queues it). With no_lock there is no other thread.
+    int err = 0;
+    if constexpr (std::is_same_v<Lock, no_lock>) {
+      err = n->kn.attach();
+    } else {
+      n->attaching = true;
+      g.unlock();
+      struct relock {
+        std::unique_lock<Lock>& g;
+        entry& e;
+        ~relock() {
+          g.lock();
+          e.attaching = false;
+        }
+      } r{g, *n};
+      err = n->kn.attach();
+    }
+    if (err != 0) {
       // A failed attach linked nothing, so no activation can reach it.
       table_.erase(key{c.ident, c.filter});
       delete n;

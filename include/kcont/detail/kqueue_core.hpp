@@ -124,7 +124,8 @@ class kqueue_core {
   //   idle     | activation; not disabled, not        | try_queue, push_back, wake
   //            |   dropping                           |   scanners -> pending
   //   idle     | activation; disabled or dropping     | none -> idle (still active:
-  //            |                                      |   enable's post_change queues it)
+  //            |   or attaching                       |   enable's or the attach's
+  //            |                                      |   post_change queues it)
   //   idle     | change (post_change): active and     | try_queue, push_back, wake
   //            |   enabled after the re-check, or     |   scanners -> pending
   //            |   ev::forceoneshot                   |
@@ -148,21 +149,18 @@ class kqueue_core {
 
   // The NetBSD patch's kq_func (see the state table above). Any thread.
   void on_activation(entry& e) {
-    // A knote already pending needs nothing (rule 7), so its activation
-    // does not take lock_: read the queued flag first. Why it is safe: a
-    // klist's activation ran the filter's event under the knote's field
-    // lock before this load; a scan that already popped the knote clears
-    // the flag before it re-checks and reports under that field lock, so
-    // either this load sees the flag clear (and takes the path below) or
-    // that re-check and report see this event: it is coalesced into the
-    // report, as an activation just before the scan took lock_ would have
-    // been. An activation without a filter event (knote::activate) carries
-    // nothing a re-check could miss: it is the same coalescing.
+    // A knote already pending needs nothing (rule 7), so this activation
+    // does not take lock_: read the queued flag first. Only knote::activate
+    // and enable come here (a fan-out's activation is fire_kq, below): they
+    // carry no filter event a re-check could miss, so a scan that popped
+    // the knote a moment ago has reported what this one would have.
     if (is_queued(e)) return;
     std::lock_guard<Lock> g(lock_);
-    if (e.dropping || e.core->is_disabled()) return;
+    if (e.dropping || e.attaching || e.core->is_disabled()) return;
     if (try_queue(e)) push_pending(e);
   }
+  // A fan-out's activation is the same row, done by the knote's fused fire
+  // under lock_ together with the filter's event (kqueue_node::fire_kq).
 
   // The entry's queued flag, the NetBSD patch's KN_QUEUED. It is the
   // kqueue's own (not the knote's state word, which would need a locked
