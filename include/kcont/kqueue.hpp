@@ -43,7 +43,6 @@
 #include <new>
 #include <optional>
 #include <span>
-#include <thread>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -304,16 +303,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     if (has(kev.flags, ev::enable | ev::disable)) return EINVAL;
     if (has(kev.flags, ev::add | ev::keepudata)) return EINVAL;
     std::unique_lock<Lock> g(lock_);
-    auto it = table_.find(key{kev.ident, kev.filter});
-    // A knote whose filter another thread is attaching (lock_ dropped: see
-    // add_as) is FreeBSD's knote in flux: wait until it is attached (or
-    // gone), as kqueue_register sleeps on KN_INFLUX.
-    while (it != table_.end() && it->second->attaching) {
-      g.unlock();
-      std::this_thread::yield();
-      g.lock();
-      it = table_.find(key{kev.ident, kev.filter});
-    }
+    auto it = base::find_settled(key{kev.ident, kev.filter}, g);
     if (it == table_.end()) {
       if (!has(kev.flags, ev::add)) return is_known(kev.filter) ? ENOENT : EINVAL;
       return add_new(kev, g);
@@ -399,29 +389,9 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
 #else
     table_.emplace(key{c.ident, c.filter}, n);
 #endif
-    // The filter's attach links the knote on its source's klist (that
-    // list's lock), whose fan-out runs the kqueue's continuation under the
-    // list lock, and that takes lock_: so the attach runs without lock_
-    // (FreeBSD's kqueue_register calls f_attach unlocked too), the one lock
-    // order being klist, then kqueue. Meanwhile the entry is `attaching`:
-    // changes to it wait, activations leave it unqueued (still active:
-    // post_change below queues it). With no_lock there is no other thread.
-    int err = 0;
-    if constexpr (std::is_same_v<Lock, no_lock>) {
-      err = n->kn.attach();
-    } else {
-      n->attaching = true;
-      g.unlock();
-      struct relock {
-        std::unique_lock<Lock>& g;
-        entry& e;
-        ~relock() {
-          g.lock();
-          e.attaching = false;
-        }
-      } r{g, *n};
-      err = n->kn.attach();
-    }
+    // Without lock_ (see attach_unlocked): post_change below queues what
+    // fired meanwhile.
+    const int err = base::attach_unlocked(*n, g, [n] { return n->kn.attach(); });
     if (err != 0) {
       // A failed attach linked nothing, so no activation can reach it.
       table_.erase(key{c.ident, c.filter});

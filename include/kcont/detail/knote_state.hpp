@@ -361,10 +361,8 @@ class knote_core : public knote_fields {
   }
 
   // A thread waiting for this knote's pins from inside another knote's
-  // activation (the state table's mutual detach; contract checks only), on
-  // the waiting thread's stack, linked on pin_waits while it waits. Kept
-  // out of the knote: no knote pays 8 bytes for a debug check, and the
-  // knote's layout does not depend on NDEBUG.
+  // activation (the mutual detach above), on its stack, linked on pin_waits
+  // while it waits: no knote pays for a debug check, nor depends on NDEBUG.
   struct pin_wait {
     const knote_core* waits_for;
     const knote_core* inside;
@@ -373,9 +371,7 @@ class knote_core : public knote_fields {
   static inline spin_lock pin_waits_lock;
   static inline pin_wait* pin_waits = nullptr;
 
-  // The field lock (a thread-safe knote's filter calls; one byte). The
-  // three bytes and the state word below share one 8-byte slot after the
-  // fields.
+  // The field lock; it, the three bools and the state word fill one 8-byte slot.
   mutable spin_lock fields_lock_;
 
  private:
@@ -386,10 +382,8 @@ class knote_core : public knote_fields {
   const bool single_ = false;
   // On a klist (guarded by the klist's lock): insert refuses a second link.
   bool linked_ = false;
-  // Its fused fire may run under a locked klist's lock (set once, before
-  // attach, for a kqueue's knotes): the fan-out then needs no pin and no
-  // lock drop (the state table's "→ active, no pin" under a klist lock).
-  // A byte of the slot after the fields, so it costs nothing.
+  // Its fused fire may run under a locked klist's lock (a kqueue's knotes,
+  // set before attach): the state table's "→ active, no pin".
   bool fires_under_lock_ = false;
   // The state word (the state table above): every knote.
   std::atomic<std::uint32_t> state_{0};
@@ -428,8 +422,7 @@ struct knote_access {
                                             : knote_core::threading::shared>();
   }
   static spin_lock& fields_lock(knote_core& k) noexcept { return k.fields_lock_; }
-  // Whether a locked klist's fan-out runs its fused fire under the list
-  // lock (the state table's "→ active, no pin" under a klist lock).
+  // Whether a locked klist runs the knote's fused fire under its lock.
   static bool fires_under_lock(const knote_core& k) noexcept { return k.fires_under_lock_; }
   static void set_fires_under_lock(knote_core& k) noexcept { k.fires_under_lock_ = true; }
 };

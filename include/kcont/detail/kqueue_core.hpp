@@ -17,6 +17,8 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <thread>
+#include <type_traits>
 #include <unordered_map>
 
 #include "kcont/contract.hpp"
@@ -99,6 +101,47 @@ class kqueue_core {
     g.unlock();
     destroy_all(drops);
     return n;
+  }
+
+  // The table's entry for k, once no other thread is attaching its filter
+  // (FreeBSD's knote in flux: kqueue_register sleeps on KN_INFLUX). g holds
+  // lock_ on entry and on return.
+  auto find_settled(const key& k, std::unique_lock<Lock>& g) {
+    auto it = table_.find(k);
+    while (it != table_.end() && it->second->attaching) {
+      g.unlock();
+      std::this_thread::yield();
+      g.lock();
+      it = table_.find(k);
+    }
+    return it;
+  }
+
+  // Runs `attach` (the filter's attach of e's knote, new in the table)
+  // without lock_, which g holds on entry and on return: the attach links
+  // the knote on its source's klist, whose fan-out takes lock_ under the
+  // list lock (kqueue_node::fire_kq), so the one lock order is klist, then
+  // kqueue (FreeBSD's kqueue_register calls f_attach unlocked too).
+  // Meanwhile e is `attaching`: changes wait (find_settled), activations
+  // leave it unqueued (still active: the caller's post_change queues it).
+  // With no_lock there is no other thread: nothing to drop.
+  template <class Attach>
+  int attach_unlocked(entry& e, std::unique_lock<Lock>& g, Attach attach) {
+    if constexpr (std::is_same_v<Lock, no_lock>) {
+      return attach();
+    } else {
+      e.attaching = true;
+      g.unlock();
+      struct relock {
+        std::unique_lock<Lock>& g;
+        entry& e;
+        ~relock() {
+          g.lock();
+          e.attaching = false;
+        }
+      } r{g, e};
+      return attach();
+    }
   }
 
   // Rule 6 done inline for the kqueue's own continuation (calling it here
