@@ -188,7 +188,8 @@ struct kqueue_node final : kqueue_entry<Udata> {
     auto& k = static_cast<knote_type&>(b);
     kqueue_node& n = *k.env();
     Owner& q = *n.owner;
-    std::lock_guard g(q.lock_);
+    lock_fast(q.lock_);
+    std::lock_guard g(q.lock_, std::adopt_lock);
     // Dropping: its detach may be writing the state word, without lock_.
     if (n.dropping) return fire_outcome::skipped;
     if (!static_cast<bool>(k.filter().event(b, h))) return fire_outcome::skipped;
@@ -197,6 +198,19 @@ struct kqueue_node final : kqueue_entry<Udata> {
     if (!n.attaching && Owner::try_queue(n)) q.push_pending(n);
     return fire_outcome::ran;
   }
+
+  // A spin lock's contended wait out of line: the fused fire above then
+  // saves no registers for it.
+  template <class L>
+  static void lock_fast(L& l) {
+    if constexpr (std::is_same_v<L, spin_lock>) {
+      if (!l.try_lock()) [[unlikely]] lock_slow(l);
+    } else {
+      l.lock();
+    }
+  }
+  template <class L>
+  [[gnu::cold, gnu::noinline]] static void lock_slow(L& l) { l.lock(); }
 
   static kqueue_node& self(entry& e) noexcept { return static_cast<kqueue_node&>(e); }
   // Under the kqueue's lock, which guards the fields (above).
