@@ -57,6 +57,11 @@
 //                               function calls the continuation through its
 //                               type-erased trampoline (comparison row)
 //   BM_FanOut_KlistThreadSafe   the same with thread-safe knotes
+//   BM_FanOut_RawListMutex      the floor under a lock: the raw list walked
+//                               under one hold of a std::mutex
+//   BM_FanOut_KnoteClosureMutex klist<long, bsd_level, std::mutex> over K
+//                               thread-safe knote_closures (the default
+//                               policy; issue 14's locked fan-out)
 //
 // E, kqueue activate + scan per event: one registered object; one iteration
 // posts one event and consumes it (one item).
@@ -726,5 +731,79 @@ void BM_FanOut_KnoteClosureThreadSafe(benchmark::State& state) {
   fan_out_closure<kcont::spin_lock>(state);
 }
 BENCHMARK(BM_FanOut_KnoteClosureThreadSafe)->Apply(fan_args);
+
+// ------------------------------------------------- under a std::mutex (issue 14)
+
+// The same fan-out when the list has a real lock (an event source fired
+// from several threads): the floor walks its raw list under one hold of a
+// std::mutex; kcont fires a klist<long, bsd_level, std::mutex> over
+// thread-safe knote_closures (the default policy: each continuation runs
+// with the list lock dropped, its knote pinned, so that it may detach any
+// knote and a detach on another thread waits for it).
+using mutex_list = kcont::klist<long, bsd_level, std::mutex>;
+
+struct mutex_hint_filter {
+  mutex_list* list;
+  int attach(knote_ref& kn) {
+    list->insert(kn);
+    return 0;
+  }
+  void detach(knote_ref& kn) { (void)list->erase(kn); }
+  bool event(knote_ref& kn, long hint) {
+    kn.data = hint;
+    return true;
+  }
+};
+
+// Loop: lock; for each subscriber one indirect call through its fn; unlock.
+[[gnu::noinline]] void round_raw_list_mutex(raw_sub* head, std::mutex& m, long hint) {
+  std::lock_guard<std::mutex> g(m);
+  for (raw_sub* s = head; s != nullptr; s = s->next) s->fn(s, hint);
+}
+
+void BM_FanOut_RawListMutex(benchmark::State& state) {
+  const std::size_t k = subscribers(state);
+  tally t;
+  auto reqs = make_requests(t, k);
+  auto subs = std::make_unique<raw_sub[]>(k);
+  for (std::size_t i = 0; i < k; ++i)
+    subs[i] = raw_sub{i + 1 < k ? &subs[i + 1] : nullptr, &raw_sub_handler, &reqs[i]};
+  raw_sub* const head = kcont_bench::opaque(subs.get());
+  std::mutex m;
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_raw_list_mutex(head, m, fresh_hint());
+  finish(state, check, t, k, fan_status);
+}
+BENCHMARK(BM_FanOut_RawListMutex)->Apply(fan_args);
+
+using mutex_closure =
+    kcont::knote_closure<mutex_hint_filter, std::remove_const_t<decltype(fan_handler)>,
+                         request*, kcont::static_level<bsd_level::immediate>, kcont::spin_lock>;
+
+// Loop: one list.fire(t, hint, t.lowest): the list's std::mutex, then per
+// knote the filter's event under the field lock, the pinned activation, the
+// list lock dropped around the handler and retaken, the unpin.
+[[gnu::noinline]] void round_klist_mutex(mutex_list& l, long hint) {
+  kcont::immediate_target<> t;
+  (void)l.fire(t, hint, t.lowest);
+}
+
+void BM_FanOut_KnoteClosureMutex(benchmark::State& state) {
+  const std::size_t k = subscribers(state);
+  tally t;
+  auto reqs = make_requests(t, k);
+  mutex_list list;
+  auto subs = std::make_unique<std::optional<mutex_closure>[]>(k);
+  for (std::size_t i = 0; i < k; ++i) {
+    subs[i].emplace(mutex_hint_filter{&list}, fan_handler, &reqs[i],
+                    kcont::at<bsd_level::immediate>);
+    (void)subs[i]->attach();
+  }
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round_klist_mutex(list, fresh_hint());
+  finish(state, check, t, k, fan_status);
+  for (std::size_t i = 0; i < k; ++i) (void)subs[i]->detach();
+}
+BENCHMARK(BM_FanOut_KnoteClosureMutex)->Apply(fan_args);
 
 }  // namespace

@@ -6,8 +6,10 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <thread>
 
@@ -495,6 +497,68 @@ TEST_CASE("kqueue.rule8_delete_while_an_activation_is_in_flight") {
   }
   stop.store(true);
   firer.join();
+}
+
+namespace {
+// A source whose filter's attach links the knote, then waits (up to 5 s)
+// until a fan-out over that source on another thread has returned.
+struct slow_attach_source {
+  kcont::klist<long, bsd_level, std::mutex> list;
+  std::atomic<bool> linked{false};
+  std::atomic<bool> fired{false};
+  bool fired_during_attach = false;
+};
+struct slow_attach_filter {
+  static constexpr filter_id id{101};
+  using context_type = slow_attach_source;
+  slow_attach_source* src;
+  explicit slow_attach_filter(slow_attach_source& s) : src(&s) {}
+  int attach(kcont::knote_base<long>& kn) {
+    src->list.insert(kn);
+    src->linked.store(true);
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!src->fired.load() && std::chrono::steady_clock::now() < until)
+      std::this_thread::yield();
+    src->fired_during_attach = src->fired.load();
+    return 0;
+  }
+  void detach(kcont::knote_base<long>& kn) { (void)src->list.erase(kn); }
+  bool event(kcont::knote_base<long>& kn, long hint) {
+    if (hint > 0) {
+      kn.data += hint;
+      return true;
+    }
+    return kn.data != 0;
+  }
+};
+}  // namespace
+
+TEST_CASE("kqueue.a_source_fires_while_a_knote_is_being_attached") {
+  // FreeBSD's kqueue_register calls the filter's f_attach without the
+  // kqueue's lock (the knote marked in flux), and knote() reaches the kqueue
+  // from under the source's lock: so a source fired on another thread while
+  // a filter attaches neither waits for that attach nor loses its event (the
+  // registration's re-check queues the knote once the attach returns).
+  slow_attach_source src;
+  kcont::kqueue<kcont::filters<slow_attach_filter>, std::uintptr_t, std::mutex> kq{src};
+  std::thread firer([&] {
+    while (!src.linked.load()) std::this_thread::yield();
+    kcont::immediate_target<> t;
+    CHECK(src.list.fire(t, 1, t.lowest) == 1);
+    src.fired.store(true);
+  });
+  const int err = kq.change({.ident = 7, .filter = filter_id{101},
+                             .flags = ev::add | ev::clear, .udata = 70});
+  firer.join();
+  CHECK(err == 0);
+  CHECK(src.fired_during_attach);
+  kev out[4];
+  REQUIRE(kq.scan(out) == 1);
+  CHECK(out[0].ident == 7);
+  CHECK(out[0].data == 1);
+  CHECK(out[0].udata == 70);
+  CHECK(kq.change({.ident = 7, .filter = filter_id{101}, .flags = ev::delete_}) == 0);
+  CHECK(src.list.empty());
 }
 
 TEST_CASE("kqueue.single_threaded_with_no_lock") {

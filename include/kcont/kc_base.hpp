@@ -95,9 +95,15 @@ class kc_base : public kc_hook {
   template <class, class, level_set>
   friend struct detail::kc_base_access;
 
-  invoke_fn invoke_;
-  Obj obj_{};
+  // The saved status first: a 4-byte Status (an int, an enum) then sits in
+  // kc_hook's tail padding (after its state and level bytes), not in a
+  // padded slot of its own after obj_.
   Status status_{};
+  // The typed call of the continuation's function (its trampoline's half
+  // that knows Obj and Status): every kc_base needs it.
+  invoke_fn invoke_;
+  // The obj saved by a deferral (rule 2): every kc_base may be deferred.
+  Obj obj_{};
 };
 
 namespace detail {

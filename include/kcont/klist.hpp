@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <mutex>
 #include <type_traits>
 
@@ -47,7 +48,9 @@ struct klist_checker;
 // (debug builds abort): detach the knotes first.
 // Thread-safety: every member, from any thread, when Lock is a real lock.
 // The lock is held while filters' `event` run, never while a continuation
-// runs; so a continuation may fire, insert or erase on this same list.
+// runs (but for the kqueue's own, which it links under its own lock and
+// never touches a klist: kcont/detail/kqueue_entry.hpp); so a
+// continuation may fire, insert or erase on this same list.
 // With no_lock, link single-threaded knotes (knote<F, Level, no_lock>: no
 // field lock, no atomic read-modify-write) for the cheapest fan-out; the
 // list accepts thread-safe knotes too. A single-threaded knote must never be
@@ -135,7 +138,10 @@ class klist {
   //   knotes (knote<F, Level, no_lock>). Each knote then costs one call of
   //   its fused fire function (knote_base::fire_fn); only a continuation
   //   that must be deferred, is queued or carries a deferral goes through
-  //   kcont::run with `d`.
+  //   kcont::run with `d`. With a real lock, each activation is pinned and
+  //   its continuation runs with the lock dropped (retaken for the next
+  //   knote, not after the last one); a kqueue's knotes are the exception:
+  //   their fused fire runs under the lock, unpinned.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t fire(D& d, const Hint& hint, Level current) {
@@ -171,48 +177,62 @@ class klist {
   template <class D>
   [[gnu::noinline]] std::size_t fire_all(D& d, const Hint& hint, Level current) {
     fire_guard g = lock_for_fire();
-    cursor c{nullptr, cursors_};
-    cursors_ = &c;
-    cursor_guard guard{*this, c, g, c.outer};
     std::size_t n = 0;
-    detail::knote_core* next = list_.front();
-    while (detail::knote_core* core = next) {
-      // The cursor in memory is where erase finds the next knote (and moves
-      // it past one it removes); reading it back after the call is one load.
-      c.next = access::next(*core);
-      if (fire_one(d, hint, current, g, static_cast<knote_type&>(*core))) ++n;
-      next = c.next;
+    knote_type* last = nullptr;  // a locked list's last knote, pinned, to run
+    {
+      cursor c{nullptr, cursors_};
+      cursors_ = &c;
+      cursor_guard guard{*this, c, g, c.outer};
+      detail::knote_core* next = list_.front();
+      while (detail::knote_core* core = next) {
+        // The cursor in memory is where erase finds the next knote (and moves
+        // it past one it removes); reading it back after the call is one load.
+        c.next = access::next(*core);
+        auto& kn = static_cast<knote_type&>(*core);
+        if constexpr (unlocked) {
+          if (fire_one(d, hint, current, g, kn)) ++n;
+        } else {
+          const locked_step r = fire_locked(d, hint, current, g, kn, c.next == nullptr);
+          if (r == locked_step::last) {
+            ++n;
+            last = &kn;
+            break;
+          }
+          if (r == locked_step::fired) ++n;
+        }
+        next = c.next;
+      }
+    }  // the cursor leaves the list, under the lock
+    if constexpr (!unlocked) {
+      // The last knote's continuation runs after the cursor left the list,
+      // and the lock is not retaken after it: nothing is left to visit (a
+      // knote inserted by that continuation need not be).
+      if (last != nullptr) {
+        g.unlock();
+        (void)last->run_pinned(d, current, knote_cause::event);
+      }
     }
     return n;
   }
 
-  // One knote of a fan-out. Returns: whether it fired and was activated.
+  // One knote of a no_lock fan-out. Returns: whether it fired and was
+  // activated.
   template <class D>
   static bool fire_one(D& d, const Hint& hint, Level current, fire_guard& g,
                        knote_type& kn) {
-    if constexpr (std::is_same_v<Lock, no_lock>) {
-      // No lock: every detach erases from this list, so none runs on
-      // another thread during this fan-out; nothing to pin (knote.hpp,
-      // begin_activation<false>), no lock to drop around the call. The
-      // knote's fused fire function does filter, activation and, when it
-      // may run at once, the continuation; only a continuation to defer (or
-      // queued, or carrying a deferral) needs `d`: that one is run here
-      // through kcont::run, as before.
-      (void)g;
-      const detail::fire_outcome r = kn.fire_unpinned(hint, current);
-      if (r == detail::fire_outcome::needs_run) [[unlikely]]
-        run_later(d, current, kn);
-      return r != detail::fire_outcome::skipped;
-    } else {
-      if (!kn.filter_event(hint)) return false;
-      // Pinned under the list lock: a detach on another thread erases it
-      // from the list and then waits for this activation to finish.
-      if (!access::begin_activation(kn)) return false;
-      g.unlock();
-      (void)kn.run_pinned(d, current, knote_cause::event);
-      g.lock();
-      return true;
-    }
+    // No lock: every detach erases from this list, so none runs on another
+    // thread during this fan-out; nothing to pin (knote.hpp,
+    // begin_activation<false>), no lock to drop around the call. The knote's
+    // fused fire function does filter, activation and, when it may run at
+    // once, the continuation; only a continuation to defer (or queued, or
+    // carrying a deferral) needs `d`: that one is run here through
+    // kcont::run, as before. (A locked list: fire_locked.)
+    static_assert(unlocked);
+    (void)g;
+    const detail::fire_outcome r = kn.fire_unpinned(hint, current);
+    if (r == detail::fire_outcome::needs_run) [[unlikely]]
+      run_later(d, current, kn);
+    return r != detail::fire_outcome::skipped;
   }
 
   // The rare end of a no_lock fan-out's step: a continuation the fused fire
@@ -254,6 +274,38 @@ class klist {
       }
     }
   };
+
+  // One knote of a fan-out under a real lock (held on entry, and on return
+  // but for `last`). `is_last`: no knote follows it.
+  enum class locked_step : std::uint8_t {
+    skipped,  // not activated
+    fired,    // activated, its continuation run
+    last,     // activated and pinned, the last knote: the caller runs its
+              // continuation once the cursor left the list
+  };
+  template <class D>
+  static locked_step fire_locked(D& d, const Hint& hint, Level current, fire_guard& g,
+                                 knote_type& kn, bool is_last) {
+    if (access::fires_under_lock(kn)) {
+      // A knote whose fused fire may run under this lock (a kqueue's): as
+      // with no_lock, unpinned: a detach erases it from this list under
+      // the lock, so after this step (the state table's "→ active, no
+      // pin").
+      const detail::fire_outcome r = kn.fire_unpinned(hint, current);
+      if (r == detail::fire_outcome::needs_run) [[unlikely]]
+        run_later(d, current, kn);
+      return r != detail::fire_outcome::skipped ? locked_step::fired : locked_step::skipped;
+    }
+    if (!kn.filter_event(hint)) return locked_step::skipped;
+    // Pinned under the list lock: a detach on another thread erases it
+    // from the list and then waits for this activation to finish.
+    if (!access::begin_activation(kn)) return locked_step::skipped;
+    if (is_last) return locked_step::last;
+    g.unlock();
+    (void)kn.run_pinned(d, current, knote_cause::event);
+    g.lock();
+    return locked_step::fired;
+  }
 
   bool erase_locked(detail::knote_core& kn) noexcept {
     if (!access::linked(kn)) return false;

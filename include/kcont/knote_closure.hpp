@@ -149,8 +149,23 @@ class knote_closure
   // The continuation's environment.
   [[nodiscard]] Env& env() noexcept { return holder::k_.env(); }
 
- private:
+ protected:
   using base_type = typename knote_type::base_type;
+  using fire_fn = typename base_type::fire_fn;
+
+  // For kcont's own knotes that fuse their continuation into a fire
+  // function of their own (the kqueue's: kcont/detail/kqueue_entry.hpp):
+  // `fire` replaces fire_closure; with `under_lock` a locked klist calls it
+  // under the list lock, unpinned (the state table in
+  // kcont/detail/knote_state.hpp: "→ active, no pin").
+  knote_closure(F filter, Fn fn, Env env, LevelSpec level, std::uintptr_t id, fire_fn fire,
+                bool under_lock)
+      : holder{{std::move(fn), std::move(env), level}},
+        knote_type(std::move(filter), holder::k_, id, fire) {
+    if (under_lock) detail::knote_access::set_fires_under_lock(*this);
+  }
+
+ private:
 
   // The fused fire with the continuation's type known: its function is
   // called directly (no trampoline; at a compile-time level no level test).

@@ -68,11 +68,11 @@ class kqueue;
 //
 //   Udata — the caller's cookie type (a pointer or an integer; trivially
 //           copyable): typed, so a session* comes back as a session*.
-//   Lock  — guards the knote table and the pending list; std::mutex (the
-//           default) or spin_lock for concurrent use, no_lock for one thread
-//           (a blocking scan then only makes sense with a timeout; its knotes
-//           are then single-threaded, knote<F, Level, no_lock>: the sources
-//           they are attached to must be fired from that thread too).
+//   Lock  — guards the knote table, the pending list and the knotes' fields
+//           and state; std::mutex (the default) or spin_lock for concurrent
+//           use, no_lock for one thread (a blocking scan then only makes
+//           sense with a timeout; the sources its knotes are attached to
+//           must be fired from that thread too).
 //   Level — the level set of the knotes' continuations (the kqueue's own is
 //           `immediate`).
 // A filter F is a filter_for its knote with `static constexpr filter_id id`;
@@ -276,9 +276,11 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   using base::post_change;
   using base::push_pending;
   using base::unlink_locked;
-  // With no_lock the kqueue is used from one thread: its knotes are
-  // single-threaded too (no field lock, plain state updates).
-  using knote_lock = std::conditional_t<std::is_same_v<Lock, no_lock>, no_lock, spin_lock>;
+  // The knotes are single-threaded (no field lock, plain state updates)
+  // whatever Lock is: every operation on one is serialized by lock_, but for
+  // its attach (before it is linked) and its detach (after it is unlinked
+  // and marked dropping under lock_): kcont/detail/kqueue_entry.hpp.
+  using knote_lock = no_lock;
   template <class Fi>
   using node = detail::kqueue_node<base, Fi, Udata, Level, knote_lock>;
   using contexts = detail::filter_contexts<F...>;
@@ -301,10 +303,10 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     if (has(kev.flags, ev::enable | ev::disable)) return EINVAL;
     if (has(kev.flags, ev::add | ev::keepudata)) return EINVAL;
     std::unique_lock<Lock> g(lock_);
-    auto it = table_.find(key{kev.ident, kev.filter});
+    auto it = base::find_settled(key{kev.ident, kev.filter}, g);
     if (it == table_.end()) {
       if (!has(kev.flags, ev::add)) return is_known(kev.filter) ? ENOENT : EINVAL;
-      return add_new(kev);
+      return add_new(kev, g);
     }
     entry& e = *it->second;
     if (has(kev.flags, ev::delete_)) {
@@ -334,18 +336,18 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     return 0;
   }
 
-  // ev::add of a new knote, under lock_: the filter's attach takes its
-  // source's klist lock (kqueue lock, then klist lock: the one order used).
-  int add_new(kevent_type& c) {
+  // ev::add of a new knote, under lock_ (g), which the filter's attach runs
+  // without: see add_as.
+  int add_new(kevent_type& c, std::unique_lock<Lock>& g) {
     int err = EINVAL;
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (void)((F::id == c.filter ? (err = add_as<I, F>(c), true) : false) || ...);
+      (void)((F::id == c.filter ? (err = add_as<I, F>(c, g), true) : false) || ...);
     }(std::index_sequence_for<F...>{});
     return err;
   }
 
   template <std::size_t I, class Fi>
-  int add_as(kevent_type& c) {
+  int add_as(kevent_type& c, std::unique_lock<Lock>& g) {
     node<Fi>* n = nullptr;
 #if defined(__cpp_exceptions)
     if constexpr (detail::filter_context<Fi>::needed) {
@@ -387,7 +389,10 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
 #else
     table_.emplace(key{c.ident, c.filter}, n);
 #endif
-    if (const int err = n->kn.attach(); err != 0) {
+    // Without lock_ (see attach_unlocked): post_change below queues what
+    // fired meanwhile.
+    const int err = base::attach_unlocked(*n, g, [n] { return n->kn.attach(); });
+    if (err != 0) {
       // A failed attach linked nothing, so no activation can reach it.
       table_.erase(key{c.ident, c.filter});
       delete n;

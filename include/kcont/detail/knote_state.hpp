@@ -34,7 +34,10 @@
 //                         returns (activation_frame)             activation_frame; none when
 //                                                                the frame is released (below)
 //   → active, no pin      the firing thread of a no_lock klist   no write when active and
-//                         fan-out (begin_activation<false>)     enabled; else the same CAS
+//                         fan-out (begin_activation<false>),    enabled; else the same CAS
+//                         or of a locked klist's fan-out under
+//                         its lock, for a knote that fires
+//                         under the lock (fires_under_lock_)
 //   → disabled            any thread (disable)                   fetch_or acq_rel
 //   → enabled, +1 pin     any thread (enable: begin_enable)      CAS acq_rel: the pin (and the
 //     when it was                                                run, cause enable) only when
@@ -61,14 +64,20 @@
 // each pinned activation) are marked released and their pins returned, and
 // a released frame never touches the knote again (it may be destroyed).
 // A no_lock klist fan-out takes no pin: every detach erases from that list,
-// so none runs on another thread during the fan-out.
+// so none runs on another thread during the fan-out. Nor does a locked
+// klist's fan-out for a knote whose fused fire runs under the list lock
+// (fires_under_lock_: a kqueue's, which touches no klist and takes only its
+// kqueue's lock, never held while a klist lock is taken): detach's erase
+// takes the list lock, so it comes after that fire, and the lock's release
+// orders the fire before detach returns.
 //
 // Mutual detach (contract checks only): a thread that waits for pins while
-// inside another knote's activation stores that knote in this one's
-// pin_waiter_ (seq_cst), then looks (seq_cst) whether a knote it is inside
-// has this knote as pin_waiter_: two continuations detaching each other's
-// knote would wait forever, and of two threads that begin at once at least
-// one sees the other (a Dekker pair), so debug builds abort instead.
+// inside another knote's activation links a record {this knote, the knote
+// it is inside} on a global list under a spin lock, after looking there for
+// a record of a thread that waits for a knote this thread is inside and is
+// inside this knote: two continuations detaching each other's knote would
+// wait forever, and of two threads that begin at once the second to take
+// the lock sees the first, so debug builds abort instead.
 //
 // A single-threaded knote (knote<F, Level, no_lock>: single_threaded())
 // makes the same transitions with relaxed loads and plain stores and has no
@@ -81,6 +90,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <thread>
 
 #include "kcont/contract.hpp"
@@ -321,16 +331,18 @@ class knote_core : public knote_fields {
       return (state_.load(std::memory_order_acquire) >> pin_shift) != 0;
     };
     if (!pinned()) return;
-    knote_core* inside = nullptr;
+    pin_wait w{this, nullptr, nullptr};
     if constexpr (contract_checks) {
       for (auto* f = activation_frames; f != nullptr; f = f->prev)
-        if (!f->released && f->kn != this) inside = f->kn;  // the outermost
-      if (inside != nullptr) {
-        pin_waiter_.store(inside, std::memory_order_seq_cst);
+        if (!f->released && f->kn != this) w.inside = f->kn;  // the outermost
+      if (w.inside != nullptr) {
         [[maybe_unused]] bool cycle = false;
-        for (auto* f = activation_frames; f != nullptr; f = f->prev)
-          if (!f->released && f->kn->pin_waiter_.load(std::memory_order_seq_cst) == this)
-            cycle = true;
+        std::lock_guard<spin_lock> g(pin_waits_lock);
+        for (const pin_wait* o = pin_waits; o != nullptr; o = o->next)
+          for (auto* f = activation_frames; f != nullptr; f = f->prev)
+            if (!f->released && o->waits_for == f->kn && o->inside == this) cycle = true;
+        w.next = pin_waits;
+        pin_waits = &w;
         KCONT_EXPECTS(!cycle,
                       "knote: detach waits for an activation that waits for "
                       "this thread's: two continuations detach each other's "
@@ -340,25 +352,44 @@ class knote_core : public knote_fields {
     // Another thread is inside the continuation: its call is short (the
     // continuation is a callback, not a loop), so yielding beats a futex.
     while (pinned()) std::this_thread::yield();
-    if (inside != nullptr) pin_waiter_.store(nullptr, std::memory_order_relaxed);
+    if (w.inside != nullptr) {
+      std::lock_guard<spin_lock> g(pin_waits_lock);
+      pin_wait** p = &pin_waits;
+      while (*p != &w) p = &(*p)->next;
+      *p = w.next;
+    }
   }
 
+  // A thread waiting for this knote's pins from inside another knote's
+  // activation (the mutual detach above), on its stack, linked on pin_waits
+  // while it waits: no knote pays for a debug check, nor depends on NDEBUG.
+  struct pin_wait {
+    const knote_core* waits_for;
+    const knote_core* inside;
+    pin_wait* next;
+  };
+  static inline spin_lock pin_waits_lock;
+  static inline pin_wait* pin_waits = nullptr;
+
+  // The field lock; it, the three bools and the state word fill one 8-byte slot.
   mutable spin_lock fields_lock_;
 
  private:
   friend struct knote_access;
   friend struct activation_frame;
 
-  std::atomic<std::uint32_t> state_{0};
-  // The knote whose activation the thread waiting for this one's pins is in
-  // (the state table's mutual detach; contract checks only).
-  std::atomic<const knote_core*> pin_waiter_{nullptr};
   // Set for knote<F, Level, no_lock>: plain state updates, no field lock.
   const bool single_ = false;
-  // klist links (guarded by the klist's lock).
+  // On a klist (guarded by the klist's lock): insert refuses a second link.
+  bool linked_ = false;
+  // Its fused fire may run under a locked klist's lock (a kqueue's knotes,
+  // set before attach): the state table's "→ active, no pin".
+  bool fires_under_lock_ = false;
+  // The state word (the state table above): every knote.
+  std::atomic<std::uint32_t> state_{0};
+  // klist links (guarded by the klist's lock): a knote is made to be linked.
   knote_core* next_ = nullptr;
   knote_core* prev_ = nullptr;
-  bool linked_ = false;
 };
 
 inline activation_frame::activation_frame(knote_core* k) noexcept
@@ -391,6 +422,9 @@ struct knote_access {
                                             : knote_core::threading::shared>();
   }
   static spin_lock& fields_lock(knote_core& k) noexcept { return k.fields_lock_; }
+  // Whether a locked klist runs the knote's fused fire under its lock.
+  static bool fires_under_lock(const knote_core& k) noexcept { return k.fires_under_lock_; }
+  static void set_fires_under_lock(knote_core& k) noexcept { k.fires_under_lock_ = true; }
 };
 
 }  // namespace kcont::detail

@@ -17,6 +17,8 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <thread>
+#include <type_traits>
 #include <unordered_map>
 
 #include "kcont/contract.hpp"
@@ -101,6 +103,47 @@ class kqueue_core {
     return n;
   }
 
+  // The table's entry for k, once no other thread is attaching its filter
+  // (FreeBSD's knote in flux: kqueue_register sleeps on KN_INFLUX). g holds
+  // lock_ on entry and on return.
+  auto find_settled(const key& k, std::unique_lock<Lock>& g) {
+    auto it = table_.find(k);
+    while (it != table_.end() && it->second->attaching) {
+      g.unlock();
+      std::this_thread::yield();
+      g.lock();
+      it = table_.find(k);
+    }
+    return it;
+  }
+
+  // Runs `attach` (the filter's attach of e's knote, new in the table)
+  // without lock_, which g holds on entry and on return: the attach links
+  // the knote on its source's klist, whose fan-out takes lock_ under the
+  // list lock (kqueue_node::fire_kq), so the one lock order is klist, then
+  // kqueue (FreeBSD's kqueue_register calls f_attach unlocked too).
+  // Meanwhile e is `attaching`: changes wait (find_settled), activations
+  // leave it unqueued (still active: the caller's post_change queues it).
+  // With no_lock there is no other thread: nothing to drop.
+  template <class Attach>
+  int attach_unlocked(entry& e, std::unique_lock<Lock>& g, Attach attach) {
+    if constexpr (std::is_same_v<Lock, no_lock>) {
+      return attach();
+    } else {
+      e.attaching = true;
+      g.unlock();
+      struct relock {
+        std::unique_lock<Lock>& g;
+        entry& e;
+        ~relock() {
+          g.lock();
+          e.attaching = false;
+        }
+      } r{g, e};
+      return attach();
+    }
+  }
+
   // Rule 6 done inline for the kqueue's own continuation (calling it here
   // would take lock_ twice): FreeBSD's tail of kqueue_register. Under lock_.
   void post_change(entry& e) {
@@ -124,7 +167,8 @@ class kqueue_core {
   //   idle     | activation; not disabled, not        | try_queue, push_back, wake
   //            |   dropping                           |   scanners -> pending
   //   idle     | activation; disabled or dropping     | none -> idle (still active:
-  //            |                                      |   enable's post_change queues it)
+  //            |   or attaching                       |   enable's or the attach's
+  //            |                                      |   post_change queues it)
   //   idle     | change (post_change): active and     | try_queue, push_back, wake
   //            |   enabled after the re-check, or     |   scanners -> pending
   //            |   ev::forceoneshot                   |
@@ -148,21 +192,18 @@ class kqueue_core {
 
   // The NetBSD patch's kq_func (see the state table above). Any thread.
   void on_activation(entry& e) {
-    // A knote already pending needs nothing (rule 7), so its activation
-    // does not take lock_: read the queued flag first. Why it is safe: a
-    // klist's activation ran the filter's event under the knote's field
-    // lock before this load; a scan that already popped the knote clears
-    // the flag before it re-checks and reports under that field lock, so
-    // either this load sees the flag clear (and takes the path below) or
-    // that re-check and report see this event: it is coalesced into the
-    // report, as an activation just before the scan took lock_ would have
-    // been. An activation without a filter event (knote::activate) carries
-    // nothing a re-check could miss: it is the same coalescing.
+    // A knote already pending needs nothing (rule 7), so this activation
+    // does not take lock_: read the queued flag first. Only knote::activate
+    // and enable come here (a fan-out's activation is fire_kq, below): they
+    // carry no filter event a re-check could miss, so a scan that popped
+    // the knote a moment ago has reported what this one would have.
     if (is_queued(e)) return;
     std::lock_guard<Lock> g(lock_);
-    if (e.dropping || e.core->is_disabled()) return;
+    if (e.dropping || e.attaching || e.core->is_disabled()) return;
     if (try_queue(e)) push_pending(e);
   }
+  // A fan-out's activation is the same row, done by the knote's fused fire
+  // under lock_ together with the filter's event (kqueue_node::fire_kq).
 
   // The entry's queued flag, the NetBSD patch's KN_QUEUED. It is the
   // kqueue's own (not the knote's state word, which would need a locked
@@ -188,10 +229,13 @@ class kqueue_core {
     const bool was_empty = pending_count_ == 0;
     pending_.push_back(e);
     ++pending_count_;
-    if (was_empty && waiters_ != 0) {
-      ++wakeups_;
-      cv_.notify_all();
-    }
+    if (was_empty && waiters_ != 0) [[unlikely]] wake_scanners();
+  }
+  // Out of line: an activation's fused fire (kqueue_node::fire_kq) then
+  // saves no registers for a call it rarely makes. Under lock_.
+  [[gnu::cold, gnu::noinline]] void wake_scanners() noexcept {
+    ++wakeups_;
+    cv_.notify_all();
   }
   // pending -> idle. Under lock_.
   void remove_pending(entry& e) noexcept {

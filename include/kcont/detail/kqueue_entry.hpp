@@ -21,6 +21,7 @@
 
 #include "kcont/kc.hpp"
 #include "kcont/kcqueue.hpp"
+#include "kcont/detail/fire.hpp"
 #include "kcont/filter.hpp"
 #include "kcont/kevent.hpp"
 #include "kcont/knote.hpp"
@@ -120,6 +121,9 @@ struct kqueue_entry {
   ev flags;  // the creating change's flags but the actions
   Udata udata;
   bool dropping = false;  // being deleted: activations must not queue it
+  // Its filter is being attached, lock_ dropped (kqueue::add_as): changes
+  // wait, activations do not queue it (post_change does, after the attach).
+  bool attaching = false;
   // On the pending list (the state table in kcont/detail/kqueue_core.hpp).
   std::atomic<bool> queued{false};
 };
@@ -128,66 +132,115 @@ struct kqueue_entry {
 // continuation stored beside it: on activation it calls
 // `owner->on_activation(entry)`, which queues the entry for a scan.
 // Owner must make this class a friend if on_activation is private.
+//
+// The kqueue's lock serializes the knote (KnoteLock is no_lock: a
+// single-threaded knote, no field lock, plain state updates): every call of
+// its filter (the fan-out's event, the scan's re-check and report, a
+// change's touch) and every write of its state word runs under the
+// kqueue's lock, but for its attach, before it is linked on a source, and
+// its detach, after the kqueue marked it dropping under its lock (from
+// then on fire_kq leaves it alone); nothing outside the kqueue reaches the
+// knote. So a fan-out takes one lock per activation (the kqueue's, for the
+// event, the activation and the queueing at once), with no atomic
+// read-modify-write of the knote, and a locked klist calls the fused fire
+// under its own lock (the lock order is klist, then kqueue: the kqueue
+// attaches a filter without its lock, kqueue::add_as), unpinned (the state
+// table in kcont/detail/knote_state.hpp: "→ active, no pin").
 template <class Owner, class Fi, class Udata, level_set Level, class KnoteLock>
 struct kqueue_node final : kqueue_entry<Udata> {
   using entry = kqueue_entry<Udata>;
   using base_type = typename knote<Fi, Level, KnoteLock>::base_type;
 
+  // The continuation of an activation that is not a fan-out's (knote::
+  // activate or enable; the kqueue's own code never calls them, but the
+  // knote is one like any other).
   struct kq_fn {
     void operator()(base_type*, kqueue_node*& self, knote_cause) const {
       self->owner->on_activation(*self);
     }
   };
-  // The knote embeds the kqueue's continuation (a knote_closure), so a
-  // no_lock klist's fused fire calls kq_fn directly instead of through the
-  // continuation's type-erased trampoline: one indirect call per activation.
-  using knote_type =
+  using closure_type =
       knote_closure<Fi, kq_fn, kqueue_node*, static_level<Level::immediate>, KnoteLock>;
+  // The knote embeds the kqueue's continuation, and its fused fire is the
+  // kqueue's own (fire_kq): the filter's event, the activation and the
+  // queueing in one call under one lock.
+  struct knote_type : closure_type {
+    knote_type(Fi f, kqueue_node* self, std::uintptr_t id)
+        : closure_type(std::move(f), kq_fn{}, self, at<Level::immediate>, id, &fire_kq,
+                       /*under_lock=*/true) {}
+  };
 
   // `kept`: the change's flags as the knote keeps them (the actions off).
   kqueue_node(Owner* q, Fi f, const basic_kevent<Udata>& c, ev kept)
-      : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter, kept, c.udata, false},
+      : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter, kept, c.udata, false, false},
         owner(q),
-        kn(std::move(f), kq_fn{}, this, at<Level::immediate>, c.ident) {
+        kn(std::move(f), this, c.ident) {
     this->core = &kn;
   }
 
-  static kqueue_node& self(entry& e) noexcept { return static_cast<kqueue_node&>(e); }
-  static bool do_recheck(entry& e) {
-    return self(e).kn.filter_event(typename knote_type::hint_type{});
+  // One event of a fan-out (any klist, any thread), under the kqueue's
+  // lock: the filter's event, rule 6's unpinned activation (a disabled
+  // knote is marked active, not queued), and the kqueue state table's
+  // activation (queued once: rule 7). After it returns nothing touches the
+  // knote; a detach waits for it through the klist's lock (or, no_lock, it
+  // runs on the fan-out's own thread).
+  static fire_outcome fire_kq(base_type& b, typename base_type::hint_arg h, Level) {
+    auto& k = static_cast<knote_type&>(b);
+    kqueue_node& n = *k.env();
+    Owner& q = *n.owner;
+    lock_fast(q.lock_);
+    std::lock_guard g(q.lock_, std::adopt_lock);
+    // Dropping: its detach may be writing the state word, without lock_.
+    if (n.dropping) return fire_outcome::skipped;
+    if (!static_cast<bool>(k.filter().event(b, h))) return fire_outcome::skipped;
+    if (!knote_access::begin_fire_activation<std::is_same_v<KnoteLock, no_lock>>(b))
+      return fire_outcome::skipped;
+    if (!n.attaching && Owner::try_queue(n)) q.push_pending(n);
+    return fire_outcome::ran;
   }
-  // The scan's two filter calls in one indirect call under one field lock
-  // (knote::filter_event then knote::filter_report would take it twice and
-  // reach the filter through the knote's ops table twice): the filter's
-  // type is known here. Holding the lock across both only removes the window
-  // in which a racing event could slip between the re-check and the report.
+
+  // A spin lock's contended wait out of line: the fused fire above then
+  // saves no registers for it.
+  template <class L>
+  static void lock_fast(L& l) {
+    if constexpr (std::is_same_v<L, spin_lock>) {
+      if (!l.try_lock()) [[unlikely]] lock_slow(l);
+    } else {
+      l.lock();
+    }
+  }
+  template <class L>
+  [[gnu::cold, gnu::noinline]] static void lock_slow(L& l) { l.lock(); }
+
+  static kqueue_node& self(entry& e) noexcept { return static_cast<kqueue_node&>(e); }
+  // Under the kqueue's lock, which guards the fields (above).
+  static bool do_recheck(entry& e) {
+    knote_type& kn = self(e).kn;
+    return static_cast<bool>(
+        kn.filter().event(static_cast<base_type&>(kn), typename knote_type::hint_type{}));
+  }
+  // The scan's two filter calls in one indirect call (knote::filter_event
+  // then knote::filter_report would reach the filter through the knote's
+  // ops table twice): the filter's type is known here. Under the kqueue's
+  // lock, which guards the fields (above).
   static bool do_recheck_report(entry& e, std::uint16_t flags, bool clear,
                                 knote_change& out) {
     knote_type& kn = self(e).kn;
     using base_ref = base_type&;
-    auto body = [&] {
-      if (!static_cast<bool>(kn.filter().event(base_ref(kn),
-                                               typename knote_type::hint_type{})))
-        return false;
-      out = knote_change{flags, 0, 0};
-      if constexpr (filter_has_touch<Fi, base_type>) {
-        kn.filter().touch(base_ref(kn), out, touch_op::process);
-      } else {
-        out.fflags = kn.fflags;
-        out.data = kn.data;
-        if (clear) {
-          kn.fflags = 0;
-          kn.data = 0;
-        }
-      }
-      return true;
-    };
-    if constexpr (std::is_same_v<KnoteLock, no_lock>) {
-      return body();
+    if (!static_cast<bool>(kn.filter().event(base_ref(kn), typename knote_type::hint_type{})))
+      return false;
+    out = knote_change{flags, 0, 0};
+    if constexpr (filter_has_touch<Fi, base_type>) {
+      kn.filter().touch(base_ref(kn), out, touch_op::process);
     } else {
-      std::lock_guard<spin_lock> g(knote_access::fields_lock(kn));
-      return body();
+      out.fflags = kn.fflags;
+      out.data = kn.data;
+      if (clear) {
+        kn.fflags = 0;
+        kn.data = 0;
+      }
     }
+    return true;
   }
   static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
   static void do_destroy(entry& e) {
