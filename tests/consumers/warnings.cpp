@@ -123,7 +123,7 @@ void fan_out() {
 template <class Lock>
 void kqueue_with() {
   kcont::event_source rx;
-  kcont::timer_source ts{kcont::timer_source::time_point{std::chrono::hours(1)}};
+  kcont::timer_source ts;
   kcont::kqueue<kcont::filters<kcont::user_filter,
                                kcont::counting_filter<kcont::filter_id{1}>,
                                kcont::timer_filter<>>,
@@ -138,7 +138,7 @@ void kqueue_with() {
          "kqueue add timer");
   rx.post(1);
   (void)kq.change(kev{1, kcont::filter_id::user, kcont::ev{}, kcont::note::trigger, 0, 0});
-  (void)ts.tick(ts.now() + std::chrono::milliseconds(5));
+  (void)ts.tick(kcont::timer_source::clock::now() + std::chrono::milliseconds(5));
   std::array<kev, 8> out{};
   const std::size_t got = kq.scan(std::span<kev>(out));
   expect(got == 3, "kqueue scan reports three events");

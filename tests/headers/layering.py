@@ -35,7 +35,8 @@ LAYER = {
     "detail/knote_state.hpp": "knote", "detail/fire.hpp": "knote", "klist.hpp": "knote",
     "always_filter.hpp": "knote",
     "detail/kqueue_entry.hpp": "kqueue", "detail/kqueue_core.hpp": "kqueue",
-    "kevent.hpp": "kqueue", "kfilters.hpp": "kqueue", "event_source.hpp": "kqueue", "kqueue.hpp": "kqueue",
+    "kevent.hpp": "kqueue", "kfilters.hpp": "kqueue", "timer_source.hpp": "kqueue",
+    "timer_filter.hpp": "kqueue", "event_source.hpp": "kqueue", "kqueue.hpp": "kqueue",
     "kcont.hpp": "umbrella", "posix.hpp": "umbrella",
 }
 

@@ -1,0 +1,360 @@
+// kcont/timer_source.hpp — the event source of timers: a d-ary heap of
+// deadlines that fires the knotes whose deadline has come.
+//
+// Defines `basic_timer_source<Level, Lock, Clock>` (alias `timer_source`,
+// steady clock) and `timer_mode`. A timer is a knote whose filter
+// (kcont/timer_filter.hpp's timer_filter, EVFILT_TIMER) embeds an intrusive
+// heap hook: arming links the hook into the source's 4-ary min-heap of
+// deadlines, cancelling unlinks it; `tick()` fires every timer whose deadline
+// is at or before Clock::now(). Timers arm from Clock::now() at the time of
+// the arm (never from the last tick), so a timer never fires early.
+//
+// Costs: arm, re-arm and cancel O(log n); a tick with nothing due O(1) (one
+// look at the heap's top); a tick that fires k timers O(k log n). Memory: the
+// heap is a std::vector of (deadline, hook) pairs; it grows (doubling) when
+// an arm finds it full, which is the only allocation, and never shrinks, so
+// once it has held n timers, arming, expiring and re-arming up to n timers
+// allocate nothing (reserve(n) pre-sizes it). An arm that cannot grow the
+// heap throws std::bad_alloc (or terminates without exceptions).
+//
+// Compared with a std::priority_queue of (deadline, callback): cancel is
+// O(log n) in place (no tombstones), a timer is a caller-owned knote whose
+// continuation runs at its own level, and a kqueue can watch it.
+//
+// Usage (standalone; with a kqueue see kcont/timer_filter.hpp):
+//   kcont::timer_source timers;
+//   kcont::kc on{[](kcont::timer_source::knote_type* kn, int& n, kcont::knote_cause) {
+//                  n += static_cast<int>(kn->snapshot().data); },   // expirations
+//                0, kcont::at<kcont::bsd_level::immediate>};
+//   kcont::knote<kcont::timer_filter<>> t{
+//       kcont::timer_filter<>{timers, std::chrono::milliseconds(250),
+//                             kcont::timer_mode::periodic}, on};
+//   t.attach();                                   // every 250 ms from now
+//   timers.arm(t, std::chrono::seconds(1));       // or: once, 1 s from now
+//   while (...) { sleep_until(*timers.next_deadline()); timers.tick(); }
+//   t.detach();
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "kcont/contract.hpp"
+#include "kcont/immediate_target.hpp"
+#include "kcont/kcqueue.hpp"
+#include "kcont/knote.hpp"
+#include "kcont/level.hpp"
+#include "kcont/run.hpp"
+
+namespace kcont {
+
+// How a standalone timer repeats: once, or every period until cancelled.
+enum class timer_mode : std::uint8_t { oneshot, periodic };
+
+namespace detail {
+
+// A timer's place in its source's heap, embedded in its filter. Every field
+// but `pending` is guarded by the source's lock; `pending` (expirations a
+// tick counted and the filter's event has not yet added to the knote's data)
+// is atomic because the filter reads it under the knote's field lock only.
+template <class TimePoint, class Knote>
+struct timer_hook {
+  using time_point = TimePoint;
+  using duration = typename TimePoint::duration;
+  static constexpr std::size_t npos = std::numeric_limits<std::size_t>::max();
+
+  timer_hook() = default;
+  // Copied or moved only while not armed (a filter moves into its knote):
+  // the heap points at the hook's address.
+  timer_hook(const timer_hook& o) noexcept : deadline(o.deadline), period(o.period) {
+    KCONT_EXPECTS(o.index == npos && o.firing == 0, "timer: moved while armed");
+  }
+  timer_hook& operator=(const timer_hook&) = delete;
+
+  Knote* kn = nullptr;
+  time_point deadline{};      // the next expiry (meaningful while armed)
+  duration period{};          // zero: fires once
+  std::size_t index = npos;   // in the heap; npos when not armed
+  std::uint32_t firing = 0;   // ticks between popping it and its event
+  std::atomic<std::int64_t> pending{0};
+};
+
+}  // namespace detail
+
+// The source of timers: a 4-ary min-heap of armed timers ordered by deadline.
+//
+// Clock is any clock-like type with a static now(), time_point and duration
+// (std::chrono::steady_clock by default; tests use a manual clock).
+// Lifetime contract: outlives every timer knote attached to it, and is empty
+//   (every timer detached) when destroyed (debug builds abort otherwise).
+// Thread-safety: with a real Lock (the default std::mutex) every member may
+//   be called from any thread, ticks from several threads included; the lock
+//   is never held while a continuation runs, so a continuation may arm,
+//   re-arm or detach any timer (its own included). With no_lock, one thread.
+template <level_set Level = bsd_level, lock_policy Lock = std::mutex,
+          class Clock = std::chrono::steady_clock>
+class basic_timer_source {
+ public:
+  using clock = Clock;
+  using time_point = typename Clock::time_point;
+  using duration = typename Clock::duration;
+  using level_type = Level;
+  using knote_type = knote_base<time_point, Level>;
+  using hook_type = detail::timer_hook<time_point, knote_type>;
+
+  basic_timer_source() = default;
+  basic_timer_source(const basic_timer_source&) = delete;
+  basic_timer_source& operator=(const basic_timer_source&) = delete;
+  ~basic_timer_source() {
+    KCONT_EXPECTS(heap_.empty(), "timer_source: destroyed with armed timers (detach them)");
+  }
+
+  // Effects: fires every armed timer whose deadline is at or before
+  //   Clock::now(): adds its expirations to its knote's data and activates
+  //   the knote, whose continuation runs at once (kqueue timers, immediate
+  //   continuations; nothing may need deferring).
+  // Returns: how many timers fired. Complexity: O(1) when none is due, else
+  //   O(k log n) for k expirations. No allocation.
+  std::size_t tick() { return tick(Clock::now()); }
+
+  // Effects: as tick(), with deadlines at or before `now` (a loop that has
+  //   just read the clock, or a test's made-up time). A later tick with an
+  //   earlier `now` fires nothing that is not due by then.
+  std::size_t tick(time_point now) {
+    immediate_target<Level> t;
+    return tick(t, now, t.lowest);
+  }
+
+  // Effects: as tick(), activating each due timer's knote at `current`
+  //   through `d` (its continuation runs at once or is deferred to its level).
+  template <deferral_target D>
+    requires std::same_as<typename D::level_type, Level>
+  std::size_t tick(D& d, Level current) {
+    return tick(d, Clock::now(), current);
+  }
+
+  // Effects: as tick(d, current), with deadlines at or before `now`.
+  // Reentrancy: a continuation may arm or detach timers; a timer armed while
+  //   a tick runs, due at or before that tick's `now`, is pushed one clock
+  //   tick past it (it fires at the next tick, never in a loop inside this one).
+  template <deferral_target D>
+    requires std::same_as<typename D::level_type, Level>
+  std::size_t tick(D& d, time_point now, Level current) {
+    std::size_t fired = 0;
+    std::unique_lock<Lock> g(lock_);
+    if (heap_.empty() || heap_[0].deadline > now) return 0;  // the O(1) tick
+    if (ticking_++ == 0 || now > ticking_until_) ticking_until_ = now;
+    while (!heap_.empty() && heap_[0].deadline <= now) {
+      hook_type& h = *heap_[0].hook;
+      expire_top(h, now);
+      ++h.firing;  // cancel waits for it: h and its knote stay alive
+      knote_type& kn = *h.kn;
+      g.unlock();
+      // Not under the source's lock: the filter's touch holds the field lock
+      // and re-arms (takes this lock); one order, field lock then source.
+      const bool event = kn.filter_event(now);
+      const bool run = event && detail::knote_access::begin_activation(kn);
+      g.lock();
+      --h.firing;
+      if (!event) continue;
+      ++fired;
+      if (run) {
+        g.unlock();
+        {
+          detail::activation_frame frame(&kn);  // the pin begin_activation took
+          (void)kcont::run(d, kn.continuation(), &kn, knote_cause::event, current);
+        }
+        g.lock();
+      }
+    }
+    --ticking_;
+    return fired;
+  }
+
+  // Returns: the earliest deadline of the armed timers (when a loop should
+  //   tick next), or nothing when none is armed. Complexity: O(1).
+  [[nodiscard]] std::optional<time_point> next_deadline() const {
+    std::lock_guard<Lock> g(lock_);
+    if (heap_.empty()) return std::nullopt;
+    return heap_[0].deadline;
+  }
+
+  // Returns: how many timers are armed (a snapshot with a real lock).
+  [[nodiscard]] std::size_t size() const {
+    std::lock_guard<Lock> g(lock_);
+    return heap_.size();
+  }
+  [[nodiscard]] bool empty() const { return size() == 0; }
+
+  // Effects: makes room for `n` armed timers, so that arming up to n
+  //   allocates nothing. Throws: std::bad_alloc.
+  void reserve(std::size_t n) {
+    std::lock_guard<Lock> g(lock_);
+    heap_.reserve(n);
+  }
+
+  // Effects: (re)arms an attached timer knote outside a kqueue: it expires
+  //   `after` from Clock::now() (negative: now), once or every `after`
+  //   (periodic; a zero period is one clock tick), until re-armed or
+  //   detached. Expirations not yet reported (in its data) are dropped.
+  // Complexity: O(log n). Thread-safety: any thread; takes the knote's field
+  //   lock, then the source's lock.
+  template <class Filter, lock_policy KnoteLock>
+  void arm(knote<Filter, Level, KnoteLock>& kn, duration after,
+           timer_mode mode = timer_mode::oneshot) {
+    std::unique_lock<spin_lock> fg(detail::knote_access::fields_lock(kn), std::defer_lock);
+    if (!kn.single_threaded()) fg.lock();
+    kn.filter().rearm(kn, after, mode);
+  }
+
+  // --- For timer filters (kcont/timer_filter.hpp) --------------------------
+
+  // Effects: arms (or moves) `h` to expire at `deadline`, then every
+  //   `period` (zero: once), firing `kn`; clears its uncounted expirations.
+  //   A deadline of time_point::max() is never reached: the timer is left
+  //   unarmed. Complexity: O(log n); allocates only when the heap is full.
+  void schedule(hook_type& h, knote_type& kn, time_point deadline, duration period) {
+    std::lock_guard<Lock> g(lock_);
+    h.kn = &kn;
+    h.period = period;
+    h.pending.store(0, std::memory_order_relaxed);
+    if (ticking_ != 0 && deadline <= ticking_until_) deadline = ticking_until_ + duration(1);
+    h.deadline = deadline;
+    if (deadline == time_point::max()) {
+      if (h.index != hook_type::npos) remove_at(h.index);
+      return;
+    }
+    if (h.index == hook_type::npos) {
+      h.index = heap_.size();
+      heap_.push_back(entry{deadline, &h});
+      sift_up(h.index);
+    } else {
+      heap_[h.index].deadline = deadline;
+      restore(h.index);
+    }
+  }
+
+  // Effects: disarms `h` (if armed) and clears its uncounted expirations;
+  //   waits for a tick on another thread that is counting its expirations.
+  // Complexity: O(log n). Thread-safety: not under the knote's field lock.
+  void cancel(hook_type& h) {
+    std::unique_lock<Lock> g(lock_);
+    while (h.firing != 0) {
+      g.unlock();
+      std::this_thread::yield();
+      g.lock();
+    }
+    if (h.index != hook_type::npos) remove_at(h.index);
+    h.pending.store(0, std::memory_order_relaxed);
+  }
+
+ private:
+  static constexpr std::size_t arity = 4;
+  struct entry {
+    time_point deadline;
+    hook_type* hook;
+  };
+
+  // Counts the top timer's expirations at `now` (top deadline <= now) into
+  // its pending count and moves it to its next deadline, or off the heap.
+  // The count is every period boundary in [deadline, now]: FreeBSD's
+  // callout for a late periodic timer (filt_timerexpire: kn_data++, then
+  // callout_reset at next += to, already past) fires once per missed period,
+  // adding one each time; this adds them all at once. In unsigned
+  // arithmetic: now - deadline and the step past it may not fit the signed
+  // duration (a 1 ns timer ticked at the end of the clock).
+  void expire_top(hook_type& h, time_point now) {
+    using u64 = std::uint64_t;
+    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
+    if (h.period <= duration::zero()) {
+      add_pending(h, 1);
+      remove_at(0);
+      return;
+    }
+    const u64 from = static_cast<u64>(h.deadline.time_since_epoch().count());
+    const u64 gap = static_cast<u64>(now.time_since_epoch().count()) - from;
+    const u64 per = static_cast<u64>(h.period.count());
+    const u64 later = gap / per;  // expirations after the first
+    add_pending(h, later >= static_cast<u64>(most) ? most : static_cast<std::int64_t>(later + 1));
+    // The next deadline, from + (later + 1) * per, is past the clock's end
+    // (or is its end, never reached) exactly when later + 1 >= room / per.
+    const u64 room = static_cast<u64>(time_point::max().time_since_epoch().count()) - from;
+    if (later + 1 >= room / per + (room % per != 0 ? 1 : 0)) {
+      h.deadline = time_point::max();
+      remove_at(0);
+      return;
+    }
+    h.deadline = time_point(duration(static_cast<typename duration::rep>(from + (later + 1) * per)));
+    heap_[0].deadline = h.deadline;
+    sift_down(0);
+  }
+
+  static void add_pending(hook_type& h, std::int64_t n) noexcept {
+    constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
+    const std::int64_t old = h.pending.load(std::memory_order_relaxed);
+    h.pending.store(old > most - n ? most : old + n, std::memory_order_relaxed);
+  }
+
+  void place(std::size_t i, const entry& e) noexcept {
+    heap_[i] = e;
+    e.hook->index = i;
+  }
+  void sift_up(std::size_t i) noexcept {
+    const entry e = heap_[i];
+    while (i > 0) {
+      const std::size_t parent = (i - 1) / arity;
+      if (!(e.deadline < heap_[parent].deadline)) break;
+      place(i, heap_[parent]);
+      i = parent;
+    }
+    place(i, e);
+  }
+  void sift_down(std::size_t i) noexcept {
+    const entry e = heap_[i];
+    const std::size_t n = heap_.size();
+    for (;;) {
+      const std::size_t first = i * arity + 1;
+      if (first >= n) break;
+      std::size_t best = first;
+      const std::size_t last = first + arity < n ? first + arity : n;
+      for (std::size_t c = first + 1; c < last; ++c)
+        if (heap_[c].deadline < heap_[best].deadline) best = c;
+      if (!(heap_[best].deadline < e.deadline)) break;
+      place(i, heap_[best]);
+      i = best;
+    }
+    place(i, e);
+  }
+  void restore(std::size_t i) noexcept {
+    if (i > 0 && heap_[i].deadline < heap_[(i - 1) / arity].deadline)
+      sift_up(i);
+    else
+      sift_down(i);
+  }
+  void remove_at(std::size_t i) noexcept {
+    hook_type* gone = heap_[i].hook;
+    const entry last = heap_.back();
+    heap_.pop_back();
+    if (i < heap_.size()) {
+      place(i, last);
+      restore(i);
+    }
+    gone->index = hook_type::npos;
+  }
+
+  std::vector<entry> heap_;
+  std::size_t ticking_ = 0;      // ticks in progress (their loops)
+  time_point ticking_until_{};   // the latest `now` among them
+  [[no_unique_address]] mutable Lock lock_;
+};
+
+// The timer source with bsd_level, a std::mutex and the steady clock.
+using timer_source = basic_timer_source<>;
+
+}  // namespace kcont
