@@ -146,6 +146,26 @@ void kqueue_with() {
   expect(r.error == 0, "kevent");
 }
 
+// A standalone timer (kcont/timer_source.hpp's usage), each lock policy.
+template <class Lock>
+void timer_with() {
+  using source = kcont::basic_timer_source<bsd_level, Lock>;
+  using tkn = typename source::knote_type;
+  source timers;
+  kcont::kc on{[](tkn* kn, long& n, kcont::knote_cause) { n += kn->snapshot().data; }, 0L,
+               kcont::at<bsd_level::immediate>};
+  kcont::knote<kcont::timer_filter<source>> t{
+      kcont::timer_filter<source>{timers, std::chrono::milliseconds(1), kcont::timer_mode::periodic},
+      on};
+  expect(t.attach() == 0, "timer attach");
+  timers.arm(t, std::chrono::nanoseconds(0));
+  expect(timers.next_deadline().has_value(), "timer armed");
+  (void)timers.tick(source::clock::now() + std::chrono::milliseconds(2));
+  expect(on.env() >= 1, "timer fired");
+  t.detach();
+  expect(timers.empty(), "timer detached");
+}
+
 struct say_level {
   void operator()(int, int*& n, int) const {
     if (kcont::current_level<bsd_level>() == bsd_level::softnet) ++*n;
@@ -305,6 +325,9 @@ int main() {
   kqueue_with<kcont::no_lock>();
   kqueue_with<kcont::spin_lock>();
   kqueue_with<std::mutex>();
+  timer_with<kcont::no_lock>();
+  timer_with<kcont::spin_lock>();
+  timer_with<std::mutex>();
 
   dispatcher_with<kcont::plan_for<bsd_level, kcont::thread_runner, kcont::no_runner>>(false);
   dispatcher_with<kcont::plan_for<bsd_level, kcont::manual_runner, kcont::no_runner>>(true);
