@@ -135,15 +135,28 @@ std::size_t pq_tick(pq_t& pq, std::int64_t now, tally& t) {
   return n;
 }
 
+// The end of an idle-tick case: one item per tick, none may fire.
+void idle_done(benchmark::State& state, std::size_t fired, std::size_t allocs_at_start) {
+  if (fired != 0) {
+    state.SkipWithError("a timer fired");
+    return;
+  }
+  const auto items = static_cast<double>(state.iterations());
+  state.counters["allocs_per_item"] =
+      items == 0 ? 0.0 : static_cast<double>(kcont_bench::allocations() - allocs_at_start) / items;
+  state.counters["items_per_iteration"] = 1.0;
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+
 void BM_TimerTickNoneDue_PriorityQueue(benchmark::State& state) {
   std::vector<pq_timer> owners;
   pq_t pq = make_pq(static_cast<std::size_t>(state.range(0)), owners);
   tally t;
   std::int64_t now = 0;
   std::size_t fired = 0;
+  const std::size_t allocs = kcont_bench::allocations();
   for (auto _ : state) fired += pq_tick(pq, kcont_bench::opaque(now), t);
-  if (fired != 0) state.SkipWithError("a timer fired");
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+  idle_done(state, fired, allocs);
 }
 
 template <class Lock>
@@ -153,9 +166,9 @@ void tick_none_due(benchmark::State& state) {
   background<Lock> bg(src, static_cast<std::size_t>(state.range(0)));
   std::size_t fired = 0;
   const bench_clock::time_point now{};
+  const std::size_t allocs = kcont_bench::allocations();
   for (auto _ : state) fired += src.tick(now);
-  if (fired != 0) state.SkipWithError("a timer fired");
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+  idle_done(state, fired, allocs);
 }
 void BM_TimerTickNoneDue_Kcont(benchmark::State& state) { tick_none_due<kcont::no_lock>(state); }
 void BM_TimerTickNoneDue_KcontMutex(benchmark::State& state) { tick_none_due<std::mutex>(state); }

@@ -7,13 +7,16 @@
 #include <doctest/doctest.h>
 
 #include <kcont/dispatcher.hpp>
+#include <kcont/kqueue.hpp>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <deque>
 #include <map>
 #include <memory>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "kq_support.hpp"
@@ -361,4 +364,71 @@ TEST_CASE("timer.expiry_and_rearm_never_allocate") {
   CHECK(reported > 0);
   CHECK(on.env() > 0);
   for (auto& k : solo) k.detach();
+}
+
+TEST_CASE("timer.ticks_on_two_threads_race_arm_rearm_and_detach") {
+  // Real clock, std::mutex source: two threads tick while this one arms,
+  // re-arms (standalone and through a kqueue's EV_ADD, which re-arms under
+  // the knote's field lock) and detaches. A detached timer's continuation
+  // never runs afterwards (detach waits for a tick counting it). TSan and
+  // ASan check the rest.
+  using source = kcont::timer_source;
+  using knote_t = source::knote_type;
+  source timers;
+  kcont::kqueue<kcont::filters<kcont::timer_filter<>>> kq{timers};
+  struct env {
+    std::atomic<bool>* gone;
+    std::atomic<int>* late;
+    std::atomic<long>* runs;
+  };
+  struct fn {
+    void operator()(knote_t*, env& e, kcont::knote_cause) const {
+      if (e.gone->load()) e.late->fetch_add(1);
+      e.runs->fetch_add(1);
+    }
+  };
+  constexpr int n = 16;
+  std::atomic<bool> stop{false};
+  std::atomic<int> late{0};
+  std::atomic<long> runs{0};
+  std::atomic<bool> gone[n];
+  std::deque<kcont::kc<fn, env, kcont::static_level<bsd_level::immediate>>> ks;
+  for (int i = 0; i < n; ++i) {
+    gone[i].store(true);
+    ks.emplace_back(fn{}, env{&gone[i], &late, &runs}, kcont::at<bsd_level::immediate>);
+  }
+  auto ticker = [&] {
+    while (!stop.load()) (void)timers.tick();
+  };
+  std::thread a(ticker), b(ticker);
+  kev out[n];
+  for (int round = 0; round < 200; ++round) {
+    std::deque<kcont::knote<kcont::timer_filter<>>> kn;
+    for (int i = 0; i < n; ++i) {
+      kn.emplace_back(kcont::timer_filter<>{timers, std::chrono::microseconds(1 + i % 3),
+                                            kcont::timer_mode::periodic},
+                      ks[static_cast<std::size_t>(i)]);
+      gone[i].store(false);
+      REQUIRE(kn.back().attach() == 0);
+      REQUIRE(kq.change(kev{static_cast<std::uintptr_t>(i), filter_id::timer, ev::add,
+                            note::useconds, 1 + i % 4}) == 0);
+    }
+    for (int i = 0; i < n; i += 2) timers.arm(kn[static_cast<std::size_t>(i)], nanoseconds(500));
+    std::this_thread::yield();
+    (void)kq.scan(out);
+    for (int i = 0; i < n; ++i) {
+      kn[static_cast<std::size_t>(i)].detach();
+      gone[i].store(true);
+      REQUIRE(kq.change(kev{static_cast<std::uintptr_t>(i), filter_id::timer,
+                            i % 2 == 0 ? ev::delete_ : ev::add, 0, 1}) == 0);
+    }
+    for (int i = 1; i < n; i += 2)
+      REQUIRE(kq.change(kev{static_cast<std::uintptr_t>(i), filter_id::timer, ev::delete_}) == 0);
+  }
+  stop.store(true);
+  a.join();
+  b.join();
+  CHECK(late.load() == 0);
+  CHECK(timers.empty());
+  MESSAGE("continuations run: " << runs.load());
 }

@@ -127,7 +127,16 @@ class timer_filter {
   // unreported ones remain.
   template <class K>
   bool event(K& kn, const hint_type& now) {
-    const std::int64_t n = hook_.pending.exchange(0, std::memory_order_relaxed);
+    // One thread (a no_lock source) needs no read-modify-write; otherwise a
+    // tick may add between a load and a store, so swap, but only when there
+    // is something to take (a scan's re-check usually finds nothing).
+    std::int64_t n = hook_.pending.load(std::memory_order_relaxed);
+    if (n != 0) {
+      if constexpr (Source::single_threaded)
+        hook_.pending.store(0, std::memory_order_relaxed);
+      else
+        n = hook_.pending.exchange(0, std::memory_order_relaxed);
+    }
     if (n != 0) kn.data = kn.data > max_data - n ? max_data : kn.data + n;
     return now == hint_type{} ? kn.data != 0 : n != 0;
   }

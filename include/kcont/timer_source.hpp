@@ -43,6 +43,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "kcont/contract.hpp"
@@ -105,6 +106,9 @@ class basic_timer_source {
   using time_point = typename Clock::time_point;
   using duration = typename Clock::duration;
   using level_type = Level;
+  using lock_type = Lock;
+  // True with no_lock: one thread drives the source and its timers.
+  static constexpr bool single_threaded = std::is_same_v<Lock, no_lock>;
   using knote_type = knote_base<time_point, Level>;
   using hook_type = detail::timer_hook<time_point, knote_type>;
 
