@@ -325,10 +325,7 @@ class basic_timer_source {
     for (;;) {
       const std::size_t first = i * arity + 1;
       if (first >= n) break;
-      std::size_t best = first;
-      const std::size_t last = first + arity < n ? first + arity : n;
-      for (std::size_t c = first + 1; c < last; ++c)
-        if (heap_[c].deadline < heap_[best].deadline) best = c;
+      const std::size_t best = min_child(first);
       if (!(heap_[best].deadline < e.deadline)) break;
       place(i, heap_[best]);
       i = best;
@@ -341,13 +338,38 @@ class basic_timer_source {
     else
       sift_down(i);
   }
+  // The smallest of i's children (i has at least one).
+  std::size_t min_child(std::size_t first) const noexcept {
+    const std::size_t n = heap_.size();
+    const std::size_t last = first + arity < n ? first + arity : n;
+    std::size_t best = first;
+    for (std::size_t c = first + 1; c < last; ++c)
+      if (heap_[c].deadline < heap_[best].deadline) best = c;
+    return best;
+  }
+  // Removes entry i. The last entry fills the gap; it is usually among the
+  // latest deadlines, so (Floyd's trick) the hole first sinks to a leaf
+  // along the smallest children, one comparison per level fewer than a
+  // sift-down, and the last entry then rises from there (rarely far).
   void remove_at(std::size_t i) noexcept {
     hook_type* gone = heap_[i].hook;
     const entry last = heap_.back();
     heap_.pop_back();
     if (i < heap_.size()) {
-      place(i, last);
-      restore(i);
+      if (i > 0 && last.deadline < heap_[(i - 1) / arity].deadline) {
+        place(i, last);
+        sift_up(i);
+      } else {
+        std::size_t hole = i;
+        for (std::size_t first = hole * arity + 1; first < heap_.size();
+             first = hole * arity + 1) {
+          const std::size_t best = min_child(first);
+          place(hole, heap_[best]);
+          hole = best;
+        }
+        place(hole, last);
+        sift_up(hole);
+      }
     }
     gone->index = hook_type::npos;
   }
