@@ -125,6 +125,22 @@ TEST_CASE("timer.units_abstime_and_invalid_fflags") {
   CHECK(f.tick(manual_clock::now()) == 1);
 }
 
+TEST_CASE("timer.reports_carry_the_ev_clear_filt_timerattach_sets") {
+  // filt_timerattach: "if ((kn->kn_sfflags & NOTE_ABSTIME) == 0)
+  // kn->kn_flags |= EV_CLEAR;", and kqueue_scan reports kn_kevent (flags
+  // included): a relative timer's events carry EV_CLEAR, an abstime one's not.
+  fixture f;
+  REQUIRE(f.change(timer(1, ev::add, 0, 10)) == 0);
+  const std::int64_t at_ms =
+      std::chrono::duration_cast<milliseconds>((t0 + milliseconds(10)).time_since_epoch()).count();
+  REQUIRE(f.change(timer(2, ev::add | ev::oneshot, note::abstime, at_ms)) == 0);
+  f.tick(t0 + milliseconds(10));
+  const auto e = f.scan();
+  REQUIRE(e.size() == 2);
+  CHECK(e[0].flags == ev::clear);
+  CHECK(e[1].flags == ev::oneshot);
+}
+
 TEST_CASE("timer.zero_data_as_filt_timervalidate") {
   // One-shot 0: expires at the next tick (even at the same time). Periodic
   // 0: kn_sdata = 1, a period of one unit.

@@ -393,6 +393,9 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
       delete n;
       return err;
     }
+    // A filter's attach may add flags to the knote (FreeBSD's
+    // filt_timerattach: kn_flags |= EV_CLEAR); scans report and obey them.
+    n->flags = static_cast<ev>(n->kn.flags);
     post_change(*n);
     return 0;
   }
