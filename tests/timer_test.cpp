@@ -178,12 +178,62 @@ TEST_CASE("timer.only_ev_add_rearms_and_disable_keeps_it_running") {
   CHECK(f.scan().empty());
   CHECK(f.tick(t0 + milliseconds(132)) == 0);
   CHECK(f.tick(t0 + milliseconds(133)) == 1);
-  // A re-add with bad data stops it and reports the errno in data.
+  // A re-add with bad data stops it and reports the errno in data, with
+  // EV_ERROR in the flags (filt_timertouch: kn_flags |= EV_ERROR).
   REQUIRE(f.change(timer(1, ev::add, 0, -5)) == 0);
   e = f.scan();
   REQUIRE(e.size() == 1);
   CHECK(e[0].data == EINVAL);
+  CHECK(e[0].flags == (ev::clear | ev::error));
   CHECK(f.ts.empty());
+}
+
+TEST_CASE("timer.readd_dequeues_a_pending_expiry") {
+  // filt_timertouch on EV_ADD: "if (kn->kn_status & KN_QUEUED)
+  // knote_dequeue(kn); kn->kn_status &= ~KN_ACTIVE; kn->kn_data = 0;": a
+  // one-shot timer that fired and is re-added before the scan is not
+  // reported (before, the scan reported it with data 0 and deleted it).
+  fixture f;
+  REQUIRE(f.change(timer(1, ev::add | ev::oneshot, note::nseconds, 5)) == 0);
+  CHECK(f.tick(t0 + nanoseconds(5)) == 1);
+  CHECK(f.kq.pending() == 1);
+  REQUIRE(f.change(timer(1, ev::add, note::nseconds, 10)) == 0);
+  CHECK(f.kq.pending() == 0);
+  CHECK(f.scan().empty());
+  CHECK(f.kq.size() == 1);
+  CHECK(f.tick(t0 + nanoseconds(15)) == 1);
+  const auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].data == 1);
+  CHECK(f.kq.size() == 0);
+}
+
+TEST_CASE("timer.forceoneshot_stops_a_periodic_timer_after_one_more_expiry") {
+  // EV_FORCEONESHOT: kn_flags |= EV_ONESHOT, which filt_timerexpire reads at
+  // each expiry: a disabled periodic timer expires once more (data + 1) and
+  // is not re-armed; enabled, it is reported and deleted.
+  fixture f;
+  REQUIRE(f.change(timer(1, ev::add | ev::disable, note::nseconds, 10)) == 0);
+  CHECK(f.tick(t0 + nanoseconds(25)) == 1);  // 10, 20
+  REQUIRE(f.change(timer(1, ev::forceoneshot, 0, 0)) == 0);
+  CHECK(f.tick(t0 + nanoseconds(100)) == 1);  // 30 only: then stopped
+  CHECK(f.tick(t0 + nanoseconds(200)) == 0);
+  REQUIRE(f.change(timer(1, ev::enable, 0, 0)) == 0);
+  const auto e = f.scan();
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].data == 3);
+  CHECK(f.kq.size() == 0);
+}
+
+TEST_CASE("timer.equal_deadlines_fire_in_arm_order") {
+  fixture f;
+  for (std::uintptr_t i : {5u, 3u, 9u, 1u, 7u})
+    REQUIRE(f.change(timer(i, ev::add | ev::oneshot, note::nseconds, 10)) == 0);
+  CHECK(f.tick(t0 + nanoseconds(10)) == 5);
+  const auto e = f.scan();
+  REQUIRE(e.size() == 5);
+  const std::uintptr_t want[] = {5, 3, 9, 1, 7};
+  for (std::size_t i = 0; i < 5; ++i) CHECK(e[i].ident == want[i]);
 }
 
 TEST_CASE("timer.dispatch_keeps_counting_while_disabled") {

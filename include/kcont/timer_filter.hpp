@@ -49,12 +49,13 @@ namespace kcont {
 //   one (an abstime timer without ev::clear stays reported, data 1, by every
 //   scan, as on FreeBSD).
 // - A change with ev::add on an existing timer re-arms it from now with its
-//   data and fflags, dropping unreported expirations (filt_timertouch acts
-//   only when `kev->flags & EV_ADD`); other changes (ev::enable, ev::disable,
+//   data and fflags, dropping unreported expirations (it is no longer active
+//   nor pending: filt_timertouch acts only when `kev->flags & EV_ADD`, and
+//   then dequeues it and clears KN_ACTIVE and kn_data); other changes (ev::enable, ev::disable,
 //   ev::dispatch's disable) leave it running, as FreeBSD leaves the callout.
 //   Such a re-add with invalid data stops the timer and reports the errno in
-//   data (filt_timertouch: kn_data = error; FreeBSD also sets EV_ERROR in the
-//   event's flags, which a kcont filter cannot: the kqueue owns the flags).
+//   data with ev::error in the event's flags, from then on (filt_timertouch:
+//   kn_flags |= EV_ERROR; kn_data = error).
 // - A period too long for the clock saturates at its longest duration (as
 //   timer2sbintime saturates at SBT_MAX), and a deadline beyond the clock's
 //   last time point is never reached. No arithmetic on data or time overflows.
@@ -144,13 +145,21 @@ class timer_filter {
   template <class K>
   void touch(K& kn, knote_change& c, touch_op op) {
     if (op == touch_op::change) {
+      // EV_FORCEONESHOT made the knote one-shot (kn_flags |= EV_ONESHOT):
+      // filt_timerexpire reads kn_flags at each expiry, so a running
+      // periodic timer expires once more (data + 1) and is not re-armed.
+      if (has(static_cast<ev>(c.flags), ev::forceoneshot)) source_->make_oneshot(hook_);
       if (!has(static_cast<ev>(c.flags), ev::add)) return;
+      // "Throw away any existing undelivered record of the timer
+      // expiration": not active (a kqueue then dequeues it), no data.
+      (void)kn.clear_active();
       kn.data = 0;
       kn.sfflags = c.fflags;
       kn.sdata = c.data;
       const int err = start(kn);
-      if (err != 0) {
+      if (err != 0) {  // kn_flags |= EV_ERROR; kn_data = error
         source_->cancel(hook_);
+        kn.flags = static_cast<std::uint16_t>(kn.flags | static_cast<std::uint16_t>(ev::error));
         kn.data = err;
       }
     } else {

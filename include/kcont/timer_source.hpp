@@ -9,6 +9,8 @@
 // is at or before Clock::now(). Timers arm from Clock::now() at the time of
 // the arm (never from the last tick), so a timer never fires early.
 //
+// Timers due at the same time fire in the order they were armed (a periodic
+// timer's next period counts as armed when the previous one expired).
 // Costs: arm, re-arm and cancel O(log n); a tick with nothing due O(1) (one
 // look at the heap's top); a tick that fires k timers O(k log n). Memory: the
 // heap is a std::vector of (deadline, hook) pairs; it grows (doubling) when
@@ -82,6 +84,7 @@ struct timer_hook {
   time_point deadline{};      // the next expiry (meaningful while armed)
   duration period{};          // zero: fires once
   std::size_t index = npos;   // in the heap; npos when not armed
+  std::uint64_t seq = 0;      // when it was scheduled (orders equal deadlines)
   std::uint32_t firing = 0;   // ticks between popping it and its event
   std::atomic<std::int64_t> pending{0};
 };
@@ -230,6 +233,7 @@ class basic_timer_source {
     h.pending.store(0, std::memory_order_relaxed);
     if (ticking_ != 0 && deadline <= ticking_until_) deadline = ticking_until_ + duration(1);
     h.deadline = deadline;
+    h.seq = ++seq_;
     if (deadline == time_point::max()) {
       if (h.index != hook_type::npos) remove_at(h.index);
       return;
@@ -242,6 +246,13 @@ class basic_timer_source {
       heap_[h.index].deadline = deadline;
       restore(h.index);
     }
+  }
+
+  // Effects: `h` expires once more at its deadline, then stops (a periodic
+  //   timer made one-shot). Complexity: O(1).
+  void make_oneshot(hook_type& h) {
+    std::lock_guard<Lock> g(lock_);
+    h.period = duration::zero();
   }
 
   // Effects: disarms `h` (if armed) and clears its uncounted expirations;
@@ -296,6 +307,7 @@ class basic_timer_source {
     }
     h.deadline = time_point(duration(static_cast<typename duration::rep>(from + (later + 1) * per)));
     heap_[0].deadline = h.deadline;
+    h.seq = ++seq_;
     sift_down(0);
   }
 
@@ -305,6 +317,11 @@ class basic_timer_source {
     h.pending.store(old > most - n ? most : old + n, std::memory_order_relaxed);
   }
 
+  // Heap order: the earlier deadline first; equal deadlines in the order
+  // they were scheduled (the hook's sequence number, read only on a tie).
+  static bool before(const entry& a, const entry& b) noexcept {
+    return a.deadline < b.deadline || (a.deadline == b.deadline && a.hook->seq < b.hook->seq);
+  }
   void place(std::size_t i, const entry& e) noexcept {
     heap_[i] = e;
     e.hook->index = i;
@@ -313,7 +330,7 @@ class basic_timer_source {
     const entry e = heap_[i];
     while (i > 0) {
       const std::size_t parent = (i - 1) / arity;
-      if (!(e.deadline < heap_[parent].deadline)) break;
+      if (!before(e, heap_[parent])) break;
       place(i, heap_[parent]);
       i = parent;
     }
@@ -326,14 +343,14 @@ class basic_timer_source {
       const std::size_t first = i * arity + 1;
       if (first >= n) break;
       const std::size_t best = min_child(first);
-      if (!(heap_[best].deadline < e.deadline)) break;
+      if (!before(heap_[best], e)) break;
       place(i, heap_[best]);
       i = best;
     }
     place(i, e);
   }
   void restore(std::size_t i) noexcept {
-    if (i > 0 && heap_[i].deadline < heap_[(i - 1) / arity].deadline)
+    if (i > 0 && before(heap_[i], heap_[(i - 1) / arity]))
       sift_up(i);
     else
       sift_down(i);
@@ -344,7 +361,7 @@ class basic_timer_source {
     const std::size_t last = first + arity < n ? first + arity : n;
     std::size_t best = first;
     for (std::size_t c = first + 1; c < last; ++c)
-      if (heap_[c].deadline < heap_[best].deadline) best = c;
+      if (before(heap_[c], heap_[best])) best = c;
     return best;
   }
   // Removes entry i. The last entry fills the gap; it is usually among the
@@ -356,7 +373,7 @@ class basic_timer_source {
     const entry last = heap_.back();
     heap_.pop_back();
     if (i < heap_.size()) {
-      if (i > 0 && last.deadline < heap_[(i - 1) / arity].deadline) {
+      if (i > 0 && before(last, heap_[(i - 1) / arity])) {
         place(i, last);
         sift_up(i);
       } else {
@@ -375,6 +392,7 @@ class basic_timer_source {
   }
 
   std::vector<entry> heap_;
+  std::uint64_t seq_ = 0;        // schedules so far: the order of equal deadlines
   std::size_t ticking_ = 0;      // ticks in progress (their loops)
   time_point ticking_until_{};   // the latest `now` among them
   [[no_unique_address]] mutable Lock lock_;
