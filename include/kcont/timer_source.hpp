@@ -210,11 +210,16 @@ class basic_timer_source {
   //   `after` from Clock::now() (negative: now), once or every `after`
   //   (periodic; a zero period is one clock tick), until re-armed or
   //   detached. Expirations not yet reported (in its data) are dropped.
+  // Precondition: kn is attached (debug builds abort; release builds leave
+  //   a detached knote alone: arming it would leave it on the heap).
   // Complexity: O(log n). Thread-safety: any thread; takes the knote's field
   //   lock, then the source's lock.
   template <class Filter, lock_policy KnoteLock>
   void arm(knote<Filter, Level, KnoteLock>& kn, duration after,
            timer_mode mode = timer_mode::oneshot) {
+    const bool attached = kn.is_attached();
+    KCONT_EXPECTS(attached, "timer_source::arm: the timer knote is not attached");
+    if (!attached) return;
     std::unique_lock<spin_lock> fg(detail::knote_access::fields_lock(kn), std::defer_lock);
     if (!kn.single_threaded()) fg.lock();
     kn.filter().rearm(kn, after, mode);
