@@ -66,6 +66,24 @@ namespace detail {
 // but `pending` is guarded by the source's lock; `pending` (expirations a
 // tick counted and the filter's event has not yet added to the knote's data)
 // is atomic because the filter reads it under the knote's field lock only.
+//
+// The state table (under the source's lock unless said otherwise):
+//   state    | event                                  | action -> next state
+//   ---------+----------------------------------------+------------------------------
+//   any      | schedule (attach, touch with EV_ADD,   | pending = 0, seq, heap push or
+//            |   Source::arm)                         |   move -> armed
+//   armed    | tick, deadline <= now                  | pending += expirations; heap
+//            |                                        |   move (periodic) or pop; ++firing
+//   firing   | tick, its lock dropped: the filter's   | pending -> kn.data (swap); pin
+//            |   event (field lock), begin_activation |   the knote when it runs
+//   firing   | tick, its lock retaken                 | --firing; the continuation runs
+//            |                                        |   unlocked, pinned (knote state)
+//   any      | cancel (the filter's detach)           | wait for firing == 0 (unlocked,
+//            |                                        |   yielding); heap erase; pending
+//            |                                        |   = 0 -> unarmed
+// A re-arm while firing zeroes pending: that tick's event then finds nothing
+// and does not fire. Lock order: the knote's field lock, then the source's
+// (touch re-arms under the field lock); a tick never holds both.
 template <class TimePoint, class Knote>
 struct timer_hook {
   using time_point = TimePoint;
