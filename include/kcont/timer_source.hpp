@@ -12,12 +12,11 @@
 // Timers due at the same time fire in the order they were armed (a periodic
 // timer's next period counts as armed when the previous one expired).
 // Costs: arm, re-arm and cancel O(log n); a tick with nothing due O(1) (one
-// look at the heap's top); a tick that fires k timers O(k log n). Memory: the
-// heap is a std::vector of (deadline, hook) pairs; it grows (doubling) when
-// an arm finds it full, which is the only allocation, and never shrinks, so
-// once it has held n timers, arming, expiring and re-arming up to n timers
-// allocate nothing (reserve(n) pre-sizes it). An arm that cannot grow the
-// heap throws std::bad_alloc (or terminates without exceptions).
+// atomic load, no lock); a tick that fires k timers O(k log n). Memory: the
+// heap is a std::vector of (deadline, hook) pairs, grown (doubling) by an arm
+// that finds it full, the only allocation (std::bad_alloc), never shrunk:
+// once it held n timers, arming, expiring and re-arming n allocate nothing
+// (reserve(n) pre-sizes it).
 //
 // Compared with a std::priority_queue of (deadline, callback): cancel is
 // O(log n) in place (no tombstones), a timer is a caller-owned knote whose
@@ -49,6 +48,7 @@
 #include <vector>
 
 #include "kcont/contract.hpp"
+#include "kcont/detail/timer_hook.hpp"
 #include "kcont/immediate_target.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/knote.hpp"
@@ -60,54 +60,6 @@ namespace kcont {
 // How a standalone timer repeats: once, or every period until cancelled.
 enum class timer_mode : std::uint8_t { oneshot, periodic };
 
-namespace detail {
-
-// A timer's place in its source's heap, embedded in its filter. Every field
-// but `pending` is guarded by the source's lock; `pending` (expirations a
-// tick counted and the filter's event has not yet added to the knote's data)
-// is atomic because the filter reads it under the knote's field lock only.
-//
-// The state table (under the source's lock unless said otherwise):
-//   state    | event                                  | action -> next state
-//   ---------+----------------------------------------+------------------------------
-//   any      | schedule (attach, touch with EV_ADD,   | pending = 0, seq, heap push or
-//            |   Source::arm)                         |   move -> armed
-//   armed    | tick, deadline <= now                  | pending += expirations; heap
-//            |                                        |   move (periodic) or pop; ++firing
-//   firing   | tick, its lock dropped: the filter's   | pending -> kn.data (swap); pin
-//            |   event (field lock), begin_activation |   the knote when it runs
-//   firing   | tick, its lock retaken                 | --firing; the continuation runs
-//            |                                        |   unlocked, pinned (knote state)
-//   any      | cancel (the filter's detach)           | wait for firing == 0 (unlocked,
-//            |                                        |   yielding); heap erase; pending
-//            |                                        |   = 0 -> unarmed
-// A re-arm while firing zeroes pending: that tick's event then finds nothing
-// and does not fire. Lock order: the knote's field lock, then the source's
-// (touch re-arms under the field lock); a tick never holds both.
-template <class TimePoint, class Knote>
-struct timer_hook {
-  using time_point = TimePoint;
-  using duration = typename TimePoint::duration;
-  static constexpr std::size_t npos = std::numeric_limits<std::size_t>::max();
-
-  timer_hook() = default;
-  // Copied or moved only while not armed (a filter moves into its knote):
-  // the heap points at the hook's address.
-  timer_hook(const timer_hook& o) noexcept : deadline(o.deadline), period(o.period) {
-    KCONT_EXPECTS(o.index == npos && o.firing == 0, "timer: moved while armed");
-  }
-  timer_hook& operator=(const timer_hook&) = delete;
-
-  Knote* kn = nullptr;
-  time_point deadline{};      // the next expiry (meaningful while armed)
-  duration period{};          // zero: fires once
-  std::size_t index = npos;   // in the heap; npos when not armed
-  std::uint64_t seq = 0;      // when it was scheduled (orders equal deadlines)
-  std::uint32_t firing = 0;   // ticks between popping it and its event
-  std::atomic<std::int64_t> pending{0};
-};
-
-}  // namespace detail
 
 // The source of timers: a 4-ary min-heap of armed timers ordered by deadline.
 //
@@ -126,6 +78,7 @@ class basic_timer_source {
   using clock = Clock;
   using time_point = typename Clock::time_point;
   using duration = typename Clock::duration;
+  using rep = typename duration::rep;
   using level_type = Level;
   using lock_type = Lock;
   // True with no_lock: one thread drives the source and its timers.
@@ -171,13 +124,17 @@ class basic_timer_source {
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t tick(D& d, time_point now, Level current) {
+    // The O(1) tick: the earliest deadline, published by every change of the
+    // heap, read without the lock (an arm racing this tick: seen by it or the next).
+    if (earliest_.load(std::memory_order_acquire) > now.time_since_epoch().count()) return 0;
     std::size_t fired = 0;
     std::unique_lock<Lock> g(lock_);
-    if (heap_.empty() || heap_[0].deadline > now) return 0;  // the O(1) tick
+    if (heap_.empty() || heap_[0].deadline > now) return 0;
     if (ticking_++ == 0 || now > ticking_until_) ticking_until_ = now;
     while (!heap_.empty() && heap_[0].deadline <= now) {
       hook_type& h = *heap_[0].hook;
       expire_top(h, now);
+      publish_top();
       ++h.firing;  // cancel waits for it: h and its knote stay alive
       knote_type& kn = *h.kn;
       g.unlock();
@@ -203,14 +160,14 @@ class basic_timer_source {
   }
 
   // Returns: the earliest deadline of the armed timers (when a loop should
-  //   tick next), or nothing when none is armed. Complexity: O(1).
-  [[nodiscard]] std::optional<time_point> next_deadline() const {
-    std::lock_guard<Lock> g(lock_);
-    if (heap_.empty()) return std::nullopt;
-    return heap_[0].deadline;
+  //   tick next), or nothing when none is armed. Complexity: O(1), no lock.
+  [[nodiscard]] std::optional<time_point> next_deadline() const noexcept {
+    const rep t = earliest_.load(std::memory_order_acquire);
+    if (t == std::numeric_limits<rep>::max()) return std::nullopt;
+    return time_point(duration(t));
   }
 
-  // Returns: how many timers are armed (a snapshot with a real lock).
+  // Returns: how many timers are armed, whether none is (snapshots).
   [[nodiscard]] std::size_t size() const {
     std::lock_guard<Lock> g(lock_);
     return heap_.size();
@@ -259,9 +216,7 @@ class basic_timer_source {
     h.seq = ++seq_;
     if (deadline == time_point::max()) {
       if (h.index != hook_type::npos) remove_at(h.index);
-      return;
-    }
-    if (h.index == hook_type::npos) {
+    } else if (h.index == hook_type::npos) {
       h.index = heap_.size();
       heap_.push_back(entry{deadline, &h});
       sift_up(h.index);
@@ -269,6 +224,7 @@ class basic_timer_source {
       heap_[h.index].deadline = deadline;
       restore(h.index);
     }
+    publish_top();
   }
 
   // Effects: `h` expires once more at its deadline, then stops (a periodic
@@ -288,7 +244,10 @@ class basic_timer_source {
       std::this_thread::yield();
       g.lock();
     }
-    if (h.index != hook_type::npos) remove_at(h.index);
+    if (h.index != hook_type::npos) {
+      remove_at(h.index);
+      publish_top();
+    }
     h.pending.store(0, std::memory_order_relaxed);
   }
 
@@ -338,6 +297,12 @@ class basic_timer_source {
     constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
     const std::int64_t old = h.pending.load(std::memory_order_relaxed);
     h.pending.store(old > most - n ? most : old + n, std::memory_order_relaxed);
+  }
+
+  void publish_top() noexcept {
+    earliest_.store(heap_.empty() ? std::numeric_limits<rep>::max()
+                                  : heap_[0].deadline.time_since_epoch().count(),
+                    std::memory_order_release);
   }
 
   // Heap order: the earlier deadline first; equal deadlines in the order
@@ -415,6 +380,7 @@ class basic_timer_source {
   }
 
   std::vector<entry> heap_;
+  std::atomic<rep> earliest_{std::numeric_limits<rep>::max()};  // heap_[0]'s deadline
   std::uint64_t seq_ = 0;        // schedules so far: the order of equal deadlines
   std::size_t ticking_ = 0;      // ticks in progress (their loops)
   time_point ticking_until_{};   // the latest `now` among them

@@ -35,7 +35,7 @@ LAYER = {
     "detail/knote_state.hpp": "knote", "detail/fire.hpp": "knote", "klist.hpp": "knote",
     "always_filter.hpp": "knote",
     "detail/kqueue_entry.hpp": "kqueue", "detail/kqueue_core.hpp": "kqueue",
-    "kevent.hpp": "kqueue", "kfilters.hpp": "kqueue", "timer_source.hpp": "kqueue",
+    "kevent.hpp": "kqueue", "kfilters.hpp": "kqueue", "timer_source.hpp": "kqueue", "detail/timer_hook.hpp": "kqueue",
     "timer_filter.hpp": "kqueue", "event_source.hpp": "kqueue", "kqueue.hpp": "kqueue",
     "kcont.hpp": "umbrella", "posix.hpp": "umbrella",
 }
