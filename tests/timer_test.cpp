@@ -303,12 +303,15 @@ TEST_CASE("timer.standalone_as_a_user_writes_it") {
   once.detach(d);
 }
 
-TEST_CASE("timer.rearm_from_its_own_continuation_waits_for_the_next_tick") {
+TEST_CASE_TEMPLATE("timer.rearm_from_its_own_continuation_waits_for_the_next_tick", Lock,
+                   std::mutex, kcont::no_lock) {
+  using source = kcont::basic_timer_source<bsd_level, Lock, manual_clock>;
+  using filter = kcont::timer_filter<source>;
   clock_at_t0 clock_reset;
-  test_timer_source timers;
+  source timers;
   struct env {
-    test_timer_source* src;
-    kcont::knote<test_timer_filter>* self;
+    source* src;
+    kcont::knote<filter>* self;
     int runs;
   };
   kcont::kc again{[](tkn*, env& e, kcont::knote_cause) {
@@ -316,7 +319,7 @@ TEST_CASE("timer.rearm_from_its_own_continuation_waits_for_the_next_tick") {
                     e.src->arm(*e.self, nanoseconds(0));  // due at once
                   },
                   env{&timers, nullptr, 0}, kcont::at<bsd_level::immediate>};
-  kcont::knote<test_timer_filter> kn{test_timer_filter{timers, nanoseconds(0)}, again};
+  kcont::knote<filter> kn{filter{timers, nanoseconds(0)}, again};
   again.env().self = &kn;
   REQUIRE(kn.attach() == 0);
   CHECK(timers.tick() == 1);  // no endless loop inside one tick
@@ -328,20 +331,24 @@ TEST_CASE("timer.rearm_from_its_own_continuation_waits_for_the_next_tick") {
   kn.detach();
 }
 
-TEST_CASE("timer.random_arms_and_cancels_match_a_multimap") {
+// The source's two tick loops: with a lock (pins, firing counts) and
+// single-threaded (no_lock: unpinned activations).
+TEST_CASE_TEMPLATE("timer.random_arms_and_cancels_match_a_multimap", Lock, std::mutex,
+                   kcont::no_lock) {
   // 10^5 standalone one-shot timers armed, re-armed and cancelled at random;
   // at each tick the timers that fire are exactly the reference's due ones.
+  using source = kcont::basic_timer_source<bsd_level, Lock, manual_clock>;
+  using filter = kcont::timer_filter<source>;
   constexpr std::size_t timers_n = 100000;
   clock_at_t0 clock_reset;
-  test_timer_source timers;
+  source timers;
   timers.reserve(timers_n);
   std::vector<record_fn::hit> hits;
   hits.reserve(timers_n);
   kcont::kc on{record_fn{}, std::vector<record_fn::hit>{}, kcont::at<bsd_level::immediate>};
   on.env().reserve(timers_n);
-  std::deque<kcont::knote<test_timer_filter>> kn;
-  for (std::size_t i = 0; i < timers_n; ++i)
-    kn.emplace_back(test_timer_filter{timers, nanoseconds(0)}, on, i);
+  std::deque<kcont::knote<filter>> kn;
+  for (std::size_t i = 0; i < timers_n; ++i) kn.emplace_back(filter{timers, nanoseconds(0)}, on, i);
   std::multimap<manual_clock::time_point, std::size_t> ref;
   std::vector<std::multimap<manual_clock::time_point, std::size_t>::iterator> where(
       timers_n, ref.end());
@@ -497,4 +504,34 @@ TEST_CASE("timer.ticks_on_two_threads_race_arm_rearm_and_detach") {
   CHECK(late.load() == 0);
   CHECK(timers.empty());
   MESSAGE("continuations run: " << runs.load());
+}
+
+TEST_CASE_TEMPLATE("timer.continuation_detaches_its_own_timer", Lock, std::mutex, kcont::no_lock) {
+  // Rule 8 from inside a tick: the continuation detaches (and could free)
+  // its own periodic timer; the tick touches it no more, nothing fires later.
+  using source = kcont::basic_timer_source<bsd_level, Lock, manual_clock>;
+  using filter = kcont::timer_filter<source>;
+  clock_at_t0 clock_reset;
+  source timers;
+  struct env {
+    std::unique_ptr<kcont::knote<filter>>* self;
+    int runs;
+  };
+  std::unique_ptr<kcont::knote<filter>> kn;
+  kcont::kc bye{[](tkn*, env& e, kcont::knote_cause) {
+                  ++e.runs;
+                  (*e.self)->detach();
+                  e.self->reset();  // freed inside its own activation
+                },
+                env{&kn, 0}, kcont::at<bsd_level::immediate>};
+  kn = std::make_unique<kcont::knote<filter>>(filter{timers, nanoseconds(5), kcont::timer_mode::periodic},
+                                              bye);
+  REQUIRE(kn->attach() == 0);
+  manual_clock::set(t0 + nanoseconds(20));
+  CHECK(timers.tick() == 1);
+  CHECK(bye.env().runs == 1);
+  CHECK(kn == nullptr);
+  CHECK(timers.empty());
+  manual_clock::set(t0 + nanoseconds(100));
+  CHECK(timers.tick() == 0);
 }

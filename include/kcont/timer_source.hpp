@@ -131,7 +131,22 @@ class basic_timer_source {
     std::unique_lock<Lock> g(lock_);
     if (heap_.empty() || heap_[0].deadline > now) return 0;
     if (ticking_++ == 0 || now > ticking_until_) ticking_until_ = now;
-    while (!heap_.empty() && heap_[0].deadline <= now) {
+    if constexpr (single_threaded) {
+      // One thread (no_lock): no detach runs meanwhile, so no firing count,
+      // no pin and no activation frame (as a klist<no_lock> fan-out).
+      while (!heap_.empty() && heap_[0].deadline <= now) {
+        hook_type& h = *heap_[0].hook;
+        expire_top(h, now);
+        publish_top();
+        knote_type& kn = *h.kn;
+        if (!kn.filter_event(now)) continue;
+        ++fired;
+        if (kn.single_threaded() ? detail::knote_access::begin_fire_activation<true>(kn)
+                                 : detail::knote_access::begin_fire_activation<false>(kn))
+          (void)kcont::run(d, kn.continuation(), &kn, knote_cause::event, current);
+      }
+    }
+    while (!single_threaded && !heap_.empty() && heap_[0].deadline <= now) {
       hook_type& h = *heap_[0].hook;
       expire_top(h, now);
       publish_top();
