@@ -275,12 +275,13 @@ class basic_timer_source {
 
   // Counts the top timer's expirations at `now` (top deadline <= now) into
   // its pending count and moves it to its next deadline, or off the heap.
-  // The count is every period boundary in [deadline, now]: FreeBSD's
-  // callout for a late periodic timer (filt_timerexpire: kn_data++, then
-  // callout_reset at next += to, already past) fires once per missed period,
-  // adding one each time; this adds them all at once. In unsigned
-  // arithmetic: now - deadline and the step past it may not fit the signed
-  // duration (a 1 ns timer ticked at the end of the clock).
+  // The count is every period boundary in [deadline, now], as FreeBSD 12's
+  // filt_timerexpire gave it (kn_data++, then callout_reset at next += to,
+  // already past: one callout per missed period). Later FreeBSD counts
+  // "delta = (now - kc->next) / kc->to" (at least 1), one short when late
+  // by a whole period or more: kcont keeps counting every boundary.
+  // In unsigned arithmetic: now - deadline and the step past it may not fit
+  // the signed duration (a 1 ns timer ticked at the end of the clock).
   void expire_top(hook_type& h, time_point now) {
     using u64 = std::uint64_t;
     constexpr std::int64_t most = std::numeric_limits<std::int64_t>::max();
