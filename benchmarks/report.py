@@ -198,6 +198,31 @@ SCENARIOS = [
              "raise(SIGUSR1), the handler calls defer_from_signal (mpsc_queue + fd_wakeup)"),
         ],
     },
+] + [
+    {
+        "id": "H",
+        "title": f"Timers with N = {n} armed (timer_benchmark.cpp): one idle tick; "
+                 "arm + cancel and arm + expire, K = 64 timers per iteration, per timer",
+        "cases": [
+            (f"BM_TimerTickNoneDue_PriorityQueue/{n}", "baseline", None,
+             "std::priority_queue of (deadline, generation, timer): compare now with the top"),
+            (f"BM_TimerTickNoneDue_Kcont/{n}", "kcont", f"BM_TimerTickNoneDue_PriorityQueue/{n}",
+             "basic_timer_source<bsd_level, no_lock>::tick(now), nothing due"),
+            (f"BM_TimerTickNoneDue_KcontMutex/{n}", "kcont", f"BM_TimerTickNoneDue_PriorityQueue/{n}",
+             "the default timer_source (std::mutex), nothing due"),
+            (f"BM_TimerArmCancel_PriorityQueue/{n}", "baseline", None,
+             "push; cancel by generation (lazy deletion: the tick pops and skips the stale entry)"),
+            (f"BM_TimerArmCancel_Kcont/{n}", "kcont", f"BM_TimerArmCancel_PriorityQueue/{n}",
+             "standalone knote<timer_filter, no_lock>: attach (heap push), detach (heap erase), tick"),
+            (f"BM_TimerArmExpire_PriorityQueue/{n}", "baseline", None,
+             "push; the tick pops the due entries and calls each handler"),
+            (f"BM_TimerArmExpire_Kcont/{n}", "kcont", f"BM_TimerArmExpire_PriorityQueue/{n}",
+             "source.arm(kn, delay) (no_lock); the tick fires them: event, activation, continuation"),
+            (f"BM_TimerArmExpire_KcontMutex/{n}", "kcont", f"BM_TimerArmExpire_PriorityQueue/{n}",
+             "the same with the default locks (std::mutex source, spin_lock knotes)"),
+        ],
+    }
+    for n in (1000, 1000000)
 ]
 
 # The targets (issue 5). kind: "le" ratio impl/base <= limit; "speedup"
@@ -239,6 +264,8 @@ TARGETS = [
 ] + [
     ("F", "cross-thread throughput >= 4x mutex + condvar (1 producer)",
      "speedup", "BM_CrossThread_Kcont/real_time", "BM_CrossThread_MutexCondvar/real_time", 4.0, None),
+    ("H", "one tick with none due is O(1): 10^6 timers armed <= 1.5x 10^3 armed (no_lock source)",
+     "le", "BM_TimerTickNoneDue_Kcont/1000000", "BM_TimerTickNoneDue_Kcont/1000", 1.5, None),
     ("F", "back-to-back wake-up p50 <= 600 ns: post to the continuation's start "
           "(counter wake_p50_ns, median over repetitions)",
      "abs", "BM_Wakeup_Kcont/real_time", None, 600.0, "wake_p50_ns"),
@@ -291,6 +318,15 @@ ALSO = [
      "BM_CrossThreadTwoProducers_MutexCondvar/real_time"),
     ("F", "back-to-back wake-up (mean round trip), vs mutex + condvar",
      "speedup", "BM_Wakeup_Kcont/real_time", "BM_Wakeup_MutexCondvar/real_time"),
+] + [
+    ("H", f"timers, {n} armed: {what}, kcont vs std::priority_queue",
+     "le", f"BM_Timer{case}_Kcont/{n}", f"BM_Timer{case}_PriorityQueue/{n}")
+    for n in (1000, 1000000)
+    for case, what in (("TickNoneDue", "one idle tick"), ("ArmCancel", "arm + cancel"),
+                       ("ArmExpire", "arm + expire"))
+] + [
+    ("H", "one idle tick, default timer_source (std::mutex): 10^6 armed vs 10^3",
+     "le", "BM_TimerTickNoneDue_KcontMutex/1000000", "BM_TimerTickNoneDue_KcontMutex/1000"),
 ]
 
 

@@ -2,6 +2,7 @@
 // both driven through a kqueue and, for the timer, through a plain knote.
 #include <kcont/event_source.hpp>
 #include <kcont/kfilters.hpp>
+#include <kcont/timer_filter.hpp>
 
 #include <doctest/doctest.h>
 
@@ -83,51 +84,51 @@ TEST_CASE("kfilters.user_trigger_in_the_add_does_not_fire") {
 TEST_CASE("kfilters.timer_periodic_counts_expirations_since_last_scan") {
   fixture f;
   REQUIRE(f.change(kev{1, filter_id::timer, ev::add, 0, 10, 42}) == 0);  // 10 ms
-  f.ts.tick(t0 + milliseconds(5));
+  f.tick(t0 + milliseconds(5));
   CHECK(f.scan().empty());
-  f.ts.tick(t0 + milliseconds(10));
-  f.ts.tick(t0 + milliseconds(35));  // two more expirations: 20 and 30
+  f.tick(t0 + milliseconds(10));
+  f.tick(t0 + milliseconds(35));  // two more expirations: 20 and 30
   auto e = f.scan();
   REQUIRE(e.size() == 1);
   CHECK(e[0].data == 3);
   CHECK(e[0].udata == 42);
   CHECK(f.scan().empty());  // timers behave as EV_CLEAR
-  f.ts.tick(t0 + milliseconds(40));
+  f.tick(t0 + milliseconds(40));
   e = f.scan();
   REQUIRE(e.size() == 1);
   CHECK(e[0].data == 1);
   REQUIRE(f.change(kev{1, filter_id::timer, ev::delete_}) == 0);
-  f.ts.tick(t0 + milliseconds(100));
+  f.tick(t0 + milliseconds(100));
   CHECK(f.scan().empty());
-  CHECK(f.ts.list().empty());
+  CHECK(f.ts.empty());
 }
 
 TEST_CASE("kfilters.timer_oneshot_fires_once_and_is_deleted") {
   fixture f;
   REQUIRE(f.change(kev{2, filter_id::timer, ev::add | ev::oneshot, note::useconds, 1500}) == 0);
-  f.ts.tick(t0 + milliseconds(1));
+  f.tick(t0 + milliseconds(1));
   CHECK(f.scan().empty());
-  f.ts.tick(t0 + milliseconds(10));
+  f.tick(t0 + milliseconds(10));
   auto e = f.scan();
   REQUIRE(e.size() == 1);
   CHECK(e[0].data == 1);
   CHECK(f.kq.size() == 0);
-  CHECK(f.ts.list().empty());
+  CHECK(f.ts.empty());
 }
 
 TEST_CASE("kfilters.timer_units_and_rearm_on_readd") {
-  using tf = kcont::timer_filter<>;
+  using tf = test_timer_filter;
   CHECK(tf::period_of(note::seconds, 2) == std::chrono::seconds(2));
   CHECK(tf::period_of(note::nseconds, 7) == std::chrono::nanoseconds(7));
   CHECK(tf::period_of(0, 3) == milliseconds(3));
   fixture f;
   CHECK(f.change(kev{3, filter_id::timer, ev::add, 0, -1}) == EINVAL);
   REQUIRE(f.change(kev{3, filter_id::timer, ev::add, 0, 100}) == 0);
-  f.ts.tick(t0 + milliseconds(50));
+  f.tick(t0 + milliseconds(50));
   REQUIRE(f.change(kev{3, filter_id::timer, ev::add, 0, 10}) == 0);  // re-armed from t0+50
-  f.ts.tick(t0 + milliseconds(59));
+  f.tick(t0 + milliseconds(59));
   CHECK(f.scan().empty());
-  f.ts.tick(t0 + milliseconds(60));
+  f.tick(t0 + milliseconds(60));
   CHECK(f.scan().size() == 1);
 }
 
@@ -136,7 +137,7 @@ TEST_CASE("kfilters.timer_int64_max_saturates_in_every_unit") {
   // SBT_MAX ("if (data > SBT_MAX / modifier) return SBT_MAX"); kcont at the
   // clock's longest duration. Before, INT64_MAX ms overflowed (signed
   // overflow: UBSan) and a release build fired after one tick with data -1.
-  using tf = kcont::timer_filter<>;
+  using tf = test_timer_filter;
   using dur = tf::duration;
   constexpr std::int64_t big = std::numeric_limits<std::int64_t>::max();
   CHECK(tf::period_of(0, big) == dur::max());
@@ -151,11 +152,11 @@ TEST_CASE("kfilters.timer_int64_max_saturates_in_every_unit") {
     REQUIRE(f.change(kev{1, filter_id::timer, ev::add, unit, big}) == 0);
     REQUIRE(f.change(kev{2, filter_id::timer, ev::add | ev::oneshot, unit, big}) == 0);
     // Its deadline is past the clock's end: no tick, however late, fires it.
-    f.ts.tick(t0 + milliseconds(1));
+    f.tick(t0 + milliseconds(1));
     CHECK(f.scan().empty());
-    f.ts.tick(t0 + std::chrono::hours(24 * 365 * 200));
+    f.tick(t0 + std::chrono::hours(24 * 365 * 200));
     CHECK(f.scan().empty());
-    f.ts.tick(kcont::timer_source::time_point::max());
+    f.tick(manual_clock::time_point::max());
     CHECK(f.scan().empty());
     CHECK(f.kq.size() == 2);
   }
@@ -164,25 +165,26 @@ TEST_CASE("kfilters.timer_int64_max_saturates_in_every_unit") {
 TEST_CASE("kfilters.timer_late_tick_at_the_clock_end_does_not_overflow") {
   // A 1 ns periodic timer ticked at the last time point: the expirations
   // counted and the next deadline computed without signed overflow (UBSan).
-  using tp = kcont::timer_source::time_point;
+  using tp = manual_clock::time_point;
   fixture f;
   REQUIRE(f.change(kev{1, filter_id::timer, ev::add, note::nseconds, 1}) == 0);
-  f.ts.tick(tp::max());
+  f.tick(tp::max());
   auto e = f.scan();
   REQUIRE(e.size() == 1);
   // Expirations at t0 + 1 ns, t0 + 2 ns, ..., up to tp::max().
   CHECK(e[0].data == (tp::max() - t0).count());
-  f.ts.tick(tp::max());  // the next deadline is past the clock's end
+  f.tick(tp::max());  // the next deadline is past the clock's end
   CHECK(f.scan().empty());
 }
 
 TEST_CASE("kfilters.timer_on_a_plain_knote_defers_to_its_level") {
   kcont::manual_dispatcher<> d;
-  kcont::timer_source ts{t0};
-  using tkn = kcont::knote_base<kcont::timer_source::time_point>;
+  clock_at_t0 clock_reset;
+  test_timer_source ts;
+  using tkn = kcont::knote_base<manual_clock::time_point>;
   kcont::kc k{[](tkn* kn, long& total, kcont::knote_cause) { total += kn->snapshot().data; },
               0L, bsd_level::softclock};
-  kcont::knote<kcont::timer_filter<>> kn{kcont::timer_filter<>{ts}, k, 1};
+  kcont::knote<test_timer_filter> kn{test_timer_filter{ts}, k, 1};
   kn.sdata = 5;
   REQUIRE(kn.attach() == 0);
   CHECK(ts.tick(d, t0 + milliseconds(12), bsd_level::softserial) == 1);

@@ -4,6 +4,7 @@
 
 #include <kcont/immediate_target.hpp>
 #include <kcont/kfilters.hpp>
+#include <kcont/timer_filter.hpp>
 #include <kcont/klist.hpp>
 #include <kcont/kqueue.hpp>
 
@@ -48,22 +49,48 @@ struct counter_filter {
   }
 };
 
+// A clock the test sets by hand (timers arm from its now()).
+struct manual_clock {
+  using duration = std::chrono::nanoseconds;
+  using rep = duration::rep;
+  using period = duration::period;
+  using time_point = std::chrono::time_point<manual_clock>;
+  static constexpr bool is_steady = true;
+  static inline time_point now_{};
+  static time_point now() noexcept { return now_; }
+  static void set(time_point t) noexcept { now_ = t; }
+};
+using test_timer_source = kcont::basic_timer_source<bsd_level, std::mutex, manual_clock>;
+using test_timer_filter = kcont::timer_filter<test_timer_source>;
+
 using kev = kcont::kevent;
 template <class Lock>
-using basic_kq_t = kcont::kqueue<kcont::filters<kcont::user_filter, counter_filter, kcont::timer_filter<>>,
+using basic_kq_t = kcont::kqueue<kcont::filters<kcont::user_filter, counter_filter, test_timer_filter>,
                                  std::uintptr_t, Lock>;
-using kq_t = kcont::kqueue<kcont::filters<kcont::user_filter, counter_filter, kcont::timer_filter<>>>;
+using kq_t = kcont::kqueue<kcont::filters<kcont::user_filter, counter_filter, test_timer_filter>>;
 static_assert(std::is_same_v<kq_t, basic_kq_t<std::mutex>>);
 
-inline const kcont::timer_source::time_point t0{std::chrono::hours(1)};
+inline const manual_clock::time_point t0{std::chrono::hours(1)};
+
+// Sets the manual clock to t0 (a fixture's first member).
+struct clock_at_t0 {
+  clock_at_t0() noexcept { manual_clock::set(t0); }
+};
 
 // Lock: the kqueue's lock; with no_lock its knotes are single-threaded
 // (knote<F, Level, no_lock>), for the single-threaded cases.
 template <class Lock = std::mutex>
 struct basic_fixture {
+  clock_at_t0 clock_reset;
   counter_source cs;
-  kcont::timer_source ts{t0};
+  test_timer_source ts;
   basic_kq_t<Lock> kq{cs, ts};
+
+  // Sets the manual clock to `t` and ticks the timers there.
+  std::size_t tick(manual_clock::time_point t) {
+    manual_clock::set(t);
+    return ts.tick();
+  }
 
   int change(kev c) { return kq.change(c); }
   std::vector<kev> scan(std::size_t max = 16) {

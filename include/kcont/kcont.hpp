@@ -40,5 +40,7 @@
 #include "kcont/always_filter.hpp"        // IWYU pragma: export
 #include "kcont/kevent.hpp"               // IWYU pragma: export
 #include "kcont/event_source.hpp"         // IWYU pragma: export
+#include "kcont/timer_source.hpp"         // IWYU pragma: export
+#include "kcont/timer_filter.hpp"         // IWYU pragma: export
 #include "kcont/kfilters.hpp"             // IWYU pragma: export
 #include "kcont/kqueue.hpp"               // IWYU pragma: export

@@ -73,6 +73,9 @@ inline constexpr std::uint32_t seconds = 0x00000001;
 inline constexpr std::uint32_t mseconds = 0x00000002;
 inline constexpr std::uint32_t useconds = 0x00000004;
 inline constexpr std::uint32_t nseconds = 0x00000008;
+// EVFILT_TIMER: `data` is an absolute time (since the clock's epoch) in the
+// unit, not a period: the timer expires once, then (NOTE_ABSTIME).
+inline constexpr std::uint32_t abstime = 0x00000010;
 }  // namespace note
 
 // Which filter a change or event belongs to: FreeBSD's EVFILT_* numbers for

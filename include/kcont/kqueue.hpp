@@ -320,6 +320,9 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     // pending list (see the state table in kcont/detail/kqueue_core.hpp).
     if (has(kev.flags, ev::forceoneshot)) {
       e.flags |= ev::oneshot;
+      // kn_flags |= EV_ONESHOT: the filter sees it too (a timer's re-arm in
+      // the touch below is then one-shot, as filt_timervalidate reads it).
+      e.core->flags = static_cast<std::uint16_t>(e.core->flags | static_cast<std::uint16_t>(ev::oneshot));
       (void)e.core->set_active();
       if (!e.core->is_disabled() && base::try_queue(e)) push_pending(e);
     }
@@ -330,6 +333,12 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     if (!has(kev.flags, ev::keepudata)) e.udata = kev.udata;
     knote_change ch{static_cast<std::uint16_t>(kev.flags), kev.fflags, kev.data};
     e.ops->change(e, ch);
+    // Flags the filter's touch added to the knote (FreeBSD's filt_timertouch:
+    // kn_flags |= EV_ERROR on a bad re-add) are reported from now on; a touch
+    // that deactivated it (filt_timertouch on a re-add: knote_dequeue,
+    // ~KN_ACTIVE) takes it off the pending list.
+    e.flags |= static_cast<ev>(e.core->flags);
+    if (!e.core->is_active() && base::is_queued(e)) base::remove_pending(e);
     kev.fflags = ch.fflags;
     kev.data = ch.data;
     post_change(e);
@@ -398,6 +407,9 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
       delete n;
       return err;
     }
+    // A filter's attach may add flags to the knote (FreeBSD's
+    // filt_timerattach: kn_flags |= EV_CLEAR); scans report and obey them.
+    n->flags |= static_cast<ev>(n->kn.flags);
     post_change(*n);
     return 0;
   }

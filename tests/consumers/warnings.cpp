@@ -14,6 +14,7 @@
 #include <kcont/kcqueue.hpp>
 #include <kcont/kevent.hpp>
 #include <kcont/kfilters.hpp>
+#include <kcont/timer_filter.hpp>
 #include <kcont/klist.hpp>
 #include <kcont/knote.hpp>
 #include <kcont/knote_closure.hpp>
@@ -123,7 +124,7 @@ void fan_out() {
 template <class Lock>
 void kqueue_with() {
   kcont::event_source rx;
-  kcont::timer_source ts{kcont::timer_source::time_point{std::chrono::hours(1)}};
+  kcont::timer_source ts;
   kcont::kqueue<kcont::filters<kcont::user_filter,
                                kcont::counting_filter<kcont::filter_id{1}>,
                                kcont::timer_filter<>>,
@@ -138,12 +139,32 @@ void kqueue_with() {
          "kqueue add timer");
   rx.post(1);
   (void)kq.change(kev{1, kcont::filter_id::user, kcont::ev{}, kcont::note::trigger, 0, 0});
-  (void)ts.tick(ts.now() + std::chrono::milliseconds(5));
+  (void)ts.tick(kcont::timer_source::clock::now() + std::chrono::milliseconds(5));
   std::array<kev, 8> out{};
   const std::size_t got = kq.scan(std::span<kev>(out));
   expect(got == 3, "kqueue scan reports three events");
   const auto r = kq.kevent(std::span<const kev>{}, std::span<kev>(out));
   expect(r.error == 0, "kevent");
+}
+
+// A standalone timer (kcont/timer_source.hpp's usage), each lock policy.
+template <class Lock>
+void timer_with() {
+  using source = kcont::basic_timer_source<bsd_level, Lock>;
+  using tkn = typename source::knote_type;
+  source timers;
+  kcont::kc on{[](tkn* kn, long& n, kcont::knote_cause) { n += kn->snapshot().data; }, 0L,
+               kcont::at<bsd_level::immediate>};
+  kcont::knote<kcont::timer_filter<source>> t{
+      kcont::timer_filter<source>{timers, std::chrono::milliseconds(1), kcont::timer_mode::periodic},
+      on};
+  expect(t.attach() == 0, "timer attach");
+  timers.arm(t, std::chrono::nanoseconds(0));
+  expect(timers.next_deadline().has_value(), "timer armed");
+  (void)timers.tick(source::clock::now() + std::chrono::milliseconds(2));
+  expect(on.env() >= 1, "timer fired");
+  t.detach();
+  expect(timers.empty(), "timer detached");
 }
 
 struct say_level {
@@ -330,6 +351,9 @@ int main() {
   kqueue_with<kcont::no_lock>();
   kqueue_with<kcont::spin_lock>();
   kqueue_with<std::mutex>();
+  timer_with<kcont::no_lock>();
+  timer_with<kcont::spin_lock>();
+  timer_with<std::mutex>();
 
   dispatcher_with<kcont::plan_for<bsd_level, kcont::thread_runner, kcont::no_runner>>(false);
   dispatcher_with<kcont::plan_for<bsd_level, kcont::manual_runner, kcont::no_runner>>(true);
