@@ -54,6 +54,8 @@ struct fd_backend_event {
   std::uint32_t ready = 0;
 };
 
+namespace detail {
+
 // The poll(2) bits of `events` as fd_ready bits.
 [[nodiscard]] inline std::uint32_t fd_ready_of_poll(short revents) noexcept {
   std::uint32_t r = 0;
@@ -77,6 +79,8 @@ struct fd_backend_event {
   if (interest & 2u) bits |= POLLOUT;
   return bits;
 }
+
+}  // namespace detail
 
 // The poll(2) backend: level-triggered, as poll(2) is; works on every POSIX
 // system. Every poll() reports each descriptor that is ready, so a knote with
@@ -105,10 +109,10 @@ class poll_backend {
         set_.erase(it);
       }
     } else if (it != set_.end()) {
-      it->events = poll_events_of(interest);
+      it->events = detail::poll_events_of(interest);
       tags_[static_cast<std::size_t>(it - set_.begin())] = tag;
     } else {
-      set_.push_back(pollfd{fd, poll_events_of(interest), 0});
+      set_.push_back(pollfd{fd, detail::poll_events_of(interest), 0});
       tags_.push_back(tag);
       if (!polling_) scratch_.reserve(set_.size() + 1);
     }
@@ -145,7 +149,7 @@ class poll_backend {
                              [&](const pollfd& p) { return p.fd == scratch_[i].fd; });
       if (it == set_.end()) continue;
       out[k++] = {tags_[static_cast<std::size_t>(it - set_.begin())],
-                  fd_ready_of_poll(scratch_[i].revents)};
+                  detail::fd_ready_of_poll(scratch_[i].revents)};
     }
     return k;
   }

@@ -77,6 +77,8 @@ enum class fd_kind : std::uint8_t { other, pipe, socket, listener };
   return fd_kind::socket;
 }
 
+namespace detail {
+
 // The descriptor's readiness now (a zero-timeout poll(2)), as fd_ready bits.
 [[nodiscard]] inline std::uint32_t fd_ready_now(int fd) noexcept {
   ::pollfd p{fd, static_cast<short>(POLLIN | POLLOUT), 0};
@@ -84,7 +86,7 @@ enum class fd_kind : std::uint8_t { other, pipe, socket, listener };
   p.events |= POLLRDHUP;
 #endif
   if (::poll(&p, 1, 0) <= 0) return 0;
-  return fd_ready_of_poll(p.revents);
+  return detail::fd_ready_of_poll(p.revents);
 }
 
 // Bytes readable (FIONREAD); for a listening socket, pending connections.
@@ -132,8 +134,6 @@ enum class fd_kind : std::uint8_t { other, pipe, socket, listener };
   }
   return 0;
 }
-
-namespace detail {
 
 // What read_filter and write_filter share: the source, the descriptor's
 // entry on it, its kind, and whether forget() made the knote inert.
@@ -246,7 +246,7 @@ class read_filter : public detail::fd_filter_base<Source, fd_interest::read> {
         fd_ready::in | fd_ready::hup | fd_ready::rdhup | fd_ready::err;
     const std::uint32_t ready = this->readiness(hint, wanted);
     if (ready == 0) return false;
-    kn.data = fd_readable(this->entry_->fd, this->kind_, ready);
+    kn.data = detail::fd_readable(this->entry_->fd, this->kind_, ready);
     const int err = this->error();
     if (this->kind_ != fd_kind::listener &&
         (ready & (fd_ready::hup | fd_ready::rdhup)) != 0)
@@ -278,7 +278,7 @@ class write_filter : public detail::fd_filter_base<Source, fd_interest::write> {
     constexpr std::uint32_t wanted = fd_ready::out | fd_ready::hup | fd_ready::err;
     const std::uint32_t ready = this->readiness(hint, wanted);
     if (ready == 0 || this->kind_ == fd_kind::listener) return false;
-    kn.data = fd_writable(this->entry_->fd, this->kind_);
+    kn.data = detail::fd_writable(this->entry_->fd, this->kind_);
     const int err = this->error();
     const bool eof = this->kind_ == fd_kind::pipe ? (ready & fd_ready::err) != 0
                                                   : (ready & fd_ready::hup) != 0;
