@@ -258,6 +258,7 @@ class knote_base : public detail::knote_core {
  private:
   template <class, level_set, lock_policy>
   friend class klist;
+  friend struct detail::knote_fire_access;  // sources without a klist
 
   // The state table's pinned activation, after begin_activation or
   // begin_enable said the continuation runs.

@@ -18,9 +18,8 @@
 // once it held n timers, arming, expiring and re-arming n allocate nothing
 // (reserve(n) pre-sizes it).
 //
-// Compared with a std::priority_queue of (deadline, callback): cancel is
-// O(log n) in place (no tombstones), a timer is a caller-owned knote whose
-// continuation runs at its own level, and a kqueue can watch it.
+// Unlike a std::priority_queue of callbacks: cancel is O(log n) in place,
+// a timer is a caller-owned knote run at its level, a kqueue can watch it.
 //
 // Usage (standalone; with a kqueue see kcont/timer_filter.hpp):
 //   kcont::timer_source timers;
@@ -59,7 +58,6 @@ namespace kcont {
 
 // How a standalone timer repeats: once, or every period until cancelled.
 enum class timer_mode : std::uint8_t { oneshot, periodic };
-
 
 // The source of timers: a 4-ary min-heap of armed timers ordered by deadline.
 //
@@ -139,6 +137,11 @@ class basic_timer_source {
         expire_top(h, now);
         publish_top();
         knote_type& kn = *h.kn;
+        if (detail::knote_access::fires_under_lock(kn)) {
+          fire_under_owner_lock(d, kn, now, current);
+          ++fired;  // expired: a disabled knote counts, as below
+          continue;
+        }
         if (!kn.filter_event(now)) continue;
         ++fired;
         if (kn.single_threaded() ? detail::knote_access::begin_fire_activation<true>(kn)
@@ -153,6 +156,13 @@ class basic_timer_source {
       ++h.firing;  // cancel waits for it: h and its knote stay alive
       knote_type& kn = *h.kn;
       g.unlock();
+      if (detail::knote_access::fires_under_lock(kn)) {  // unlocked, as below
+        fire_under_owner_lock(d, kn, now, current);
+        g.lock();
+        --h.firing;
+        ++fired;  // expired: a disabled knote counts, as below
+        continue;
+      }
       // Not under the source's lock: the filter's touch holds the field lock
       // and re-arms (takes this lock); one order, field lock then source.
       const bool event = kn.filter_event(now);
@@ -267,6 +277,17 @@ class basic_timer_source {
   }
 
  private:
+  // A kqueue's timer knote (fields under the kqueue's lock): its fused fire
+  // does event, activation and queueing under that lock.
+  template <class D>
+  static void fire_under_owner_lock(D& d, knote_type& kn, time_point now,
+                                           Level current) {
+    using door = detail::knote_fire_access;
+    const detail::fire_outcome r = door::fire_unpinned(kn, now, current);
+    if (r == detail::fire_outcome::needs_run) [[unlikely]]
+      door::run_unpinned(kn, d, current, knote_cause::event);
+  }
+
   static constexpr std::size_t arity = 4;
   struct entry {
     time_point deadline;

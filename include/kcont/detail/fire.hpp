@@ -72,4 +72,22 @@ fire_outcome fire_run(K& k, Kn& kn, const Cause& cause, typename Kn::level_type 
   return try_run_now(k, obj, cause, current) ? fire_outcome::ran : fire_outcome::needs_run;
 }
 
+// The door for an event source that fires knotes without a klist (the timer
+// heap): a knote whose fused fire runs under its owner's lock (a kqueue's:
+// knote_access::fires_under_lock) must be fired through it, never through
+// filter_event + begin_activation (its fields have no lock of their own).
+// The caller keeps a detach of the knote waiting until this returns, as a
+// klist's lock does.
+struct knote_fire_access {
+  template <class Kn, class Hint>
+  static fire_outcome fire_unpinned(Kn& kn, const Hint& hint,
+                                    typename Kn::level_type current) {
+    return kn.fire_unpinned(hint, current);
+  }
+  template <class Kn, class D, class Cause>
+  static void run_unpinned(Kn& kn, D& d, typename Kn::level_type current, Cause cause) {
+    (void)kn.run_unpinned(d, current, cause);
+  }
+};
+
 }  // namespace kcont::detail
