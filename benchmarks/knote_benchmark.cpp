@@ -738,8 +738,9 @@ BENCHMARK(BM_FanOut_KnoteClosureThreadSafe)->Apply(fan_args);
 // from several threads): the floor walks its raw list under one hold of a
 // std::mutex; kcont fires a klist<long, bsd_level, std::mutex> over
 // thread-safe knote_closures (the default policy: each continuation runs
-// with the list lock dropped, its knote pinned, so that it may detach any
-// knote and a detach on another thread waits for it).
+// with the list lock dropped, so that it may detach any knote, its knote
+// published as the fan-out cursor's current one, so that a detach on
+// another thread waits for it: the cursor table in kcont/klist.hpp).
 using mutex_list = kcont::klist<long, bsd_level, std::mutex>;
 
 struct mutex_hint_filter {
@@ -781,8 +782,9 @@ using mutex_closure =
                          request*, kcont::static_level<bsd_level::immediate>, kcont::spin_lock>;
 
 // Loop: one list.fire(t, hint, t.lowest): the list's std::mutex, then per
-// knote the filter's event under the field lock, the pinned activation, the
-// list lock dropped around the handler and retaken, the unpin.
+// knote the filter's event under the field lock, the unpinned activation
+// (a load: the knote stays active), the list lock dropped around the
+// handler and retaken (the last knote: pinned, the lock not retaken).
 [[gnu::noinline]] void round_klist_mutex(mutex_list& l, long hint) {
   kcont::immediate_target<> t;
   (void)l.fire(t, hint, t.lowest);

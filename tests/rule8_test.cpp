@@ -9,12 +9,15 @@
 
 #include <kcont/dispatcher.hpp>
 #include <kcont/immediate_target.hpp>
+#include <kcont/klist.hpp>
 #include <kcont/knote.hpp>
 #include <kcont/run.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -545,4 +548,188 @@ TEST_CASE("thread_dispatcher.pool_hand_over_stress_runs_each_deferral_once_and_n
     CHECK_FALSE(tallies[i].overlap.load());
     CHECK(tallies[i].runs.load() == accepted[i].load());
   }
+}
+
+// ---- B10: a locked klist's fan-out, its cursor and detach -------------------
+// A fan-out over a klist with a real lock runs each continuation but the
+// last unpinned, published as its cursor's current knote; an erase from
+// another thread pins the knote for that run (the cursor table in
+// kcont/klist.hpp), so detach still waits for it (rule 8).
+
+namespace {
+using mutex_list = kcont::klist<long, bsd_level, std::mutex>;
+struct mutex_list_filter {
+  mutex_list* list;
+  int attach(kn_t& kn) {
+    (void)list->insert(kn);
+    return 0;
+  }
+  void detach(kn_t& kn) { (void)list->erase(kn); }
+  bool event(kn_t&, long) { return true; }
+};
+using mutex_knote = kcont::knote<mutex_list_filter>;
+
+// A continuation that does what its test asks, once its knote fired.
+struct cursor_env {
+  std::function<void(kn_t*)> on_run;
+};
+struct cursor_fn {
+  void operator()(kn_t* kn, cursor_env& e, knote_cause) const { e.on_run(kn); }
+};
+using cursor_kc = kcont::kc<cursor_fn, cursor_env, bsd_level>;
+
+// A run that waits until its knote's detach has begun, then lingers, so that
+// a detach that does not wait for it returns before `done`.
+void linger_until_detached(kn_t* kn, std::atomic<bool>& in, std::atomic<bool>& done) {
+  in.store(true);
+  kcont_test::spin_until([&] { return kn->is_detached(); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  done.store(true);
+}
+}  // namespace
+
+TEST_CASE("klist.rule8_detach_from_another_thread_waits_for_the_fanout_running_that_knote") {
+  // The fan-out runs a (not the last knote: the cursor's unpinned run);
+  // another thread detaches a, then frees it: detach must return only after
+  // a's continuation did, and the fan-out must not touch a after it (ASan).
+  mutex_list l;
+  kcont::immediate_target<> t;
+  std::atomic<bool> in{false};
+  std::atomic<bool> done{false};
+  std::atomic<int> others{0};
+  cursor_kc ka{cursor_fn{}, {[&](kn_t* kn) { linger_until_detached(kn, in, done); }},
+               bsd_level::immediate};
+  cursor_kc kb{cursor_fn{}, {[&](kn_t*) { others.fetch_add(1); }}, bsd_level::immediate};
+  auto a = std::make_unique<mutex_knote>(mutex_list_filter{&l}, ka, 1);
+  mutex_knote b{mutex_list_filter{&l}, kb, 2};
+  mutex_knote c{mutex_list_filter{&l}, kb, 3};
+  REQUIRE(a->attach() == 0);
+  REQUIRE(b.attach() == 0);
+  REQUIRE(c.attach() == 0);
+  std::thread firer([&] { CHECK(l.fire(t, 1, t.lowest) == 3); });
+  kcont_test::spin_until([&] { return in.load(); });
+  CHECK(a->detach());
+  CHECK(done.load());  // detach waited for the run in progress
+  a.reset();
+  firer.join();
+  CHECK(others.load() == 2);
+  CHECK(kcont::detail::klist_checker<long, bsd_level, std::mutex>::valid(l));
+  b.detach();
+  c.detach();
+}
+
+TEST_CASE("klist.rule8_a_continuation_detaches_and_frees_its_own_knote_under_a_mutex") {
+  // Self-detach from the cursor's run (a, then again the middle knote b):
+  // no wait for its own run, and the fan-out never touches the freed knote.
+  mutex_list l;
+  kcont::immediate_target<> t;
+  std::vector<std::uintptr_t> order;
+  std::unique_ptr<mutex_knote> a, b;
+  cursor_kc ka{cursor_fn{}, {[&](kn_t* kn) {
+                 order.push_back(kn->ident);
+                 CHECK(a->detach());
+                 a.reset();
+               }},
+               bsd_level::immediate};
+  cursor_kc kb{cursor_fn{}, {[&](kn_t* kn) {
+                 order.push_back(kn->ident);
+                 CHECK(b->detach());
+                 b.reset();
+               }},
+               bsd_level::immediate};
+  cursor_kc kc{cursor_fn{}, {[&](kn_t* kn) { order.push_back(kn->ident); }},
+               bsd_level::immediate};
+  a = std::make_unique<mutex_knote>(mutex_list_filter{&l}, ka, 1);
+  b = std::make_unique<mutex_knote>(mutex_list_filter{&l}, kb, 2);
+  mutex_knote c{mutex_list_filter{&l}, kc, 3};
+  REQUIRE(a->attach() == 0);
+  REQUIRE(b->attach() == 0);
+  REQUIRE(c.attach() == 0);
+  CHECK(l.fire(t, 1, t.lowest) == 3);
+  CHECK(order == std::vector<std::uintptr_t>{1, 2, 3});
+  CHECK(l.size_slow() == 1);
+  CHECK(kcont::detail::klist_checker<long, bsd_level, std::mutex>::valid(l));
+  CHECK(l.fire(t, 1, t.lowest) == 1);
+  c.detach();
+}
+
+TEST_CASE("klist.rule8_a_continuation_detaches_the_next_knote_while_another_fanout_runs_it") {
+  // Thread 2's fan-out runs b (a's run there does nothing); this thread's
+  // fan-out runs a, whose continuation detaches b, the NEXT knote: it must
+  // wait for thread 2's run of b, and this fan-out must then skip b.
+  mutex_list l;
+  kcont::immediate_target<> t;
+  const auto main_id = std::this_thread::get_id();
+  std::atomic<bool> in_b{false};
+  std::atomic<bool> done_b{false};
+  std::atomic<bool> waited{false};
+  std::atomic<int> c_runs{0};
+  std::unique_ptr<mutex_knote> b;
+  cursor_kc ka{cursor_fn{}, {[&](kn_t*) {
+                 if (std::this_thread::get_id() != main_id) return;
+                 CHECK(b->detach());
+                 waited.store(done_b.load());
+                 b.reset();
+               }},
+               bsd_level::immediate};
+  cursor_kc kb{cursor_fn{}, {[&](kn_t* kn) { linger_until_detached(kn, in_b, done_b); }},
+               bsd_level::immediate};
+  cursor_kc kc{cursor_fn{}, {[&](kn_t*) { c_runs.fetch_add(1); }}, bsd_level::immediate};
+  mutex_knote a{mutex_list_filter{&l}, ka, 1};
+  b = std::make_unique<mutex_knote>(mutex_list_filter{&l}, kb, 2);
+  mutex_knote c{mutex_list_filter{&l}, kc, 3};
+  REQUIRE(a.attach() == 0);
+  REQUIRE(b->attach() == 0);
+  REQUIRE(c.attach() == 0);
+  std::thread other([&] { CHECK(l.fire(t, 1, t.lowest) == 3); });
+  kcont_test::spin_until([&] { return in_b.load(); });
+  CHECK(l.fire(t, 1, t.lowest) == 2);  // a and c: b was detached by a
+  other.join();
+  CHECK(waited.load());
+  CHECK(c_runs.load() == 2);
+  CHECK(kcont::detail::klist_checker<long, bsd_level, std::mutex>::valid(l));
+  a.detach();
+  c.detach();
+}
+
+TEST_CASE("klist.rule8_two_fanouts_whose_continuations_detach_each_others_knote_is_a_contract_violation" *
+          doctest::skip(!kcont::contract_checks || kcont_test::under_tsan)) {
+  // Two locked klists fired on two threads; a1's continuation (first on
+  // its list: the cursor's unpinned run) detaches a2 and a2's detaches a1:
+  // each detach waits for the other's run, forever. Debug builds abort.
+  CHECK(kcont_test::dies_with(
+      [] {
+        ::alarm(30);
+        static mutex_list l1, l2;
+        static std::atomic<bool> in1{false};
+        static std::atomic<bool> in2{false};
+        static mutex_knote* a1 = nullptr;
+        static mutex_knote* a2 = nullptr;
+        static cursor_kc k1{cursor_fn{}, {[](kn_t*) {
+                              in1.store(true);
+                              kcont_test::spin_until([] { return in2.load(); });
+                              a2->detach();
+                            }},
+                            bsd_level::immediate};
+        static cursor_kc k2{cursor_fn{}, {[](kn_t*) {
+                              in2.store(true);
+                              kcont_test::spin_until([] { return in1.load(); });
+                              a1->detach();
+                            }},
+                            bsd_level::immediate};
+        static cursor_kc idle{cursor_fn{}, {[](kn_t*) {}}, bsd_level::immediate};
+        static mutex_knote kn1{mutex_list_filter{&l1}, k1, 1};
+        static mutex_knote x1{mutex_list_filter{&l1}, idle, 2};
+        static mutex_knote kn2{mutex_list_filter{&l2}, k2, 3};
+        static mutex_knote x2{mutex_list_filter{&l2}, idle, 4};
+        a1 = &kn1;
+        a2 = &kn2;
+        for (auto* kn : {&kn1, &x1, &kn2, &x2}) (void)kn->attach();
+        static kcont::immediate_target<> t;
+        std::thread a([] { (void)l1.fire(t, 1, t.lowest); });
+        std::thread b([] { (void)l2.fire(t, 1, t.lowest); });
+        a.join();
+        b.join();
+      },
+      "two continuations detach each other's knote"));
 }

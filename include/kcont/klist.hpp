@@ -117,6 +117,9 @@ class klist {
   // Precondition: kn is on this list or on none.
   // Returns: true when kn was unlinked. Complexity: O(1) plus the number of
   //   fan-outs in progress.
+  //   With a real lock, a fan-out on another thread running kn's
+  //   continuation holds a pin on kn from now on, which detach waits for
+  //   (the cursor table below; rule 8).
   bool erase(knote_type& kn) noexcept {
     std::lock_guard<Lock> g(lock_);
     return erase_locked(kn);
@@ -138,10 +141,11 @@ class klist {
   //   knotes (knote<F, Level, no_lock>). Each knote then costs one call of
   //   its fused fire function (knote_base::fire_fn); only a continuation
   //   that must be deferred, is queued or carries a deferral goes through
-  //   kcont::run with `d`. With a real lock, each activation is pinned and
-  //   its continuation runs with the lock dropped (retaken for the next
-  //   knote, not after the last one); a kqueue's knotes are the exception:
-  //   their fused fire runs under the lock, unpinned.
+  //   kcont::run with `d`. With a real lock, each continuation runs with
+  //   the lock dropped (retaken for the next knote, not after the last
+  //   one), unpinned but published as the cursor's current knote (the
+  //   cursor table below), the last one pinned; a kqueue's knotes are the
+  //   exception: their fused fire runs under the lock, unpinned.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t fire(D& d, const Hint& hint, Level current) {
@@ -181,6 +185,7 @@ class klist {
     knote_type* last = nullptr;  // a locked list's last knote, pinned, to run
     {
       cursor c{nullptr, cursors_};
+      if constexpr (!unlocked) c.owner = &thread_mark;
       cursors_ = &c;
       cursor_guard guard{*this, c, g, c.outer};
       detail::knote_core* next = list_.front();
@@ -192,7 +197,7 @@ class klist {
         if constexpr (unlocked) {
           if (fire_one(d, hint, current, g, kn)) ++n;
         } else {
-          const locked_step r = fire_locked(d, hint, current, g, kn, c.next == nullptr);
+          const locked_step r = fire_locked(d, hint, current, g, c, kn);
           if (r == locked_step::last) {
             ++n;
             last = &kn;
@@ -244,11 +249,40 @@ class klist {
     (void)kn.run_unpinned(d, current, knote_cause::event);
   }
 
-  // A fan-out's position: the next knote to visit. erase moves it on.
+  // A fan-out's position: the next knote to visit (erase moves it on), and
+  // with a real lock the knote whose continuation it runs with the lock
+  // dropped, and its thread.
+  //
+  // THE CURSOR TABLE (a locked klist; docs/protocols.md indexes it):
+  //   step                       by            under the list lock
+  //   visit kn, activate it      the fan-out   yes: filter event, → active
+  //     (unpinned)                               (no pin), current = &kn
+  //   run kn's continuation      the fan-out   no (dropped)
+  //   move on                    the fan-out   yes (retaken): current = null
+  //   erase kn                   any thread    yes: unlink kn; each cursor of
+  //                                            another thread with current ==
+  //                                            &kn: +1 pin on kn, pinned = true
+  //   move on, pinned            the fan-out   yes (retaken): −1 pin on kn
+  // Why it is safe: a fan-out visits kn only while it is linked, and sets
+  // current in the same hold, so an erase either comes first (kn is never
+  // visited) or finds current == &kn and pins kn for that run, so detach's
+  // wait for pins (after the filter's detach, outside any lock of its
+  // source) waits for it: the state table in kcont/detail/knote_state.hpp.
+  // A fan-out returns such a pin only after the run, with kn still alive
+  // (its detach is waiting); unpinned it never touches kn after the run
+  // (its continuation may have freed it). The calling thread's own cursors
+  // are not pinned: a continuation detaching its own knote waits for no
+  // run of its own. The last knote of a fan-out is pinned as it is
+  // activated (it runs after the cursor left the list).
   struct cursor {
     detail::knote_core* next;
     cursor* outer;
+    detail::knote_core* current = nullptr;
+    const void* owner = nullptr;
+    bool pinned = false;
   };
+  // This thread's mark for its cursors (an address: no call to get it).
+  static inline thread_local const char thread_mark = 0;
   struct cursor_guard {
     klist& list;
     cursor& c;
@@ -268,6 +302,8 @@ class klist {
         list.cursors_ = outer;
       } else {
         if (!g.owns_lock()) g.lock();
+        // A continuation that threw: return the pin an erase took for it.
+        if (c.pinned && c.current != nullptr) access::pin(*c.current, false);
         cursor** p = &list.cursors_;
         while (*p != &c) p = &(*p)->outer;
         *p = c.outer;
@@ -276,7 +312,7 @@ class klist {
   };
 
   // One knote of a fan-out under a real lock (held on entry, and on return
-  // but for `last`). `is_last`: no knote follows it.
+  // but for `last`: c.next is null, no knote follows it).
   enum class locked_step : std::uint8_t {
     skipped,  // not activated
     fired,    // activated, its continuation run
@@ -285,7 +321,7 @@ class klist {
   };
   template <class D>
   static locked_step fire_locked(D& d, const Hint& hint, Level current, fire_guard& g,
-                                 knote_type& kn, bool is_last) {
+                                 cursor& c, knote_type& kn) {
     if (access::fires_under_lock(kn)) {
       // A knote whose fused fire may run under this lock (a kqueue's): as
       // with no_lock, unpinned: a detach erases it from this list under
@@ -297,22 +333,56 @@ class klist {
       return r != detail::fire_outcome::skipped ? locked_step::fired : locked_step::skipped;
     }
     if (!kn.filter_event(hint)) return locked_step::skipped;
-    // Pinned under the list lock: a detach on another thread erases it
-    // from the list and then waits for this activation to finish.
-    if (!access::begin_activation(kn)) return locked_step::skipped;
-    if (is_last) return locked_step::last;
-    g.unlock();
-    (void)kn.run_pinned(d, current, knote_cause::event);
+    if (c.next == nullptr) {
+      // The last knote: pinned under the list lock (a detach on another
+      // thread erases it and then waits for the pin), run by the caller
+      // once the cursor left the list, with no lock retaken after it.
+      return access::begin_activation<true>(kn) ? locked_step::last : locked_step::skipped;
+    }
+    // Unpinned: published as the cursor's current knote, in this hold of
+    // the list lock (the cursor table above).
+    if (!access::begin_activation<false>(kn)) return locked_step::skipped;
+    c.current = &kn;
+    c.pinned = false;
+    {
+      // With contract checks, a record of the run for the mutual-detach
+      // check (no pin); after the run it is not read (kn may be gone).
+      [[maybe_unused]] std::conditional_t<contract_checks, detail::activation_frame, int>
+          frame = make_frame(kn);
+      g.unlock();
+      (void)kn.run_unpinned(d, current, knote_cause::event);
+    }
     g.lock();
+    c.current = nullptr;
+    if (c.pinned) [[unlikely]] {
+      access::pin(kn, false);  // an erase pinned it: its detach waits for this
+      c.pinned = false;
+    }
     return locked_step::fired;
+  }
+  static auto make_frame(knote_type& kn) noexcept {
+    if constexpr (contract_checks)
+      return detail::activation_frame(&kn, /*pin=*/false);
+    else
+      return 0;
   }
 
   bool erase_locked(detail::knote_core& kn) noexcept {
     if (!access::linked(kn)) return false;
     detail::knote_core* next = access::next(kn);
     list_.erase(kn);
-    for (cursor* c = cursors_; c != nullptr; c = c->outer)
+    for (cursor* c = cursors_; c != nullptr; c = c->outer) {
       if (c->next == &kn) c->next = next;
+      if constexpr (!unlocked) {
+        if (c->current != &kn) continue;
+        if (c->owner == &thread_mark) {
+          c->current = nullptr;  // its own run: kn may be freed, forget it
+        } else if (!c->pinned) {
+          access::pin(kn, true);
+          c->pinned = true;
+        }
+      }
+    }
     access::linked(kn) = false;
     return true;
   }

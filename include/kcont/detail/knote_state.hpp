@@ -33,11 +33,12 @@
 //   −1 pin                the activating thread, when run        fetch_add(−pin) acq_rel, by its
 //                         returns (activation_frame)             activation_frame; none when
 //                                                                the frame is released (below)
-//   → active, no pin      the firing thread of a no_lock klist   no write when active and
-//                         fan-out (begin_activation<false>),    enabled; else the same CAS
-//                         or of a locked klist's fan-out under
-//                         its lock, for a knote that fires
-//                         under the lock (fires_under_lock_)
+//   → active, no pin      a no_lock klist's fan-out (begin_      no write when active and
+//                         activation<false>); a locked one's     enabled; else the same CAS
+//                         for a knote that fires under its
+//                         lock, or that its cursor runs
+//   ±1 pin for a cursor   a locked klist's erase (+1), for that  fetch_add acq_rel under the list
+//     of another thread   run; that fan-out after it (−1)        lock (klist.hpp's cursor table)
 //   → disabled            any thread (disable)                   fetch_or acq_rel
 //   → enabled, +1 pin     any thread (enable: begin_enable)      CAS acq_rel: the pin (and the
 //     when it was                                                run, cause enable) only when
@@ -69,7 +70,8 @@
 // (fires_under_lock_: a kqueue's, which touches no klist and takes only its
 // kqueue's lock, never held while a klist lock is taken): detach's erase
 // takes the list lock, so it comes after that fire, and the lock's release
-// orders the fire before detach returns.
+// orders the fire before detach returns. Nor does a locked klist's cursor
+// run: an erase from another thread pins the knote for it (klist.hpp).
 //
 // Mutual detach (contract checks only): a thread that waits for pins while
 // inside another knote's activation links a record {this knote, the knote
@@ -113,12 +115,14 @@ class knote_core;
 struct knote_access;
 
 // One pinned activation in progress on this thread, on the stack of the
-// activating call (see the state table: −1 pin, self-detach).
+// activating call (see the state table: −1 pin, self-detach); unpinned: a
+// locked klist's cursor run, kept for the mutual-detach check only.
 struct activation_frame {
   knote_core* kn;
   activation_frame* prev;
   bool released = false;
-  explicit activation_frame(knote_core* k) noexcept;
+  bool pinned = true;
+  explicit activation_frame(knote_core* k, bool pin = true) noexcept;
   ~activation_frame();
   activation_frame(const activation_frame&) = delete;
   activation_frame& operator=(const activation_frame&) = delete;
@@ -215,9 +219,7 @@ class knote_core : public knote_fields {
     return (state_.load(std::memory_order_acquire) & bit) != 0;
   }
   // A single-threaded knote's write: a plain store, no read-modify-write.
-  void store_plain(std::uint32_t v) noexcept {
-    state_.store(v, std::memory_order_relaxed);
-  }
+  void store_plain(std::uint32_t v) noexcept { state_.store(v, std::memory_order_relaxed); }
   bool set(std::uint32_t bit) noexcept {
     if (single_) {
       const auto old = state_.load(std::memory_order_relaxed);
@@ -248,9 +250,7 @@ class knote_core : public knote_fields {
     explicit field_guard(const knote_core& kn) noexcept : k(kn) {
       if (!k.single_) k.fields_lock_.lock();
     }
-    ~field_guard() {
-      if (!k.single_) k.fields_lock_.unlock();
-    }
+    ~field_guard() { if (!k.single_) k.fields_lock_.unlock(); }
     field_guard(const field_guard&) = delete;
     field_guard& operator=(const field_guard&) = delete;
   };
@@ -323,7 +323,7 @@ class knote_core : public knote_fields {
     for (auto* f = activation_frames; f != nullptr; f = f->prev) {
       if (f->kn == this && !f->released) {
         f->released = true;
-        ++mine;
+        mine += f->pinned ? 1 : 0;
       }
     }
     if (mine != 0) add(0u - mine * pin_one);
@@ -392,16 +392,13 @@ class knote_core : public knote_fields {
   knote_core* prev_ = nullptr;
 };
 
-inline activation_frame::activation_frame(knote_core* k) noexcept
-    : kn(k), prev(activation_frames) {
-  activation_frames = this;
-}
+inline activation_frame::activation_frame(knote_core* k, bool pin) noexcept
+    : kn(k), prev(activation_frames), pinned(pin) { activation_frames = this; }
 
 inline activation_frame::~activation_frame() {
   // Released: the continuation detached this knote and may have destroyed
   // it; detach returned the pin (see the state table).
-  if (!released)
-    kn->add(0u - knote_core::pin_one);
+  if (!released && pinned) kn->add(0u - knote_core::pin_one);
   activation_frames = prev;
 }
 
@@ -410,10 +407,11 @@ struct knote_access {
   static knote_core*& next(knote_core& k) noexcept { return k.next_; }
   static knote_core*& prev(knote_core& k) noexcept { return k.prev_; }
   static bool& linked(knote_core& k) noexcept { return k.linked_; }
-  // The pinned activation (klist fire with a lock).
-  static bool begin_activation(knote_core& k) noexcept {
-    return k.begin_activation();
-  }
+  // A locked klist's fan-out: the pinned activation (Pin) or its cursor's
+  // unpinned one, and the pin an erase takes for that run and its return.
+  template <bool Pin = true>
+  static bool begin_activation(knote_core& k) noexcept { return k.begin_activation<Pin>(); }
+  static void pin(knote_core& k, bool on) noexcept { k.add(on ? k.pin_one : 0u - k.pin_one); }
   // The unpinned activation of a fused fire, for a knote whose threading
   // policy is known at compile time (Single: knote<F, Level, no_lock>).
   template <bool Single>
