@@ -378,3 +378,111 @@ void storm(bool directed) {
 
 TEST_CASE("signal_source.kill_storm_from_threads_counts_every_delivery") { storm(false); }
 TEST_CASE("signal_source.pthread_kill_storm_counts_every_delivery") { storm(true); }
+
+// The source's descriptor in another loop: an fd_source read knote on
+// native_handle() whose continuation dispatches the signals (what a one-
+// thread server's loop does); one epoll wait covers descriptors and signals.
+TEST_CASE("signal_source.descriptor_watched_by_an_fd_source") {
+  scoped_action keep(SIGUSR1, SIG_IGN);
+  kcont::signal_source sigs;
+  kq_t kq{sigs};
+  REQUIRE(add(kq, SIGUSR1) == 0);
+  kcont::fd_source fds;
+  kcont::kc on_ready{[](kcont::fd_source::knote_type*, kcont::signal_source*& s,
+                        kcont::knote_cause) { (void)s->dispatch(); },
+                     &sigs, kcont::at<kcont::bsd_level::immediate>};
+  kcont::knote<kcont::read_filter<>> watch{kcont::read_filter<>{fds}, on_ready,
+                                           static_cast<std::uintptr_t>(sigs.native_handle())};
+  REQUIRE(watch.attach() == 0);
+  CHECK(fds.poll(0ns) == 0);  // nothing delivered: not readable
+  for (int i = 0; i < 3; ++i) REQUIRE(::raise(SIGUSR1) == 0);
+  CHECK(fds.poll(1s) == 1);
+  auto e = scan(kq);
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].data == 3);
+  CHECK(fds.poll(0ns) == 0);  // the dispatch reset it
+  (void)watch.detach();
+  REQUIRE(del(kq, SIGUSR1) == 0);
+}
+
+namespace {
+namespace coexist {
+struct mpsc_fd {
+  using wakeup = kcont::fd_wakeup;
+};
+using D = kcont::thread_dispatcher<
+    kcont::bsd_level, kcont::plan_for<kcont::bsd_level, kcont::thread_runner, kcont::no_runner>,
+    mpsc_fd>;
+struct count_fn {
+  void operator()(int, std::atomic<int>*& runs, int) const { runs->fetch_add(1); }
+};
+using count_kc = kcont::kc<count_fn, std::atomic<int>*, kcont::bsd_level>;
+D* dispatcher = nullptr;
+count_kc* shared = nullptr;
+std::atomic<int> calls{0};
+std::atomic<int> deferred{0};
+// The program's own handler, the defer_from_signal way.
+void handler(int) {
+  const int saved = errno;
+  calls.fetch_add(1);
+  if (kcont::defer_from_signal(*dispatcher, *shared, 0, 1) == kcont::run_result::deferred)
+    deferred.fetch_add(1);
+  errno = saved;
+}
+}  // namespace coexist
+}  // namespace
+
+// Living alongside defer_from_signal: the program's own handler for SIGUSR2
+// defers a continuation to a thread_dispatcher (signal-safe policy) while
+// the source watches SIGUSR1, whose knotes report to a kqueue and run a
+// continuation deferred to the same dispatcher's thread. Every count exact:
+// the handler runs once per raise, its continuation once per accepted
+// deferral, the kqueue reports every SIGUSR1 and the deferred knote sees it.
+TEST_CASE("signal_source.coexists_with_defer_from_signal") {
+  const int n = static_cast<int>(kcont_test::sized(2000, 300));
+  coexist::D d;
+  std::atomic<int> shared_runs{0};
+  coexist::count_kc shared{coexist::count_fn{}, &shared_runs, kcont::bsd_level::softnet};
+  coexist::dispatcher = &d;
+  coexist::shared = &shared;
+  coexist::calls = 0;
+  coexist::deferred = 0;
+  scoped_action own(SIGUSR2, coexist::handler);
+  scoped_action keep(SIGUSR1, SIG_IGN);
+
+  kcont::signal_source sigs;
+  kq_t kq{sigs};
+  REQUIRE(add(kq, SIGUSR1) == 0);
+  struct seen_t {
+    std::int64_t total = 0;
+    std::atomic<int> runs{0};
+  } seen;
+  kcont::kc on_signal{[](kcont::signal_source::knote_type* kn, seen_t*& s, kcont::knote_cause) {
+                        s->total += kn->data;  // the dispatch waits for this run
+                        kn->data = 0;
+                        s->runs.fetch_add(1, std::memory_order_release);
+                      },
+                      &seen, kcont::bsd_level::softnet};
+  kcont::knote<kcont::signal_filter<>> kn{kcont::signal_filter<>{sigs}, on_signal, SIGUSR1};
+  REQUIRE(kn.attach() == 0);
+
+  std::int64_t reported = 0;
+  kcont::kevent out[4];
+  for (int i = 0; i < n; ++i) {
+    REQUIRE(::raise(SIGUSR1) == 0);
+    REQUIRE(::raise(SIGUSR2) == 0);
+    CHECK(sigs.dispatch(d, kcont::bsd_level::softserial) == 2);
+    while (seen.runs.load(std::memory_order_acquire) != i + 1) std::this_thread::yield();
+    const std::size_t k = kq.scan(out);
+    for (std::size_t j = 0; j < k; ++j) reported += out[j].data;
+  }
+  kcont_test::spin_until([&] { return shared_runs.load() == coexist::deferred.load(); });
+  CHECK(reported == n);
+  CHECK(seen.total == n);
+  CHECK(coexist::calls.load() == n);
+  CHECK(coexist::deferred.load() >= 1);
+  CHECK(shared_runs.load() == coexist::deferred.load());
+  CHECK((action_of(SIGUSR2).sa_handler == &coexist::handler));  // untouched
+  (void)kn.detach(d);
+  REQUIRE(del(kq, SIGUSR1) == 0);
+}
