@@ -335,6 +335,10 @@ using signal_source = basic_signal_source<>;
 // - A report's data is the deliveries since the last report, reset by the
 //   report (EV_CLEAR; kqueue(2): "the number of times the signal has occurred
 //   since the last call to kevent()"). fflags is always 0.
+// - A knote attached to a signal that another knote already watches may
+//   count, in its first report, deliveries that arrived just before its
+//   attach but were not dispatched yet (the counter is the signal's, not
+//   the knote's); FreeBSD counts only later ones.
 // Standalone (a plain knote, any continuation: `knote<signal_filter<>> kn{
 // signal_filter<>{sigs}, k, SIGUSR1}`): each dispatch adds its count to the
 // knote's data and runs the continuation, which reads data and may zero it.
