@@ -16,7 +16,6 @@
 #include <kcont/kqueue.hpp>
 #include <kcont/posix/signal_source.hpp>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -36,10 +35,11 @@ template <class Kq>
 void report(Kq& kq, const char* when) {
   kcont::kevent out[4];
   const std::size_t n = kq.scan(out);
-  std::sort(out, out + n, [](auto& a, auto& b) { return a.ident < b.ident; });
-  for (std::size_t i = 0; i < n; ++i)
-    std::printf("%s: %s delivered %lld time(s)\n", when, name_of(out[i].ident),
-                static_cast<long long>(out[i].data));
+  for (int sig : {SIGUSR1, SIGUSR2})  // in this order, whatever the scan's
+    for (std::size_t i = 0; i < n; ++i)
+      if (out[i].ident == static_cast<std::uintptr_t>(sig))
+        std::printf("%s: %s delivered %lld time(s)\n", when, name_of(out[i].ident),
+                    static_cast<long long>(out[i].data));
 }
 
 }  // namespace
