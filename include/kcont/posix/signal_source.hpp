@@ -120,7 +120,8 @@ inline void signal_handler(int sig) noexcept {
       const std::uint64_t bit = std::uint64_t{1} << (sig % 64);
       // Acq_rel: a dispatch that takes the bit sees the count. Only the
       // first signal pending since a dispatch's exchange writes to the
-      // descriptor: see basic_signal_source::dispatch for why none is lost.
+      // descriptor: see the state table at basic_signal_source for why none
+      // is lost.
       if (c->pending[sig / 64].fetch_or(bit, std::memory_order_acq_rel) == 0) c->wake.notify();
     }
   }
