@@ -3,7 +3,8 @@
 // Defines `basic_kevent<Udata>` (BSD's struct kevent, with a typed udata),
 // the `ev` flag set (EV_ADD, EV_DELETE, ... as `ev::add`, `ev::delete_`...),
 // the `note` constants (NOTE_TRIGGER, NOTE_FF*, timer units) and `filter_id`
-// (EVFILT_READ, EVFILT_WRITE, EVFILT_USER, EVFILT_TIMER and your own). Values are FreeBSD's, so a reader
+// (EVFILT_READ, EVFILT_WRITE, EVFILT_SIGNAL, EVFILT_USER, EVFILT_TIMER
+// and your own). Values are FreeBSD's, so a reader
 // of kqueue(2) finds the same numbers; the names are scoped, so including
 // <sys/event.h> on a BSD alongside kcont causes no macro clash.
 //
@@ -84,6 +85,7 @@ inline constexpr std::uint32_t abstime = 0x00000010;
 enum class filter_id : std::int16_t {
   read = -1,   // EVFILT_READ
   write = -2,  // EVFILT_WRITE
+  signal = -6, // EVFILT_SIGNAL
   timer = -7,  // EVFILT_TIMER
   user = -11,  // EVFILT_USER
 };

@@ -6,7 +6,8 @@
 // descriptor a poll/epoll loop can watch, and defer_from_signal's
 // async-signal-safe wake-up; and descriptor readiness as an event source:
 // fd_source (kcont/posix/fd_source.hpp, epoll or poll) with the EVFILT_READ /
-// EVFILT_WRITE filters (kcont/posix/fd_filters.hpp). Include the single headers to pay only for
+// EVFILT_WRITE filters (kcont/posix/fd_filters.hpp); and signals: signal_source
+// with EVFILT_SIGNAL (kcont/posix/signal_source.hpp). Include the single headers to pay only for
 // what you use.
 #pragma once
 
@@ -15,3 +16,4 @@
 #include "kcont/posix/fd_backends.hpp" // IWYU pragma: export
 #include "kcont/posix/fd_source.hpp"   // IWYU pragma: export
 #include "kcont/posix/fd_filters.hpp"  // IWYU pragma: export
+#include "kcont/posix/signal_source.hpp"  // IWYU pragma: export

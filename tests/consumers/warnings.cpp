@@ -28,6 +28,7 @@
 #if KCONT_WARNINGS_POSIX
 #include <kcont/posix.hpp>
 #include <kcont/posix/fd_wakeup.hpp>
+#include <signal.h>
 #endif
 
 #include <array>
@@ -225,6 +226,30 @@ void fd_source_with() {
   ::close(p[0]);
   ::close(p[1]);
 }
+
+// Signals through a kqueue (EVFILT_SIGNAL) and a plain knote; the action
+// replaced while watched is restored by the last delete.
+void signal_source_use() {
+  kcont::signal_source sigs;
+  kcont::kqueue<kcont::filters<kcont::signal_filter<>>> kq{sigs};
+  const auto sig = static_cast<std::uintptr_t>(SIGUSR1);
+  expect(kq.change({.ident = sig, .filter = kcont::filter_id::signal, .flags = kcont::ev::add}) == 0,
+         "signal_source: registered");
+  kcont::kc on{[](kcont::signal_source::knote_type* kn, std::int64_t& n, kcont::knote_cause) {
+                 n += kn->data;
+                 kn->data = 0;
+               },
+               std::int64_t{0}, kcont::at<bsd_level::immediate>};
+  kcont::knote<kcont::signal_filter<>> kn{kcont::signal_filter<>{sigs}, on, sig};
+  expect(kn.attach() == 0, "signal_source: knote attached");
+  expect(::raise(SIGUSR1) == 0 && ::raise(SIGUSR1) == 0, "raise");
+  expect(sigs.poll(std::chrono::seconds(1)) == 2, "signal_source: both knotes fired");
+  kcont::kevent out[2];
+  expect(kq.scan(out) == 1 && out[0].data == 2 && on.env() == 2, "signal_source: 2 deliveries");
+  (void)kn.detach();
+  (void)kq.change({.ident = sig, .filter = kcont::filter_id::signal, .flags = kcont::ev::delete_});
+  expect(!sigs.watching(SIGUSR1), "signal_source: released");
+}
 #endif
 
 std::atomic<int> thread_starts{0};
@@ -364,6 +389,7 @@ int main() {
                   fd_policy>(true);
   fd_source_with<kcont::fd_source>();
   fd_source_with<kcont::basic_fd_source<kcont::poll_backend>>();
+  signal_source_use();
   kcont::fd_wakeup fw;
   expect(fw.valid(), "fd_wakeup valid");
   fw.notify();

@@ -40,6 +40,7 @@ LAYER = {
     "detail/kqueue_entry.hpp": "kqueue", "detail/kqueue_core.hpp": "kqueue",
     "kevent.hpp": "knote", "kfilters.hpp": "kqueue", "event_source.hpp": "kqueue", "kqueue.hpp": "kqueue",
     "posix/fd_backends.hpp": "sources", "posix/fd_source.hpp": "sources", "posix/fd_filters.hpp": "sources",
+    "posix/signal_source.hpp": "sources",
     "timer_source.hpp": "sources", "timer_filter.hpp": "sources", "detail/timer_hook.hpp": "sources",
     "kcont.hpp": "umbrella", "posix.hpp": "umbrella",
 }
