@@ -38,6 +38,7 @@ LAYER = {
     "detail/knote_state.hpp": "knote", "detail/fire.hpp": "knote", "klist.hpp": "knote",
     "always_filter.hpp": "knote",
     "detail/kqueue_entry.hpp": "kqueue", "detail/kqueue_core.hpp": "kqueue",
+    "detail/kqueue_wait.hpp": "kqueue",
     "kevent.hpp": "knote", "kfilters.hpp": "kqueue", "event_source.hpp": "kqueue", "kqueue.hpp": "kqueue",
     "posix/fd_backends.hpp": "sources", "posix/fd_source.hpp": "sources", "posix/fd_filters.hpp": "sources",
     "timer_source.hpp": "sources", "timer_filter.hpp": "sources", "detail/timer_hook.hpp": "sources",

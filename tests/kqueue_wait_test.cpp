@@ -1,0 +1,356 @@
+// The kqueue's blocking wait over its sources (kcont/detail/kqueue_wait.hpp):
+// kevent() with no timeout sleeps in ONE system call (the fd_source's
+// epoll_wait, or poll(2) with the poll backend) until a descriptor is ready,
+// a timer is due, another thread triggers a user event, or the timeout
+// ends; the kqueue's native_handle() is readable while an event is pending
+// (FreeBSD: a kqueue descriptor polls readable when kq_count > 0,
+// kqueue_poll in sys/kern/kern_event.c). Timing checks are "at or after"
+// only: no upper bounds.
+#include <kcont/kfilters.hpp>
+#include <kcont/kqueue.hpp>
+#include <kcont/posix/fd_filters.hpp>
+#include <kcont/posix/fd_source.hpp>
+#include <kcont/timer_filter.hpp>
+#include <kcont/timer_source.hpp>
+
+#include <doctest/doctest.h>
+
+#if defined(__linux__)
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <thread>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using kcont::ev;
+using kcont::filter_id;
+using clk = std::chrono::steady_clock;
+
+// An epoll backend that counts its waits: one per blocking kevent().
+struct counting_backend : kcont::epoll_backend {
+  static inline std::atomic<std::size_t> waits{0};
+  int wait(kcont::fd_backend_event* out, int n, int timeout_ms) noexcept {
+    waits.fetch_add(1, std::memory_order_relaxed);
+    return epoll_backend::wait(out, n, timeout_ms);
+  }
+};
+
+using epoll_src = kcont::basic_fd_source<kcont::epoll_backend>;
+using poll_src = kcont::basic_fd_source<kcont::poll_backend>;
+using count_src = kcont::basic_fd_source<counting_backend>;
+
+template <class Src>
+using kq_t = kcont::kqueue<kcont::filters<kcont::read_filter<Src>, kcont::write_filter<Src>,
+                                          kcont::timer_filter<>, kcont::user_filter>>;
+
+struct pipe_fds {
+  int r = -1, w = -1;
+  pipe_fds() {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
+    r = fds[0];
+    w = fds[1];
+  }
+  pipe_fds(const pipe_fds&) = delete;
+  pipe_fds& operator=(const pipe_fds&) = delete;
+  ~pipe_fds() {
+    ::close(r);
+    ::close(w);
+  }
+  void put() const {
+    const char c = 'x';
+    REQUIRE(::write(w, &c, 1) == 1);
+  }
+  void take() const {
+    char buf[64];
+    while (::read(r, buf, sizeof buf) > 0) {
+    }
+  }
+};
+
+template <class KQ>
+int add(KQ& kq, std::uintptr_t ident, filter_id f, ev flags, std::int64_t data = 0,
+        std::uint32_t fflags = 0) {
+  return kq.change({.ident = ident, .filter = f, .flags = ev::add | flags, .fflags = fflags,
+                    .data = data});
+}
+
+template <class KQ>
+void trigger(KQ& kq, std::uintptr_t ident) {
+  REQUIRE(kq.change({.ident = ident, .filter = filter_id::user,
+                     .fflags = kcont::note::trigger}) == 0);
+}
+
+template <class KQ>
+void await_sleeper(KQ& kq) {
+  while (kq.waiting() == 0) std::this_thread::yield();
+}
+
+bool readable(int fd) {
+  ::pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+}
+
+}  // namespace
+
+TEST_CASE_TEMPLATE("kqueue_wait.blocking_kevent_returns_when_a_pipe_becomes_readable", Src,
+                   epoll_src, poll_src) {
+  Src fds;
+  kcont::timer_source timers;
+  kq_t<Src> kq{fds, timers};
+  pipe_fds p;
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(p.r), filter_id::read, ev::clear) == 0);
+  std::thread writer([&] {
+    await_sleeper(kq);
+    p.put();
+  });
+  kcont::kevent out[4];
+  const auto r = kq.kevent({}, out, std::nullopt);
+  writer.join();
+  REQUIRE(r.ret == 1);
+  CHECK(out[0].ident == static_cast<std::uintptr_t>(p.r));
+  CHECK(out[0].filter == filter_id::read);
+  CHECK(out[0].data == 1);
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
+                     .flags = ev::delete_}) == 0);
+}
+
+TEST_CASE_TEMPLATE("kqueue_wait.blocking_kevent_returns_when_another_thread_triggers", Src,
+                   epoll_src, poll_src) {
+  Src fds;
+  kcont::timer_source timers;
+  kq_t<Src> kq{fds, timers};
+  REQUIRE(add(kq, 7, filter_id::user, ev::clear) == 0);
+  std::thread firer([&] {
+    await_sleeper(kq);
+    trigger(kq, 7);
+  });
+  kcont::kevent out[4];
+  const auto r = kq.kevent({}, out, std::nullopt);
+  firer.join();
+  REQUIRE(r.ret == 1);
+  CHECK(out[0].ident == 7);
+  CHECK(out[0].filter == filter_id::user);
+  CHECK(kq.wakeups() == 1);
+}
+
+// Nothing but a timer: the wait ends at its deadline (the earlier of the
+// timeout and the next deadline), never before.
+TEST_CASE_TEMPLATE("kqueue_wait.blocking_kevent_returns_when_a_timer_is_due", Src, epoll_src,
+                   poll_src) {
+  Src fds;
+  kcont::timer_source timers;
+  kq_t<Src> kq{fds, timers};
+  const auto start = clk::now();
+  REQUIRE(add(kq, 1, filter_id::timer, ev::oneshot, 30) == 0);  // 30 ms
+  kcont::kevent out[4];
+  const auto r = kq.kevent({}, out, std::nullopt);
+  REQUIRE(r.ret == 1);
+  CHECK(clk::now() - start >= 30ms);
+  CHECK(out[0].ident == 1);
+  CHECK(out[0].filter == filter_id::timer);
+  CHECK(out[0].data == 1);
+}
+
+// A timer added by another thread while a scanner sleeps without limit:
+// the change wakes it to re-read the next deadline.
+TEST_CASE("kqueue_wait.timer_added_while_a_scanner_sleeps_is_waited_for") {
+  epoll_src fds;
+  kcont::timer_source timers;
+  kq_t<epoll_src> kq{fds, timers};
+  std::thread adder([&] {
+    await_sleeper(kq);
+    REQUIRE(add(kq, 2, filter_id::timer, ev::oneshot, 10) == 0);
+  });
+  kcont::kevent out[4];
+  const auto r = kq.kevent({}, out, std::nullopt);
+  adder.join();
+  REQUIRE(r.ret == 1);
+  CHECK(out[0].filter == filter_id::timer);
+}
+
+TEST_CASE_TEMPLATE("kqueue_wait.timeout_expires_with_nothing", Src, epoll_src, poll_src) {
+  Src fds;
+  kcont::timer_source timers;
+  kq_t<Src> kq{fds, timers};
+  pipe_fds p;
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(p.r), filter_id::read, ev::none) == 0);
+  REQUIRE(add(kq, 3, filter_id::timer, ev::oneshot, 60'000) == 0);  // a minute away
+  kcont::kevent out[4];
+  const auto start = clk::now();
+  const auto r = kq.kevent({}, out, 25ms);
+  CHECK(r.ret == 0);
+  CHECK(clk::now() - start >= 25ms);
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
+                     .flags = ev::delete_}) == 0);
+}
+
+// A zero-timeout kevent drives the sources once: a readable pipe is
+// reported without anyone polling the fd_source first.
+TEST_CASE("kqueue_wait.zero_timeout_kevent_reports_a_ready_descriptor") {
+  epoll_src fds;
+  kcont::timer_source timers;
+  kq_t<epoll_src> kq{fds, timers};
+  pipe_fds p;
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(p.r), filter_id::read, ev::clear) == 0);
+  kcont::kevent out[4];
+  CHECK(kq.kevent({}, out).ret == 0);
+  p.put();
+  CHECK(kq.kevent({}, out).ret == 1);
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
+                     .flags = ev::delete_}) == 0);
+}
+
+// FreeBSD's kqueue_poll: the kqueue's descriptor polls readable while an
+// event is pending, whoever made it pending.
+TEST_CASE("kqueue_wait.native_handle_polls_readable_while_an_event_is_pending") {
+  epoll_src fds;
+  kcont::timer_source timers;
+  kq_t<epoll_src> kq{fds, timers};
+  REQUIRE(add(kq, 9, filter_id::user, ev::clear) == 0);
+  const int h = kq.native_handle();
+  REQUIRE(h >= 0);
+  CHECK_FALSE(readable(h));
+  std::thread firer([&] { trigger(kq, 9); });  // no scanner: a loop watches h
+  firer.join();
+  CHECK(readable(h));
+  kcont::kevent out[4];
+  CHECK(kq.kevent({}, out).ret == 1);
+  CHECK(kq.kevent({}, out).ret == 0);  // nothing pending: the descriptor is reset
+  CHECK_FALSE(readable(h));
+  pipe_fds p;  // a descriptor becoming ready makes it readable too
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(p.r), filter_id::read, ev::clear) == 0);
+  p.put();
+  CHECK(readable(h));
+  CHECK(kq.kevent({}, out).ret == 1);
+  CHECK(kq.kevent({}, out).ret == 0);
+  CHECK_FALSE(readable(h));
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
+                     .flags = ev::delete_}) == 0);
+}
+
+// One wake-up per empty-to-non-empty transition of the pending list (as
+// kqueue.blocked_scanner_is_woken_once_per_empty_to_nonempty for the
+// condition-variable wait), and one epoll_wait per blocking kevent.
+TEST_CASE("kqueue_wait.one_system_call_and_one_wake_per_blocking_kevent") {
+  count_src fds;
+  kcont::timer_source timers;
+  kq_t<count_src> kq{fds, timers};
+  constexpr std::uintptr_t knotes = 64;
+  for (std::uintptr_t i = 0; i < knotes; ++i) REQUIRE(add(kq, i, filter_id::user, ev::clear) == 0);
+  pipe_fds p;
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(p.r), filter_id::read, ev::clear) == 0);
+  kcont::kevent out[knotes + 1];
+  constexpr std::uint64_t rounds = 20;
+  for (std::uint64_t round = 1; round <= rounds; ++round) {
+    const std::size_t waits_before = counting_backend::waits.load();
+    std::thread firer([&] {
+      await_sleeper(kq);
+      for (std::uintptr_t i = 0; i < knotes; ++i) trigger(kq, i);
+    });
+    std::size_t n = kq.scan(out, std::nullopt);
+    firer.join();
+    CHECK(counting_backend::waits.load() - waits_before == 1);
+    REQUIRE(n >= 1);
+    n += kq.scan(out);  // what the first scan found no more
+    CHECK(n == knotes);
+    CHECK(kq.wakeups() == round);
+  }
+  // A descriptor's readiness fired by the sleeper's own wait wakes no one.
+  const std::uint64_t wakes = kq.wakeups();
+  for (int i = 0; i < 20; ++i) {
+    const std::size_t waits_before = counting_backend::waits.load();
+    std::thread writer([&] {
+      await_sleeper(kq);
+      p.put();
+    });
+    CHECK(kq.scan(out, std::nullopt) == 1);
+    writer.join();
+    CHECK(counting_backend::waits.load() - waits_before == 1);
+    p.take();
+  }
+  CHECK(kq.wakeups() == wakes);
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
+                     .flags = ev::delete_}) == 0);
+}
+
+// Two blocked scanners: one sleeps in the source, the other on the
+// condition variable; when the first returns, the second takes over the
+// source, so a descriptor ready later still ends its wait.
+TEST_CASE("kqueue_wait.second_scanner_takes_over_the_source") {
+  epoll_src fds;
+  kcont::timer_source timers;
+  kq_t<epoll_src> kq{fds, timers};
+  pipe_fds a, b;
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(a.r), filter_id::read, ev::clear) == 0);
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(b.r), filter_id::read, ev::clear) == 0);
+  std::atomic<int> done{0};
+  std::uintptr_t got[2] = {0, 0};
+  auto scanner = [&](int i) {
+    kcont::kevent out[1];
+    REQUIRE(kq.kevent({}, out, std::nullopt).ret == 1);
+    got[i] = out[0].ident;
+    done.fetch_add(1);
+  };
+  std::thread s0(scanner, 0), s1(scanner, 1);
+  while (kq.waiting() != 2) std::this_thread::yield();
+  a.put();
+  while (done.load() == 0) std::this_thread::yield();
+  b.put();
+  s0.join();
+  s1.join();
+  CHECK(got[0] + got[1] == static_cast<std::uintptr_t>(a.r + b.r));
+  CHECK(got[0] != got[1]);
+  for (int fd : {a.r, b.r})
+    REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(fd), .filter = filter_id::read,
+                       .flags = ev::delete_}) == 0);
+}
+
+// Zero allocations per event in the steady state: blocking kevents woken by
+// a descriptor, a user trigger and a timer.
+TEST_CASE("kqueue_wait.no_allocation_per_event") {
+  epoll_src fds;
+  kcont::timer_source timers;
+  timers.reserve(4);
+  kq_t<epoll_src> kq{fds, timers};
+  pipe_fds p;
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(p.r), filter_id::read, ev::clear) == 0);
+  REQUIRE(add(kq, 5, filter_id::user, ev::clear) == 0);
+  REQUIRE(add(kq, 6, filter_id::timer, ev::none, 1) == 0);  // every millisecond
+  kcont::kevent out[4];
+  auto round = [&] {
+    p.put();
+    trigger(kq, 5);
+    std::size_t seen = 0;
+    bool timer = false;
+    while (seen < 2 || !timer) {
+      const auto r = kq.kevent({}, out, std::nullopt);
+      for (int i = 0; i < r.ret; ++i) {
+        if (out[i].filter == filter_id::timer)
+          timer = true;
+        else
+          ++seen;
+      }
+    }
+    p.take();
+  };
+  round();
+  kcont_test::allocation_scope scope;
+  for (int i = 0; i < 50; ++i) round();
+  CHECK(scope.count() == 0);
+  REQUIRE(kq.change({.ident = 6, .filter = filter_id::timer, .flags = ev::delete_}) == 0);
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
+                     .flags = ev::delete_}) == 0);
+}
+
+#endif  // __linux__
