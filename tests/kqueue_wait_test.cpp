@@ -6,6 +6,9 @@
 // (FreeBSD: a kqueue descriptor polls readable when kq_count > 0,
 // kqueue_poll in sys/kern/kern_event.c). Timing checks are "at or after"
 // only: no upper bounds.
+#include <kcont/dispatcher.hpp>
+#include <kcont/event_loop.hpp>
+#include <kcont/kc.hpp>
 #include <kcont/kfilters.hpp>
 #include <kcont/kqueue.hpp>
 #include <kcont/posix/fd_filters.hpp>
@@ -351,6 +354,98 @@ TEST_CASE("kqueue_wait.no_allocation_per_event") {
   REQUIRE(kq.change({.ident = 6, .filter = filter_id::timer, .flags = ev::delete_}) == 0);
   REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
                      .flags = ev::delete_}) == 0);
+}
+
+// --- event_loop: the dispatcher's levels and the kqueue in one thread ------
+
+namespace {
+
+using loop_kq = kq_t<epoll_src>;
+using loop_dispatcher =
+    kcont::manual_dispatcher<kcont::bsd_level, std::mutex, kcont::kqueue_schedule<loop_kq>>;
+using loop_t = kcont::event_loop<loop_kq, loop_dispatcher>;
+
+struct stop_env {
+  loop_t* loop = nullptr;
+  std::atomic<int>* ran = nullptr;
+  std::thread::id* on = nullptr;
+};
+struct count_and_stop {
+  void operator()(int, stop_env& e, int) const {
+    e.ran->fetch_add(1);
+    *e.on = std::this_thread::get_id();
+    e.loop->stop();
+  }
+};
+
+}  // namespace
+
+// Work deferred to the dispatcher by another thread while the loop sleeps
+// in kevent() wakes it (kqueue_schedule's user event) and runs at its level
+// on the loop's thread; the loop's own wake-up never reaches the handler.
+TEST_CASE("event_loop.runs_work_deferred_by_another_thread_while_it_sleeps") {
+  epoll_src fds;
+  kcont::timer_source timers;
+  loop_kq kq{fds, timers};
+  loop_dispatcher d{kcont::kqueue_schedule<loop_kq>{&kq}};
+  loop_t loop{kq, d};
+  std::atomic<int> ran{0};
+  std::thread::id ran_on;
+  kcont::kc k{count_and_stop{}, stop_env{&loop, &ran, &ran_on}, kcont::bsd_level::softnet};
+  std::thread poster([&] {
+    await_sleeper(kq);
+    REQUIRE(kcont::defer(d, k, 0, 0) == kcont::run_result::deferred);
+  });
+  int handled = 0;
+  (void)loop.run([&](const loop_kq::kevent_type&) { ++handled; });
+  poster.join();
+  CHECK(ran.load() == 1);
+  CHECK(ran_on == std::this_thread::get_id());
+  CHECK(handled == 0);
+  CHECK_FALSE(d.has_work(kcont::bsd_level::softnet));
+}
+
+// Events go to the handler: a readable pipe and a due timer, in one loop.
+TEST_CASE("event_loop.hands_descriptor_and_timer_events_to_the_handler") {
+  epoll_src fds;
+  kcont::timer_source timers;
+  loop_kq kq{fds, timers};
+  loop_dispatcher d{kcont::kqueue_schedule<loop_kq>{&kq}};
+  pipe_fds p;
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(p.r), filter_id::read, ev::clear) == 0);
+  REQUIRE(add(kq, 4, filter_id::timer, ev::oneshot, 5) == 0);
+  {
+    loop_t loop{kq, d};
+    p.put();
+    bool pipe_seen = false, timer_seen = false;
+    const auto work = loop.run([&](const loop_kq::kevent_type& e) {
+      if (e.filter == filter_id::read) pipe_seen = true;
+      if (e.filter == filter_id::timer) timer_seen = true;
+      if (pipe_seen && timer_seen) loop.stop();
+    });
+    CHECK(work == 2);
+    CHECK(pipe_seen);
+    CHECK(timer_seen);
+  }
+  CHECK(kq.size() == 1);  // the loop's user event is gone with it
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
+                     .flags = ev::delete_}) == 0);
+}
+
+TEST_CASE("event_loop.stop_from_another_thread_ends_run") {
+  epoll_src fds;
+  kcont::timer_source timers;
+  loop_kq kq{fds, timers};
+  loop_dispatcher d{kcont::kqueue_schedule<loop_kq>{&kq}};
+  loop_t loop{kq, d};
+  std::thread stopper([&] {
+    await_sleeper(kq);
+    loop.stop();
+  });
+  CHECK(loop.run([](const loop_kq::kevent_type&) {}) == 0);
+  stopper.join();
+  // run may be called again: a round with a timeout ends empty.
+  CHECK(loop.run_once([](const loop_kq::kevent_type&) {}, 1ms) == 0);
 }
 
 #endif  // __linux__
