@@ -18,6 +18,11 @@
 // of the deadline sources, and their tick. A source with a descriptor of its
 // own (signals) plugs in as a wait source, or by registering its descriptor
 // with the wait source, so that one system call still watches everything.
+// One waiter per wait source: a wake() ends ONE wait in it (the eventfd's
+// edge is harvested once), so while a kqueue's scanner sleeps in an
+// fd_source, no other thread should wait in that source (fds.poll() on
+// another thread, or a blocking scan of a second kqueue sharing it): the
+// wake-up meant for one may end the other's wait instead.
 // Users never name these; the protocol of the wait is kqueue_core's.
 #pragma once
 

@@ -295,7 +295,8 @@ class basic_fd_source {
   // Effects: makes a wait (poll, wait_and_fire) in progress, or the next
   //   one, return: one write(2) on an eventfd (a pipe off Linux) that the
   //   backend watches; native_handle() becomes readable. Async-signal-safe.
-  //   Thread-safety: any thread.
+  //   One wait returns per wake() (the next wait that harvests it resets
+  //   it). Thread-safety: any thread.
   void wake() const noexcept { wake_.notify(); }
 
   // Effects: poll for knotes whose continuations all run at once.
