@@ -28,6 +28,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "support.hpp"
@@ -354,6 +355,58 @@ TEST_CASE("kqueue_wait.no_allocation_per_event") {
   REQUIRE(kq.change({.ident = 6, .filter = filter_id::timer, .flags = ev::delete_}) == 0);
   REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
                      .flags = ev::delete_}) == 0);
+}
+
+// A source with a descriptor of its own (as a signalfd would be) plugs into
+// the same one wait: it attaches a read knote on its descriptor to the
+// fd_source, whose continuation drains the descriptor and fires the source's
+// klist. The kqueue's blocking scan then still sleeps in ONE epoll_wait.
+namespace {
+struct own_fd_source {
+  int fd;
+  kcont::event_source* rx;
+};
+struct drain_and_post {
+  void operator()(kcont::knote_base<std::uint32_t>*, own_fd_source& s,
+                  kcont::knote_cause) const {
+    std::uint64_t v = 0;
+    while (::read(s.fd, &v, sizeof v) == static_cast<ssize_t>(sizeof v))
+      (void)s.rx->post(1);
+  }
+};
+}  // namespace
+
+TEST_CASE("kqueue_wait.a_source_with_its_own_descriptor_plugs_into_the_one_wait") {
+  count_src fds;
+  kcont::event_source rx;
+  kcont::timer_source timers;
+  kcont::kqueue<kcont::filters<kcont::read_filter<count_src>, kcont::timer_filter<>,
+                               kcont::counting_filter<filter_id{1}>, kcont::user_filter>>
+      kq{fds, timers, rx};
+  const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  REQUIRE(efd >= 0);
+  kcont::kc k{drain_and_post{}, own_fd_source{efd, &rx}, kcont::bsd_level::immediate};
+  kcont::knote<kcont::read_filter<count_src>> watch{kcont::read_filter<count_src>{fds}, k,
+                                                    static_cast<std::uintptr_t>(efd)};
+  REQUIRE(watch.attach() == 0);
+  REQUIRE(kq.change({.ident = 0, .filter = filter_id{1}, .flags = ev::add | ev::clear}) == 0);
+  for (int round = 0; round < 10; ++round) {
+    const std::size_t waits_before = counting_backend::waits.load();
+    std::thread sender([&] {
+      await_sleeper(kq);
+      const std::uint64_t one = 1;
+      REQUIRE(::write(efd, &one, sizeof one) == static_cast<ssize_t>(sizeof one));
+    });
+    kcont::kevent out[2];
+    const auto r = kq.kevent({}, out, std::nullopt);
+    sender.join();
+    REQUIRE(r.ret == 1);
+    CHECK(out[0].filter == filter_id{1});
+    CHECK(out[0].data == 1);
+    CHECK(counting_backend::waits.load() - waits_before == 1);
+  }
+  (void)watch.detach();
+  ::close(efd);
 }
 
 // --- event_loop: the dispatcher's levels and the kqueue in one thread ------

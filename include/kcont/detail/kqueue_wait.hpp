@@ -16,8 +16,11 @@
 // and `kqueue_drive<F...>`, the kqueue's view of them through its contexts:
 // the one wait source (the first context that is one), the earliest deadline
 // of the deadline sources, and their tick. A source with a descriptor of its
-// own (signals) plugs in as a wait source, or by registering its descriptor
-// with the wait source, so that one system call still watches everything.
+// own (a signalfd) plugs into the same one system call by attaching a read
+// knote on its descriptor to the fd_source, whose continuation drains the
+// descriptor and fires the source's klist (tests/kqueue_wait_test.cpp:
+// a_source_with_its_own_descriptor_plugs_into_the_one_wait); a kqueue with no
+// fd_source can use such a source as its wait source instead.
 // One waiter per wait source: a wake() ends ONE wait in it (the eventfd's
 // edge is harvested once), so while a kqueue's scanner sleeps in an
 // fd_source, no other thread should wait in that source (fds.poll() on
