@@ -350,7 +350,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     kev.fflags = ch.fflags;
     kev.data = ch.data;
     post_change(e);
-    if constexpr (drive::has_deadlines) base::rouse();  // a timer may have moved
+    if (drive::moves_deadlines(kev.filter)) base::rouse();  // a timer may have moved
     return 0;
   }
 
@@ -420,7 +420,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     // filt_timerattach: kn_flags |= EV_CLEAR); scans report and obey them.
     n->flags |= static_cast<ev>(n->kn.flags);
     post_change(*n);
-    if constexpr (drive::has_deadlines) base::rouse();  // a new timer
+    if (drive::moves_deadlines(c.filter)) base::rouse();  // a new timer
     return 0;
   }
 

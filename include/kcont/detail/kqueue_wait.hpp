@@ -30,11 +30,14 @@
 #pragma once
 
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <optional>
 #include <type_traits>
+#include <utility>
 
 #include "kcont/detail/kqueue_entry.hpp"
+#include "kcont/kevent.hpp"
 
 namespace kcont::detail {
 
@@ -80,6 +83,12 @@ class kqueue_drive {
   static constexpr bool has_deadlines = (deadline_source<context_type_of<F>> || ...);
   // False: the scan is the plain condition-variable wait (no source to drive).
   static constexpr bool drives = has_waiter || has_deadlines;
+
+  // True when filter `id`'s context is a deadline source: a change of one
+  // of its knotes may move the next deadline (a sleeping scan re-reads it).
+  static constexpr bool moves_deadlines(filter_id id) noexcept {
+    return ((deadline_source<context_type_of<F>> && F::id == id) || ...);
+  }
 
   explicit kqueue_drive(const filter_contexts<F...>& ctx) noexcept : ctx_(ctx) {}
 
