@@ -44,3 +44,4 @@
 #include "kcont/timer_filter.hpp"         // IWYU pragma: export
 #include "kcont/kfilters.hpp"             // IWYU pragma: export
 #include "kcont/kqueue.hpp"               // IWYU pragma: export
+#include "kcont/event_loop.hpp"           // IWYU pragma: export

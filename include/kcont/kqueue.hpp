@@ -49,6 +49,7 @@
 
 #include "kcont/detail/kqueue_core.hpp"
 #include "kcont/detail/kqueue_entry.hpp"
+#include "kcont/detail/kqueue_wait.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/kevent.hpp"
 #include "kcont/knote.hpp"
@@ -78,18 +79,19 @@ class kqueue;
 // A filter F is a filter_for its knote with `static constexpr filter_id id`;
 // if it names a `context_type`, it is built as F(context&) from a context
 // given to the kqueue's constructor (timer_filter takes its timer_source),
-// else default-constructed.
+// else default-constructed. A blocking scan drives those contexts that are
+// sources (see scan).
 //
 // Lifetime contract: the kqueue owns the knotes it allocates; deleting one
 // (ev::delete_, an ev::oneshot report, or the kqueue's destructor) detaches
 // it, waits for activations in flight, and frees it. Contexts outlive it.
 // No thread may be scanning when it is destroyed.
-// Thread-safety: with a real Lock, kevent/change/scan and the activations of
-// its knotes (from any klist, any thread) may race freely; blocked scanners
-// are woken by activations.
+// Thread-safety: with a real Lock, kevent/change/scan and the activations
+// of its knotes (any klist, any thread) race freely; activations wake scanners.
 template <class... F, class Udata, lock_policy Lock, level_set Level>
 class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Udata, Lock> {
   using base = detail::kqueue_core<Udata, Lock>;
+  using drive = detail::kqueue_drive<F...>;  // its sources: kcont/detail/kqueue_wait.hpp
   static_assert(sizeof...(F) > 0, "kcont::kqueue: give at least one filter");
   static_assert((detail::has_filter_id<F> && ...),
                 "kcont::kqueue: each filter needs `static constexpr "
@@ -116,6 +118,8 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     static_assert((contexts::template is_context<Ctx> && ...),
                   "kcont::kqueue: a constructor argument is no filter's context_type");
     (ctx_.bind(ctx), ...);
+    if constexpr (drive::has_waiter)
+      if (drive(ctx_).waiter() != nullptr) base::wake_source_ = &wake_one;
   }
   kqueue(const kqueue&) = delete;
   kqueue& operator=(const kqueue&) = delete;
@@ -225,44 +229,46 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   //   When nothing is pending, waits up to `timeout` (std::nullopt: without
   //   limit) for an activation. As in FreeBSD, a timeout of INT32_MAX + 1
   //   seconds or more (nanoseconds::max() included) waits without limit.
+  //   With sources among the contexts (kcont/detail/kqueue_wait.hpp), the
+  //   scan drives them when nothing is pending, even with a zero timeout:
+  //   an fd_source's wait (one epoll_wait, up to the earlier of the timeout
+  //   and the next timer deadline) fires the ready descriptors, then the
+  //   due timers fire (timer_source::tick); another thread's activation
+  //   ends the wait (the source's wake()). A timer armed outside the kqueue
+  //   (timer_source::arm) is seen at the next wake.
   // Returns: how many events were written.
   // Complexity: O(events written). No allocation.
   // Thread-safety: any thread; several threads may scan at once.
   std::size_t scan(std::span<kevent_type> events,
                    std::optional<duration> timeout = duration::zero()) {
     if (events.empty()) return 0;
-    return base::scan_wait(events, timeout);
+    return base::scan_wait(events, timeout, drive(ctx_));
   }
 
-  // The number of threads blocked in scan right now (a snapshot): what the
-  // destructor's precondition is about.
-  [[nodiscard]] std::size_t waiting() const {
+  // A descriptor readable while an event is pending (FreeBSD's kqueue_poll),
+  //   for another loop to watch, then kevent() with a zero timeout: the wait
+  //   source's (an fd_source's epoll descriptor; a scan that finds nothing
+  //   pending resets it). Only with a wait source among the contexts.
+  // Effects: from now on every push onto an empty pending list calls the
+  //   source's wake() (a write(2)). Returns: -1 when the source has no such
+  //   descriptor (the poll backend). Thread-safety: any thread.
+  [[nodiscard]] int native_handle()
+    requires drive::has_waiter
+  {
+    auto* source = drive(ctx_).waiter();
+    if (source == nullptr) return -1;
     std::lock_guard<Lock> g(lock_);
-    return waiters_;
+    base::pollable_ = true;
+    if (pending_count_ != 0) source->wake();
+    return source->native_handle();
   }
 
-  // The number of times blocked scanners were woken: one wake-up (a notify
-  // of every waiting scanner) per push onto an empty pending list while a
-  // scanner waits, never one per activation. An observability counter
-  // (tests count wake-ups with it). Complexity: O(1).
-  [[nodiscard]] std::uint64_t wakeups() const {
-    std::lock_guard<Lock> g(lock_);
-    return wakeups_;
-  }
-
-  // The number of registered knotes. Complexity: O(1).
-  [[nodiscard]] std::size_t size() const {
-    std::lock_guard<Lock> g(lock_);
-    return table_.size();
-  }
-
-  // The number of knotes waiting for a scan (FreeBSD's kq_count): those
-  // disabled while pending are counted until a scan drops them.
-  // Complexity: O(1).
-  [[nodiscard]] std::size_t pending() const {
-    std::lock_guard<Lock> g(lock_);
-    return pending_count_;
-  }
+  // Observability: blocked scanners, their wake-ups, knotes, knotes pending
+  // (FreeBSD's kq_count). Contracts: kcont/detail/kqueue_core.hpp.
+  using base::waiting;
+  using base::wakeups;
+  using base::size;
+  using base::pending;
 
  private:
   using typename base::drop_list;
@@ -284,6 +290,8 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   template <class Fi>
   using node = detail::kqueue_node<base, Fi, Udata, Level, knote_lock>;
   using contexts = detail::filter_contexts<F...>;
+  // What the core calls to wake a scanner asleep in the wait source.
+  static void wake_one(base& k) noexcept { drive(static_cast<kqueue&>(k).ctx_).waiter()->wake(); }
 
   // FreeBSD's EV_SYSFLAGS: bits the system owns (EV_EOF, EV_ERROR, EV_DROP,
   // EV_FLAG1), cleared from every change before it is applied.
@@ -342,6 +350,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     kev.fflags = ch.fflags;
     kev.data = ch.data;
     post_change(e);
+    if (drive::moves_deadlines(kev.filter)) base::rouse();  // a timer may have moved
     return 0;
   }
 
@@ -411,6 +420,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     // filt_timerattach: kn_flags |= EV_CLEAR); scans report and obey them.
     n->flags |= static_cast<ev>(n->kn.flags);
     post_change(*n);
+    if (drive::moves_deadlines(c.filter)) base::rouse();  // a new timer
     return 0;
   }
 

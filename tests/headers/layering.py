@@ -12,12 +12,13 @@ import sys
 
 # Lower rank = lower layer. Two layers of one rank are peers: neither may
 # include the other (knote and dispatch both stand on run; the kqueue and
-# the event sources both stand on knote, and a knote never knows a kqueue).
+# the event sources both stand on knote, and a knote never knows a kqueue;
+# an event_loop drives a kqueue and a dispatcher together, above both).
 # The kevent vocabulary (kevent.hpp: filter ids, EV_* and NOTE_* bits) is
 # what every filter speaks, so it sits in the knote layer; a kqueue reaches
 # a source only through its filters' context, never by including it.
 RANK = {"kc": 0, "kcqueue": 1, "run": 2, "dispatch": 3, "knote": 3,
-        "kqueue": 4, "sources": 4, "umbrella": 9}
+        "kqueue": 4, "sources": 4, "loop": 5, "umbrella": 9}
 
 # Each header's layer. A new header must be added here: the check fails on a
 # header it does not know, so that its place is decided, not guessed.
@@ -38,6 +39,7 @@ LAYER = {
     "detail/knote_state.hpp": "knote", "detail/fire.hpp": "knote", "klist.hpp": "knote",
     "always_filter.hpp": "knote",
     "detail/kqueue_entry.hpp": "kqueue", "detail/kqueue_core.hpp": "kqueue",
+    "detail/kqueue_wait.hpp": "kqueue", "event_loop.hpp": "loop",
     "kevent.hpp": "knote", "kfilters.hpp": "kqueue", "event_source.hpp": "kqueue", "kqueue.hpp": "kqueue",
     "posix/fd_backends.hpp": "sources", "posix/fd_source.hpp": "sources", "posix/fd_filters.hpp": "sources",
     "posix/signal_source.hpp": "sources",

@@ -68,40 +68,126 @@ class kqueue_core {
   }
 
   // kqueue_scan's wait: collects, and when nothing was pending waits up to
-  // `timeout` (see kqueue::scan) for an activation. Precondition: events is
-  // not empty; lock_ not held.
-  std::size_t scan_wait(std::span<kevent_type> events, std::optional<duration> timeout) {
+  // `timeout` (see kqueue::scan) for an activation, driving the kqueue's
+  // sources (kcont/detail/kqueue_wait.hpp) if it has any: drive_wait.
+  // Precondition: events is not empty; lock_ not held.
+  template <class Drive>
+  std::size_t scan_wait(std::span<kevent_type> events, std::optional<duration> timeout,
+                        const Drive& drive) {
     drop_list drops;
     std::unique_lock<Lock> g(lock_);
     std::size_t n = collect(events, drops);
-    if (n == 0 && (!timeout || *timeout > duration::zero())) {
-      using clock = std::chrono::steady_clock;
-      const auto now = clock::now();
-      // FreeBSD's kqueue_scan waits without limit when the timeout's
-      // tv_sec is above INT32_MAX or the deadline would not fit its clock
-      // (asbt = 0); the same here, so nanoseconds::max() blocks instead of
-      // overflowing into a deadline in the past.
-      constexpr std::chrono::seconds longest{
-          std::int64_t{std::numeric_limits<std::int32_t>::max()} + 1};
-      const bool limited = timeout && *timeout < longest &&
-                           now <= clock::time_point::max() - *timeout;
-      const auto deadline = limited ? now + *timeout : clock::time_point::max();
-      while (n == 0) {
-        ++waiters_;
-        bool timed_out = false;
-        if (limited)
-          timed_out = cv_.wait_until(g, deadline) == std::cv_status::timeout;
-        else
-          cv_.wait(g);
-        --waiters_;
-        n = collect(events, drops);
-        if (timed_out) break;
-      }
-    }
+    if (n == 0 && (Drive::drives || !timeout || *timeout > duration::zero()))
+      n = drive_wait(events, timeout, drive, g, drops);
     g.unlock();
     destroy_all(drops);
     return n;
   }
+
+  using time_point = std::chrono::steady_clock::time_point;
+  // When a wait of `timeout` from now ends; nothing: without limit.
+  // FreeBSD's kqueue_scan waits without limit when the timeout's tv_sec is
+  // above INT32_MAX or the deadline would not fit its clock (asbt = 0); the
+  // same here, so nanoseconds::max() blocks instead of overflowing into a
+  // deadline in the past.
+  static std::optional<time_point> deadline_of(std::optional<duration> timeout) {
+    const auto now = std::chrono::steady_clock::now();
+    constexpr std::chrono::seconds longest{
+        std::int64_t{std::numeric_limits<std::int32_t>::max()} + 1};
+    if (timeout && *timeout <= duration::zero()) return now;
+    if (!timeout || *timeout >= longest || now > time_point::max() - *timeout)
+      return std::nullopt;
+    return now + *timeout;
+  }
+
+  // The wait over the kqueue's sources: ONE system call sleeps until a
+  // descriptor is ready, the next timer is due, another thread's activation
+  // wakes it (wake_scanners: the wait source's wake()) or `timeout` ends.
+  //
+  //   step  | who                         | what
+  //   ------+-----------------------------+------------------------------------
+  //   sleep | the one scanner that finds  | source_sleeping_, ++waiters_; unlock;
+  //         |   no one sleeping in the    |   wait_and_fire(earlier of the
+  //         |   wait source               |   timeout and the next deadline)
+  //   woken | that scanner, right after   | lock; --waiters_, !source_sleeping_;
+  //         |   the system call           |   other waiters notified (one of
+  //         |                             |   them becomes the sleeper); unlock;
+  //         |                             |   then the ready klists fire
+  //   cv    | every other scanner (or no  | ++waiters_; cv_ until the earlier
+  //         |   wait source)              |   of timeout and next deadline
+  //   tick  | each scanner after its wait | unlocked: the due timers fire
+  //   zero  | timeout 0 (or ended)        | wait_and_fire(0) unless a sleeper
+  //         |                             |   is there; tick; collect; return
+  //
+  // The sleeper is a waiter while in the system call only: the knotes its
+  // own wait fires find no one to wake (no wake-up system call per event).
+  // Under lock_ (g) on entry and on return.
+  template <class Drive>
+  std::size_t drive_wait(std::span<kevent_type> events, std::optional<duration> timeout,
+                         const Drive& drive, std::unique_lock<Lock>& g, drop_list& drops) {
+    const auto deadline = deadline_of(timeout);
+    std::size_t n = 0;
+    for (;;) {
+      const auto now = std::chrono::steady_clock::now();
+      const bool ended = deadline && now >= *deadline;
+      std::optional<time_point> until = deadline;
+      if constexpr (Drive::has_deadlines) {
+        g.unlock();
+        const auto next = drive.next_deadline();
+        g.lock();
+        if (next && (!until || *next < *until)) until = next;
+      }
+      bool slept = false;
+      if constexpr (Drive::has_waiter) {
+        auto* source = drive.waiter();
+        if (source != nullptr && !source_sleeping_) {
+          std::optional<duration> left;
+          if (until) left = *until > now ? *until - now : duration::zero();
+          const bool sleeps = !ended && (!left || *left > duration::zero());
+          if (sleeps) {
+            source_sleeping_ = true;
+            ++waiters_;
+          }
+          g.unlock();
+          source->wait_and_fire(ended ? duration::zero() : left, [&]() noexcept {
+            if (!sleeps) return;
+            std::lock_guard<Lock> w(lock_);
+            source_sleeping_ = false;
+            if (--waiters_ != 0) cv_.notify_all();  // one of them sleeps next
+          });
+          g.lock();
+          slept = true;
+        }
+      }
+      if (!slept && !ended) {
+        ++waiters_;
+        if (until)
+          (void)cv_.wait_until(g, *until);
+        else
+          cv_.wait(g);
+        --waiters_;
+      }
+      if constexpr (Drive::has_deadlines) {
+        g.unlock();
+        drive.tick();
+        g.lock();
+      }
+      n = collect(events, drops);
+      if (n != 0 || ended) return n;
+    }
+  }
+
+  // Snapshots, O(1), under lock_: the threads blocked in scan now (what the
+  // destructor's precondition is about); the wake-ups of blocked scanners
+  // (one per push onto an empty pending list while one waits, never one per
+  // activation); the registered knotes; the knotes waiting for a scan
+  // (FreeBSD's kq_count: those disabled while pending count until a scan
+  // drops them).
+  using guard = std::lock_guard<Lock>;
+  [[nodiscard]] std::size_t waiting() const { guard g(lock_); return waiters_; }
+  [[nodiscard]] std::uint64_t wakeups() const { guard g(lock_); return wakeups_; }
+  [[nodiscard]] std::size_t size() const { guard g(lock_); return table_.size(); }
+  [[nodiscard]] std::size_t pending() const { guard g(lock_); return pending_count_; }
 
   // The table's entry for k, once no other thread is attaching its filter
   // (FreeBSD's knote in flux: kqueue_register sleeps on KN_INFLUX). g holds
@@ -229,13 +315,25 @@ class kqueue_core {
     const bool was_empty = pending_count_ == 0;
     pending_.push_back(e);
     ++pending_count_;
-    if (was_empty && waiters_ != 0) [[unlikely]] wake_scanners();
+    if (was_empty && (waiters_ != 0 || pollable_)) [[unlikely]] wake_scanners();
+  }
+  // Effects: wakes every waiting scanner, which re-reads the next deadline
+  // (a timer armed by a change). Under lock_.
+  void rouse() noexcept {
+    if (waiters_ == 0) return;
+    cv_.notify_all();
+    if (source_sleeping_ && wake_source_ != nullptr) wake_source_(*this);
   }
   // Out of line: an activation's fused fire (kqueue_node::fire_kq) then
   // saves no registers for a call it rarely makes. Under lock_.
+  // A scanner asleep in the wait source, or a loop watching the kqueue's
+  // descriptor (pollable_), is woken through the source's wake().
   [[gnu::cold, gnu::noinline]] void wake_scanners() noexcept {
-    ++wakeups_;
-    cv_.notify_all();
+    if (waiters_ != 0) {
+      ++wakeups_;
+      cv_.notify_all();
+    }
+    if ((source_sleeping_ || pollable_) && wake_source_ != nullptr) wake_source_(*this);
   }
   // pending -> idle. Under lock_.
   void remove_pending(entry& e) noexcept {
@@ -319,6 +417,10 @@ class kqueue_core {
   std::condition_variable_any cv_;
   std::size_t waiters_ = 0;
   std::uint64_t wakeups_ = 0;  // notify calls (kqueue::wakeups)
+  bool source_sleeping_ = false;  // a scanner is in the wait source (drive_wait)
+  bool pollable_ = false;         // native_handle() was asked for: wake on every push
+  // The wait source's wake(), set by a kqueue that has one.
+  void (*wake_source_)(kqueue_core&) noexcept = nullptr;
   std::unordered_map<key, entry*, kqueue_key_hash> table_;
   pending_list pending_;
   std::size_t pending_count_ = 0;

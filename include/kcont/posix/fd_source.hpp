@@ -51,6 +51,7 @@
 #include "kcont/knote.hpp"
 #include "kcont/level.hpp"
 #include "kcont/posix/fd_backends.hpp"
+#include "kcont/posix/fd_wakeup.hpp"
 
 namespace kcont {
 
@@ -131,7 +132,9 @@ class basic_fd_source {
     }
   };
 
-  basic_fd_source() = default;
+  // Effects: a source with no descriptor registered; its wake-up descriptor
+  //   (wake()) is watched by the backend under a tag no descriptor has.
+  basic_fd_source() { (void)backend_.ctl(wake_.native_handle(), 0, 1, wake_tag); }
   basic_fd_source(const basic_fd_source&) = delete;
   basic_fd_source& operator=(const basic_fd_source&) = delete;
   ~basic_fd_source() {
@@ -140,7 +143,8 @@ class basic_fd_source {
   }
 
   // The backend's descriptor (epoll: readable while a registered descriptor
-  // is ready, for another loop to watch); -1 with the poll backend.
+  // is ready or after a wake(), for another loop to watch); -1 with the
+  // poll backend.
   [[nodiscard]] int native_handle() const noexcept { return backend_.native_handle(); }
 
   // Effects: links kn on fd's klist, registering fd (its first knote) or
@@ -249,10 +253,27 @@ class basic_fd_source {
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t poll(D& d, std::optional<std::chrono::nanoseconds> timeout, Level current) {
+    return wait_and_fire(d, timeout, current, [] {});
+  }
+
+  // Effects: as poll(d, timeout, current), calling woken() once the wait's
+  //   system call returned, before anything fires (a kqueue's blocking scan
+  //   stops counting itself as asleep there: kcont/detail/kqueue_wait.hpp).
+  //   A wake() ends the wait (nothing fires for it).
+  // Returns: how many knotes fired. No allocation. Thread-safety: as poll.
+  template <deferral_target D, class Woken>
+    requires std::same_as<typename D::level_type, Level>
+  std::size_t wait_and_fire(D& d, std::optional<std::chrono::nanoseconds> timeout,
+                            Level current, Woken&& woken) {
     fd_backend_event evs[64];
     const int n = backend_.wait(evs, 64, timeout_ms(timeout));
+    woken();
     std::size_t fired = 0;
     for (int i = 0; i < n; ++i) {
+      if (evs[i].tag == wake_tag) {
+        wake_.reset();
+        continue;
+      }
       entry* e = pin(evs[i].tag);
       if (e == nullptr) continue;  // a forgotten registration: stale
       if (evs[i].ready & fd_ready::err) note_error(*e);
@@ -263,6 +284,21 @@ class basic_fd_source {
     }
     return fired;
   }
+  // Effects: wait_and_fire for knotes whose continuations all run at once
+  //   (a kqueue's): what a kqueue's blocking scan calls.
+  template <class Woken>
+  std::size_t wait_and_fire(std::optional<std::chrono::nanoseconds> timeout, Woken&& woken) {
+    immediate_target<Level> t;
+    return wait_and_fire(t, timeout, t.lowest, woken);
+  }
+
+  // Effects: makes a wait (poll, wait_and_fire) in progress, or the next
+  //   one, return: one write(2) on an eventfd (a pipe off Linux) that the
+  //   backend watches; native_handle() becomes readable. Async-signal-safe.
+  //   One wait returns per wake() (the next wait that harvests it resets
+  //   it). Thread-safety: any thread.
+  void wake() const noexcept { wake_.notify(); }
+
   // Effects: poll for knotes whose continuations all run at once.
   std::size_t poll(std::optional<std::chrono::nanoseconds> timeout) {
     immediate_target<Level> t;
@@ -319,6 +355,10 @@ class basic_fd_source {
     if (e->forgotten && e->pins == 0 && e->count[0] == 0 && e->count[1] == 0) delete e;
   }
 
+  // The wake-up descriptor's tag: no registration has it (its descriptor
+  // number, 0xffffffff, is no table index).
+  static constexpr std::uint64_t wake_tag = ~std::uint64_t{0};
+
   static int timeout_ms(std::optional<std::chrono::nanoseconds> t) noexcept {
     if (!t) return -1;
     if (*t <= std::chrono::nanoseconds::zero()) return 0;
@@ -329,6 +369,7 @@ class basic_fd_source {
   mutable std::mutex lock_;
   std::vector<entry*> table_;  // by descriptor number
   std::uint32_t gen_ = 0;
+  fd_wakeup wake_;  // before backend_: the backend stops watching it first
   Backend backend_;
 };
 
