@@ -129,7 +129,7 @@ SCENARIOS = [
              "the raw intrusive list walked under one hold of a std::mutex (the floor under a lock)"),
             (f"BM_FanOut_KnoteClosureMutex/{k}", "kcont", f"BM_FanOut_RawListMutex/{k}",
              "klist<long, bsd_level, std::mutex>::fire over thread-safe knote_closures "
-             "(pinned, the list lock dropped around each handler)"),
+             "(the list lock dropped around each handler; a detach from another thread waits for it)"),
         ],
     }
     for k in (1, 8, 64)
