@@ -227,6 +227,39 @@ void fd_source_with() {
   ::close(p[1]);
 }
 
+// One thread's loop (kcont/event_loop.hpp's usage): a pipe, a timer and
+// deferred work, through the kqueue's one blocking wait.
+void event_loop_use() {
+  using kq_t = kcont::kqueue<kcont::filters<kcont::read_filter<>, kcont::timer_filter<>,
+                                            kcont::user_filter>>;
+  kcont::fd_source fds;
+  kcont::timer_source timers;
+  kq_t kq{fds, timers};
+  kcont::manual_dispatcher<bsd_level, std::mutex, kcont::kqueue_schedule<kq_t>> d{{&kq}};
+  kcont::event_loop loop{kq, d};
+  int p[2];
+  expect(::pipe(p) == 0, "pipe");
+  const auto r = static_cast<std::uintptr_t>(p[0]);
+  expect(kq.change({.ident = r, .filter = kcont::filter_id::read, .flags = kcont::ev::add}) == 0 &&
+             kq.change({.ident = 7, .filter = kcont::filter_id::timer,
+                        .flags = kcont::ev::add | kcont::ev::oneshot, .data = 1}) == 0,
+         "event_loop: registered");
+  expect(::write(p[1], "x", 1) == 1, "pipe write");
+  int work = 0;
+  kcont::kc job{[](int* w, int*&, int) { ++*w; }, &work, bsd_level::softnet};
+  (void)kcont::defer(d, job, &work, 0);
+  int reads = 0, ticks = 0;
+  while (reads == 0 || ticks == 0 || work == 0) {
+    (void)loop.run_once([&](const kq_t::kevent_type& ev) {
+      reads += ev.filter == kcont::filter_id::read;
+      ticks += ev.filter == kcont::filter_id::timer;
+    });
+  }
+  (void)kq.change({.ident = r, .filter = kcont::filter_id::read, .flags = kcont::ev::delete_});
+  ::close(p[0]);
+  ::close(p[1]);
+}
+
 // Signals through a kqueue (EVFILT_SIGNAL) and a plain knote; the action
 // replaced while watched is restored by the last delete.
 void signal_source_use() {
@@ -390,6 +423,7 @@ int main() {
   fd_source_with<kcont::fd_source>();
   fd_source_with<kcont::basic_fd_source<kcont::poll_backend>>();
   signal_source_use();
+  event_loop_use();
   kcont::fd_wakeup fw;
   expect(fw.valid(), "fd_wakeup valid");
   fw.notify();
