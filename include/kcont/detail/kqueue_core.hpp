@@ -67,9 +67,8 @@ class kqueue_core {
     destroy_all(drops);
   }
 
-  // kqueue_scan's wait: collects, and when nothing was pending waits up to
-  // `timeout` (see kqueue::scan) for an activation, driving the kqueue's
-  // sources (kcont/detail/kqueue_wait.hpp) if it has any: drive_wait.
+  // kqueue_scan's wait: collects; when nothing was pending waits up to `timeout`
+  // (kqueue::scan), driving the sources (detail/kqueue_wait.hpp): drive_wait.
   // Precondition: events is not empty; lock_ not held.
   template <class Drive>
   std::size_t scan_wait(std::span<kevent_type> events, std::optional<duration> timeout,
@@ -79,7 +78,11 @@ class kqueue_core {
     std::size_t n = collect(events, drops);
     if (n == 0 && (Drive::drives || !timeout || *timeout > duration::zero()))
       n = drive_wait(events, timeout, drive, g, drops);
-    g.unlock();
+    else if constexpr (Drive::drives) {  // events found: the sources' turn next
+      const bool busy = source_sleeping_;  // (read under lock_)
+      g.unlock(), drive.poll_now(busy);
+    }
+    if (g.owns_lock()) g.unlock();
     destroy_all(drops);
     return n;
   }
@@ -177,12 +180,10 @@ class kqueue_core {
     }
   }
 
-  // Snapshots, O(1), under lock_: the threads blocked in scan now (what the
-  // destructor's precondition is about); the wake-ups of blocked scanners
-  // (one per push onto an empty pending list while one waits, never one per
-  // activation); the registered knotes; the knotes waiting for a scan
-  // (FreeBSD's kq_count: those disabled while pending count until a scan
-  // drops them).
+  // Snapshots, O(1), under lock_: the threads blocked in scan now (the
+  // destructor's precondition); the wake-ups of blocked scanners (one per push
+  // onto an empty pending list while one waits); the registered knotes; the
+  // knotes waiting for a scan (FreeBSD's kq_count, disabled ones included).
   using guard = std::lock_guard<Lock>;
   [[nodiscard]] std::size_t waiting() const { guard g(lock_); return waiters_; }
   [[nodiscard]] std::uint64_t wakeups() const { guard g(lock_); return wakeups_; }

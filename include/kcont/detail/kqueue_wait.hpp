@@ -116,6 +116,19 @@ class kqueue_drive {
     each_deadline_source([](auto& s) { (void)s.tick(); });
   }
 
+  // Effects: what a scan that found events still owes its sources: a look
+  //   at the descriptors that does not block (unless `waiter_busy`: another
+  //   scanner sleeps in it) and the due timers, so that a descriptor that
+  //   stays ready (level-triggered, reported by every scan) starves no other
+  //   descriptor and no timer. Without the kqueue's lock.
+  void poll_now(bool waiter_busy) const {
+    if constexpr (has_waiter) {
+      if (auto* w = waiter(); w != nullptr && !waiter_busy)
+        w->wait_and_fire(std::chrono::steady_clock::duration::zero(), []() noexcept {});
+    }
+    tick();
+  }
+
  private:
   template <class Fn>
   void each_deadline_source(Fn&& fn) const {
