@@ -697,7 +697,8 @@ TEST_CASE_TEMPLATE("fd_source.no_allocation_per_readiness_event", Src, epoll_src
     char c = 'x';
     for (auto& p : pipes) REQUIRE(::write(p.b, &c, 1) == 1);
     REQUIRE(::write(extra.b, &c, 1) == 1);
-    (void)fds.dispatch();
+    // The kqueue drives its source: the scan's one look fires the ready
+    // klists (16 kqueue knotes and the plain one) and reports them.
     CHECK(kq.scan(out) == 16);
     char buf[8];
     for (auto& p : pipes) REQUIRE(::read(p.a, buf, sizeof buf) == 1);

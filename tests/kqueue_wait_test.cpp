@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <optional>
 #include <thread>
+#include <type_traits>
 
 #include <fcntl.h>
 #include <poll.h>
@@ -246,6 +247,56 @@ TEST_CASE("kqueue_wait.native_handle_polls_readable_while_an_event_is_pending") 
 // One wake-up per empty-to-non-empty transition of the pending list (as
 // kqueue.blocked_scanner_is_woken_once_per_empty_to_nonempty for the
 // condition-variable wait), and one epoll_wait per blocking kevent.
+// A level-triggered knote whose descriptor stays ready is pending at every
+// scan, so no scan ever waits; every scan still looks at the descriptors
+// once without blocking (one wait call) and fires the due timers, so a
+// timer and a second descriptor are reported (by the scan after the look
+// that found them) however long the first stays ready.
+TEST_CASE_TEMPLATE("kqueue_wait.a_descriptor_that_stays_ready_starves_no_timer_and_no_other",
+                   Src, epoll_src, poll_src, count_src) {
+  Src fds;
+  kcont::timer_source timers;
+  kq_t<Src> kq{fds, timers};
+  pipe_fds busy, late;
+  busy.put();  // never drained
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(busy.r), filter_id::read, ev::none) == 0);
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(late.r), filter_id::read, ev::clear) == 0);
+  REQUIRE(add(kq, 9, filter_id::timer, ev::oneshot, 20) == 0);  // 20 ms
+  const auto start = clk::now();
+  bool timer_seen = false, late_seen = false;
+  int scans = 0, busy_reports = 0, put_at = -1, late_at = -1;
+  kcont::kevent out[4];
+  while ((!timer_seen || !late_seen) && clk::now() - start < 10s) {
+    const std::size_t waits_before = counting_backend::waits.load();
+    const auto r = kq.kevent({}, out, std::nullopt);  // never sleeps: busy is pending
+    if constexpr (std::is_same_v<Src, count_src>)
+      CHECK(counting_backend::waits.load() - waits_before == 1);
+    for (int i = 0; i < r.ret; ++i) {
+      if (out[i].ident == static_cast<std::uintptr_t>(busy.r)) ++busy_reports;
+      if (out[i].ident == static_cast<std::uintptr_t>(late.r) && !late_seen) {
+        late_seen = true;
+        late_at = scans;
+      }
+      if (out[i].filter == filter_id::timer) {
+        CHECK(clk::now() - start >= 20ms);
+        timer_seen = true;
+      }
+    }
+    ++scans;
+    if (busy_reports == 3 && put_at < 0) {
+      late.put();
+      put_at = scans;
+    }
+  }
+  CHECK(timer_seen);
+  CHECK(late_seen);
+  CHECK(busy_reports == scans);  // reported by every scan
+  CHECK(late_at - put_at <= 1);  // the next scan's look finds it, the one after reports it
+  for (int fd : {busy.r, late.r})
+    REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(fd), .filter = filter_id::read,
+                       .flags = ev::delete_}) == 0);
+}
+
 TEST_CASE("kqueue_wait.one_system_call_and_one_wake_per_blocking_kevent") {
   count_src fds;
   kcont::timer_source timers;

@@ -8,11 +8,10 @@
 // types (the shipped user_filter and timer_filter, or your own); each has a
 // `filter_id`.
 //
-// The kqueue is nothing but one continuation among many (the NetBSD patch's point):
-// each of its knotes carries the kqueue's own continuation, the NetBSD patch's
-// kq_func, which links the knote on the kqueue's pending list unless it is
-// there already (the protocol: the state table in kcont/detail/kqueue_core.hpp).
-// knote.hpp and klist.hpp know nothing of this header.
+// The kqueue is one continuation among many (the NetBSD patch's point): each
+// of its knotes carries the kqueue's own, the patch's kq_func, which links the
+// knote on the pending list unless it is there already (the state table in
+// kcont/detail/kqueue_core.hpp). knote.hpp and klist.hpp never name it.
 //
 // Semantics are FreeBSD's kern_event.c (kqueue_register, kqueue_kevent,
 // kqueue_scan), which kqueue(2) describes: code ported from a BSD behaves
@@ -229,12 +228,14 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   //   When nothing is pending, waits up to `timeout` (std::nullopt: without
   //   limit) for an activation. As in FreeBSD, a timeout of INT32_MAX + 1
   //   seconds or more (nanoseconds::max() included) waits without limit.
-  //   With sources among the contexts (kcont/detail/kqueue_wait.hpp), the
-  //   scan drives them when nothing is pending, even with a zero timeout:
-  //   an fd_source's wait (one epoll_wait, up to the earlier of the timeout
-  //   and the next timer deadline) fires the ready descriptors, then the
-  //   due timers fire (timer_source::tick); another thread's activation
-  //   ends the wait (the source's wake()). A timer armed outside the kqueue
+  //   With sources among the contexts (detail/kqueue_wait.hpp) every scan
+  //   drives them once. Nothing pending (even with a zero timeout): one
+  //   fd_source wait up to the earlier of the timeout and the next timer
+  //   deadline fires the ready descriptors, then the due timers fire; another
+  //   thread's activation ends the wait (the source's wake()). Events found:
+  //   a look that does not block, then the due timers, reported by the next
+  //   scan; so a descriptor that stays ready (level-triggered) starves no
+  //   other and no timer. A timer armed outside the kqueue
   //   (timer_source::arm) is seen at the next wake.
   // Returns: how many events were written.
   // Complexity: O(events written). No allocation.
@@ -247,11 +248,10 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
 
   // A descriptor readable while an event is pending (FreeBSD's kqueue_poll),
   //   for another loop to watch, then kevent() with a zero timeout: the wait
-  //   source's (an fd_source's epoll descriptor; a scan that finds nothing
-  //   pending resets it). Only with a wait source among the contexts.
-  // Effects: from now on every push onto an empty pending list calls the
-  //   source's wake() (a write(2)). Returns: -1 when the source has no such
-  //   descriptor (the poll backend). Thread-safety: any thread.
+  //   source's (an fd_source's epoll descriptor; a scan finding nothing
+  //   pending resets it). Effects: from now on every push onto an empty
+  //   pending list calls the source's wake() (a write(2)). Returns: -1 when
+  //   the source has none (poll backend). Thread-safety: any thread.
   [[nodiscard]] int native_handle()
     requires drive::has_waiter
   {

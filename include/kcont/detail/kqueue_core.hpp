@@ -75,14 +75,12 @@ class kqueue_core {
                         const Drive& drive) {
     drop_list drops;
     std::unique_lock<Lock> g(lock_);
+    const bool sleeper = source_sleeping_;  // another scanner is in the sources' wait
     std::size_t n = collect(events, drops);
-    if (n == 0 && (Drive::drives || !timeout || *timeout > duration::zero()))
-      n = drive_wait(events, timeout, drive, g, drops);
-    else if constexpr (Drive::drives) {  // events found: the sources' turn next
-      const bool busy = source_sleeping_;  // (read under lock_)
-      g.unlock(), drive.poll_now(busy);
-    }
-    if (g.owns_lock()) g.unlock();
+    const bool waits = n == 0 && (Drive::drives || !timeout || *timeout > duration::zero());
+    if (waits) n = drive_wait(events, timeout, drive, g, drops);
+    g.unlock();
+    if (Drive::drives && !waits) drive.poll_now(sleeper);  // one look per scan: no starving
     destroy_all(drops);
     return n;
   }
