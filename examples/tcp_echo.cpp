@@ -2,14 +2,11 @@
 //
 //   tcp_echo [--port P] [--idle-ms MS] [--max-clients N]
 //
-// Prints "listening on 127.0.0.1:PORT" first, echoes every byte back, closes
-// a connection that stayed idle MS milliseconds (default 300), refuses
-// connections beyond N open ones, and on SIGINT or SIGTERM stops and prints
-// its totals. tests/tcp_echo_test.py drives it with a load client.
-//
-// One thread, one blocking system call per round (kevent: epoll_wait with
-// the next timer's deadline as its timeout):
-//
+// Prints "listening on 127.0.0.1:PORT" first, echoes every byte, closes
+// connections idle for MS ms (default 300), refuses more than N open ones;
+// on SIGINT or SIGTERM prints its totals and exits. tests/tcp_echo_test.py
+// drives it. One thread, one blocking system call per round (kevent():
+// epoll_wait until a descriptor is ready or the next timer is due):
 //   listener readable  kqueue read knote (ev::clear)  -> the loop's handler accepts
 //   connection ready   plain knote<read_filter<>>     -> conn::on_ready at softnet:
 //                                                        reads, asks for a flush
@@ -19,13 +16,12 @@
 //   then, between waits, the loop drains the dispatcher's levels: conn::flush
 //   runs at process level, sends the replies and closes ended connections.
 //
-// The listener goes through the kqueue, the kqueue(2) way: an event handed
-// to a handler. A connection does not: its knotes run their own
-// continuations inside the wait, so nothing is queued per event and nothing
-// looks the connection up by descriptor (the kqueue is one continuation
-// among many: DESIGN.md). A monitor thread watches a second kqueue that
-// counts what the server posts (accepts, closes, replies): however many
-// posts, one report per ~100 ms (rule 7: a knote is queued once).
+// The listener goes through the kqueue (an event handed to a handler, the
+// kqueue(2) way); a connection does not: its knotes run their own
+// continuations inside the wait, nothing is queued per event and nothing
+// looks the connection up (the kqueue is one continuation among many). A
+// monitor thread watches a second kqueue counting what the server posts:
+// however many posts, one report per ~100 ms (rule 7: queued once).
 #include <kcont/event_loop.hpp>
 #include <kcont/kfilters.hpp>
 #include <kcont/posix.hpp>
@@ -110,9 +106,9 @@ struct conn {
   int error = 0;          // the socket's error, as the read filter reported it
   end_reason why = end_reason::none;
 
-  // The continuations, with this connection as their environment. Readiness
-  // is handled at softnet, the idle timer at softclock, the replies at
-  // process level, below both: see on_ready for why.
+  // The continuations, this connection their environment: readiness at
+  // softnet, the idle timer at softclock, replies at process level (on_ready
+  // says why).
   template <auto M>
   using handler = kcont::kc<kcont::method_fn<M>, conn*, bsd_level>;
   handler<&conn::on_ready> ready_kc{kcont::method<&conn::on_ready>, this, bsd_level::softnet};
@@ -138,13 +134,11 @@ struct conn {
 // before any reply goes out, and a flush asked for twice before it runs runs
 // once (a queued continuation absorbs the second request).
 void conn::on_ready(kcont::fd_source::knote_type* kn, kcont::knote_cause) {
-  // A reset: fd_source read the socket's error (SO_ERROR, which Linux then
-  // clears) and the filter reports it in fflags, with EV_EOF; recv() may
-  // only say 0 by now, so remember it here.
+  // A reset: the source took the socket's error (SO_ERROR, cleared by the
+  // read) and the filter reports it in fflags; recv() may say only 0 now.
   if (const auto f = kn->snapshot(); f.fflags != 0) error = static_cast<int>(f.fflags);
   read_some();
-  // Activity: the idle clock restarts, after the read, so that it counts
-  // from the last byte taken (a timer never fires early: idle is idle).
+  // Activity: the idle clock restarts from the last byte read.
   srv.timers.arm(idle, srv.idle_after);
   (void)kcont::run(srv.levels, flush_kc, 0, 0, bsd_level::softnet);
 }
@@ -189,15 +183,13 @@ void conn::on_idle(kcont::timer_source::knote_type*, kcont::knote_cause) {
 void conn::flush() {
   if (why == end_reason::reset || why == end_reason::idle) return srv.close(*this);
   while (sent < out.size()) {
-    // MSG_NOSIGNAL: a peer gone away is EPIPE here, not a SIGPIPE that
-    // kills the server.
+    // MSG_NOSIGNAL: a peer gone is EPIPE, not a SIGPIPE killing the server.
     const ssize_t n = ::send(fd, out.data() + sent, out.size() - sent, MSG_NOSIGNAL);
     if (n > 0) {
       sent += static_cast<std::size_t>(n);
       srv.bytes.fetch_add(static_cast<unsigned long long>(n), std::memory_order_relaxed);
     } else if (n < 0 && errno == EAGAIN) {
-      // The send buffer is full: watch for room (the write knote's first
-      // report comes at once if there is some already).
+      // Send buffer full: watch for room (reported at once if some is back).
       if (!wr.is_attached()) (void)wr.attach();
       return;
     } else if (n < 0 && errno != EINTR) {
@@ -288,21 +280,18 @@ void monitor(server& s) {
   }
 }
 
-int listen_on(int port) {
+int listen_on(int port) {  // non-blocking, as accept_all needs
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  const int on = 1;
+  const int on = 1;  // a restart may bind the port its last run's connections hold
   (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::listen(fd, SOMAXCONN) != 0) {
+  sockaddr_in a{.sin_family = AF_INET, .sin_port = htons(static_cast<std::uint16_t>(port)),
+                .sin_addr = {htonl(INADDR_LOOPBACK)}, .sin_zero = {}};
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), len) != 0 || ::listen(fd, SOMAXCONN) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
     std::perror("tcp_echo: listen");
     std::exit(1);
   }
-  socklen_t len = sizeof a;
-  (void)::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   std::printf("listening on 127.0.0.1:%d\n", ntohs(a.sin_port));
   return fd;
 }
@@ -316,8 +305,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const long v = std::strtol(argv[i + 1], nullptr, 10);
     if (std::strcmp(argv[i], "--port") == 0) port = static_cast<int>(v);
-    else if (std::strcmp(argv[i], "--idle-ms") == 0) srv.idle_after = std::chrono::milliseconds(v);
-    else if (std::strcmp(argv[i], "--max-clients") == 0) srv.max_clients = static_cast<std::size_t>(v);
+    if (std::strcmp(argv[i], "--idle-ms") == 0) srv.idle_after = std::chrono::milliseconds(v);
+    if (std::strcmp(argv[i], "--max-clients") == 0) srv.max_clients = static_cast<std::size_t>(v);
   }
 
   // Signals join the one wait: while SIGINT and SIGTERM have knotes, the
