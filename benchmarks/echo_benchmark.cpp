@@ -19,12 +19,13 @@
 //                         as the floor has none): an event_loop over a
 //                         kqueue<read_filter, user_filter> on an fd_source;
 //                         per connection a plain knote<read_filter<>> whose
-//                         continuation (softnet) reads until EAGAIN and asks
-//                         for a flush at process level, deferred to the loop's
-//                         manual_dispatcher (kqueue_schedule); the flush sends
+//                         continuation (softnet) reads the knote's data count
+//                         (bytes readable) and asks for a flush at process
+//                         level, deferred to the loop's manual_dispatcher
+//                         (kqueue_schedule); the loop's drain sends
 //   BM_Echo_KcontKqueue/C the kqueue(2) way: a read knote per socket in the
-//                         kqueue (ev::clear), the loop's handler reads until
-//                         EAGAIN and sends back
+//                         kqueue (ev::clear), the loop's handler reads e.data
+//                         bytes and sends them back
 //
 // Counters: server_cpu_ns_per_reply, the server thread's CPU time
 // (CLOCK_THREAD_CPUTIME_ID) over the timed loop per reply; allocs_per_item

@@ -223,6 +223,25 @@ SCENARIOS = [
         ],
     }
     for n in (1000, 1000000)
+] + [
+    {
+        "id": "I",
+        "title": f"Echo round trips over loopback TCP, C = {c}: each connection sends 64 bytes, "
+                 "the client reads every reply (echo_benchmark.cpp), per round trip; "
+                 "the server thread's CPU time per reply beside it",
+        "cases": [
+            (f"BM_Echo_RawEpoll/{c}/real_time", "baseline", None,
+             "hand-written epoll loop: epoll_wait, EPOLLET; recv until EAGAIN, each chunk sent back"),
+            (f"BM_Echo_KcontLoop/{c}/real_time", "kcont", f"BM_Echo_RawEpoll/{c}/real_time",
+             "examples/tcp_echo's shape: event_loop over kqueue<read_filter, user_filter> on an "
+             "fd_source; a plain knote per connection reads its data count at softnet and defers "
+             "the reply to process level (kqueue_schedule)"),
+            (f"BM_Echo_KcontKqueue/{c}/real_time", "kcont", f"BM_Echo_RawEpoll/{c}/real_time",
+             "the kqueue(2) way: a read knote per socket in the kqueue (ev::clear), the loop's "
+             "handler reads e.data bytes and sends them back"),
+        ],
+    }
+    for c in (1, 64)
 ]
 
 # The targets (issue 5). kind: "le" ratio impl/base <= limit; "speedup"
@@ -269,6 +288,22 @@ TARGETS = [
     ("F", "back-to-back wake-up p50 <= 600 ns: post to the continuation's start "
           "(counter wake_p50_ns, median over repetitions)",
      "abs", "BM_Wakeup_Kcont/real_time", None, 600.0, "wake_p50_ns"),
+] + [
+    ("I", f"echo round trips >= 0.9x the raw epoll loop, {c} connection{'s' if c > 1 else ''} "
+          "(event_loop + plain knotes, tcp_echo's shape)",
+     "speedup", f"BM_Echo_KcontLoop/{c}/real_time", f"BM_Echo_RawEpoll/{c}/real_time", 0.9, None)
+    for c in (1, 64)
+]
+
+# CPU per reply beside the echo targets (issue 13: "CPU per reply beside
+# it"): the server thread's CPU time per reply (counter
+# server_cpu_ns_per_reply, median over repetitions), kcont / raw, no verdict.
+BESIDE = [
+    ("I", f"server CPU per reply, {c} connection{'s' if c > 1 else ''}: {what} vs the raw epoll loop",
+     f"BM_Echo_{case}/{c}/real_time", f"BM_Echo_RawEpoll/{c}/real_time", "server_cpu_ns_per_reply")
+    for c in (1, 64)
+    for case, what in (("KcontLoop", "event_loop + plain knotes"),
+                       ("KcontKqueue", "kqueue read knotes"))
 ]
 
 # The same latency taken over the whole round trip (the wake-up, the item,
@@ -640,6 +675,16 @@ def render(results, out):
             meas += (f" (floor {fmt_ns(cf.counter(counter))} ns, "
                      f"{fmt_ratio(ci.counter(counter) / cf.counter(counter))})")
         w(f"| {sid} | {text} | {meas} | {fmt_ns(ci.counter(counter, 'min'))} ns | no target |")
+    for sid, text, impl, base, counter in BESIDE:
+        ci, cb = cases.get(impl), cases.get(base)
+        if not (ci and cb and ci.ok and cb.ok) or ci.counter(counter) is None \
+                or cb.counter(counter) is None:
+            w(f"| {sid} | {text} | pending | – | no target |")
+            continue
+        m = [c.counter(counter) for c in (ci, cb)]
+        f = [c.counter(counter, "min") for c in (ci, cb)]
+        w(f"| {sid} | {text} | {fmt_ns(m[0])} ns vs {fmt_ns(m[1])} ns ({fmt_ratio(m[0] / m[1])}) | "
+          f"{fmt_ns(f[0])} ns vs {fmt_ns(f[1])} ns ({fmt_ratio(f[0] / f[1])}) | no target |")
     # Allocations: one row for every kcont case measured.
     alloc_rows = []
     for sc in SCENARIOS:
@@ -714,11 +759,16 @@ def render(results, out):
             extra_h += (" wake-up p50 ns (fastest..slowest) | wake-up p99 ns |"
                         " round trip p50 ns | round trip p99 ns |")
             extra_s += "---|---|---|---|"
+        # Echo cases (I) carry the server thread's CPU time per reply.
+        cpu = any(cases[c[0]].counter("server_cpu_ns_per_reply") is not None for c in present)
+        if cpu:
+            extra_h += " server CPU ns/reply (fastest..slowest) |"
+            extra_s += "---|"
         w("| case | what | ns/item (median) | fastest..slowest | vs baseline | allocs/item |" + extra_h)
         w("|---|---|---|---|---|---|" + extra_s)
         for name, role, base, what in sc["cases"]:
             c = cases.get(name)
-            pad = (" |" if counted else "") + (" | | | |" if latency else "")
+            pad = (" |" if counted else "") + (" | | | |" if latency else "") + (" |" if cpu else "")
             if c is None:
                 w(f"| `{short(name)}` | {what} | pending | | | |" + pad)
                 continue
@@ -740,6 +790,11 @@ def render(results, out):
                     extra += (" – |" if v is None else
                               f" {fmt_ns(v)} ({fmt_ns(c.counter(k, 'min'))}.."
                               f"{fmt_ns(c.counter(k, 'max'))}) |")
+            if cpu:
+                v = c.counter("server_cpu_ns_per_reply")
+                extra += (" – |" if v is None else
+                          f" {fmt_ns(v)} ({fmt_ns(c.counter('server_cpu_ns_per_reply', 'min'))}.."
+                          f"{fmt_ns(c.counter('server_cpu_ns_per_reply', 'max'))}) |")
             w(f"| `{short(name)}` | {what} | {fmt_ns(c.ns_per_item('median'))} | "
               f"{fmt_ns(c.ns_per_item('min'))}..{fmt_ns(c.ns_per_item('max'))} | "
               f"{vs} | {allocs} |" + extra)
