@@ -166,7 +166,9 @@ void echo_count(int fd, std::size_t count) {
 class raw_epoll_server {
  public:
   explicit raw_epoll_server(const std::vector<int>& fds)
-      : fds_(fds), ep_(::epoll_create1(EPOLL_CLOEXEC)), stop_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+      : fds_(fds),
+        ep_(::epoll_create1(EPOLL_CLOEXEC)),
+        stop_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     epoll_event e{};
     e.events = EPOLLIN;
     e.data.fd = stop_;

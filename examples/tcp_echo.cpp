@@ -57,7 +57,8 @@ using kq_t = kcont::kqueue<kcont::filters<kcont::read_filter<>, kcont::timer_fil
 using levels_t = kcont::manual_dispatcher<bsd_level, kcont::no_lock, kcont::kqueue_schedule<kq_t>>;
 // The monitor's view: one counting knote per kind of post, and a user event
 // that tells it to stop.
-using view_t = kcont::kqueue<kcont::filters<kcont::counting_filter<filter_id{1}>, kcont::user_filter>>;
+using view_t =
+    kcont::kqueue<kcont::filters<kcont::counting_filter<filter_id{1}>, kcont::user_filter>>;
 constexpr long accepted_bit = 1, closed_bit = 2, replied_bit = 4;
 
 enum class end_reason { none, peer, reset, idle, stop };
@@ -80,11 +81,10 @@ struct server {
   std::size_t max_clients = 1024;
   int listener = -1;
   std::map<int, std::unique_ptr<conn>> conns;
-  unsigned long long peer = 0, reset = 0, idle = 0, refused = 0, stopped = 0;
+  unsigned long long ended[5] = {}, refused = 0;  // by end_reason
   // Read by the monitor thread too.
   std::atomic<unsigned long long> accepted{0}, open{0}, bytes{0};
 
-  void on_event(const kq_t::kevent_type& e);
   void accept_all();
   void close(conn& c);
 };
@@ -160,12 +160,10 @@ void conn::read_some() {
     out.resize(at + chunk);
     const ssize_t n = ::recv(fd, out.data() + at, chunk, 0);
     out.resize(at + static_cast<std::size_t>(n > 0 ? n : 0));
-    if (n > 0) continue;
+    if (n > 0 || (n < 0 && errno == EINTR)) continue;
     if (n == 0)  // EOF: a peer that shut down writing, or one reset before
       why = error != 0 ? end_reason::reset : end_reason::peer;
-    else if (errno == EINTR)
-      continue;
-    else if (errno != EAGAIN && errno != EWOULDBLOCK)
+    else if (errno != EAGAIN)
       why = end_reason::reset;  // ECONNRESET, ETIMEDOUT: the peer is gone
     return;
   }
@@ -209,13 +207,6 @@ void conn::flush() {
   }
 }
 
-// The loop's handler: the kqueue's events (the connections' never get here).
-void server::on_event(const kq_t::kevent_type& e) {
-  if (e.filter == filter_id::signal) loop.stop();
-  if (e.filter == filter_id::read && e.ident == static_cast<std::uintptr_t>(listener))
-    accept_all();  // e.data: connections waiting
-}
-
 // The listener's knote has ev::clear (reported once per arrival): accept
 // until EAGAIN, as on_ready reads.
 void server::accept_all() {
@@ -246,12 +237,7 @@ void server::close(conn& c) {
   (void)c.idle.detach();
   (void)levels.cancel(c.flush_kc);
   (void)fds.close(c.fd);
-  switch (c.why) {
-    case end_reason::peer: ++peer; break;
-    case end_reason::reset: ++reset; break;
-    case end_reason::idle: ++idle; break;
-    default: ++stopped; break;
-  }
+  ++ended[static_cast<int>(c.why)];
   open.fetch_sub(1, std::memory_order_relaxed);
   (void)activity.post(closed_bit);
   conns.erase(c.fd);  // frees c, even from inside c.flush (rule 3)
@@ -336,7 +322,12 @@ int main(int argc, char** argv) {
   (void)srv.kq.change({.ident = static_cast<std::uintptr_t>(srv.listener),
                        .filter = filter_id::read, .flags = ev::add | ev::clear});
 
-  srv.loop.run([&](const kq_t::kevent_type& e) { srv.on_event(e); });
+  // The loop's handler gets the kqueue's events (the connections' never
+  // come here): the listener's (data: connections waiting) and the signals.
+  srv.loop.run([&](const kq_t::kevent_type& e) {
+    if (e.filter == filter_id::read) srv.accept_all();
+    if (e.filter == filter_id::signal) srv.loop.stop();
+  });
 
   // Stopped. Run what the last round deferred (closes among it), then close
   // what is still open; every knote is detached before its source goes.
@@ -353,6 +344,6 @@ int main(int argc, char** argv) {
   watcher.join();
   std::printf("totals: %llu accepted, %llu closed by peer, %llu reset, %llu closed idle,"
               " %llu refused, %llu open at stop, %llu bytes echoed\n",
-              srv.accepted.load(), srv.peer, srv.reset, srv.idle, srv.refused, srv.stopped,
-              srv.bytes.load());
+              srv.accepted.load(), srv.ended[1], srv.ended[2], srv.ended[3], srv.refused,
+              srv.ended[4], srv.bytes.load());
 }
