@@ -162,6 +162,9 @@ void echo_count(int fd, std::size_t count) {
   }
 }
 
+// The server threads' name, for a profiler (perf report --comm echo-server).
+void name_server_thread() { (void)::pthread_setname_np(::pthread_self(), "echo-server"); }
+
 // --- the floor: a raw epoll loop ---------------------------------------------
 class raw_epoll_server {
  public:
@@ -178,7 +181,10 @@ class raw_epoll_server {
       e.data.fd = fd;
       (void)::epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &e);
     }
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([this] {
+      name_server_thread();
+      run();
+    });
   }
   ~raw_epoll_server() {
     const std::uint64_t one = 1;
@@ -216,7 +222,10 @@ class kcont_loop_server {
   explicit kcont_loop_server(const std::vector<int>& fds) {
     for (int fd : fds) conns_.push_back(std::make_unique<conn>(*this, fd));
     for (auto& c : conns_) (void)c->rd.attach();
-    thread_ = std::thread([this] { loop_.run([](const loop_kq::kevent_type&) {}); });
+    thread_ = std::thread([this] {
+      name_server_thread();
+      loop_.run([](const loop_kq::kevent_type&) {});
+    });
   }
   ~kcont_loop_server() {
     loop_.stop();
@@ -277,6 +286,7 @@ class kcont_kqueue_server {
       (void)kq_.change({.ident = static_cast<std::uintptr_t>(fd), .filter = filter_id::read,
                         .flags = ev::add | ev::clear});
     thread_ = std::thread([this] {
+      name_server_thread();
       loop_.run([](const loop_kq::kevent_type& e) {
         echo_count(static_cast<int>(e.ident), static_cast<std::size_t>(e.data));
       });
