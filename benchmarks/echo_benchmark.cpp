@@ -23,6 +23,8 @@
 //                         (bytes readable) and asks for a flush at process
 //                         level, deferred to the loop's manual_dispatcher
 //                         (kqueue_schedule); the loop's drain sends
+//   BM_Echo_KcontLoopUntilEagain/C  the same, reading until EAGAIN as the
+//                         floor and tcp_echo do (the filter's FIONREAD unused)
 //   BM_Echo_KcontKqueue/C the kqueue(2) way: a read knote per socket in the
 //                         kqueue (ev::clear), the loop's handler reads e.data
 //                         bytes and sends them back
@@ -40,6 +42,7 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -217,6 +220,9 @@ using loop_kq = kcont::kqueue<kcont::filters<kcont::read_filter<>, kcont::user_f
 using loop_levels =
     kcont::manual_dispatcher<bsd_level, kcont::no_lock, kcont::kqueue_schedule<loop_kq>>;
 
+// ReadCount: read the knote's data count (true), or until EAGAIN as the floor
+// and examples/tcp_echo.cpp do (false).
+template <bool ReadCount>
 class kcont_loop_server {
  public:
   explicit kcont_loop_server(const std::vector<int>& fds) {
@@ -246,7 +252,8 @@ class kcont_loop_server {
     // much needs no recv that ends in EAGAIN (bytes arriving later are a new
     // edge, a new event).
     void on_ready(kcont::fd_source::knote_type* kn, kcont::knote_cause) {
-      for (auto want = static_cast<std::size_t>(kn->snapshot().data); want > 0;) {
+      auto want = ReadCount ? static_cast<std::size_t>(kn->snapshot().data) : SIZE_MAX;
+      while (want > 0) {
         if (len == buffer) flush();  // full (never with 64-byte messages)
         const ssize_t n = ::recv(fd, buf + len, std::min(want, buffer - len), 0);
         if (n <= 0) break;
@@ -358,10 +365,18 @@ void echo(benchmark::State& state) {
 }
 
 void BM_Echo_RawEpoll(benchmark::State& state) { echo<raw_epoll_server>(state); }
-void BM_Echo_KcontLoop(benchmark::State& state) { echo<kcont_loop_server>(state); }
+void BM_Echo_KcontLoop(benchmark::State& state) { echo<kcont_loop_server<true>>(state); }
+void BM_Echo_KcontLoopUntilEagain(benchmark::State& state) {
+  echo<kcont_loop_server<false>>(state);
+}
 void BM_Echo_KcontKqueue(benchmark::State& state) { echo<kcont_kqueue_server>(state); }
 BENCHMARK(BM_Echo_RawEpoll)->Arg(1)->Arg(64)->UseRealTime()->Apply(kcont_bench::register_case);
 BENCHMARK(BM_Echo_KcontLoop)->Arg(1)->Arg(64)->UseRealTime()->Apply(kcont_bench::register_case);
+BENCHMARK(BM_Echo_KcontLoopUntilEagain)
+    ->Arg(1)
+    ->Arg(64)
+    ->UseRealTime()
+    ->Apply(kcont_bench::register_case);
 BENCHMARK(BM_Echo_KcontKqueue)->Arg(1)->Arg(64)->UseRealTime()->Apply(kcont_bench::register_case);
 
 }  // namespace

@@ -236,6 +236,10 @@ SCENARIOS = [
              "examples/tcp_echo's shape: event_loop over kqueue<read_filter, user_filter> on an "
              "fd_source; a plain knote per connection reads its data count at softnet and defers "
              "the reply to process level (kqueue_schedule)"),
+            (f"BM_Echo_KcontLoopUntilEagain/{c}/real_time", "kcont",
+             f"BM_Echo_RawEpoll/{c}/real_time",
+             "the same, reading until EAGAIN as the floor and tcp_echo do (the read filter's "
+             "FIONREAD, its data, unused)"),
             (f"BM_Echo_KcontKqueue/{c}/real_time", "kcont", f"BM_Echo_RawEpoll/{c}/real_time",
              "the kqueue(2) way: a read knote per socket in the kqueue (ev::clear), the loop's "
              "handler reads e.data bytes and sends them back"),
@@ -303,6 +307,7 @@ BESIDE = [
      f"BM_Echo_{case}/{c}/real_time", f"BM_Echo_RawEpoll/{c}/real_time", "server_cpu_ns_per_reply")
     for c in (1, 64)
     for case, what in (("KcontLoop", "event_loop + plain knotes"),
+                       ("KcontLoopUntilEagain", "the same reading until EAGAIN"),
                        ("KcontKqueue", "kqueue read knotes"))
 ]
 
@@ -362,6 +367,13 @@ ALSO = [
 ] + [
     ("H", "one idle tick, default timer_source (std::mutex): 10^6 armed vs 10^3",
      "le", "BM_TimerTickNoneDue_KcontMutex/1000000", "BM_TimerTickNoneDue_KcontMutex/1000"),
+] + [
+    ("I", f"echo round trips, {c} connection{'s' if c > 1 else ''}: {what}, vs the raw epoll loop",
+     "speedup", f"BM_Echo_{case}/{c}/real_time", f"BM_Echo_RawEpoll/{c}/real_time")
+    for c in (1, 64)
+    for case, what in (("KcontLoopUntilEagain",
+                        "event_loop + plain knotes reading until EAGAIN (tcp_echo's read)"),
+                       ("KcontKqueue", "kqueue read knotes, the handler echoes"))
 ]
 
 
