@@ -458,6 +458,11 @@ class fd_model {
   bool has_knote(std::uintptr_t ident, std::int16_t filter) const {
     return knotes_.count(key{ident, filter}) != 0;
   }
+  // The flags a knote reports (EV_CLEAR, EV_ONESHOT...), 0 when none exists.
+  std::uint16_t flags_of(std::uintptr_t ident, std::int16_t filter) const {
+    const auto it = knotes_.find(key{ident, filter});
+    return it == knotes_.end() ? 0 : it->second.kn_kevent.flags;
+  }
 
  private:
   static constexpr unsigned KN_ACTIVE = 0x01;
