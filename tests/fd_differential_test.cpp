@@ -48,37 +48,42 @@ namespace {
 // Operations left out of the random set because kcont and FreeBSD disagree
 // there; each is listed, with a seed, its trace and FreeBSD's source, in the
 // report of the branch that added this file. Setting one to true brings the
-// operation back (and the test fails until kcont does what FreeBSD does).
+// operation back (and the test fails until kcont does what FreeBSD does);
+// the seed named at each is the first that fails with that one set to true
+// (FD_DIFF_SEED=n runs seed n alone and prints its trace).
 //
 // A change (any: EV_ADD, EV_DELETE, EV_ENABLE...) naming a descriptor that
 // was closed: FreeBSD's kqueue_register fget()s the descriptor first and
-// fails with EBADF; kcont returns ENOENT.
+// fails with EBADF; kcont returns ENOENT (seed 1: EV_ENABLE of {6 WRITE}
+// after "close 6").
 inline constexpr bool kchanges_on_closed_descriptors = false;
 // shutdown(SHUT_WR) of a socket that has an EVFILT_WRITE knote, or adding
 // one after it: FreeBSD's uipc_shutdown calls socantsendmore(so), so
 // filt_sowrite sees SBS_CANTSENDMORE and sets EV_EOF on the socket's own
-// write knote; kcont reports it writable without EV_EOF.
+// write knote; kcont reports it writable without EV_EOF (seed 1: {8 WRITE}
+// added after "shutdown 8 SHUT_WR", reported with flags 0).
 inline constexpr bool kown_write_eof_after_shutdown = false;
 // close() of a pipe's read end while its write end has an EVFILT_WRITE
 // knote: FreeBSD's pipeclose ends with knlist_clear, which marks the knote
 // "EV_EOF | EV_ONESHOT" (knlist_cleardel): reported once with EV_ONESHOT in
-// flags, then deleted; kcont reports EV_EOF without EV_ONESHOT and keeps it.
+// flags, then deleted; kcont reports EV_EOF without EV_ONESHOT and keeps it
+// (seed 9: {6 WRITE} after "close 5").
 inline constexpr bool kpipe_reader_close_under_write_knote = false;
 // EV_ADD of EVFILT_WRITE on a pipe whose read end is closed: FreeBSD's
 // pipe_kqfilter returns EPIPE ("other end of pipe has been closed"); kcont
-// registers it (0).
+// registers it (0) (seed 23: EV_ADD {6 WRITE} after "close 5").
 inline constexpr bool kadd_write_after_reader_closed = false;
 // close() of a socket with bytes still unread in its receive buffer: Linux
 // sets ECONNRESET on the peer (unix_release_sock) and kcont reports it in
 // the peer's EV_EOF fflags; FreeBSD's unp_disconnect sets no so_error, so
-// filt_soread / filt_sowrite report fflags 0.
+// filt_soread / filt_sowrite report fflags 0 (seed 17: {7 WRITE EV_EOF}
+// with fflags 104, ECONNRESET).
 inline constexpr bool kclose_socket_with_unread_bytes = false;
 // fds.close(fd) of a descriptor that has knotes in the kqueue: FreeBSD's
 // close(2) runs knote_fdclose, which drops every knote of the descriptor
 // (a queued event with it: knote_drop_detached dequeues it); kcont keeps
-// them registered (kqueue::size() counts them) and a queued one-shot knote
-// is still reported after the close (seed 2482: {ident 7 WRITE EV_ONESHOT}
-// reported after "close 7").
+// them registered (seed 4: kqueue::size() is 1 after "close 7", FreeBSD 0),
+// and a queued one-shot knote is still reported after the close.
 inline constexpr bool kclose_descriptor_with_knotes = false;
 // EV_CLEAR on EVFILT_WRITE: FreeBSD calls knote() on the klist holding a
 // pipe's write knotes at every write (pipe_write: "if
@@ -87,7 +92,8 @@ inline constexpr bool kclose_descriptor_with_knotes = false;
 // every read by the peer (uipc_rcvd: sowwakeup_locked(so2)); filt_pipewrite
 // / filt_sowrite then find space and activate it, so an EV_CLEAR write
 // knote reports again after each. kcont activates it only when epoll gives
-// an EPOLLOUT edge, which Linux does not give for these.
+// an EPOLLOUT edge, which Linux does not give for these (seed 26: FreeBSD
+// reports {7 WRITE EV_CLEAR} after the peer's "read 8 73", kcont nothing).
 inline constexpr bool kclear_write_knotes = false;
 // EV_CLEAR on a socket's EVFILT_READ: FreeBSD keeps a socket's read and
 // write knotes on two klists (soo_kqfilter: so_rdsel for EVFILT_READ,
@@ -98,7 +104,9 @@ inline constexpr bool kclear_write_knotes = false;
 // the socket's EVFILT_WRITE knote (add, delete: its epoll registration
 // changes), the peer reading (Linux's sk_write_space gives an EPOLLOUT
 // edge), or the socket's own shutdown(SHUT_WR). FreeBSD's kqueue_register
-// calls f_event on the changed knote alone; knote_drop only detaches it.
+// calls f_event on the changed knote alone; knote_drop only detaches it
+// (seed 2: {7 READ EV_CLEAR data 51} reported again after EV_DELETE of
+// {7 WRITE}).
 inline constexpr bool kclear_read_knotes_on_sockets = false;
 // EV_ONESHOT: kqueue_scan copies a one-shot knote out without re-checking
 // it ("*kevp = kn->kn_kevent; knote_drop(kn, td);"), so it reports the data
@@ -107,11 +115,12 @@ inline constexpr bool kclear_read_knotes_on_sockets = false;
 // at every write (pipe_write) and every read leaving PIPE_BUF of space
 // (pipe_read), and on a socket's receive klist at the peer's writes, not at
 // its own reads (soreceive wakes the peer's send side only: uipc_rcvd).
-// kcont's data differs both ways: stale after a pipe read Linux gives no
-// edge for (seed 241: FreeBSD 17, kcont 33), current after a socket's own
-// read (seed 1660: FreeBSD 93, kcont 82), and a disabled one-shot socket
-// read knote activated by a write-side edge is reported on EV_ENABLE with
-// data 0 (seed 1390: FreeBSD reports nothing).
+// kcont's data differs both ways: stale after the writer's own write or a
+// pipe read Linux gives no edge for (seed 29: a one-shot pipe write knote,
+// FreeBSD 65535 after "write 6 1", kcont 65536), current after a socket's
+// own read (FreeBSD keeps the value of the peer's last write), and a
+// disabled one-shot socket read knote activated by a write-side edge is
+// reported on EV_ENABLE with data 0 where FreeBSD reports nothing.
 inline constexpr bool koneshot_knotes = false;
 // A read of a pipe that leaves bytes behind, or any read after the writer
 // closed, while the read end has an EV_CLEAR knote: FreeBSD's pipe_read ends
@@ -119,8 +128,8 @@ inline constexpr bool koneshot_knotes = false;
 // >= PIPE_BUF) pipeselwakeup(rpipe)", whose klist holds the read knote:
 // filt_piperead finds bytes left (or PIPE_EOF) and activates it again
 // (seed 253: FreeBSD reports {5 READ EV_CLEAR data 110} after "read 5 16";
-// seed 2193: {5 READ EV_CLEAR|EV_EOF data 0} after the last bytes were read
-// at EOF). Linux gives no epoll edge for those reads; kcont reports nothing.
+// likewise {EV_CLEAR|EV_EOF data 0} after the last bytes are read at EOF).
+// Linux gives no epoll edge for those reads; kcont reports nothing.
 inline constexpr bool kpipe_read_under_clear_knote = false;
 
 using source = kcont::basic_fd_source<kcont::epoll_backend>;
