@@ -142,11 +142,11 @@ inline constexpr bool kpipe_read_under_clear_knote = false;
 // descriptor's klist, activating a disabled knote whose condition holds at
 // that moment; FreeBSD's kqueue_register runs no f_event for a disabled
 // knote ("if ((kn->kn_status & KN_DISABLED) == 0) event = ...; else event
-// = 0;"), and knote() activates only when f_event returns true. Seed 2103:
-// {5 READ EV_ADD|EV_DISABLE} added with 99 bytes queued, "read 5 256"
-// drains them, EV_ENABLE: FreeBSD's f_event(kn, 0) finds nothing and does
-// not queue it (pending 2); kcont queues it (pending 3) and the next scan
-// drops it unreported. Visible as pending() and as the kqueue's
+// = 0;"), and knote() activates only when f_event returns true. Seed 1390:
+// {8 READ EV_ADD|EV_DISABLE} added with 166 bytes queued, two reads drain
+// them, EV_ENABLE: FreeBSD's f_event(kn, 0) finds nothing and does not
+// queue it (pending 1); kcont queues it (pending 2) and the next scan drops
+// it unreported. Visible as pending() and as the kqueue's
 // native_handle() readable (kqueue_poll) with nothing to report.
 inline constexpr bool kcompare_pending_counts = false;
 
