@@ -1,8 +1,8 @@
 // The kqueue's blocking wait over its sources (kcont/detail/kqueue_wait.hpp):
 // kevent() with no timeout sleeps in ONE system call (the fd_source's
 // epoll_wait, or poll(2) with the poll backend) until a descriptor is ready,
-// a timer is due, another thread triggers a user event, or the timeout
-// ends; the kqueue's native_handle() is readable while an event is pending
+// a signal arrives, a timer is due, another thread triggers a user event, or
+// the timeout ends; the kqueue's native_handle() is readable while an event is pending
 // (FreeBSD: a kqueue descriptor polls readable when kq_count > 0,
 // kqueue_poll in sys/kern/kern_event.c). Timing checks are "at or after"
 // only: no upper bounds.
