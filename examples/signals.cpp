@@ -1,19 +1,26 @@
 // signals: POSIX signals as events (EVFILT_SIGNAL), the kqueue way and the
-// knote way.
+// knote way, in the kqueue's one blocking wait.
 //
 //   raise / kill, any thread
-//      |  the source's handler: counts the delivery, wakes the descriptor
-//      v
-//   sigs.poll()   waits on sigs.native_handle(), then fires each signal's
-//      |          klist once with the deliveries counted since the last time
-//      +--> kqueue knotes  SIGUSR1, SIGUSR2: a scan reports
+//      |  the source's handler: counts the delivery, makes the signal
+//      v  source's descriptor readable
+//   kq.kevent(timeout)  sleeps in ONE epoll_wait of the fd_source, which
+//      |                watches that descriptor too; when it returns, the
+//      |                scan dispatches the signal source: each signal's
+//      |                klist fires once with the deliveries counted
+//      +--> kqueue knotes  SIGUSR1, SIGUSR2: the same kevent() reports
 //      |                   data = deliveries since the last report
 //      +--> plain knote    SIGHUP: its own continuation ("reload") runs
 //
-// While a signal has a knote, the source's handler is its disposition; the
-// last knote's removal restores the action it replaced (here SIG_DFL).
+// No sigs.poll() by hand: the kqueue finds the signal source among its
+// contexts and drives it (a descriptor, a timer or another thread's user
+// event would end the same wait). While a signal has a knote, the source's
+// handler is its disposition; the last knote's removal restores the action
+// it replaced (here SIG_DFL).
 #include <kcont/kfilters.hpp>
 #include <kcont/kqueue.hpp>
+#include <kcont/posix/fd_filters.hpp>
+#include <kcont/posix/fd_source.hpp>
 #include <kcont/posix/signal_source.hpp>
 
 #include <chrono>
@@ -24,6 +31,8 @@
 
 using kcont::ev;
 using kcont::filter_id;
+using kq_t = kcont::kqueue<
+    kcont::filters<kcont::read_filter<>, kcont::signal_filter<>, kcont::user_filter>>;
 
 namespace {
 
@@ -31,27 +40,34 @@ const char* name_of(std::uintptr_t sig) {
   return sig == SIGUSR1 ? "SIGUSR1" : sig == SIGUSR2 ? "SIGUSR2" : "?";
 }
 
-template <class Kq>
-void report(Kq& kq, const char* when) {
+// One blocking kevent() (up to `timeout`); adds each signal's data to
+// `counts` (by signal number).
+void wait_once(kq_t& kq, std::chrono::milliseconds timeout, long long (&counts)[3]) {
   kcont::kevent out[4];
-  const std::size_t n = kq.scan(out);
+  const auto r = kq.kevent({}, out, timeout);
+  for (int i = 0; i < r.ret; ++i)
+    counts[out[i].ident == SIGUSR1 ? 1 : out[i].ident == SIGUSR2 ? 2 : 0] += out[i].data;
+}
+
+void print(const char* when, const long long (&counts)[3]) {
   for (int sig : {SIGUSR1, SIGUSR2})  // in this order, whatever the scan's
-    for (std::size_t i = 0; i < n; ++i)
-      if (out[i].ident == static_cast<std::uintptr_t>(sig))
-        std::printf("%s: %s delivered %lld time(s)\n", when, name_of(out[i].ident),
-                    static_cast<long long>(out[i].data));
+    if (const long long n = counts[sig == SIGUSR1 ? 1 : 2]; n != 0)
+      std::printf("%s: %s delivered %lld time(s)\n", when,
+                  name_of(static_cast<std::uintptr_t>(sig)), n);
 }
 
 }  // namespace
 
 int main() {
+  kcont::fd_source fds;  // the one wait (epoll); no descriptor needed here
   kcont::signal_source sigs;
-  kcont::kqueue<kcont::filters<kcont::user_filter, kcont::signal_filter<>>> kq{sigs};
+  kq_t kq{fds, sigs};
   for (int sig : {SIGUSR1, SIGUSR2})
     (void)kq.change({.ident = static_cast<std::uintptr_t>(sig), .filter = filter_id::signal,
                      .flags = ev::add});
 
-  // SIGHUP reloads the configuration: a plain knote, its own continuation.
+  // SIGHUP reloads the configuration: a plain knote, its own continuation,
+  // run by the kqueue's scan when it dispatches the signal source.
   kcont::kc reload{[](kcont::signal_source::knote_type* kn, int& reloads, kcont::knote_cause) {
                      reloads += static_cast<int>(kn->data);
                      kn->data = 0;
@@ -61,21 +77,27 @@ int main() {
   kcont::knote<kcont::signal_filter<>> hup{kcont::signal_filter<>{sigs}, reload, SIGHUP};
   (void)hup.attach();
 
-  // raise() runs the handler before it returns: three SIGUSR1, one SIGUSR2.
+  // raise() runs the handler before it returns: three SIGUSR1, one SIGUSR2,
+  // then one kevent() reports both.
   for (int i = 0; i < 3; ++i) (void)::raise(SIGUSR1);
   (void)::raise(SIGUSR2);
-  (void)sigs.poll(std::chrono::seconds(1));
-  report(kq, "main thread");
-  report(kq, "again");  // nothing since the last report: no event
+  long long first[3] = {};
+  wait_once(kq, std::chrono::seconds(1), first);
+  print("main thread", first);
+  long long again[3] = {};
+  wait_once(kq, std::chrono::milliseconds(0), again);
+  print("again", again);  // nothing since the last report: no event
 
-  // Another thread's signals, and a SIGHUP.
+  // Another thread's signals end the wait main sleeps in; the reports add
+  // up to its five SIGUSR1 (a kevent may wake before the last one).
   std::thread t([] {
     for (int i = 0; i < 5; ++i) (void)::raise(SIGUSR1);
     (void)::raise(SIGHUP);
   });
+  long long other[3] = {};
+  while (other[1] < 5 || reload.env() < 1) wait_once(kq, std::chrono::seconds(1), other);
   t.join();
-  (void)sigs.poll(std::chrono::seconds(1));
-  report(kq, "other thread");
+  print("other thread", other);
 
   (void)hup.detach();
   for (int sig : {SIGUSR1, SIGUSR2})

@@ -1,8 +1,8 @@
 // The kqueue's blocking wait over its sources (kcont/detail/kqueue_wait.hpp):
 // kevent() with no timeout sleeps in ONE system call (the fd_source's
 // epoll_wait, or poll(2) with the poll backend) until a descriptor is ready,
-// a timer is due, another thread triggers a user event, or the timeout
-// ends; the kqueue's native_handle() is readable while an event is pending
+// a signal arrives, a timer is due, another thread triggers a user event, or
+// the timeout ends; the kqueue's native_handle() is readable while an event is pending
 // (FreeBSD: a kqueue descriptor polls readable when kq_count > 0,
 // kqueue_poll in sys/kern/kern_event.c). Timing checks are "at or after"
 // only: no upper bounds.
@@ -13,6 +13,7 @@
 #include <kcont/kqueue.hpp>
 #include <kcont/posix/fd_filters.hpp>
 #include <kcont/posix/fd_source.hpp>
+#include <kcont/posix/signal_source.hpp>
 #include <kcont/timer_filter.hpp>
 #include <kcont/timer_source.hpp>
 
@@ -26,9 +27,12 @@
 #include <optional>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -460,6 +464,276 @@ TEST_CASE("kqueue_wait.a_source_with_its_own_descriptor_plugs_into_the_one_wait"
   ::close(efd);
 }
 
+// --- signals: the signal_source's deliveries end the same one wait ---------
+//
+// A kqueue whose contexts include a signal_source (a ready source,
+// kcont/detail/kqueue_wait.hpp) has its fd_source watch the signal source's
+// descriptor: a blocking kevent() sleeps in ONE epoll_wait (or poll) that a
+// signal ends, and the same kevent() reports the signal knotes (data =
+// deliveries since the last report: kqueue(2)). Before, nothing dispatched
+// the source but the program's own sigs.poll(). Each test ends a wait the
+// signal failed to end with a user trigger (`rescue`), so that it fails
+// instead of hanging.
+
+namespace {
+
+template <class Src>
+using sig_kq_t =
+    kcont::kqueue<kcont::filters<kcont::read_filter<Src>, kcont::write_filter<Src>,
+                                 kcont::signal_filter<>, kcont::timer_filter<>,
+                                 kcont::user_filter>>;
+
+constexpr std::uintptr_t rescue_ident = 99;
+
+// Sets sig's action to SIG_IGN while alive (a stray delivery after the
+// knote's removal must not end the test), then restores the one before.
+struct ignore_signal {
+  int sig;
+  struct sigaction old {};
+  explicit ignore_signal(int s) : sig(s) {
+    struct sigaction sa {};
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    REQUIRE(::sigaction(sig, &sa, &old) == 0);
+  }
+  ignore_signal(const ignore_signal&) = delete;
+  ignore_signal& operator=(const ignore_signal&) = delete;
+  ~ignore_signal() { (void)::sigaction(sig, &old, nullptr); }
+};
+
+template <class KQ>
+int add_signal(KQ& kq, int sig) {
+  return kq.change({.ident = static_cast<std::uintptr_t>(sig), .filter = filter_id::signal,
+                    .flags = ev::add});
+}
+template <class KQ>
+int del_signal(KQ& kq, int sig) {
+  return kq.change({.ident = static_cast<std::uintptr_t>(sig), .filter = filter_id::signal,
+                    .flags = ev::delete_});
+}
+
+// After `send`, waits up to 5 s for `returned`; then triggers the rescue
+// user event, so that a scan the signal did not wake returns (and fails).
+template <class KQ, class Send>
+std::thread sender(KQ& kq, std::atomic<bool>& returned, Send send) {
+  return std::thread([&kq, &returned, send] {
+    await_sleeper(kq);
+    send();
+    const auto give_up = clk::now() + 5s;
+    while (!returned.load() && clk::now() < give_up) std::this_thread::sleep_for(1ms);
+    if (!returned.load()) trigger(kq, rescue_ident);
+  });
+}
+
+}  // namespace
+
+// The signal comes to the sleeping thread itself (pthread_kill: its handler
+// interrupts epoll_wait or poll with EINTR, a wake, not an error) or to the
+// process from another thread (kill: any thread's handler, the descriptor
+// ends the wait); either way the kevent() that slept without limit reports
+// it, with data 1 per delivery, and waits again afterwards.
+TEST_CASE_TEMPLATE("kqueue_wait.blocking_kevent_returns_when_a_signal_arrives", Src, epoll_src,
+                   poll_src) {
+  ignore_signal keep(SIGUSR1);
+  Src fds;
+  kcont::signal_source sigs;
+  kcont::timer_source timers;
+  sig_kq_t<Src> kq{fds, sigs, timers};
+  REQUIRE(add(kq, rescue_ident, filter_id::user, ev::clear) == 0);
+  REQUIRE(add_signal(kq, SIGUSR1) == 0);
+  const pthread_t me = ::pthread_self();
+  for (int round = 0; round < 6; ++round) {
+    std::atomic<bool> returned{false};
+    std::thread t = sender(kq, returned, [round, me] {
+      if (round % 2 == 0)
+        REQUIRE(::pthread_kill(me, SIGUSR1) == 0);
+      else
+        REQUIRE(::kill(::getpid(), SIGUSR1) == 0);
+    });
+    kcont::kevent out[4];
+    const auto r = kq.kevent({}, out, std::nullopt);
+    returned.store(true);
+    t.join();
+    REQUIRE(r.ret == 1);
+    CHECK(out[0].ident == static_cast<std::uintptr_t>(SIGUSR1));
+    CHECK(out[0].filter == filter_id::signal);
+    CHECK(out[0].data == 1);
+  }
+  // Three deliveries while the scanner sleeps (raise: each one handled
+  // before it returns): the reports add up to three.
+  std::atomic<bool> returned{false};
+  std::thread t = sender(kq, returned, [] {
+    for (int i = 0; i < 3; ++i) REQUIRE(::raise(SIGUSR1) == 0);
+  });
+  std::int64_t total = 0;
+  kcont::kevent out[4];
+  while (total < 3) {
+    const auto r = kq.kevent({}, out, 2s);
+    if (r.ret == 0) break;
+    for (int i = 0; i < r.ret; ++i)
+      if (out[i].filter == filter_id::signal) total += out[i].data;
+  }
+  returned.store(true);
+  t.join();
+  CHECK(total == 3);
+  CHECK(kq.kevent({}, out, 0ms).ret == 0);
+  REQUIRE(del_signal(kq, SIGUSR1) == 0);
+}
+
+// A kqueue with a signal source but no fd_source sleeps in the signal
+// source's poll(2), which a signal and another thread's trigger both end.
+TEST_CASE("kqueue_wait.without_fd_source_the_signal_source_is_the_wait") {
+  ignore_signal keep(SIGUSR1);
+  kcont::signal_source sigs;
+  kcont::timer_source timers;
+  kcont::kqueue<kcont::filters<kcont::signal_filter<>, kcont::timer_filter<>, kcont::user_filter>>
+      kq{sigs, timers};
+  REQUIRE(add(kq, rescue_ident, filter_id::user, ev::clear) == 0);
+  REQUIRE(add(kq, 3, filter_id::user, ev::clear) == 0);
+  REQUIRE(add_signal(kq, SIGUSR1) == 0);
+  const pthread_t me = ::pthread_self();
+  kcont::kevent out[4];
+  for (int round = 0; round < 4; ++round) {
+    std::atomic<bool> returned{false};
+    std::thread t = sender(kq, returned, [me, round] {
+      REQUIRE((round % 2 == 0 ? ::pthread_kill(me, SIGUSR1) : ::raise(SIGUSR1)) == 0);
+    });
+    const auto r = kq.kevent({}, out, std::nullopt);
+    returned.store(true);
+    t.join();
+    REQUIRE(r.ret == 1);
+    CHECK(out[0].filter == filter_id::signal);
+    CHECK(out[0].data == 1);
+  }
+  std::thread t([&] {
+    await_sleeper(kq);
+    trigger(kq, 3);
+  });
+  const auto r = kq.kevent({}, out, std::nullopt);
+  t.join();
+  REQUIRE(r.ret == 1);
+  CHECK(out[0].ident == 3);
+  // A timer is waited for too.
+  REQUIRE(add(kq, 4, filter_id::timer, ev::oneshot, 5) == 0);
+  const auto rt = kq.kevent({}, out, std::nullopt);
+  REQUIRE(rt.ret == 1);
+  CHECK(out[0].filter == filter_id::timer);
+  REQUIRE(del_signal(kq, SIGUSR1) == 0);
+}
+
+// With signals among the contexts the blocking kevent still sleeps in ONE
+// system call of the fd_source (its epoll_wait watches the signal source's
+// descriptor): one wait per kevent that a signal ends.
+TEST_CASE("kqueue_wait.one_system_call_per_blocking_kevent_with_signals") {
+  ignore_signal keep(SIGUSR1);
+  count_src fds;
+  kcont::signal_source sigs;
+  kcont::timer_source timers;
+  sig_kq_t<count_src> kq{fds, sigs, timers};
+  REQUIRE(add(kq, rescue_ident, filter_id::user, ev::clear) == 0);
+  REQUIRE(add_signal(kq, SIGUSR1) == 0);
+  pipe_fds p;
+  REQUIRE(add(kq, static_cast<std::uintptr_t>(p.r), filter_id::read, ev::clear) == 0);
+  kcont::kevent out[4];
+  for (int round = 0; round < 10; ++round) {
+    const std::size_t waits_before = counting_backend::waits.load();
+    std::atomic<bool> returned{false};
+    std::thread t = sender(kq, returned, [] { REQUIRE(::raise(SIGUSR1) == 0); });
+    const auto r = kq.kevent({}, out, std::nullopt);
+    returned.store(true);
+    t.join();
+    CHECK(counting_backend::waits.load() - waits_before == 1);
+    REQUIRE(r.ret == 1);
+    CHECK(out[0].filter == filter_id::signal);
+    CHECK(out[0].data == 1);
+  }
+  // A descriptor still ends the same one wait.
+  const std::size_t waits_before = counting_backend::waits.load();
+  std::thread writer([&] {
+    await_sleeper(kq);
+    p.put();
+  });
+  CHECK(kq.kevent({}, out, std::nullopt).ret == 1);
+  writer.join();
+  CHECK(counting_backend::waits.load() - waits_before == 1);
+  CHECK(out[0].filter == filter_id::read);
+  REQUIRE(del_signal(kq, SIGUSR1) == 0);
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
+                     .flags = ev::delete_}) == 0);
+}
+
+// A storm through the blocking kevent: several threads each raise()
+// SIGUSR1 `per` times (raise in an unblocked thread runs the handler before
+// it returns: each raise is one delivery, nothing merges) while the
+// scanner sleeps in kevent() without limit; the reports add up exactly.
+TEST_CASE("kqueue_wait.signal_storm_through_the_blocking_kevent_counts_every_raise") {
+  ignore_signal keep(SIGUSR1);
+  constexpr int threads = 4;
+  constexpr int per = 2000;
+  epoll_src fds;
+  kcont::signal_source sigs;
+  kcont::timer_source timers;
+  sig_kq_t<epoll_src> kq{fds, sigs, timers};
+  constexpr std::uintptr_t done_ident = 7;
+  REQUIRE(add(kq, done_ident, filter_id::user, ev::clear) == 0);
+  REQUIRE(add_signal(kq, SIGUSR1) == 0);
+  std::thread finisher([&] {
+    await_sleeper(kq);
+    std::vector<std::thread> raisers;
+    for (int t = 0; t < threads; ++t)
+      raisers.emplace_back([] {
+        for (int i = 0; i < per; ++i) (void)::raise(SIGUSR1);
+      });
+    for (auto& r : raisers) r.join();
+    trigger(kq, done_ident);
+  });
+  std::int64_t total = 0;
+  bool done = false;
+  kcont::kevent out[4];
+  std::size_t scans = 0;
+  while (!done) {
+    const auto r = kq.kevent({}, out, std::nullopt);
+    ++scans;
+    for (int i = 0; i < r.ret; ++i) {
+      if (out[i].filter == filter_id::signal) total += out[i].data;
+      if (out[i].filter == filter_id::user) done = true;
+    }
+  }
+  finisher.join();
+  // What the deliveries after the last report left: one more look.
+  const auto r = kq.kevent({}, out, 0ms);
+  for (int i = 0; i < r.ret; ++i)
+    if (out[i].filter == filter_id::signal) total += out[i].data;
+  CHECK(total == std::int64_t{threads} * per);
+  CHECK(scans >= 1);
+  REQUIRE(del_signal(kq, SIGUSR1) == 0);
+}
+
+// Zero allocations per signal event through the kqueue's wait: a delivery
+// (raise on this thread: handled before it returns) then a blocking kevent
+// whose epoll_wait finds the signal source's descriptor readable.
+TEST_CASE("kqueue_wait.no_allocation_per_signal_event") {
+  ignore_signal keep(SIGUSR1);
+  epoll_src fds;
+  kcont::signal_source sigs;
+  kcont::timer_source timers;
+  sig_kq_t<epoll_src> kq{fds, sigs, timers};
+  REQUIRE(add_signal(kq, SIGUSR1) == 0);
+  kcont::kevent out[4];
+  auto round = [&] {
+    REQUIRE(::raise(SIGUSR1) == 0);
+    REQUIRE(::raise(SIGUSR1) == 0);
+    const auto r = kq.kevent({}, out, 5s);
+    REQUIRE(r.ret == 1);
+    CHECK(out[0].data == 2);
+  };
+  round();
+  kcont_test::allocation_scope scope;
+  for (int i = 0; i < 100; ++i) round();
+  CHECK(scope.count() == 0);
+  REQUIRE(del_signal(kq, SIGUSR1) == 0);
+}
+
 // --- event_loop: the dispatcher's levels and the kqueue in one thread ------
 
 namespace {
@@ -550,6 +824,45 @@ TEST_CASE("event_loop.stop_from_another_thread_ends_run") {
   stopper.join();
   // run may be called again: a round with a timeout ends empty.
   CHECK(loop.run_once([](const loop_kq::kevent_type&) {}, 1ms) == 0);
+}
+
+// An event_loop over {fds, sigs, timers}: a signal raised by another thread
+// while the loop sleeps in kevent() reaches the handler (data 1), on the
+// loop's thread, with no plumbing of the program's own.
+TEST_CASE("event_loop.handles_a_signal_over_fds_sigs_and_timers") {
+  using sig_loop_kq = sig_kq_t<epoll_src>;
+  using sig_dispatcher =
+      kcont::manual_dispatcher<kcont::bsd_level, std::mutex, kcont::kqueue_schedule<sig_loop_kq>>;
+  ignore_signal keep(SIGUSR1);
+  epoll_src fds;
+  kcont::signal_source sigs;
+  kcont::timer_source timers;
+  sig_loop_kq kq{fds, sigs, timers};
+  sig_dispatcher d{kcont::kqueue_schedule<sig_loop_kq>{&kq}};
+  REQUIRE(add_signal(kq, SIGUSR1) == 0);
+  REQUIRE(add(kq, rescue_ident, filter_id::user, ev::clear) == 0);
+  {
+    kcont::event_loop<sig_loop_kq, sig_dispatcher> loop{kq, d};
+    std::atomic<bool> returned{false};
+    std::thread t = sender(kq, returned, [] { REQUIRE(::raise(SIGUSR1) == 0); });
+    std::int64_t data = 0;
+    bool rescued = false;
+    std::thread::id on;
+    (void)loop.run([&](const sig_loop_kq::kevent_type& e) {
+      if (e.filter == filter_id::signal && e.ident == static_cast<std::uintptr_t>(SIGUSR1)) {
+        data += e.data;
+        on = std::this_thread::get_id();
+      }
+      if (e.filter == filter_id::user && e.ident == rescue_ident) rescued = true;
+      loop.stop();
+    });
+    returned.store(true);
+    t.join();
+    CHECK_FALSE(rescued);
+    CHECK(data == 1);
+    CHECK(on == std::this_thread::get_id());
+  }
+  REQUIRE(del_signal(kq, SIGUSR1) == 0);
 }
 
 #endif  // __linux__

@@ -78,8 +78,8 @@ class kqueue;
 // A filter F is a filter_for its knote with `static constexpr filter_id id`;
 // if it names a `context_type`, it is built as F(context&) from a context
 // given to the kqueue's constructor (timer_filter takes its timer_source),
-// else default-constructed. A blocking scan drives those contexts that are
-// sources (see scan).
+// else default-constructed. A blocking scan drives the contexts that are
+// sources (see scan): bind each one the filters name.
 //
 // Lifetime contract: the kqueue owns the knotes it allocates; deleting one
 // (ev::delete_, an ev::oneshot report, or the kqueue's destructor) detaches
@@ -117,6 +117,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     static_assert((contexts::template is_context<Ctx> && ...),
                   "kcont::kqueue: a constructor argument is no filter's context_type");
     (ctx_.bind(ctx), ...);
+    watches_.watch(ctx_);  // a signal_source's descriptor, by the fd_source
     if constexpr (drive::has_waiter)
       if (drive(ctx_).waiter() != nullptr) base::wake_source_ = &wake_one;
   }
@@ -229,14 +230,12 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   //   limit) for an activation. As in FreeBSD, a timeout of INT32_MAX + 1
   //   seconds or more (nanoseconds::max() included) waits without limit.
   //   With sources among the contexts (detail/kqueue_wait.hpp) every scan
-  //   drives them once. Nothing pending (even with a zero timeout): one
-  //   fd_source wait up to the earlier of the timeout and the next timer
-  //   deadline fires the ready descriptors, then the due timers fire; another
-  //   thread's activation ends the wait (the source's wake()). Events found:
-  //   a look that does not block, then the due timers, reported by the next
-  //   scan; so a descriptor that stays ready (level-triggered) starves no
-  //   other and no timer. A timer armed outside the kqueue
-  //   (timer_source::arm) is seen at the next wake.
+  //   drives them once. Nothing pending (even with a zero timeout): ONE wait
+  //   in the fd_source (or the signal_source) up to the earlier of the
+  //   timeout and the next timer, which a ready descriptor, a signal or an
+  //   activation (the source's wake()) ends; what is ready, due or delivered
+  //   fires. Events found: a look that does not block, then the due timers
+  //   and signals: nothing starves. timer_source::arm: seen at the next wake.
   // Returns: how many events were written.
   // Complexity: O(events written). No allocation.
   // Thread-safety: any thread; several threads may scan at once.
@@ -425,6 +424,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   }
 
   contexts ctx_;
+  [[no_unique_address]] typename drive::watches watches_;  // after ctx_: uses it
 };
 
 }  // namespace kcont

@@ -165,6 +165,8 @@ class basic_fd_source {
     std::unique_ptr<entry> fresh;
     if (e == nullptr) {
       if (::fcntl(fd, F_GETFD) < 0) return EBADF;
+      for (const auto& w : watched_)
+        if (w.first == fd) return EEXIST;  // watch()ed: its owner drains it
       fresh = std::make_unique<entry>();
       e = fresh.get();
       e->fd = fd;
@@ -259,7 +261,8 @@ class basic_fd_source {
   // Effects: as poll(d, timeout, current), calling woken() once the wait's
   //   system call returned, before anything fires (a kqueue's blocking scan
   //   stops counting itself as asleep there: kcont/detail/kqueue_wait.hpp).
-  //   A wake() ends the wait (nothing fires for it).
+  //   A wake(), a watch()ed descriptor or EINTR (a signal handled on this
+  //   thread) ends the wait; nothing fires for them.
   // Returns: how many knotes fired. No allocation. Thread-safety: as poll.
   template <deferral_target D, class Woken>
     requires std::same_as<typename D::level_type, Level>
@@ -274,6 +277,7 @@ class basic_fd_source {
         wake_.reset();
         continue;
       }
+      if ((evs[i].tag & 0xffffffffu) == watch_mark) continue;  // watch(): its owner drains it
       entry* e = pin(evs[i].tag);
       if (e == nullptr) continue;  // a forgotten registration: stale
       if (evs[i].ready & fd_ready::err) note_error(*e);
@@ -298,6 +302,39 @@ class basic_fd_source {
   //   One wait returns per wake() (the next wait that harvests it resets
   //   it). Thread-safety: any thread.
   void wake() const noexcept { wake_.notify(); }
+
+  // Effects: every wait also returns when `fd` (no knote's; its owner drains
+  //   it, e.g. a kqueue's signal_source: kcont/detail/kqueue_wait.hpp) is
+  //   readable; nothing fires for it. Each watch(fd) needs an unwatch(fd).
+  // Returns: 0, or EBADF (fd < 0), EEXIST (a knote registers fd), the
+  //   backend's errno. Complexity: O(watched descriptors); allocates; a
+  //   system call for fd's first watch. Thread-safety: any thread.
+  int watch(int fd) {
+    if (fd < 0) return EBADF;
+    std::lock_guard<std::mutex> g(lock_);
+    if (static_cast<std::size_t>(fd) < table_.size() && table_[static_cast<std::size_t>(fd)])
+      return EEXIST;
+    for (auto& w : watched_) {
+      if (w.first != fd) continue;
+      ++w.second;
+      return 0;
+    }
+    watched_.reserve(watched_.size() + 1);
+    if (const int err = backend_.ctl(fd, 0, 1, watch_tag(fd)); err != 0) return err;
+    watched_.emplace_back(fd, 1u);
+    return 0;
+  }
+  // Effects: undoes one watch(fd); the last one ends the watch.
+  // Thread-safety: any thread.
+  void unwatch(int fd) noexcept {
+    std::lock_guard<std::mutex> g(lock_);
+    for (auto it = watched_.begin(); it != watched_.end(); ++it) {
+      if (it->first != fd || --it->second != 0) continue;
+      (void)backend_.ctl(fd, 1, 0, watch_tag(fd));
+      watched_.erase(it);
+      return;
+    }
+  }
 
   // Effects: poll for knotes whose continuations all run at once.
   std::size_t poll(std::optional<std::chrono::nanoseconds> timeout) {
@@ -358,6 +395,12 @@ class basic_fd_source {
   // The wake-up descriptor's tag: no registration has it (its descriptor
   // number, 0xffffffff, is no table index).
   static constexpr std::uint64_t wake_tag = ~std::uint64_t{0};
+  // A watch()ed descriptor's tag: the descriptor above, a mark below that
+  // is no table index either.
+  static constexpr std::uint32_t watch_mark = 0xfffffffeu;
+  static std::uint64_t watch_tag(int fd) noexcept {
+    return (std::uint64_t{static_cast<std::uint32_t>(fd)} << 32) | watch_mark;
+  }
 
   static int timeout_ms(std::optional<std::chrono::nanoseconds> t) noexcept {
     if (!t) return -1;
@@ -368,6 +411,7 @@ class basic_fd_source {
 
   mutable std::mutex lock_;
   std::vector<entry*> table_;  // by descriptor number
+  std::vector<std::pair<int, unsigned>> watched_;  // watch(): descriptor, count
   std::uint32_t gen_ = 0;
   fd_wakeup wake_;  // before backend_: the backend stops watching it first
   Backend backend_;

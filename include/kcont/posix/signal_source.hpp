@@ -10,24 +10,21 @@
 // How a delivery becomes an event: while a signal has a knote, the source's
 // handler is its disposition (installed with sigaction(2) by the first
 // knote's attach, the previous action saved and restored by the last
-// knote's detach). The handler is async-signal-safe and does two things:
-// adds 1 to the signal's atomic counter and, when nothing was pending, makes
-// the source's descriptor (native_handle(): an eventfd on Linux, a pipe
-// elsewhere; kcont/posix/fd_wakeup.hpp) readable. A loop watches that
-// descriptor (poll(2), an fd_source read knote, Asio, libuv) and calls
-// dispatch(), which takes each counter (exchange with 0) and fires the
-// signal's klist with the count as the hint: every knote then runs its own
-// continuation at its own level (a kqueue's enqueue, one deferred to a
-// thread runner, one that runs at once).
+// knote's detach). The async-signal-safe handler adds 1 to the signal's
+// atomic counter and, when nothing was pending, makes the source's
+// descriptor (native_handle(): an eventfd on Linux, a pipe elsewhere)
+// readable. A loop watches that descriptor (a kqueue's scan, poll(2), Asio,
+// libuv) and calls dispatch(), which takes each counter (exchange with 0)
+// and fires the signal's klist with the count as the hint: every knote
+// then runs its own continuation at its own level.
 //
 // Why a handler and not Linux's signalfd(2): a signalfd reads only signals
-// that are blocked in EVERY thread (an unblocked thread takes the signal with
-// its normal disposition instead), which a library cannot arrange for
-// threads it did not create, and it exists on Linux only. The handler works
-// on every POSIX system and whatever the threads' masks, so long as one
-// thread leaves the signal unblocked. Both count the same: a standard signal
-// sent again while still pending is merged by the kernel (POSIX), so
-// "deliveries" are what the kernel delivers; real-time signals queue.
+// blocked in EVERY thread (an unblocked one takes the signal with its normal
+// disposition), which a library cannot arrange for threads it did not
+// create, and it is Linux's only. The handler works on every POSIX system
+// whatever the threads' masks, so long as one thread leaves the signal
+// unblocked. Both count the same: a standard signal sent again while still
+// pending is merged by the kernel (POSIX); real-time signals queue.
 //
 // Differences from FreeBSD, where EVFILT_SIGNAL "coexists with signal() and
 // sigaction() with a lower precedence" (kqueue(2)):
@@ -44,13 +41,17 @@
 // - SIGKILL, SIGSTOP and numbers outside 1..signal_limit-1: EINVAL
 //   (sigaction refuses them; FreeBSD accepts the knote, which never fires).
 //
+// A kqueue drives the source itself (kcont/detail/kqueue_wait.hpp): its
+// scans dispatch() it (no system call when nothing was delivered) and its
+// blocking scan sleeps in its fd_source's ONE wait, which watches this
+// source's descriptor (or, without an fd_source, in poll(2) on it).
+//
 // Usage:
-//   kcont::signal_source sigs;
-//   kcont::kqueue<kcont::filters<kcont::user_filter, kcont::signal_filter<>>> kq{sigs};
+//   kcont::fd_source fds;  kcont::signal_source sigs;
+//   kcont::kqueue<kcont::filters<kcont::read_filter<>, kcont::signal_filter<>>> kq{fds, sigs};
 //   kq.change({.ident = SIGHUP, .filter = kcont::filter_id::signal,
 //              .flags = kcont::ev::add});
-//   sigs.poll(std::nullopt);   // waits for a delivery, fires the klists
-//   kq.kevent({}, out);        // {SIGHUP, signal, data = deliveries}
+//   kq.kevent({}, out, std::nullopt);  // sleeps; {SIGHUP, signal, data = deliveries}
 #pragma once
 
 #include <atomic>
@@ -95,12 +96,18 @@ namespace detail {
 // one write(2): async-signal-safe.
 struct signal_core {
   static constexpr int words = (signal_limit + 63) / 64;
-  static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
-                "signal_source: the handler needs lock-free 64-bit atomics");
-
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
+                    std::atomic<bool>::is_always_lock_free,
+                "signal_source: the handler needs lock-free atomics");
   std::atomic<std::uint64_t> count[signal_limit] = {};
   std::atomic<std::uint64_t> pending[words] = {};
+  mutable std::atomic<bool> written{false};  // H4: the descriptor may need a reset
   fd_wakeup wake;
+  // Effects: H3 and H4 of the state table (basic_signal_source).
+  void notify() const noexcept {
+    wake.notify();
+    written.store(true, std::memory_order_release);
+  }
 };
 
 // The source that owns each signal's disposition now (nullptr: none), and
@@ -122,7 +129,7 @@ inline void signal_handler(int sig) noexcept {
       // first signal pending since a dispatch's exchange writes to the
       // descriptor: see the state table at basic_signal_source for why none
       // is lost.
-      if (c->pending[sig / 64].fetch_or(bit, std::memory_order_acq_rel) == 0) c->wake.notify();
+      if (c->pending[sig / 64].fetch_or(bit, std::memory_order_acq_rel) == 0) c->notify();
     }
   }
   signal_handlers_running.fetch_sub(1, std::memory_order_seq_cst);
@@ -147,7 +154,9 @@ inline void signal_handler(int sig) noexcept {
 //   handler  | H1 count[sig] += 1                     |
 //   handler  | H2 old = pending[w].fetch_or(bit)      | publishes H1 to a dispatch
 //   handler  | H3 old == 0: write(2) to the descriptor| the first bit since D2
-//   dispatch | D1 reset the descriptor (read it empty)|
+//   handler  | H4 then written = true                 | after H3 (wake() too: H3, H4)
+//   dispatch | D0 written == 0, every word 0: return | no system call (every scan)
+//   dispatch | D1 written.exchange(0) == 1: reset    | only a written descriptor
 //   dispatch | D2 pending[w].exchange(0)             | after D1
 //   dispatch | D3 n = count[sig].exchange(0); fire n | n may hold later H1s: the
 //            |                                        |   next D3 then finds 0, skips
@@ -157,8 +166,12 @@ inline void signal_handler(int sig) noexcept {
 // set one since, and then H3 makes the descriptor readable after D1, so the
 // loop's next poll returns. A handler that finds the word non-zero relies
 // on the handler that set it, whose H3 comes after its H2 (readable again
-// after any D1 that precedes the D2 taking both). A readable descriptor with
-// nothing to fire is possible and harmless.
+// after any D1 that precedes the D2 taking both). D0 skips only when no bit
+// is set. Nothing spins: a reset erases the writes before it, a write after
+// it is followed by its H4, so a readable descriptor (which a level-
+// triggered poll reports again and again) has written == 1 (once its
+// handler passed H4) and the next dispatch resets it. A readable descriptor
+// with nothing to fire is possible and harmless.
 //
 // Lifetime contract: outlives every knote attached to it; no signal is
 //   watched when it is destroyed (debug builds abort). Not copyable.
@@ -246,19 +259,21 @@ class basic_signal_source {
     core_.count[i].store(0, std::memory_order_relaxed);
   }
 
-  // Effects: resets the descriptor, then fires the klist of each signal
-  //   delivered since the last dispatch with the number of its deliveries
-  //   (the state table above); each knote that fires runs its continuation
-  //   at `current` through `d` (or defers it to its level).
+  // Effects: resets the descriptor if it was written, then fires the klist
+  //   of each signal delivered since the last dispatch with the number of
+  //   its deliveries (the state table above); each knote that fires runs its
+  //   continuation at `current` through `d` (or defers it to its level).
   // Returns: how many knotes fired. Complexity: O(signal_limit / 64 +
-  //   signals delivered + their knotes). No allocation, no system call but
-  //   the descriptor's reset.
+  //   signals delivered + their knotes); with nothing delivered, a few
+  //   atomic loads (what a kqueue's every scan calls: kqueue_wait.hpp). No
+  //   allocation, no system call but the descriptor's reset.
   // Thread-safety: any thread (two dispatches share the counts out); not
   //   from a signal handler.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t dispatch(D& d, Level current) {
-    core_.wake.reset();
+    if (!ready()) return 0;
+    if (core_.written.exchange(false, std::memory_order_acq_rel)) core_.wake.reset();
     std::size_t fired = 0;
     for (int w = 0; w < detail::signal_core::words; ++w) {
       std::uint64_t bits = core_.pending[w].exchange(0, std::memory_order_acq_rel);
@@ -289,8 +304,7 @@ class basic_signal_source {
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t poll(D& d, std::optional<std::chrono::nanoseconds> timeout, Level current) {
-    ::pollfd p{native_handle(), POLLIN, 0};
-    if (p.fd >= 0) (void)::poll(&p, 1, timeout_ms(timeout));
+    wait_readable(timeout);
     return dispatch(d, current);
   }
   // Effects: poll for knotes whose continuations all run at once.
@@ -298,6 +312,30 @@ class basic_signal_source {
     immediate_target<Level> t;
     return poll(t, timeout, t.lowest);
   }
+
+  // True when a delivery (or a wake()) waits for dispatch(): D0 of the
+  //   state table. Complexity: signal_limit / 64 + 1 atomic loads.
+  // Thread-safety: any thread, and from a signal handler.
+  [[nodiscard]] bool ready() const noexcept {
+    if (core_.written.load(std::memory_order_acquire)) return true;
+    for (const auto& w : core_.pending)
+      if (w.load(std::memory_order_acquire) != 0) return true;
+    return false;
+  }
+
+  // The wait source's members (kcont/detail/kqueue_wait.hpp): a kqueue
+  // with no fd_source sleeps in this source's poll(2).
+  // Effects: wait_and_fire: unless ready(), poll(2) up to `timeout` (a
+  //   delivery, EINTR or a wake() ends it); woken(); dispatch(). wake: a wait
+  //   in progress, or the next one, returns (H3, H4). Async-signal-safe.
+  //   Thread-safety: any thread; one waiter at a time (a wake ends one).
+  template <class Woken>
+  std::size_t wait_and_fire(std::optional<std::chrono::nanoseconds> timeout, Woken&& woken) {
+    if (!ready()) wait_readable(timeout);
+    woken();
+    return dispatch();
+  }
+  void wake() const noexcept { core_.notify(); }
 
   // True while `sig` has a knote on this source (its handler installed).
   // Thread-safety: any thread (a snapshot).
@@ -308,6 +346,12 @@ class basic_signal_source {
   }
 
  private:
+  // One poll(2) on the descriptor (EINTR: returns; the caller dispatches).
+  void wait_readable(std::optional<std::chrono::nanoseconds> timeout) const {
+    ::pollfd p{native_handle(), POLLIN, 0};
+    if (p.fd >= 0) (void)::poll(&p, 1, timeout_ms(timeout));
+  }
+
   static int timeout_ms(std::optional<std::chrono::nanoseconds> t) noexcept {
     if (!t) return -1;
     if (*t <= std::chrono::nanoseconds::zero()) return 0;
