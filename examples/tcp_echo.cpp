@@ -296,21 +296,12 @@ int main(int argc, char** argv) {
   }
 
   // Signals join the one wait: while SIGINT and SIGTERM have knotes, the
-  // signal source's handler counts them and makes its descriptor readable;
-  // a plain read knote on that descriptor hands them to dispatch(), which
-  // fires the kqueue's signal knotes.
+  // signal source's handler counts them and makes its descriptor readable,
+  // which the kqueue's wait watches (kq{fds, timers, sigs}); the same
+  // kevent() reports them.
   for (int sig : {SIGINT, SIGTERM})
     (void)srv.kq.change({.ident = static_cast<std::uintptr_t>(sig), .filter = filter_id::signal,
                          .flags = ev::add});
-  kcont::kc dispatch_signals{
-      [](kcont::fd_source::knote_type*, kcont::signal_source*& s, kcont::knote_cause) {
-        (void)s->dispatch();
-      },
-      &srv.sigs, kcont::at<bsd_level::immediate>};
-  kcont::knote<kcont::read_filter<>> signal_wake{
-      kcont::read_filter<>{srv.fds}, dispatch_signals,
-      static_cast<std::uintptr_t>(srv.sigs.native_handle())};
-  (void)signal_wake.attach();
 
   for (std::uintptr_t id : {1, 2, 3})  // ident i counts the posts with bit 1 << (i - 1)
     (void)srv.view.change({.ident = id, .filter = filter_id{1}, .flags = ev::add | ev::clear,
@@ -339,7 +330,6 @@ int main(int argc, char** argv) {
   (void)srv.kq.change({.ident = static_cast<std::uintptr_t>(srv.listener),
                        .filter = filter_id::read, .flags = ev::delete_});
   (void)srv.fds.close(srv.listener);
-  (void)signal_wake.detach();
   (void)srv.view.change({.ident = 0, .filter = filter_id::user, .fflags = kcont::note::trigger});
   watcher.join();
   std::printf("totals: %llu accepted, %llu closed by peer, %llu reset, %llu closed idle,"

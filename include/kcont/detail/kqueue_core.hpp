@@ -132,7 +132,7 @@ class kqueue_core {
       const auto now = std::chrono::steady_clock::now();
       const bool ended = deadline && now >= *deadline;
       std::optional<time_point> until = deadline;
-      if constexpr (Drive::has_deadlines) {
+      if constexpr (Drive::has_ticks) {
         g.unlock();
         const auto next = drive.next_deadline();
         g.lock();
@@ -168,7 +168,7 @@ class kqueue_core {
           cv_.wait(g);
         --waiters_;
       }
-      if constexpr (Drive::has_deadlines) {
+      if constexpr (Drive::has_ticks) {
         g.unlock();
         drive.tick();
         g.lock();

@@ -117,10 +117,10 @@ class kqueue_drive {
   static constexpr bool has_ready = (ready_source<context_type_of<F>> || ...);
   // True when every wait owes the sources a tick(): due timers (deadline
   // sources) or deliveries to dispatch (ready sources).
-  static constexpr bool has_deadlines =
+  static constexpr bool has_ticks =
       (deadline_source<context_type_of<F>> || ...) || has_ready;
   // False: the scan is the plain condition-variable wait (no source to drive).
-  static constexpr bool drives = has_waiter || has_deadlines;
+  static constexpr bool drives = has_waiter || has_ticks;
 
   // True when filter `id`'s context is a deadline source: a change of one
   // of its knotes may move the next deadline (a sleeping scan re-reads it).
