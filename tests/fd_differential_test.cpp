@@ -74,10 +74,6 @@ inline constexpr bool kown_write_eof_after_shutdown = false;
 // flags, then deleted; kcont reports EV_EOF without EV_ONESHOT and keeps it
 // (seed 9: {6 WRITE} after "close 5").
 inline constexpr bool kpipe_reader_close_under_write_knote = false;
-// EV_ADD of EVFILT_WRITE on a pipe whose read end is closed: FreeBSD's
-// pipe_kqfilter returns EPIPE ("other end of pipe has been closed"); kcont
-// registers it (0) (seed 23: EV_ADD {6 WRITE} after "close 5").
-inline constexpr bool kadd_write_after_reader_closed = false;
 // close() of a socket with bytes still unread in its receive buffer: Linux
 // sets ECONNRESET on the peer (unix_release_sock) and kcont reports it in
 // the peer's EV_EOF fflags; FreeBSD's unp_disconnect sets no so_error, so
@@ -274,7 +270,6 @@ class run {
         }
         if ((flags & kqref::EV_ADD) != 0 && filter == kqref::EVFILT_WRITE) {
           if (!kown_write_eof_after_shutdown && model_.write_shut(fd)) return "";
-          if (!kadd_write_after_reader_closed && !sock && !model_.is_open(fd_[0])) return "";
         }
         const kqref::kev c{static_cast<std::uintptr_t>(fd), filter, flags, 0, 0, pick(100)};
         log_ << "change " << show(c) << " -> ";

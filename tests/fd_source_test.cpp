@@ -852,4 +852,19 @@ TEST_CASE("fd_source.native_handle_is_readable_when_a_descriptor_is") {
   CHECK(poll_src{}.native_handle() == -1);
 }
 
+// FreeBSD's pipe_kqfilter: EVFILT_WRITE on a pipe whose reader is gone fails
+// with EPIPE ("other end of pipe has been closed"); nothing is registered.
+TEST_CASE_TEMPLATE("fd_source.write_knote_on_a_pipe_whose_reader_is_gone_is_epipe", Src,
+                   epoll_src, poll_src) {
+  Src fds;
+  kq_t<Src> kq{fds};
+  auto p = make_pipe();
+  p.close_a();
+  CHECK(add(kq, p.b, filter_id::write) == EPIPE);
+  CHECK(kq.size() == 0);
+  CHECK(add(kq, p.b, filter_id::read) == 0);  // only writing needs a reader
+  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.b), .filter = filter_id::read,
+                     .flags = ev::delete_}) == 0);
+}
+
 #endif  // __linux__

@@ -146,12 +146,16 @@ class fd_filter_base {
   explicit fd_filter_base(Source& source) noexcept : source_(&source) {}
 
   // The filter_for members (kcont/filter.hpp). attach: the knote's ident is
-  // the descriptor; EBADF when it is none.
+  // the descriptor; EBADF when it is none; EPIPE for writing to a pipe whose
+  // reader is gone (pipe_kqfilter: "other end of pipe has been closed").
   template <class K>
   int attach(K& kn) {
     if (kn.ident > 0x7fffffffu) return EBADF;
     const int fd = static_cast<int>(kn.ident);
     kind_ = probe_fd_kind(fd);
+    if (Dir == fd_interest::write && kind_ == fd_kind::pipe &&
+        (fd_ready_now(fd) & fd_ready::err) != 0)
+      return EPIPE;
     closed_ = false;
     return source_->attach(kn, fd, Dir, entry_);
   }
