@@ -36,6 +36,22 @@
 // A standalone knote fires on each readiness event of the source (its
 // continuation runs then; its data/fflags/flags hold the state).
 //
+// Where Linux shows user space less than FreeBSD's kernel sees (the model
+// test, tests/fd_differential_test.cpp, leaves these out by name, each with
+// a seed and FreeBSD's source):
+// - epoll's edges are per descriptor, not per klist: an ev::clear knote may
+//   be reported again with nothing new after an event of the other
+//   direction, a change of the descriptor's other knote, or its own
+//   shutdown(SHUT_WR) (FreeBSD: so_rdsel / so_wrsel, soo_kqfilter); a
+//   disabled knote such an edge activates is queued, and the next scan
+//   drops it unreported (pending() counts it until then).
+// - no edge where FreeBSD calls knote(): a pipe read leaving bytes
+//   (pipe_read), the peer's read on a socket's sending side (uipc_rcvd), the
+//   writer's own write (pipe_write); an ev::clear knote is not reported
+//   again there, and an ev::oneshot knote's data is that of the last edge.
+// - a socket closed with bytes unread: Linux sets ECONNRESET on the peer,
+//   which EV_EOF's fflags report (FreeBSD's unp_disconnect sets no error).
+//
 // Thread-safety: as every filter: event and touch run under the knote's
 // field lock; here they make system calls (poll, ioctl) but never block.
 #pragma once
