@@ -507,6 +507,8 @@ TEST_CASE_TEMPLATE("fd_source.forget_drops_knotes_and_stale_registrations", Src,
   CHECK(fds.forget(number));
   CHECK(!fds.forget(number));
   CHECK(fds.size_slow() == 0);
+  CHECK(kq.pending() == 0);  // knote_fdclose: knote_drop, gone from the kqueue
+  CHECK(kq.size() == 0);
   CHECK(scan(kq).empty());  // the pending report is dropped
   p.close_a();
   // The same number, another pipe; the old pipe stays open through `dup`.
@@ -525,12 +527,178 @@ TEST_CASE_TEMPLATE("fd_source.forget_drops_knotes_and_stale_registrations", Src,
   CHECK(k.env() >= 1);
   CHECK(kn.data == 2);
   (void)kn.detach();
-  // The kqueue's knote is inert until deleted; deleting it is harmless.
+  // The kqueue's knote went with the close (FreeBSD's knote_fdclose drops
+  // every knote on the descriptor): there is none left to delete.
   CHECK(kq.change({.ident = static_cast<std::uintptr_t>(number), .filter = filter_id::read,
-                   .flags = ev::delete_}) == 0);
+                   .flags = ev::delete_}) == ENOENT);
   CHECK(fds.size_slow() == 0);
   ::close(number);
   ::close(dup);
+}
+
+// FreeBSD's close(2) calls knote_fdclose (sys/kern/kern_event.c), which
+// knote_drop()s every knote on the descriptor from every kqueue: a pending
+// report is never made, the knotes are gone (EV_DELETE: ENOENT; kq_count
+// and the registration count drop). fds.close(fd) is that close here.
+// Both backends.
+TEST_CASE_TEMPLATE("fd_source.close_drops_kqueue_knotes_like_knote_fdclose", Src, epoll_src,
+                   poll_src) {
+  Src fds;
+  kq_t<Src> kq{fds};
+  kq_t<Src> other{fds};  // every kqueue, not only one
+  auto s = make_socketpair();
+  REQUIRE(add(kq, s.a, filter_id::read) == 0);
+  REQUIRE(add(kq, s.a, filter_id::write) == 0);
+  REQUIRE(add(other, s.a, filter_id::read) == 0);
+  REQUIRE(add(kq, s.b, filter_id::read) == 0);  // another descriptor: kept
+  put(s.b, 3);
+  put(s.a, 1);
+  (void)fds.dispatch();
+  CHECK(kq.size() == 3);
+  CHECK(kq.pending() == 3);  // s.a readable and writable, s.b readable
+  CHECK(other.pending() == 1);
+  const int fd = std::exchange(s.a, -1);
+  CHECK(fds.close(fd) == 0);
+  CHECK(kq.size() == 1);
+  CHECK(kq.pending() == 1);
+  CHECK(other.size() == 0);
+  CHECK(other.pending() == 0);
+  auto e = scan(kq);
+  REQUIRE(e.size() == 1);  // nothing for fd: its reports were dropped
+  CHECK(e[0].ident == static_cast<std::uintptr_t>(s.b));
+  CHECK(scan(other).empty());
+  for (const filter_id f : {filter_id::read, filter_id::write})
+    CHECK(kq.change({.ident = static_cast<std::uintptr_t>(fd), .filter = f,
+                     .flags = ev::delete_}) == ENOENT);
+  CHECK(other.change({.ident = static_cast<std::uintptr_t>(fd), .filter = filter_id::read,
+                      .flags = ev::delete_}) == ENOENT);
+  CHECK(fds.size_slow() == 1);  // s.b only
+}
+
+// The bug knote_fdclose prevents: a server closes connection fd N, accepts
+// another that gets number N and adds (N, EVFILT_READ). kqueue_register
+// must not find the old knote (it would modify it, and the new connection
+// would never be heard of): it makes a new one, whose attach watches the
+// descriptor N names now. The new pipe's read end is forced onto the old
+// number with dup2. Both backends.
+TEST_CASE_TEMPLATE("fd_source.descriptor_number_reused_after_close_is_watched_by_a_new_add",
+                   Src, epoll_src, poll_src) {
+  Src fds;
+  kq_t<Src> kq{fds};
+  auto p = make_pipe();
+  const int number = std::exchange(p.a, -1);
+  REQUIRE(add(kq, number, filter_id::read, ev::none, 0, 0) == 0);
+  put(p.b, 2);
+  (void)fds.dispatch();
+  CHECK(kq.pending() == 1);
+  CHECK(fds.close(number) == 0);
+  auto q = make_pipe();
+  REQUIRE(::dup2(q.a, number) == number);
+  REQUIRE(add(kq, number, filter_id::read, ev::clear) == 0);
+  CHECK(kq.size() == 1);
+  CHECK(kq.pending() == 0);  // the new pipe is empty
+  put(q.b, 5);
+  auto e = wait_events(fds, kq);
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].ident == static_cast<std::uintptr_t>(number));
+  CHECK(e[0].filter == filter_id::read);
+  CHECK(e[0].data == 5);
+  CHECK(has(e[0].flags, ev::clear));  // the new knote's flags, not the old one's
+  CHECK(kq.change({.ident = static_cast<std::uintptr_t>(number), .filter = filter_id::read,
+                   .flags = ev::delete_}) == 0);
+  if (q.a == number) q.a = -1;  // make_pipe took the free number itself
+  CHECK(fds.close(number) == 0);
+  CHECK(fds.size_slow() == 0);
+}
+
+// forget/close racing a scan: one thread closes descriptors (dups of a few
+// socketpair ends, so the numbers are reused at once) and adds knotes on
+// the new ones, another scans (and so polls the source), a third writes.
+// Each close drops its knotes before it returns (ENOENT at once), the
+// kqueue counts only the live ones, and the knote of each new descriptor
+// is heard from. ASan and TSan check the frees racing the scans.
+TEST_CASE_TEMPLATE("fd_source.close_and_re_add_race_a_scanning_and_a_writing_thread", Src,
+                   epoll_src, poll_src) {
+  Src fds;
+  kq_t<Src> kq{fds};
+  constexpr int pairs = 3;
+  std::vector<fd_pair> s;
+  for (int i = 0; i < pairs; ++i) s.push_back(make_socketpair());
+  std::atomic<bool> done{false};
+  std::atomic<std::size_t> seen{0};
+  std::atomic<int> scans{0};
+  std::thread scanner([&] {
+    typename kq_t<Src>::kevent_type out[8];
+    while (!done.load()) {
+      seen += kq.scan(out, 1ms);
+      ++scans;
+    }
+  });
+  std::thread writer([&] {
+    for (int i = 0; !done.load(); ++i) {
+      if (::write(s[static_cast<std::size_t>(i % pairs)].b, "x", 1) != 1)
+        std::this_thread::yield();
+    }
+  });
+  const int rounds = static_cast<int>(kcont_test::sized(600, 100));
+  int dups[pairs];
+  bool writes[pairs] = {};  // dups[i] has a write knote too
+  std::size_t live = 0;     // knotes the kqueue must count
+  for (int i = 0; i < pairs; ++i) {
+    dups[i] = ::dup(s[static_cast<std::size_t>(i)].a);
+    REQUIRE(dups[i] >= 0);
+    REQUIRE(add(kq, dups[i], filter_id::read, ev::clear) == 0);
+    ++live;
+  }
+  bool all = true;
+  // The scanner and the writer at work before the first close.
+  for (int t = 0; t < 2000 && (scans.load() < 2 || seen.load() == 0); ++t)
+    std::this_thread::sleep_for(1ms);
+  for (int r = 0; r < rounds; ++r) {
+    const int i = r % pairs;
+    if (r % 8 == 0) std::this_thread::yield();  // let the scanner in
+    if (r % 2 == 0 && !writes[i]) {
+      REQUIRE(add(kq, dups[i], filter_id::write) == 0);
+      writes[i] = true;
+      ++live;
+    }
+    const auto id = static_cast<std::uintptr_t>(dups[i]);
+    all = all && fds.close(dups[i]) == 0;
+    live -= writes[i] ? 2 : 1;
+    writes[i] = false;
+    all = all && kq.size() == live;
+    all = all && kq.change({.ident = id, .filter = filter_id::read,
+                            .flags = ev::delete_}) == ENOENT;
+    all = all && kq.change({.ident = id, .filter = filter_id::write,
+                            .flags = ev::delete_}) == ENOENT;
+    (void)drain_fd(s[static_cast<std::size_t>(i)].a);
+    dups[i] = ::dup(s[static_cast<std::size_t>(i)].a);  // mostly the same number
+    REQUIRE(dups[i] >= 0);
+    REQUIRE(add(kq, dups[i], filter_id::read, ev::clear) == 0);
+    ++live;
+  }
+  done = true;
+  writer.join();
+  scanner.join();
+  CHECK(all);
+  CHECK(seen.load() > 0);
+  // The last knote of each new descriptor is heard from.
+  for (auto& p : s) {
+    (void)drain_fd(p.a);
+    put(p.b, 1);
+  }
+  std::vector<std::uintptr_t> heard;
+  for (int t = 0; t < 200 && heard.size() < std::size_t{pairs}; ++t) {
+    for (const auto& e : scan(kq))
+      if (std::find(heard.begin(), heard.end(), e.ident) == heard.end())
+        heard.push_back(e.ident);
+    if (heard.size() < std::size_t{pairs}) (void)fds.poll(10ms);
+  }
+  CHECK(heard.size() == std::size_t{pairs});
+  for (int i = 0; i < pairs; ++i) CHECK(fds.close(dups[i]) == 0);
+  CHECK(kq.size() == 0);
+  CHECK(kq.pending() == 0);
+  CHECK(fds.size_slow() == 0);
 }
 
 // Any continuation: one that runs at once in the poll, one at softnet

@@ -562,6 +562,89 @@ TEST_CASE("kqueue.a_source_fires_while_a_knote_is_being_attached") {
   CHECK(src.list.empty());
 }
 
+namespace {
+// A source whose knotes can be closed one by one (fire(-ident)), as
+// fd_source::forget closes a descriptor: the filter refuses that event
+// and says defunct() from then on (kcont/filter.hpp). With close_in_attach
+// the attach closes its own knote right after linking it (a close racing
+// the registration: FreeBSD's knote_fdclose waits for the knote in flux).
+struct closable_source {
+  kcont::klist<long, bsd_level, std::mutex> list;
+  bool close_in_attach = false;
+};
+struct closable_filter {
+  static constexpr filter_id id{102};
+  using context_type = closable_source;
+  closable_source* src;
+  bool closed = false;
+  explicit closable_filter(closable_source& s) : src(&s) {}
+  int attach(kcont::knote_base<long>& kn) {
+    (void)src->list.insert(kn);
+    if (src->close_in_attach) {
+      kcont::immediate_target<> t;
+      CHECK(src->list.fire(t, -static_cast<long>(kn.ident), t.lowest) == 0);
+    }
+    return 0;
+  }
+  void detach(kcont::knote_base<long>& kn) { (void)src->list.erase(kn); }
+  bool event(kcont::knote_base<long>& kn, long hint) {
+    if (hint == -static_cast<long>(kn.ident)) closed = true;
+    if (closed || hint < 0) return false;  // another knote's close: no event here
+    if (hint > 0) kn.data += hint;
+    return kn.data != 0;
+  }
+  bool defunct() const noexcept { return closed; }
+};
+}  // namespace
+
+// FreeBSD's knote_fdclose drops a closed descriptor's knotes from the
+// kqueue (knote_drop): never reported, gone at once (EV_DELETE: ENOENT; an
+// EV_ADD makes a new knote). Here any filter that says defunct() after
+// refusing an event; the knote is freed (detached from its source) by the
+// kqueue's next change or scan, and one closed during its own attach is
+// dropped when the attach returns, the EV_ADD succeeding.
+TEST_CASE_TEMPLATE("kqueue.defunct_knote_is_dropped_like_knote_fdclose", Pol, std::mutex,
+                   kcont::no_lock) {
+  closable_source src;
+  kcont::kqueue<kcont::filters<closable_filter>, std::uintptr_t, Pol> kq{src};
+  kcont::immediate_target<> t;
+  auto ch = [&](std::uintptr_t id, ev flags) {
+    return kq.change({.ident = id, .filter = filter_id{102}, .flags = flags, .udata = id});
+  };
+  REQUIRE(ch(1, ev::add) == 0);
+  REQUIRE(ch(2, ev::add) == 0);
+  CHECK(src.list.fire(t, 1, t.lowest) == 2);
+  CHECK(kq.pending() == 2);
+  CHECK(src.list.fire(t, -1, t.lowest) == 0);  // close 1
+  CHECK(kq.size() == 1);
+  CHECK(kq.pending() == 1);
+  CHECK(src.list.size_slow() == 2);  // not freed yet: under the fan-out's lock
+  kev out[4];
+  REQUIRE(kq.scan(out) == 1);  // nothing for 1
+  CHECK(out[0].ident == 2);
+  CHECK(src.list.size_slow() == 1);  // the scan freed it
+  CHECK(src.list.fire(t, -2, t.lowest) == 0);  // close 2
+  CHECK(kq.size() == 0);
+  CHECK(kq.pending() == 0);
+  CHECK(ch(2, ev::delete_) == ENOENT);
+  CHECK(src.list.empty());  // the change freed it
+  REQUIRE(ch(1, ev::add) == 0);  // a new knote, not the old one
+  CHECK(kq.pending() == 0);
+  CHECK(src.list.fire(t, 5, t.lowest) == 1);
+  REQUIRE(kq.scan(out) == 1);
+  CHECK(out[0].ident == 1);
+  CHECK(out[0].data == 5);
+  REQUIRE(ch(1, ev::delete_) == 0);
+  src.close_in_attach = true;
+  CHECK(ch(3, ev::add) == 0);
+  CHECK(kq.size() == 0);
+  CHECK(kq.pending() == 0);
+  CHECK(kq.scan(out) == 0);
+  CHECK(src.list.empty());
+  CHECK(ch(3, ev::delete_) == ENOENT);
+  CHECK(ch(4, ev::add) == 0);  // freed by the destructor: ASan's leak check
+}
+
 TEST_CASE("kqueue.single_threaded_with_no_lock") {
   kcont::kqueue<kcont::filters<kcont::user_filter>, std::uintptr_t, kcont::no_lock> kq;
   REQUIRE(kq.change(user(1, ev::add | ev::clear)) == 0);

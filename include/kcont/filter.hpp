@@ -75,6 +75,10 @@ concept filter_has_event =
 template <class F, class K>
 concept filter_has_touch =
     requires(F& f, K& kn, knote_change& c, touch_op op) { f.touch(kn, c, op); };
+template <class F>
+concept filter_has_defunct = requires(const F& f) {
+  { f.defunct() } -> std::convertible_to<bool>;
+};
 
 }  // namespace detail
 
@@ -91,7 +95,14 @@ concept filter_has_touch =
 //                               change (op == change) or fill a report
 //                               (op == process); without it the owner saves
 //                               fflags/data on a change and reports kn's
-//                               fflags/data, resetting them on EV_CLEAR.
+//                               fflags/data, resetting them on EV_CLEAR;
+//   bool defunct() const        optional: true once the knote's source is
+//                               gone for good (a descriptor closed: BSD's
+//                               knote_fdclose); asked, under the lock
+//                               event ran under, after it returned false.
+//                               An owner that can drop the knote drops it
+//                               then (a kqueue: as if deleted, no report);
+//                               a plain knote just never fires again.
 // Hint is F::hint_type when F names one, else long.
 // event/touch run under the knote's field lock (a spin lock; a no-op for a
 // single-threaded knote, which one thread drives): keep them

@@ -83,8 +83,10 @@ class kqueue;
 //
 // Lifetime contract: the kqueue owns the knotes it allocates; deleting one
 // (ev::delete_, an ev::oneshot report, or the kqueue's destructor) detaches
-// it, waits for activations in flight, and frees it. Contexts outlive it.
-// No thread may be scanning when it is destroyed.
+// it, waits for activations in flight, and frees it. A knote whose filter
+// says defunct() (a descriptor closed: fd_source::forget) is deleted at
+// once, unreported (FreeBSD's knote_fdclose), and freed by the next change
+// or scan. Contexts outlive it; no thread may scan when it is destroyed.
 // Thread-safety: with a real Lock, kevent/change/scan and the activations
 // of its knotes (any klist, any thread) race freely; activations wake scanners.
 template <class... F, class Udata, lock_policy Lock, level_set Level>
@@ -264,10 +266,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
 
   // Observability: blocked scanners, their wake-ups, knotes, knotes pending
   // (FreeBSD's kq_count). Contracts: kcont/detail/kqueue_core.hpp.
-  using base::waiting;
-  using base::wakeups;
-  using base::size;
-  using base::pending;
+  using base::waiting, base::wakeups, base::size, base::pending;
 
  private:
   using typename base::drop_list;
@@ -309,7 +308,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   int register_change(kevent_type& kev) {
     if (has(kev.flags, ev::enable | ev::disable)) return EINVAL;
     if (has(kev.flags, ev::add | ev::keepudata)) return EINVAL;
-    std::unique_lock<Lock> g(lock_);
+    typename base::change_lock g(*this);  // frees the defunct knotes too
     auto it = base::find_settled(key{kev.ident, kev.filter}, g);
     if (it == table_.end()) {
       if (!has(kev.flags, ev::add)) return is_known(kev.filter) ? ENOENT : EINVAL;

@@ -39,6 +39,7 @@ LAYER = {
     "detail/knote_state.hpp": "knote", "detail/fire.hpp": "knote", "klist.hpp": "knote",
     "always_filter.hpp": "knote",
     "detail/kqueue_entry.hpp": "kqueue", "detail/kqueue_core.hpp": "kqueue",
+    "detail/kqueue_pending.hpp": "kqueue",
     "detail/kqueue_wait.hpp": "kqueue", "event_loop.hpp": "loop",
     "kevent.hpp": "knote", "kfilters.hpp": "kqueue", "event_source.hpp": "kqueue", "kqueue.hpp": "kqueue",
     "posix/fd_backends.hpp": "sources", "posix/fd_source.hpp": "sources", "posix/fd_filters.hpp": "sources",

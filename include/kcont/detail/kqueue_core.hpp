@@ -2,8 +2,9 @@
 //
 // Defines `detail::kqueue_core<Udata, Lock>`, the part of kcont::kqueue that
 // does not depend on its filter list: the lock, the registration table
-// ((ident, filter) -> entry), the pending list with its protocol (the state
-// table below), the scan's pass over it and the blocking wait. kqueue.hpp
+// ((ident, filter) -> entry), the pending list (its state table is in
+// kcont/detail/kqueue_pending.hpp, the base of this class), the scan's pass
+// over it, the burial of defunct knotes and the blocking wait. kqueue.hpp
 // derives from it and adds the filters: kevent, change and the registration
 // of each change (FreeBSD's kqueue_kevent and kqueue_register). Users never
 // name this class; its contracts are kcont::kqueue's.
@@ -24,6 +25,7 @@
 #include "kcont/contract.hpp"
 #include "kcont/detail/intrusive_queue.hpp"
 #include "kcont/detail/kqueue_entry.hpp"
+#include "kcont/detail/kqueue_pending.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/kevent.hpp"
 #include "kcont/knote.hpp"
@@ -31,19 +33,19 @@
 namespace kcont::detail {
 
 template <class Udata, lock_policy Lock>
-class kqueue_core {
+class kqueue_core : public kqueue_pending<Udata> {
  protected:
   template <class Owner, class Fi, class U, level_set L, class KL>
   friend struct kqueue_node;
 
-  using entry = kqueue_entry<Udata>;
+  using pend = kqueue_pending<Udata>;  // the pending list and its state table
+  using typename pend::entry;
+  using typename pend::drop_list;
+  using pend::try_queue, pend::unqueue, pend::is_queued, pend::remove_pending;
+  using pend::destroy_all, pend::pending_, pend::pending_count_, pend::defunct_;
   using kevent_type = basic_kevent<Udata>;
   using duration = std::chrono::nanoseconds;
   using key = kqueue_key;
-  // The pending list (see the state table below) and the list of knotes to
-  // free once lock_ is released, through the same link.
-  using pending_list = intrusive_queue<&entry::pnext, &entry::pprev>;
-  using drop_list = intrusive_queue<&entry::pnext>;
 
   kqueue_core() = default;
   kqueue_core(const kqueue_core&) = delete;
@@ -56,6 +58,7 @@ class kqueue_core {
     {
       std::lock_guard<Lock> g(lock_);
       KCONT_EXPECTS(waiters_ == 0, "kqueue: destroyed while a thread scans it");
+      this->reap(drops);  // the defunct knotes (see bury)
       for (auto& kv : table_) {
         entry& e = *kv.second;
         e.dropping = true;
@@ -175,18 +178,27 @@ class kqueue_core {
       }
       n = collect(events, drops);
       if (n != 0 || ended) return n;
+      if (!drops.empty()) [[unlikely]] {  // defunct knotes (bury): freed now, not at return
+        g.unlock();
+        destroy_all(drops);
+        g.lock();
+      }
     }
   }
 
   // Snapshots, O(1), under lock_: the threads blocked in scan now (the
   // destructor's precondition); the wake-ups of blocked scanners (one per push
   // onto an empty pending list while one waits); the registered knotes; the
-  // knotes waiting for a scan (FreeBSD's kq_count, disabled ones included).
+  // knotes waiting for a scan (FreeBSD's kq_count, disabled ones included,
+  // defunct ones not: they are gone).
   using guard = std::lock_guard<Lock>;
   [[nodiscard]] std::size_t waiting() const { guard g(lock_); return waiters_; }
   [[nodiscard]] std::uint64_t wakeups() const { guard g(lock_); return wakeups_; }
   [[nodiscard]] std::size_t size() const { guard g(lock_); return table_.size(); }
-  [[nodiscard]] std::size_t pending() const { guard g(lock_); return pending_count_; }
+  [[nodiscard]] std::size_t pending() const {
+    guard g(lock_);
+    return pending_count_ - defunct_;
+  }
 
   // The table's entry for k, once no other thread is attaching its filter
   // (FreeBSD's knote in flux: kqueue_register sleeps on KN_INFLUX). g holds
@@ -208,8 +220,11 @@ class kqueue_core {
   // list lock (kqueue_node::fire_kq), so the one lock order is klist, then
   // kqueue (FreeBSD's kqueue_register calls f_attach unlocked too).
   // Meanwhile e is `attaching`: changes wait (find_settled), activations
-  // leave it unqueued (still active: the caller's post_change queues it).
-  // With no_lock there is no other thread: nothing to drop.
+  // leave it unqueued (still active: the caller's post_change queues it);
+  // one that found it defunct (bury) left it to this attach's end, which
+  // buries it (the caller's post_change then sees `dropping`: FreeBSD's
+  // knote_fdclose waits for a knote in flux, then drops it). With no_lock
+  // there is no other thread: nothing to drop.
   template <class Attach>
   int attach_unlocked(entry& e, std::unique_lock<Lock>& g, Attach attach) {
     if constexpr (std::is_same_v<Lock, no_lock>) {
@@ -218,13 +233,15 @@ class kqueue_core {
       e.attaching = true;
       g.unlock();
       struct relock {
+        kqueue_core& q;
         std::unique_lock<Lock>& g;
         entry& e;
         ~relock() {
           g.lock();
           e.attaching = false;
+          if (e.dropping) [[unlikely]] q.bury(e);
         }
-      } r{g, e};
+      } r{*this, g, e};
       return attach();
     }
   }
@@ -238,44 +255,8 @@ class kqueue_core {
     if (k.is_active() && !k.is_disabled() && try_queue(e)) push_pending(e);
   }
 
-  // The pending list and the knote's queued bit: the state table.
-  //
-  // A knote is "pending" exactly when it is on pending_ and its entry's
-  // queued flag (try_queue / unqueue below) is set: both change together, under
-  // lock_, only in push_pending, remove_pending and collect (pop, re-queue).
-  // pending_count_ counts the list (FreeBSD's kq_count). An activation
-  // comes from any thread (a klist's fan-out, a filter's event) through
-  // the kqueue's continuation, on_activation; the others are kevent calls.
-  //
-  //   state    | event                                | action -> next state
-  //   ---------+--------------------------------------+-------------------------------
-  //   idle     | activation; not disabled, not        | try_queue, push_back, wake
-  //            |   dropping                           |   scanners -> pending
-  //   idle     | activation; disabled or dropping     | none -> idle (still active:
-  //            |   or attaching                       |   enable's or the attach's
-  //            |                                      |   post_change queues it)
-  //   idle     | change (post_change): active and     | try_queue, push_back, wake
-  //            |   enabled after the re-check, or     |   scanners -> pending
-  //            |   ev::forceoneshot                   |
-  //   pending  | activation, change                   | none: try_queue fails (rule 7)
-  //   pending  | ev::disable                          | none -> pending, in place
-  //   pending  | scan: disabled                       | pop, unqueue -> idle (active)
-  //   pending  | scan: re-check fails                 | pop, unqueue, clear_active -> idle
-  //   pending  | scan: reported, clear or dispatch    | pop, unqueue, clear_active
-  //            |                                      |   (dispatch: disable) -> idle
-  //   pending  | scan: reported, level-triggered      | pop, unqueue, try_queue,
-  //            |                                      |   push_back, no wake -> pending
-  //   pending  | scan: ev::oneshot                    | pop, unqueue, report without
-  //            |                                      |   re-check, drop
-  //   any      | ev::delete_, destructor              | dropping = true; pop if pending;
-  //            |                                      |   table erase; freed unlocked
-  //
-  // A scan takes at most the entries pending at its start (FreeBSD's
-  // marker), so a level-triggered re-queue is not seen twice by one scan.
-  // Blocked scanners are woken (cv_) by a push onto an empty list while any
-  // waits (push_pending says why that is enough).
-
-  // The NetBSD patch's kq_func (see the state table above). Any thread.
+  // The NetBSD patch's kq_func (the state table in
+  // kcont/detail/kqueue_pending.hpp). Any thread.
   void on_activation(entry& e) {
     // A knote already pending needs nothing (rule 7), so this activation
     // does not take lock_: read the queued flag first. Only knote::activate
@@ -289,20 +270,6 @@ class kqueue_core {
   }
   // A fan-out's activation is the same row, done by the knote's fused fire
   // under lock_ together with the filter's event (kqueue_node::fire_kq).
-
-  // The entry's queued flag, the NetBSD patch's KN_QUEUED. It is the
-  // kqueue's own (not the knote's state word, which would need a locked
-  // read-modify-write per claim and per release): written only under lock_,
-  // read without it by on_activation's early return.
-  static bool try_queue(entry& e) noexcept {
-    if (e.queued.load(std::memory_order_relaxed)) return false;
-    e.queued.store(true, std::memory_order_relaxed);
-    return true;
-  }
-  static void unqueue(entry& e) noexcept { e.queued.store(false, std::memory_order_release); }
-  static bool is_queued(const entry& e) noexcept {
-    return e.queued.load(std::memory_order_acquire);
-  }
 
   // idle -> pending, after a successful try_queue. Under lock_.
   // Blocked scanners are woken only when the list goes from empty to not
@@ -334,13 +301,6 @@ class kqueue_core {
     }
     if ((source_sleeping_ || pollable_) && wake_source_ != nullptr) wake_source_(*this);
   }
-  // pending -> idle. Under lock_.
-  void remove_pending(entry& e) noexcept {
-    pending_.erase(e);
-    --pending_count_;
-    unqueue(e);
-  }
-
   // Takes e out of the table and the pending list; activations racing in
   // see `dropping` and leave it alone. Under lock_.
   void unlink_locked(entry& e) {
@@ -349,9 +309,35 @@ class kqueue_core {
     table_.erase(key{e.ident, e.filter});
   }
 
-  static void destroy_all(drop_list& drops) {
-    while (entry* e = drops.pop_front()) e->ops->destroy(*e);
+  // FreeBSD's knote_fdclose -> knote_drop for one knote: its filter refused
+  // an event and said defunct() (kcont/filter.hpp: its source is gone, a
+  // descriptor forgotten), so it is dropped as if deleted, unreported, and
+  // freed by the next change or scan (the state table's "defunct" rows).
+  // Called by the knote's fused fire (kqueue_node::fire_kq) under its
+  // klist's lock and lock_, so it frees nothing (the detach takes the
+  // klist's lock); an attaching knote is left to its attach's end
+  // (attach_unlocked). Out of line: only a close pays. Under lock_.
+  [[gnu::cold, gnu::noinline]] void bury(entry& e) noexcept {
+    e.dropping = true;  // no activation queues it from now on
+    if (e.attaching) return;
+    unlink_locked(e);
+    if (this->push_defunct(e) && (waiters_ != 0 || pollable_)) wake_scanners();
   }
+
+  // lock_ for a change (kqueue::register_change), which first takes the
+  // defunct knotes off the list; they are freed once lock_ is released.
+  struct change_lock : std::unique_lock<Lock> {
+    drop_list drops;
+    explicit change_lock(kqueue_core& q) : std::unique_lock<Lock>(q.lock_) {
+      if (q.defunct_ != 0) [[unlikely]] q.reap(drops);
+    }
+    ~change_lock() {
+      if (this->owns_lock()) this->unlock();
+      destroy_all(drops);
+    }
+    change_lock(const change_lock&) = delete;
+    change_lock& operator=(const change_lock&) = delete;
+  };
 
   // The EV_EOF a filter set in the knote's flags (or its touch in a
   // report's), reported with the entry's own flags: FreeBSD's filt_soread
@@ -376,8 +362,15 @@ class kqueue_core {
       unqueue(e);
       knote_core& k = *e.core;
       // kqueue_scan: a knote disabled while queued leaves the queue here,
-      // unreported, still active (an enable re-queues it).
-      if (k.is_disabled()) continue;
+      // unreported, still active (an enable re-queues it). A defunct one
+      // (bury: dropping, at the front) is freed once lock_ is released.
+      if (k.is_disabled()) {
+        if (e.dropping) {
+          --defunct_;
+          drops.push_front(e);
+        }
+        continue;
+      }
       const bool oneshot = has(e.flags, ev::oneshot);
       if (oneshot) {
         // kqueue_scan reports a one-shot knote without re-checking it and
@@ -421,8 +414,6 @@ class kqueue_core {
   // The wait source's wake(), set by a kqueue that has one.
   void (*wake_source_)(kqueue_core&) noexcept = nullptr;
   std::unordered_map<key, entry*, kqueue_key_hash> table_;
-  pending_list pending_;
-  std::size_t pending_count_ = 0;
 };
 
 }  // namespace kcont::detail

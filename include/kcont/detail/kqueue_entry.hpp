@@ -192,7 +192,12 @@ struct kqueue_node final : kqueue_entry<Udata> {
     std::lock_guard g(q.lock_, std::adopt_lock);
     // Dropping: its detach may be writing the state word, without lock_.
     if (n.dropping) return fire_outcome::skipped;
-    if (!static_cast<bool>(k.filter().event(b, h))) return fire_outcome::skipped;
+    if (!static_cast<bool>(k.filter().event(b, h))) {
+      // Its source is gone (fd_source::forget): knote_fdclose drops it.
+      if constexpr (filter_has_defunct<Fi>)
+        if (k.filter().defunct()) [[unlikely]] q.bury(n);
+      return fire_outcome::skipped;
+    }
     if (!knote_access::begin_fire_activation<std::is_same_v<KnoteLock, no_lock>>(b))
       return fire_outcome::skipped;
     if (!n.attaching && Owner::try_queue(n)) q.push_pending(n);

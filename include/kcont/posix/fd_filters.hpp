@@ -35,6 +35,12 @@
 // a socket also fires when data arrives while the socket is writable.
 // A standalone knote fires on each readiness event of the source (its
 // continuation runs then; its data/fflags/flags hold the state).
+// Closing: fd_source::forget(fd) (or close(fd)) is FreeBSD's knote_fdclose.
+// The filters see fd_ready::closed, never fire again and say defunct()
+// (kcont/filter.hpp): a kqueue drops their knotes at once, as knote_drop
+// does (no report; ev::delete_ finds none: ENOENT; ev::add of the number
+// makes a new knote, which watches whatever descriptor has it now); a
+// standalone knote stays attached until its owner detaches it.
 //
 // Where Linux shows user space less than FreeBSD's kernel sees (the model
 // test, tests/fd_differential_test.cpp, leaves these out by name, each with
@@ -152,7 +158,7 @@ namespace detail {
 }
 
 // What read_filter and write_filter share: the source, the descriptor's
-// entry on it, its kind, and whether forget() made the knote inert.
+// entry on it, its kind, and whether forget() made the knote defunct.
 template <class Source, fd_interest Dir>
 class fd_filter_base {
  public:
@@ -202,6 +208,9 @@ class fd_filter_base {
 
   // True once forget() dropped the descriptor: the knote never fires again.
   [[nodiscard]] bool closed() const noexcept { return closed_; }
+  // The filter concept's defunct() (kcont/filter.hpp): closed(), so that a
+  // kqueue drops the knote as FreeBSD's knote_fdclose does.
+  [[nodiscard]] bool defunct() const noexcept { return closed_; }
   // What the descriptor was found to be at attach.
   [[nodiscard]] fd_kind kind() const noexcept { return kind_; }
 

@@ -65,12 +65,16 @@ namespace kcont {
 // readiness event never does. poll() waits for readiness and fires each ready
 // descriptor's klist with the fd_ready bits as the hint.
 //
-// Closing a descriptor: BSD drops a descriptor's knotes at close(2); in user
-// space the source cannot see a close, so tell it first: forget(fd) (or
-// close(fd), which forgets and closes). Its knotes stop firing (their
-// filters see fd_ready::closed; a kqueue drops a pending report at its next
-// scan) and are unlinked from the source when their owner detaches them (a
-// kqueue: ev::delete_ them; see kcont/posix/fd_filters.hpp). A registration
+// Closing a descriptor: BSD drops a descriptor's knotes at close(2)
+// (knote_fdclose); in user space the source cannot see a close, so tell it
+// first: forget(fd) (or close(fd), which forgets and closes). Its knotes
+// stop firing: their filters see fd_ready::closed and say defunct()
+// (kcont/filter.hpp). A kqueue's knotes are dropped from the kqueue right
+// then, as knote_drop does (a pending report is never made, ev::delete_
+// returns ENOENT, ev::add of the number makes a new knote that watches the
+// descriptor the number names now) and freed by its next change or scan; a
+// plain knote stays attached until its owner detaches it
+// (kcont/posix/fd_filters.hpp). A registration
 // the kernel keeps for a closed descriptor (epoll keeps one while a dup of
 // it is open) is harmless: every event carries its registration's
 // generation, and an event of a forgotten one is ignored.
@@ -213,10 +217,12 @@ class basic_fd_source {
   }
 
   // Effects: BSD's close(2) of a registered descriptor (knote_fdclose):
-  //   ends its registration and makes every knote on it inert: its filter
-  //   sees fd_ready::closed and never fires again, so a kqueue drops a
-  //   pending report at its next scan. The knotes stay attached until their
-  //   owners detach them (cheap, no system call). Call it BEFORE close(2).
+  //   ends its registration and fires its klist with fd_ready::closed, so
+  //   every knote on it is defunct: it never fires again, and a kqueue drops
+  //   its knotes before this returns (no report, ev::delete_ finds none;
+  //   freed by its next change or scan). Other knotes stay attached until
+  //   their owners detach them (cheap, no system call). Call it BEFORE
+  //   close(2): once it returns, the number may be reused and re-added.
   // Returns: true when fd was registered.
   // Thread-safety: any thread.
   bool forget(int fd) {

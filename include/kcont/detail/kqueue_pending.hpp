@@ -1,0 +1,141 @@
+// kcont/detail/kqueue_pending.hpp — the kqueue's pending list, its state
+// table, and the knotes a closed source left behind.
+//
+// Defines `detail::kqueue_pending<Udata>`, the base of kqueue_core
+// (kcont/detail/kqueue_core.hpp) that keeps the pending list (the knotes
+// waiting for a scan), each entry's queued flag, the protocol of both (the
+// state table below) and, at the list's front, the defunct knotes: those
+// whose filter said their source is gone for good (a descriptor closed:
+// FreeBSD's knote_fdclose), out of the table, waiting to be freed. Every
+// member is used under the kqueue's lock (kqueue_core::lock_). Users never
+// name this class; its contracts are kcont::kqueue's.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+
+#include "kcont/detail/intrusive_queue.hpp"
+#include "kcont/detail/kqueue_entry.hpp"
+
+namespace kcont::detail {
+
+template <class Udata>
+class kqueue_pending {
+ protected:
+  using entry = kqueue_entry<Udata>;
+  // The pending list (see the state table below) and the list of knotes to
+  // free once the kqueue's lock is released, through the same link.
+  using pending_list = intrusive_queue<&entry::pnext, &entry::pprev>;
+  using drop_list = intrusive_queue<&entry::pnext>;
+
+  // The pending list and the knote's queued bit: the state table.
+  //
+  // A knote is "pending" exactly when it is on pending_ and its entry's
+  // queued flag (try_queue / unqueue below) is set: both change together,
+  // under the kqueue's lock, only in push_pending, remove_pending, bury,
+  // reap and collect (pop, re-queue). pending_count_ counts the list; the
+  // first defunct_ entries are defunct (FreeBSD's kq_count is the rest:
+  // kqueue::pending). An activation comes from any thread (a klist's
+  // fan-out, a filter's event) through the kqueue's continuation,
+  // on_activation or fire_kq; the others are kevent calls.
+  //
+  //   state    | event                                | action -> next state
+  //   ---------+--------------------------------------+-------------------------------
+  //   idle     | activation; not disabled, not        | try_queue, push_back, wake
+  //            |   dropping                           |   scanners -> pending
+  //   idle     | activation; disabled or dropping     | none -> idle (still active:
+  //            |   or attaching                       |   enable's or the attach's
+  //            |                                      |   post_change queues it)
+  //   idle     | change (post_change): active and     | try_queue, push_back, wake
+  //            |   enabled after the re-check, or     |   scanners -> pending
+  //            |   ev::forceoneshot                   |
+  //   pending  | activation, change                   | none: try_queue fails (rule 7)
+  //   pending  | ev::disable                          | none -> pending, in place
+  //   pending  | scan: disabled                       | pop, unqueue -> idle (active)
+  //   pending  | scan: re-check fails                 | pop, unqueue, clear_active -> idle
+  //   pending  | scan: reported, clear or dispatch    | pop, unqueue, clear_active
+  //            |                                      |   (dispatch: disable) -> idle
+  //   pending  | scan: reported, level-triggered      | pop, unqueue, try_queue,
+  //            |                                      |   push_back, no wake -> pending
+  //   pending  | scan: ev::oneshot                    | pop, unqueue, report without
+  //            |                                      |   re-check, drop
+  //   any      | ev::delete_, destructor              | dropping = true; pop if pending;
+  //            |                                      |   table erase; freed unlocked
+  //   idle,    | a fan-out's event the filter refuses | bury: dropping = true, pop if
+  //   pending  |   and then says defunct() (its       |   pending, table erase, disable,
+  //            |   source is gone: fd_source::forget) |   try_queue, push_front, ++defunct_,
+  //            |                                      |   wake scanners -> defunct
+  //   attaching| the same                             | dropping = true; the attach's
+  //            |                                      |   end buries it -> defunct
+  //   defunct  | activation                           | none (dropping)
+  //   defunct  | change                               | not in the table: ENOENT, or
+  //            |                                      |   ev::add makes a new knote
+  //   defunct  | change (reap, first), scan (pop: it  | pop, unqueue, --defunct_; freed
+  //            |   is disabled), destructor           |   unlocked -> gone
+  //
+  // A defunct knote is FreeBSD's knote_drop of knote_fdclose: never
+  // reported, gone from the kqueue at once (the table, kqueue::size and
+  // kqueue::pending), freed by the next change or scan. It waits at the
+  // list's front, disabled, so that a scan frees it in the branch it takes
+  // for a disabled knote (no test on the scan's path) and a change takes
+  // the defunct_ first entries; its wake keeps "a scanner waits only on an
+  // empty list" true (push_pending).
+  // A scan takes at most the entries pending at its start (FreeBSD's
+  // marker), so a level-triggered re-queue is not seen twice by one scan.
+  // Blocked scanners are woken (cv_) by a push onto an empty list while any
+  // waits (push_pending says why that is enough).
+
+  // The entry's queued flag, the NetBSD patch's KN_QUEUED. It is the
+  // kqueue's own (not the knote's state word, which would need a locked
+  // read-modify-write per claim and per release): written only under the
+  // kqueue's lock, read without it by on_activation's early return.
+  static bool try_queue(entry& e) noexcept {
+    if (e.queued.load(std::memory_order_relaxed)) return false;
+    e.queued.store(true, std::memory_order_relaxed);
+    return true;
+  }
+  static void unqueue(entry& e) noexcept { e.queued.store(false, std::memory_order_release); }
+  static bool is_queued(const entry& e) noexcept {
+    return e.queued.load(std::memory_order_acquire);
+  }
+
+  // pending -> idle.
+  void remove_pending(entry& e) noexcept {
+    pending_.erase(e);
+    --pending_count_;
+    unqueue(e);
+  }
+
+  // -> defunct, for bury (kqueue_core), once e left the table and the list.
+  // Returns: whether the list was empty (the caller wakes scanners then).
+  bool push_defunct(entry& e) noexcept {
+    const bool was_empty = pending_count_ == 0;
+    e.core->disable();
+    (void)try_queue(e);
+    pending_.push_front(e);
+    ++pending_count_;
+    ++defunct_;
+    return was_empty;
+  }
+
+  // defunct -> gone: every defunct knote onto `drops`, to free unlocked.
+  void reap(drop_list& drops) noexcept {
+    for (; defunct_ != 0; --defunct_) {
+      entry* e = pending_.pop_front();
+      if (e == nullptr) [[unlikely]] break;  // never; for g++ -O3 (see collect)
+      --pending_count_;
+      unqueue(*e);
+      drops.push_front(*e);
+    }
+  }
+
+  static void destroy_all(drop_list& drops) {
+    while (entry* e = drops.pop_front()) e->ops->destroy(*e);
+  }
+
+  pending_list pending_;
+  std::size_t pending_count_ = 0;
+  std::size_t defunct_ = 0;  // the first entries of pending_ that are defunct
+};
+
+}  // namespace kcont::detail
