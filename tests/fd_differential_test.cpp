@@ -57,35 +57,18 @@ namespace {
 // the seed named at each is the first that fails with that one set to true
 // (FD_DIFF_SEED=n runs seed n alone and prints its trace).
 //
-// A change (any: EV_ADD, EV_DELETE, EV_ENABLE...) naming a descriptor that
-// was closed: FreeBSD's kqueue_register fget()s the descriptor first and
-// fails with EBADF; kcont returns ENOENT (seed 1: EV_ENABLE of {6 WRITE}
-// after "close 6").
-inline constexpr bool kchanges_on_closed_descriptors = false;
 // shutdown(SHUT_WR) of a socket that has an EVFILT_WRITE knote, or adding
 // one after it: FreeBSD's uipc_shutdown calls socantsendmore(so), so
 // filt_sowrite sees SBS_CANTSENDMORE and sets EV_EOF on the socket's own
 // write knote; kcont reports it writable without EV_EOF (seed 1: {8 WRITE}
 // added after "shutdown 8 SHUT_WR", reported with flags 0).
 inline constexpr bool kown_write_eof_after_shutdown = false;
-// close() of a pipe's read end while its write end has an EVFILT_WRITE
-// knote: FreeBSD's pipeclose ends with knlist_clear, which marks the knote
-// "EV_EOF | EV_ONESHOT" (knlist_cleardel): reported once with EV_ONESHOT in
-// flags, then deleted; kcont reports EV_EOF without EV_ONESHOT and keeps it
-// (seed 9: {6 WRITE} after "close 5").
-inline constexpr bool kpipe_reader_close_under_write_knote = false;
 // close() of a socket with bytes still unread in its receive buffer: Linux
 // sets ECONNRESET on the peer (unix_release_sock) and kcont reports it in
 // the peer's EV_EOF fflags; FreeBSD's unp_disconnect sets no so_error, so
 // filt_soread / filt_sowrite report fflags 0 (seed 17: {7 WRITE EV_EOF}
 // with fflags 104, ECONNRESET).
 inline constexpr bool kclose_socket_with_unread_bytes = false;
-// fds.close(fd) of a descriptor that has knotes in the kqueue: FreeBSD's
-// close(2) runs knote_fdclose, which drops every knote of the descriptor
-// (a queued event with it: knote_drop_detached dequeues it); kcont keeps
-// them registered (seed 4: kqueue::size() is 1 after "close 7", FreeBSD 0),
-// and a queued one-shot knote is still reported after the close.
-inline constexpr bool kclose_descriptor_with_knotes = false;
 // EV_CLEAR on EVFILT_WRITE: FreeBSD calls knote() on the klist holding a
 // pipe's write knotes at every write (pipe_write: "if
 // (wpipe->pipe_buffer.cnt) pipeselwakeup(wpipe)") and every read that
@@ -239,7 +222,6 @@ class run {
       case 0:
       case 1:
       case 2: {  // a change
-        if (!kchanges_on_closed_descriptors && !model_.is_open(fd)) return "";
         const std::int16_t filter = !sock ? (fd == fd_[0] ? kqref::EVFILT_READ : kqref::EVFILT_WRITE)
                                           : (pick(2) == 0 ? kqref::EVFILT_READ : kqref::EVFILT_WRITE);
         std::uint16_t flags = 0;
@@ -333,14 +315,7 @@ class run {
           return "";
         }
         if (pick(4) != 0) return "";
-        if (!kpipe_reader_close_under_write_knote && fd == fd_[0] &&
-            model_.has_knote(static_cast<std::uintptr_t>(fd_[1]), kqref::EVFILT_WRITE))
-          return "";
         if (!kclose_socket_with_unread_bytes && sock && model_.readable(fd) != 0) return "";
-        if (!kclose_descriptor_with_knotes &&
-            (model_.has_knote(static_cast<std::uintptr_t>(fd), kqref::EVFILT_READ) ||
-             model_.has_knote(static_cast<std::uintptr_t>(fd), kqref::EVFILT_WRITE)))
-          return "";
         log_ << "close " << fd << "\n";
         fds_.close(fd);
         fds_.dispatch();

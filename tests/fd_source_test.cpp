@@ -538,7 +538,8 @@ TEST_CASE_TEMPLATE("fd_source.forget_drops_knotes_and_stale_registrations", Src,
 
 // FreeBSD's close(2) calls knote_fdclose (sys/kern/kern_event.c), which
 // knote_drop()s every knote on the descriptor from every kqueue: a pending
-// report is never made, the knotes are gone (EV_DELETE: ENOENT; kq_count
+// report is never made, the knotes are gone (EV_DELETE: EBADF, fget(), while
+// the number is closed, ENOENT once it names another descriptor; kq_count
 // and the registration count drop). fds.close(fd) is that close here.
 // Both backends.
 TEST_CASE_TEMPLATE("fd_source.close_drops_kqueue_knotes_like_knote_fdclose", Src, epoll_src,
@@ -567,11 +568,13 @@ TEST_CASE_TEMPLATE("fd_source.close_drops_kqueue_knotes_like_knote_fdclose", Src
   REQUIRE(e.size() == 1);  // nothing for fd: its reports were dropped
   CHECK(e[0].ident == static_cast<std::uintptr_t>(s.b));
   CHECK(scan(other).empty());
+  // Every change naming the closed number fails before any lookup:
+  // kqueue_register's fget() (EBADF).
   for (const filter_id f : {filter_id::read, filter_id::write})
     CHECK(kq.change({.ident = static_cast<std::uintptr_t>(fd), .filter = f,
-                     .flags = ev::delete_}) == ENOENT);
+                     .flags = ev::delete_}) == EBADF);
   CHECK(other.change({.ident = static_cast<std::uintptr_t>(fd), .filter = filter_id::read,
-                      .flags = ev::delete_}) == ENOENT);
+                      .flags = ev::delete_}) == EBADF);
   CHECK(fds.size_slow() == 1);  // s.b only
 }
 
@@ -614,7 +617,7 @@ TEST_CASE_TEMPLATE("fd_source.descriptor_number_reused_after_close_is_watched_by
 // forget/close racing a scan: one thread closes descriptors (dups of a few
 // socketpair ends, so the numbers are reused at once) and adds knotes on
 // the new ones, another scans (and so polls the source), a third writes.
-// Each close drops its knotes before it returns (ENOENT at once), the
+// Each close drops its knotes before it returns (a delete: EBADF), the
 // kqueue counts only the live ones, and the knote of each new descriptor
 // is heard from. ASan and TSan check the frees racing the scans.
 TEST_CASE_TEMPLATE("fd_source.close_and_re_add_race_a_scanning_and_a_writing_thread", Src,
@@ -668,9 +671,9 @@ TEST_CASE_TEMPLATE("fd_source.close_and_re_add_race_a_scanning_and_a_writing_thr
     writes[i] = false;
     all = all && kq.size() == live;
     all = all && kq.change({.ident = id, .filter = filter_id::read,
-                            .flags = ev::delete_}) == ENOENT;
+                            .flags = ev::delete_}) == EBADF;  // fget()
     all = all && kq.change({.ident = id, .filter = filter_id::write,
-                            .flags = ev::delete_}) == ENOENT;
+                            .flags = ev::delete_}) == EBADF;
     (void)drain_fd(s[static_cast<std::size_t>(i)].a);
     dups[i] = ::dup(s[static_cast<std::size_t>(i)].a);  // mostly the same number
     REQUIRE(dups[i] >= 0);
@@ -1033,6 +1036,28 @@ TEST_CASE_TEMPLATE("fd_source.write_knote_on_a_pipe_whose_reader_is_gone_is_epip
   CHECK(add(kq, p.b, filter_id::read) == 0);  // only writing needs a reader
   REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.b), .filter = filter_id::read,
                      .flags = ev::delete_}) == 0);
+}
+
+// FreeBSD's pipeclose ends with knlist_clear, which marks the write knotes
+// of the closing reader's pipe EV_EOF | EV_ONESHOT (knlist_cleardel): the
+// next scan reports the knote once, with both flags, and deletes it.
+TEST_CASE_TEMPLATE("fd_source.pipe_write_knote_is_reported_once_oneshot_when_the_reader_closes",
+                   Src, epoll_src, poll_src) {
+  Src fds;
+  kq_t<Src> kq{fds};
+  auto p = make_pipe();
+  REQUIRE(add(kq, p.b, filter_id::write) == 0);  // level-triggered
+  CHECK(scan(kq).size() == 1);                   // writable
+  p.close_a();
+  auto e = scan(kq);
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].ident == static_cast<std::uintptr_t>(p.b));
+  CHECK(kcont::has(e[0].flags, ev::eof));
+  CHECK(kcont::has(e[0].flags, ev::oneshot));
+  CHECK(kq.size() == 0);  // deleted after its report
+  CHECK(scan(kq).empty());
+  CHECK(kq.change({.ident = static_cast<std::uintptr_t>(p.b), .filter = filter_id::write,
+                   .flags = ev::delete_}) == ENOENT);
 }
 
 #endif  // __linux__

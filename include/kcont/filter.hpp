@@ -79,6 +79,24 @@ template <class F>
 concept filter_has_defunct = requires(const F& f) {
   { f.defunct() } -> std::convertible_to<bool>;
 };
+template <class F>
+concept filter_checks_ident = requires(std::uintptr_t ident) {
+  { F::check_ident(ident) } -> std::convertible_to<int>;
+};
+
+// FreeBSD's f_isfd: kqueue_register fget()s a descriptor filter's ident
+// before it looks for the knote, so every change naming a closed descriptor
+// fails with EBADF. Returns: the check_ident of the filter among F... whose
+// id is `id` (0 when it has none).
+template <class... F, class Id>
+[[nodiscard]] int check_ident(Id id, std::uintptr_t ident) {
+  int err = 0;
+  (void)((F::id == id && ((err = [&] {
+            if constexpr (filter_checks_ident<F>) return static_cast<int>(F::check_ident(ident));
+            else return 0;
+          }()), true)) || ...);
+  return err;
+}
 
 }  // namespace detail
 
@@ -102,7 +120,11 @@ concept filter_has_defunct = requires(const F& f) {
 //                               event ran under, after it returned false.
 //                               An owner that can drop the knote drops it
 //                               then (a kqueue: as if deleted, no report);
-//                               a plain knote just never fires again.
+//                               a plain knote just never fires again;
+//   static int check_ident(std::uintptr_t ident)   optional: an errno value
+//                               when ident cannot name a watched object
+//                               (EBADF: no such descriptor); a kqueue asks
+//                               it before every change (FreeBSD's fget).
 // Hint is F::hint_type when F names one, else long.
 // event/touch run under the knote's field lock (a spin lock; a no-op for a
 // single-threaded knote, which one thread drives): keep them

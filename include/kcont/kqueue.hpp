@@ -308,6 +308,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   int register_change(kevent_type& kev) {
     if (has(kev.flags, ev::enable | ev::disable)) return EINVAL;
     if (has(kev.flags, ev::add | ev::keepudata)) return EINVAL;
+    if (const int err = detail::check_ident<F...>(kev.filter, kev.ident)) return err;
     typename base::change_lock g(*this);  // frees the defunct knotes too
     auto it = base::find_settled(key{kev.ident, kev.filter}, g);
     if (it == table_.end()) {

@@ -341,9 +341,10 @@ class kqueue_core : public kqueue_pending<Udata> {
 
   // The EV_EOF a filter set in the knote's flags (or its touch in a
   // report's), reported with the entry's own flags: FreeBSD's filt_soread
-  // and filt_piperead set EV_EOF in kn_flags, which the scan copies out.
+  // and filt_piperead set EV_EOF in kn_flags, which the scan copies out;
+  // and EV_ONESHOT, which knlist_clear sets with it (a pipe's reader gone).
   static ev eof_of(std::uint16_t flags) noexcept {
-    return static_cast<ev>(flags) & ev::eof;
+    return static_cast<ev>(flags) & (ev::eof | ev::oneshot);
   }
 
   // One pass over the knotes pending when it starts (FreeBSD's marker):
@@ -392,7 +393,10 @@ class kqueue_core : public kqueue_pending<Udata> {
       }
       events[n++] = kevent_type{e.ident, e.filter, e.flags | eof_of(r.flags), r.fflags,
                                 r.data, e.udata};
-      if (clear || has(e.flags, ev::dispatch)) {
+      if (has(static_cast<ev>(r.flags), ev::oneshot)) {  // made one-shot by its filter
+        unlink_locked(e);
+        drops.push_front(e);
+      } else if (clear || has(e.flags, ev::dispatch)) {
         if (has(e.flags, ev::dispatch)) k.disable();
         (void)k.clear_active();
       } else {

@@ -22,7 +22,8 @@
 //   EV_EOF read: the peer shut down writing or closed (POLLRDHUP / POLLHUP:
 //          filt_soread's SBS_CANTRCVMORE, filt_piperead's PIPE_EOF), data
 //          still counting the unread bytes; write: the reader of a pipe is
-//          gone (POLLERR: filt_pipewrite), or the socket cannot send any
+//          gone (POLLERR: filt_pipewrite; with EV_ONESHOT, as pipeclose's
+//          knlist_clear marks it: deleted after its report), or the socket cannot send any
 //          more (POLLHUP: reset, refused, or both directions shut down).
 //          fflags = the socket's error (SO_ERROR) when there is one.
 //          Unlike FreeBSD, Linux shows no EOF for a socket whose own sending
@@ -199,11 +200,18 @@ class fd_filter_base {
     }
     c.fflags = kn.fflags;
     c.data = kn.data;
-    c.flags |= static_cast<std::uint16_t>(kn.flags & eof_bit);
+    c.flags |= static_cast<std::uint16_t>(kn.flags & (eof_bit | oneshot_bit));
     if (has(static_cast<ev>(c.flags), ev::clear)) {
       kn.fflags = 0;
       kn.data = 0;
     }
+  }
+
+  // FreeBSD's fget() in kqueue_register: EBADF for every change (add,
+  // delete, enable...) naming no open descriptor.
+  [[nodiscard]] static int check_ident(std::uintptr_t ident) noexcept {
+    if (ident > 0x7fffffffu || ::fcntl(static_cast<int>(ident), F_GETFD) == -1) return EBADF;
+    return 0;
   }
 
   // True once forget() dropped the descriptor: the knote never fires again.
@@ -216,6 +224,7 @@ class fd_filter_base {
 
  protected:
   static constexpr std::uint16_t eof_bit = static_cast<std::uint16_t>(ev::eof);
+  static constexpr std::uint16_t oneshot_bit = static_cast<std::uint16_t>(ev::oneshot);
 
   // The readiness to judge: the hint's, or (hint 0: the scan's re-check)
   // the kernel's now. Returns 0 when the knote must not look (closed, or
@@ -311,6 +320,9 @@ class write_filter : public detail::fd_filter_base<Source, fd_interest::write> {
     const int err = this->error();
     const bool eof = this->kind_ == fd_kind::pipe ? (ready & fd_ready::err) != 0
                                                   : (ready & fd_ready::hup) != 0;
+    // A pipe's reader gone: pipeclose's knlist_clear makes the write knote
+    // EV_EOF | EV_ONESHOT (knlist_cleardel): reported once, then deleted.
+    if (eof && this->kind_ == fd_kind::pipe) kn.flags |= this->oneshot_bit;
     if (eof) return this->report_eof(kn, err);
     this->no_eof(kn);
     if (err != 0) return true;
