@@ -399,6 +399,11 @@ void storm(bool directed) {
         while (reported[t].load() < i + 1) std::this_thread::sleep_for(20us);
       }
       senders_left.fetch_sub(1);
+      // No thread exits while another's signal may be in flight: the kernel
+      // may pick any thread for a kill(), and ThreadSanitizer defers a
+      // signal to the thread's next interceptor, which an exiting thread
+      // never reaches (the delivery was lost 1 run in 8 without this).
+      while (senders_left.load() != 0) std::this_thread::sleep_for(100us);
     });
   // The main thread takes its share of pthread_kill()s while it waits.
   while (senders_left.load() != 0) std::this_thread::sleep_for(100us);
