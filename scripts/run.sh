@@ -21,7 +21,7 @@ if ! ninja -C "$dir" >"$dir/build.log" 2>&1; then
 fi
 echo "   built in $((SECONDS - start)) s"
 
-for ex in quickstart io_completion event_loop interface_events; do
+for ex in quickstart io_completion event_loop interface_events signals; do
   echo "== examples/$ex.cpp"
   "$dir/examples/$ex" | sed 's/^/   /'
 done
