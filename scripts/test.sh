@@ -11,8 +11,9 @@
 # break on a new warning):
 #   gcc-release  clang-release   -O3, NDEBUG: the code users ship
 #   gcc-asan     clang-asan      AddressSanitizer + UndefinedBehaviorSanitizer,
-#                                debug contract checks on
-#   gcc-tsan     clang-tsan      ThreadSanitizer, debug contract checks on
+#                                debug contract checks on, -O1 -g
+#   gcc-tsan     clang-tsan      ThreadSanitizer, debug contract checks on,
+#                                -O1 -g
 # and then the four consumers (meson subproject, pkg-config and CMake
 # find_package from a clean install, CMake add_subdirectory / FetchContent),
 # with g++ and clang++. Then:
@@ -45,6 +46,12 @@ setup() {  # name, compiler, meson options...
   fi
   echo "$dir"
 }
+
+# The sanitizer configurations: -O1 -g (meson's debugoptimized is -O2 -g).
+# g++ compiles the instrumented tests about a third faster at -O1, which
+# drops nothing of what runs: every test, the same sanitizers, full debug
+# info for the reports. (-g1 instead of -g saved no time.)
+sanitized=(-Doptimization=1 -Ddebug=true)
 
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
@@ -87,10 +94,10 @@ for c in "${configs[@]}"; do
   case $c in
     gcc-release)   dir=$(setup $c g++ -Dbuildtype=release -Db_ndebug=true) ;;
     clang-release) dir=$(setup $c clang++ -Dbuildtype=release -Db_ndebug=true) ;;
-    gcc-asan)      dir=$(setup $c g++ -Dbuildtype=debugoptimized -Db_sanitize=address,undefined) ;;
-    clang-asan)    dir=$(setup $c clang++ -Dbuildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false) ;;
-    gcc-tsan)      dir=$(setup $c g++ -Dbuildtype=debugoptimized -Db_sanitize=thread) ;;
-    clang-tsan)    dir=$(setup $c clang++ -Dbuildtype=debugoptimized -Db_sanitize=thread -Db_lundef=false) ;;
+    gcc-asan)      dir=$(setup $c g++ "${sanitized[@]}" -Db_sanitize=address,undefined) ;;
+    clang-asan)    dir=$(setup $c clang++ "${sanitized[@]}" -Db_sanitize=address,undefined -Db_lundef=false) ;;
+    gcc-tsan)      dir=$(setup $c g++ "${sanitized[@]}" -Db_sanitize=thread) ;;
+    clang-tsan)    dir=$(setup $c clang++ "${sanitized[@]}" -Db_sanitize=thread -Db_lundef=false) ;;
     gcc-noexcept)   dir=$(setup $c g++ -Dbuildtype=release -Dcpp_eh=none); suites=(--suite unit --suite examples) ;;
     clang-noexcept) dir=$(setup $c clang++ -Dbuildtype=release -Dcpp_eh=none); suites=(--suite unit --suite examples) ;;
     *) echo "unknown configuration $c" >&2; exit 2 ;;

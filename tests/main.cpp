@@ -1,7 +1,7 @@
-// The test runner, the allocation counter, and the second translation unit of
-// the two-TU link test (every header is included here and in its own test
-// file, so a missing `inline` fails the link).
-#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+// The allocation counter, the skip listener, and the second translation unit
+// of the two-TU link test (every header is included here and in its own test
+// file, so a missing `inline` fails the link). doctest's runner is
+// doctest_main.cpp.
 #include <doctest/doctest.h>
 
 #include <kcont/kcont.hpp>
