@@ -17,9 +17,11 @@
 // Sources (every rule below cites its function)
 //   FreeBSD sys/kern/kern_event.c, main as held in kostikbel/freebsd-src at
 //   efedda13b52cf93df98deab4cacfe560ba24a1fe (the tree kqueue_reference.hpp
-//   and timer_reference.hpp were written from): kqueue_register, knote,
-//   KNOTE_ACTIVATE, knlist_cleardel (knlist_clear), knote_fdclose,
-//   knote_drop, kqueue_scan, knote_enqueue, knote_dequeue.
+//   and timer_reference.hpp were written from): knote, knlist_cleardel
+//   (knlist_clear), knote_fdclose; and kqueue_register, KNOTE_ACTIVATE,
+//   knote_drop, kqueue_scan, knote_enqueue, knote_dequeue, which
+//   kern_event_reference.hpp models for all three reference models (this
+//   one gives it fget() and the f_isfd filters, which have no f_touch).
 //   FreeBSD sys/kern/sys_pipe.c, freebsd/freebsd-src at
 //   004248ee6494d69ee77849286420e3c2d2d60f59: pipe_kqfilter, filt_piperead,
 //   filt_pipewrite, filt_pipedetach, pipe_read, pipe_write, pipeclose,
@@ -80,15 +82,16 @@
 //     socket (unp_disconnect) sets no error on the peer.
 //
 // What it leaves out
-//   NOTE_LOWAT, EV_FORCEONESHOT, EV_RECEIPT, EV_KEEPUDATA, change lists with
-//   several changes (kqueue_reference.hpp models the change loop), full
+//   NOTE_LOWAT, EV_FORCEONESHOT, EV_RECEIPT, EV_KEEPUDATA (kern_event.c's
+//   code for them is modelled, but the driver issues none), change lists
+//   with several changes (kqueue_reference_test.cpp checks the change loop), full
 //   buffers, listening sockets, named pipes, threads.
 //
 // Independence
 //   Written from the FreeBSD sources above and the public kevent / kqueue
 //   contracts only, without reading kcont's fd_source, fd_filters,
-//   fd_backends or their tests. Standard headers and kqueue_reference.hpp's
-//   kev type and EV_* constants only.
+//   fd_backends or their tests. Standard headers and
+//   kern_event_reference.hpp only.
 #ifndef KCONT_TESTS_FD_REFERENCE_HPP
 #define KCONT_TESTS_FD_REFERENCE_HPP
 
@@ -97,12 +100,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
-#include <list>
 #include <map>
+#include <span>
 #include <utility>
 #include <vector>
 
-#include "kqueue_reference.hpp"  // kev, EV_* values
+#include "kern_event_reference.hpp"  // kev, EV_* values, kern_event
 
 namespace kqref {
 
@@ -116,7 +119,24 @@ inline constexpr std::int64_t any_positive = std::numeric_limits<std::int64_t>::
 
 static_assert(EBADF == 9 && EPIPE == 32, "errno numbers differ from FreeBSD's");
 
-class fd_model {
+// The klist a knote hangs on (pipe_kqfilter's kn_hook; soo_kqfilter's
+// so_rdsel / so_wrsel).
+enum class fd_list_kind { pipe_reader, socket_rcv, socket_snd };
+struct fd_list_id {
+  fd_list_kind kind = fd_list_kind::pipe_reader;
+  int index = 0;
+  friend bool operator==(const fd_list_id&, const fd_list_id&) = default;
+};
+// What a descriptor knote adds to kern_event.c's.
+struct fd_knote : knote_base {
+  int fd = -1;
+  fd_list_id list;
+  bool attached = false;  // on its klist (not KN_DETACHED)
+  std::uint64_t seq = 0;  // knlist_add order: knote() walks newest first
+};
+
+// EVFILT_READ / EVFILT_WRITE on kern_event.c's skeleton (kern_event_reference.hpp).
+class fd_model : public kern_event<fd_model, fd_knote> {
  public:
   // A pipe whose read end is `rfd` and write end `wfd`, its buffer `size`
   // bytes (MODEL: the driver's F_GETPIPE_SZ), empty.
@@ -134,160 +154,12 @@ class fd_model {
     sockets_.push_back(socket_state{});
   }
 
-  // kevent(kq, &change, 1, NULL, 0, &zero): kqueue_register's errno.
-  int change(kev k) {
-    // kqueue_kevent: "kevp->flags &= ~EV_SYSFLAGS"
-    k.flags = static_cast<std::uint16_t>(k.flags & ~EV_SYSFLAGS);
-    // kqueue_register: "if ((kev->flags & (EV_ENABLE | EV_DISABLE)) ==
-    // (EV_ENABLE | EV_DISABLE)) return (EINVAL);"
-    if ((k.flags & (EV_ENABLE | EV_DISABLE)) == (EV_ENABLE | EV_DISABLE)) return EINVAL;
-    // kqueue_register: "fops = kqueue_fo_find(filt); if (fops == NULL)
-    // return EINVAL;": only the two descriptor filters here.
-    if (k.filter != EVFILT_READ && k.filter != EVFILT_WRITE) return EINVAL;
-    // kqueue_register: "if (kev->flags & EV_ADD) { if (kev->flags &
-    // EV_KEEPUDATA) { ... error = EINVAL;"
-    if ((k.flags & EV_ADD) != 0 && (k.flags & EV_KEEPUDATA) != 0) return EINVAL;
-    // kqueue_register, f_isfd: "if (kev->ident > INT_MAX) error = EBADF;
-    // else error = fget(td, kev->ident, ...); if (error) goto done;": a
-    // descriptor that is not open is EBADF for every change, EV_DELETE and
-    // EV_ENABLE included, before the knote is looked up.
-    const auto e = ends_.find(static_cast<int>(k.ident));
-    if (k.ident > static_cast<std::uintptr_t>(std::numeric_limits<int>::max()) ||
-        e == ends_.end() || !e->second.open)
-      return EBADF;
-    // kqueue_register: "SLIST_FOREACH(kn, &kq->kq_knlist[kev->ident],
-    // kn_link) if (kev->filter == kn->kn_filter) break;"
-    auto found = knotes_.find(key{k.ident, k.filter});
-    knote* kn = nullptr;
-    if (found == knotes_.end()) {
-      // kqueue_register: "No matching knote and the EV_ADD flag is not set."
-      if ((k.flags & EV_ADD) == 0) return ENOENT;
-      knote fresh;
-      // kqueue_register: "kn->kn_sfflags = kev->fflags; kn->kn_sdata =
-      // kev->data; kev->fflags = 0; kev->data = 0; kn->kn_kevent = *kev;
-      // kn->kn_kevent.flags &= ~(EV_ADD | EV_DELETE | EV_ENABLE | EV_DISABLE
-      // | EV_FORCEONESHOT); kn->kn_status = KN_DETACHED; if ((kev->flags &
-      // EV_DISABLE) != 0) kn->kn_status |= KN_DISABLED;"
-      fresh.kn_sfflags = k.fflags;
-      fresh.kn_sdata = k.data;
-      fresh.kn_kevent = k;
-      fresh.kn_kevent.fflags = 0;
-      fresh.kn_kevent.data = 0;
-      fresh.kn_kevent.flags = static_cast<std::uint16_t>(
-          k.flags & ~(EV_ADD | EV_DELETE | EV_ENABLE | EV_DISABLE | EV_FORCEONESHOT));
-      fresh.kn_status = (k.flags & EV_DISABLE) != 0 ? KN_DISABLED : 0;
-      fresh.fd = static_cast<int>(k.ident);
-      // f_attach = filt_fileattach -> fo_kqfilter.
-      const int error = attach(fresh, e->second);
-      // kqueue_register: "if ((error = kn->kn_fop->f_attach(kn)) != 0) {
-      // knote_drop_detached(kn, td); goto done; }"
-      if (error != 0) return error;
-      fresh.seq = ++seq_;
-      kn = &knotes_.emplace(key{k.ident, k.filter}, fresh).first->second;
-    } else {
-      kn = &found->second;
-      // kqueue_register: "if (kev->flags & EV_DELETE) { ... knote_drop(kn,
-      // td); goto done; }"
-      if ((k.flags & EV_DELETE) != 0) {
-        knote_drop(*kn);
-        return 0;
-      }
-      // kqueue_register: "if ((kev->flags & EV_ENABLE) != 0) kn->kn_status
-      // &= ~KN_DISABLED; else if ((kev->flags & EV_DISABLE) != 0)
-      // kn->kn_status |= KN_DISABLED;": EV_ADD alone does not re-enable.
-      if ((k.flags & EV_ENABLE) != 0) {
-        kn->kn_status &= ~KN_DISABLED;
-      } else if ((k.flags & EV_DISABLE) != 0) {
-        kn->kn_status |= KN_DISABLED;
-      }
-      // kqueue_register: "if ((kev->flags & EV_KEEPUDATA) == 0)
-      // kn->kn_kevent.udata = kev->udata;"
-      if ((k.flags & EV_KEEPUDATA) == 0) kn->kn_kevent.udata = k.udata;
-      // kqueue_register: "if (!fops->f_isfd && fops->f_touch != NULL) ...
-      // else { kn->kn_sfflags = kev->fflags; kn->kn_sdata = kev->data; }":
-      // descriptor filters have no touch; a re-EV_ADD keeps kn_flags.
-      kn->kn_sfflags = k.fflags;
-      kn->kn_sdata = k.data;
-    }
-    // kqueue_register, done_ev_add: "if ((kn->kn_status & KN_DISABLED) == 0)
-    // event = kn->kn_fop->f_event(kn, 0); else event = 0; ... if (event)
-    // kn->kn_status |= KN_ACTIVE; if ((kn->kn_status & (KN_ACTIVE |
-    // KN_DISABLED | KN_QUEUED)) == KN_ACTIVE) knote_enqueue(kn);"
-    const bool event = (kn->kn_status & KN_DISABLED) == 0 && f_event(*kn);
-    if (event) kn->kn_status |= KN_ACTIVE;
-    if ((kn->kn_status & (KN_ACTIVE | KN_DISABLED | KN_QUEUED)) == KN_ACTIVE) knote_enqueue(*kn);
-    return 0;
-  }
+  // kevent(kq, &change, 1, NULL, 0, &zero): kqueue_register's errno (with
+  // no room for an error entry, kqueue_kevent returns it: -1 and errno).
+  int change(const kev& k) { return kevent(std::span<const kev>(&k, 1), 0).err; }
 
   // kevent(kq, NULL, 0, events, nevents, &zero): what kqueue_scan writes.
-  std::vector<kev> scan(std::size_t nevents) {
-    std::vector<kev> out;
-    // kqueue_scan: "if (maxevents == 0) goto done_nl;"
-    if (nevents == 0) return out;
-    std::size_t count = nevents;
-  retry:
-    // kqueue_scan: "if (kq->kq_count == 0) { ... EWOULDBLOCK ... goto done; }"
-    if (kq_count_ == 0) return out;
-    // kqueue_scan: "TAILQ_INSERT_TAIL(&kq->kq_head, marker, kn_tqe);"
-    kq_head_.push_back(nullptr);
-    while (count != 0) {
-      knote* kn = kq_head_.front();
-      kq_head_.pop_front();
-      // kqueue_scan: "if ((kn->kn_status & KN_DISABLED) == KN_DISABLED) {
-      // kn->kn_status &= ~KN_QUEUED; kq->kq_count--; continue; }"
-      if (kn != nullptr && (kn->kn_status & KN_DISABLED) != 0) {
-        kn->kn_status &= ~KN_QUEUED;
-        --kq_count_;
-        continue;
-      }
-      // kqueue_scan: "if (kn == marker) { ... if (count == maxevents) goto
-      // retry; goto done; }"
-      if (kn == nullptr) {
-        if (count == nevents) goto retry;
-        return out;
-      }
-      if ((kn->kn_kevent.flags & EV_ONESHOT) != 0) {
-        // kqueue_scan: "kn->kn_status &= ~KN_QUEUED; ... kq->kq_count--;
-        // ... *kevp = kn->kn_kevent; knote_drop(kn, td);": no f_event: the
-        // data and EV_EOF are those of the knote's last f_event call.
-        kn->kn_status &= ~KN_QUEUED;
-        --kq_count_;
-        out.push_back(kn->kn_kevent);
-        knote_drop(*kn);
-      } else {
-        // kqueue_scan: "if (kn->kn_fop->f_event(kn, 0) == 0) {
-        // kn->kn_status &= ~(KN_QUEUED | KN_ACTIVE | KN_SCAN); ...
-        // kq->kq_count--; ... continue; }"
-        if (!f_event(*kn)) {
-          kn->kn_status &= ~(KN_QUEUED | KN_ACTIVE);
-          --kq_count_;
-          continue;
-        }
-        // kqueue_scan: "touch = (!kn->kn_fop->f_isfd && ...); ... else
-        // *kevp = kn->kn_kevent;"
-        out.push_back(kn->kn_kevent);
-        // kqueue_scan: "if (kn->kn_flags & (EV_CLEAR | EV_DISPATCH)) { if
-        // (touch == 0 && kn->kn_flags & EV_CLEAR) { kn->kn_data = 0;
-        // kn->kn_fflags = 0; } if (kn->kn_flags & EV_DISPATCH)
-        // kn->kn_status |= KN_DISABLED; kn->kn_status &= ~(KN_QUEUED |
-        // KN_ACTIVE); kq->kq_count--; } else TAILQ_INSERT_TAIL(...)"
-        if ((kn->kn_kevent.flags & (EV_CLEAR | EV_DISPATCH)) != 0) {
-          if ((kn->kn_kevent.flags & EV_CLEAR) != 0) {
-            kn->kn_kevent.data = 0;
-            kn->kn_kevent.fflags = 0;
-          }
-          if ((kn->kn_kevent.flags & EV_DISPATCH) != 0) kn->kn_status |= KN_DISABLED;
-          kn->kn_status &= ~(KN_QUEUED | KN_ACTIVE);
-          --kq_count_;
-        } else {
-          kq_head_.push_back(kn);
-        }
-      }
-      --count;
-    }
-    kq_head_.remove(nullptr);
-    return out;
-  }
+  std::vector<kev> scan(std::size_t nevents) { return kevent({}, nevents).out; }
 
   // write(fd, buf, n) of n > 0 bytes on an open end whose peer can receive.
   // Returns false (nothing changed) when the write would fail (EPIPE, or a
@@ -471,9 +343,7 @@ class fd_model {
            sockets_[static_cast<std::size_t>(it->second.index)].cantsendmore;
   }
 
-  // Knotes registered; knotes on the active queue (kq_count).
-  std::size_t registered() const { return knotes_.size(); }
-  std::size_t queued() const { return kq_count_; }
+  // (registered() and queued(), kq_count, are kern_event's.)
   // True when a knote (ident, filter) exists.
   bool has_knote(std::uintptr_t ident, std::int16_t filter) const {
     return knotes_.count(key{ident, filter}) != 0;
@@ -485,9 +355,9 @@ class fd_model {
   }
 
  private:
-  static constexpr unsigned KN_ACTIVE = 0x01;
-  static constexpr unsigned KN_QUEUED = 0x02;
-  static constexpr unsigned KN_DISABLED = 0x04;
+  friend class kern_event<fd_model, fd_knote>;
+  using list_kind = fd_list_kind;
+  using list_id = fd_list_id;
 
   enum class end_kind { pipe_read, pipe_write, socket };
   struct end {
@@ -511,28 +381,40 @@ class fd_model {
     bool cantsendmore = false;  // so_snd.sb_state & SBS_CANTSENDMORE
     bool connected = true;      // so_state & SS_ISCONNECTED
   };
-  // The klist a knote hangs on (pipe_kqfilter's kn_hook; soo_kqfilter's
-  // so_rdsel / so_wrsel).
-  enum class list_kind { pipe_reader, socket_rcv, socket_snd };
-  struct list_id {
-    list_kind kind = list_kind::pipe_reader;
-    int index = 0;
-    friend bool operator==(const list_id&, const list_id&) = default;
-  };
-  struct knote {
-    kev kn_kevent;
-    std::uint32_t kn_sfflags = 0;
-    std::int64_t kn_sdata = 0;
-    unsigned kn_status = 0;
-    int fd = -1;
-    list_id list;
-    bool attached = false;  // on its klist (not KN_DETACHED)
-    std::uint64_t seq = 0;
-  };
-  using key = std::pair<std::uintptr_t, std::int16_t>;
+  // kqueue_fo_find: only the two descriptor filters here.
+  static bool fo_find(std::int16_t filter) {
+    return filter == EVFILT_READ || filter == EVFILT_WRITE;
+  }
+
+  // kqueue_register, f_isfd: "if (kev->ident > INT_MAX) error = EBADF; else
+  // error = fget(td, kev->ident, ...);": a descriptor that is not open is
+  // EBADF for every change, EV_DELETE and EV_ENABLE included.
+  int fget(const kev& k) const {
+    const auto e = ends_.find(static_cast<int>(k.ident));
+    if (k.ident > static_cast<std::uintptr_t>(std::numeric_limits<int>::max()) ||
+        e == ends_.end() || !e->second.open)
+      return EBADF;
+    return 0;
+  }
+
+  // f_attach = filt_fileattach -> fo_kqfilter of the descriptor.
+  int f_attach(fd_knote& kn) {
+    kn.fd = static_cast<int>(kn.kn_kevent.ident);
+    const int error = attach(kn, ends_.at(kn.fd));
+    if (error == 0) kn.seq = ++seq_;
+    return error;
+  }
+
+  // f_detach: filt_pipedetach / filt_sordetach: knlist_remove.
+  static void f_detach(fd_knote& kn) { kn.attached = false; }
+
+  // Descriptor filters are f_isfd and have no f_touch: kqueue_register
+  // saves a re-add's fflags and data, kqueue_scan copies kn_kevent out and
+  // resets kn_data and kn_fflags of an EV_CLEAR knote.
+  static constexpr bool touch = false;
 
   // fo_kqfilter of the descriptor: pipe_kqfilter / soo_kqfilter.
-  int attach(knote& kn, const end& e) {
+  int attach(fd_knote& kn, const end& e) {
     if (e.kind == end_kind::socket) {
       // soo_kqfilter: "case EVFILT_READ: kn->kn_fop = &soread_filtops; knl =
       // &so->so_rdsel.si_note; ... case EVFILT_WRITE: kn->kn_fop =
@@ -561,7 +443,7 @@ class fd_model {
 
   // f_event(kn, 0): the filter's check, which updates kn_data, EV_EOF and
   // kn_fflags as a side effect.
-  bool f_event(knote& kn) {
+  bool f_event(fd_knote& kn) {
     const end& e = ends_.at(kn.fd);
     if (e.kind != end_kind::socket) {
       const pipe_pair& p = pipes_[static_cast<std::size_t>(e.index)];
@@ -634,43 +516,18 @@ class fd_model {
   // ((kn_status & (KN_QUEUED | KN_DISABLED)) == 0) knote_enqueue(kn);"
   // knlist_add inserts at the head, so the walk is newest first.
   void knote_list(list_id list) {
-    std::vector<knote*> on;
+    std::vector<fd_knote*> on;
     for (auto& [k, kn] : knotes_)
       if (kn.attached && kn.list == list) on.push_back(&kn);
-    std::sort(on.begin(), on.end(), [](const knote* a, const knote* b) { return a->seq > b->seq; });
-    for (knote* kn : on) {
-      if (!f_event(*kn)) continue;
-      kn->kn_status |= KN_ACTIVE;
-      if ((kn->kn_status & (KN_QUEUED | KN_DISABLED)) == 0) knote_enqueue(*kn);
-    }
-  }
-
-  // knote_enqueue: "TAILQ_INSERT_TAIL(&kq->kq_head, kn, kn_tqe);
-  // kn->kn_status |= KN_QUEUED; kq->kq_count++;"
-  void knote_enqueue(knote& kn) {
-    kq_head_.push_back(&kn);
-    kn.kn_status |= KN_QUEUED;
-    ++kq_count_;
-  }
-  // knote_drop: "if ((kn->kn_status & KN_DETACHED) == 0)
-  // kn->kn_fop->f_detach(kn);" (filt_pipedetach / filt_sordetach:
-  // knlist_remove) then knote_drop_detached: "if (kn->kn_status &
-  // KN_QUEUED) knote_dequeue(kn);" and the knote is freed.
-  void knote_drop(knote& kn) {
-    if ((kn.kn_status & KN_QUEUED) != 0) {
-      kq_head_.remove(&kn);
-      kn.kn_status &= ~KN_QUEUED;
-      --kq_count_;
-    }
-    knotes_.erase(key{kn.kn_kevent.ident, kn.kn_kevent.filter});
+    std::sort(on.begin(), on.end(),
+              [](const fd_knote* a, const fd_knote* b) { return a->seq > b->seq; });
+    for (fd_knote* kn : on)
+      if (f_event(*kn)) knote_activate(*kn);
   }
 
   std::map<int, end> ends_;
   std::vector<pipe_pair> pipes_;
   std::vector<socket_state> sockets_;
-  std::map<key, knote> knotes_;  // kq_knlist; std::map keeps addresses stable
-  std::list<knote*> kq_head_;    // the active queue; nullptr is the scan marker
-  std::size_t kq_count_ = 0;
   std::uint64_t seq_ = 0;
 };
 

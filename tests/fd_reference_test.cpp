@@ -23,6 +23,13 @@ fd_model fresh() {
   return m;
 }
 
+// The one event a scan reports (the test case fails unless it is one).
+kev scan_one(fd_model& m) {
+  const std::vector<kev> out = m.scan(8);
+  REQUIRE(out.size() == 1);
+  return out[0];
+}
+
 kev ch(int fd, std::int16_t filter, std::uint16_t flags, std::uintptr_t udata = 0) {
   return kev{static_cast<std::uintptr_t>(fd), filter, flags, 0, 0, udata};
 }
@@ -37,14 +44,12 @@ TEST_CASE("fd_reference.read_level_triggered_reports_bytes_queued_until_drained"
   REQUIRE(m.change(ch(r, EVFILT_READ, EV_ADD, 7)) == 0);
   CHECK(m.scan(8).empty());
   m.write(w, 10);
-  auto out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0] == kev{r, EVFILT_READ, 0, 0, 10, 7});
+  kev e = scan_one(m);
+  CHECK(e == kev{r, EVFILT_READ, 0, 0, 10, 7});
   CHECK(m.scan(8).size() == 1);  // still there
   CHECK(m.read(r, 4) == 4);
-  out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0].data == 6);  // re-checked by the scan
+  e = scan_one(m);
+  CHECK(e.data == 6);  // re-checked by the scan
   CHECK(m.read(r, 100) == 6);
   CHECK(m.scan(8).empty());  // kqueue_scan: f_event 0 drops it silently
   CHECK(m.queued() == 0);
@@ -54,10 +59,9 @@ TEST_CASE("fd_reference.clear_reports_again_only_after_a_new_knote_call") {
   fd_model m = fresh();
   REQUIRE(m.change(ch(b, EVFILT_READ, EV_ADD | EV_CLEAR)) == 0);
   m.write(a, 5);
-  auto out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0].data == 5);
-  CHECK(out[0].flags == EV_CLEAR);
+  kev e = scan_one(m);
+  CHECK(e.data == 5);
+  CHECK(e.flags == EV_CLEAR);
   CHECK(m.scan(8).empty());  // reset: nothing new
   // A partial read of a socket knotes only the peer's send buffer
   // (uipc_rcvd): the reader's EV_CLEAR knote stays quiet.
@@ -65,9 +69,8 @@ TEST_CASE("fd_reference.clear_reports_again_only_after_a_new_knote_call") {
   CHECK(m.scan(8).empty());
   // The next write (uipc_send: sorwakeup_locked) fires it with the total.
   m.write(a, 4);
-  out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0].data == 7);
+  e = scan_one(m);
+  CHECK(e.data == 7);
 }
 
 TEST_CASE("fd_reference.pipe_partial_read_fires_the_readers_clear_knote_again") {
@@ -79,9 +82,8 @@ TEST_CASE("fd_reference.pipe_partial_read_fires_the_readers_clear_knote_again") 
   m.write(w, 10);
   REQUIRE(m.scan(8).size() == 1);
   CHECK(m.read(r, 3) == 3);
-  auto out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0].data == 7);
+  kev e = scan_one(m);
+  CHECK(e.data == 7);
   CHECK(m.read(r, 7) == 7);
   CHECK(m.scan(8).empty());  // nothing left: filt_piperead returns 0
 }
@@ -91,22 +93,19 @@ TEST_CASE("fd_reference.pipe_write_reports_the_space_left") {
   // in the write buffer"; filt_pipewrite: size - cnt.
   fd_model m = fresh();
   REQUIRE(m.change(ch(w, EVFILT_WRITE, EV_ADD)) == 0);
-  auto out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0].data == pipe_size);
+  kev e = scan_one(m);
+  CHECK(e.data == pipe_size);
   m.write(w, 100);
-  out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0].data == pipe_size - 100);
+  e = scan_one(m);
+  CHECK(e.data == pipe_size - 100);
 }
 
 TEST_CASE("fd_reference.socket_write_is_ready_with_some_space") {
   fd_model m = fresh();
   REQUIRE(m.change(ch(a, EVFILT_WRITE, EV_ADD)) == 0);
-  auto out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0].data == any_positive);
-  CHECK(out[0].flags == 0);
+  kev e = scan_one(m);
+  CHECK(e.data == any_positive);
+  CHECK(e.flags == 0);
 }
 
 TEST_CASE("fd_reference.pipe_read_eof_when_the_writer_closes_with_bytes_left") {
@@ -116,15 +115,13 @@ TEST_CASE("fd_reference.pipe_read_eof_when_the_writer_closes_with_bytes_left") {
   REQUIRE(m.change(ch(r, EVFILT_READ, EV_ADD)) == 0);
   m.write(w, 9);
   m.close(w);
-  auto out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0].flags == EV_EOF);
-  CHECK(out[0].data == 9);
+  kev e = scan_one(m);
+  CHECK(e.flags == EV_EOF);
+  CHECK(e.data == 9);
   CHECK(m.read(r, 9) == 9);
-  out = m.scan(8);  // EOF holds with nothing left
-  REQUIRE(out.size() == 1);
-  CHECK(out[0].flags == EV_EOF);
-  CHECK(out[0].data == 0);
+  e = scan_one(m);  // EOF holds with nothing left
+  CHECK(e.flags == EV_EOF);
+  CHECK(e.data == 0);
 }
 
 TEST_CASE("fd_reference.pipe_write_knote_turns_oneshot_eof_when_the_reader_closes") {
@@ -136,9 +133,8 @@ TEST_CASE("fd_reference.pipe_write_knote_turns_oneshot_eof_when_the_reader_close
   m.write(w, 20);
   REQUIRE(m.scan(8).size() == 1);
   m.close(r);
-  auto out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0] == kev{w, EVFILT_WRITE, EV_CLEAR | EV_EOF | EV_ONESHOT, 0, pipe_size - 20, 3});
+  kev e = scan_one(m);
+  CHECK(e == kev{w, EVFILT_WRITE, EV_CLEAR | EV_EOF | EV_ONESHOT, 0, pipe_size - 20, 3});
   CHECK(!m.has_knote(w, EVFILT_WRITE));
   CHECK(m.change(ch(w, EVFILT_WRITE, EV_DELETE)) == ENOENT);
   // pipe_kqfilter: "if (cpipe->pipe_peer->pipe_present != PIPE_ACTIVE)
@@ -223,10 +219,9 @@ TEST_CASE("fd_reference.dispatch_disables_after_report_and_enable_rechecks") {
   m.write(a, 2);
   CHECK(m.scan(8).empty());  // disabled
   REQUIRE(m.change(ch(b, EVFILT_READ, EV_ENABLE)) == 0);
-  auto out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0].data == 4);
-  CHECK(out[0].flags == EV_DISPATCH);
+  kev e = scan_one(m);
+  CHECK(e.data == 4);
+  CHECK(e.flags == EV_DISPATCH);
 }
 
 TEST_CASE("fd_reference.disabled_knote_reports_nothing_until_enabled") {
@@ -238,9 +233,8 @@ TEST_CASE("fd_reference.disabled_knote_reports_nothing_until_enabled") {
   REQUIRE(m.change(ch(r, EVFILT_READ, EV_ADD)) == 0);
   CHECK(m.scan(8).empty());
   REQUIRE(m.change(ch(r, EVFILT_READ, EV_ENABLE, 9)) == 0);
-  auto out = m.scan(8);
-  REQUIRE(out.size() == 1);
-  CHECK(out[0] == kev{r, EVFILT_READ, 0, 0, 5, 9});  // udata of the latest change
+  kev e = scan_one(m);
+  CHECK(e == kev{r, EVFILT_READ, 0, 0, 5, 9});  // udata of the latest change
   // Disabling a queued knote: the scan drops it unreported.
   REQUIRE(m.change(ch(r, EVFILT_READ, EV_DISABLE)) == 0);
   CHECK(m.scan(8).empty());

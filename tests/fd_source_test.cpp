@@ -135,16 +135,30 @@ int add(Kq& kq, int fd, filter_id f, ev flags = ev::none, std::uint32_t fflags =
                     .flags = ev::add | flags, .fflags = fflags, .data = data});
 }
 
-// Polls (up to 2 s) until the kqueue has something to report: for events
-// that the kernel delivers a moment later (TCP over loopback).
-template <class Src, class Kq>
-std::vector<typename Kq::kevent_type> wait_events(Src& fds, Kq& kq) {
+// `p` with a read knote (flags as given) on its end `a` in kq.
+template <class Kq>
+fd_pair reading(Kq& kq, fd_pair p, ev flags = ev::none) {
+  REQUIRE(add(kq, p.a, filter_id::read, flags) == 0);
+  return p;
+}
+
+// Polls (up to 2 s) until a scan's events satisfy `done`, for events that the
+// kernel delivers a moment later (TCP over loopback); returns the last scan.
+template <class Src, class Kq, class Done>
+std::vector<typename Kq::kevent_type> wait_until(Src& fds, Kq& kq, Done done) {
+  std::vector<typename Kq::kevent_type> e;
   for (int i = 0; i < 200; ++i) {
     (void)fds.poll(10ms);
-    auto ev = scan(kq);
-    if (!ev.empty()) return ev;
+    e = scan(kq);
+    if (done(e)) break;
   }
-  return {};
+  return e;
+}
+
+// Polls (up to 2 s) until the kqueue has something to report.
+template <class Src, class Kq>
+std::vector<typename Kq::kevent_type> wait_events(Src& fds, Kq& kq) {
+  return wait_until(fds, kq, [](const auto& e) { return !e.empty(); });
 }
 
 void put(int fd, std::size_t n) {
@@ -168,8 +182,7 @@ TEST_CASE_TEMPLATE("fd_source.read_pipe_data_is_bytes_readable_level_triggered",
                    epoll_src, poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto p = make_pipe();
-  REQUIRE(add(kq, p.a, filter_id::read) == 0);
+  auto p = reading(kq, make_pipe());
   CHECK(scan(kq).empty());
   put(p.b, 5);
   (void)fds.dispatch();
@@ -200,8 +213,7 @@ TEST_CASE_TEMPLATE("fd_source.read_pipe_data_is_bytes_readable_level_triggered",
 TEST_CASE("fd_source.read_clear_reports_only_after_new_data") {
   epoll_src fds;
   kq_t<epoll_src> kq{fds};
-  auto p = make_pipe();
-  REQUIRE(add(kq, p.a, filter_id::read, ev::clear) == 0);
+  auto p = reading(kq, make_pipe(), ev::clear);
   put(p.b, 5);
   (void)fds.dispatch();
   auto e = scan(kq);
@@ -222,8 +234,7 @@ TEST_CASE("fd_source.read_clear_reports_only_after_new_data") {
 TEST_CASE_TEMPLATE("fd_source.read_pipe_eof_when_writer_closes", Src, epoll_src, poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto p = make_pipe();
-  REQUIRE(add(kq, p.a, filter_id::read) == 0);
+  auto p = reading(kq, make_pipe());
   put(p.b, 2);
   p.close_b();
   (void)fds.dispatch();
@@ -280,8 +291,7 @@ TEST_CASE_TEMPLATE("fd_source.socketpair_read_data_and_eof_on_peer_shutdown", Sr
                    poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto s = make_socketpair();
-  REQUIRE(add(kq, s.a, filter_id::read) == 0);
+  auto s = reading(kq, make_socketpair());
   put(s.b, 7);
   (void)fds.dispatch();
   auto e = scan(kq);
@@ -332,8 +342,7 @@ TEST_CASE_TEMPLATE("fd_source.socketpair_write_space_and_eof_on_peer_close", Src
 TEST_CASE_TEMPLATE("fd_source.tcp_read_data_count", Src, epoll_src, poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto t = make_tcp_pair();
-  REQUIRE(add(kq, t.a, filter_id::read) == 0);
+  auto t = reading(kq, make_tcp_pair());
   put(t.b, 10);
   auto e = wait_events(fds, kq);
   REQUIRE(e.size() == 1);
@@ -347,16 +356,11 @@ TEST_CASE_TEMPLATE("fd_source.tcp_peer_close_reports_eof_without_error", Src, ep
                    poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto t = make_tcp_pair();
-  REQUIRE(add(kq, t.a, filter_id::read) == 0);
+  auto t = reading(kq, make_tcp_pair());
   put(t.b, 4);
   t.close_b();
-  std::vector<kcont::kevent> e;
-  for (int i = 0; i < 200; ++i) {
-    (void)fds.poll(10ms);
-    e = scan(kq);
-    if (!e.empty() && has(e[0].flags, ev::eof)) break;
-  }
+  auto e =
+      wait_until(fds, kq, [](const auto& v) { return !v.empty() && has(v[0].flags, ev::eof); });
   REQUIRE(e.size() == 1);
   CHECK(has(e[0].flags, ev::eof));
   CHECK(e[0].fflags == 0);
@@ -369,8 +373,7 @@ TEST_CASE_TEMPLATE("fd_source.tcp_reset_reports_eof_with_socket_error", Src, epo
                    poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto t = make_tcp_pair();
-  REQUIRE(add(kq, t.a, filter_id::read) == 0);
+  auto t = reading(kq, make_tcp_pair());
   ::linger lg{1, 0};
   REQUIRE(::setsockopt(t.b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0);
   t.close_b();
@@ -413,12 +416,7 @@ TEST_CASE_TEMPLATE("fd_source.tcp_listener_data_is_pending_connections", Src, ep
   fd_pair c1, c2;
   c1.a = tcp_connect(addr);
   c2.a = tcp_connect(addr);
-  std::vector<kcont::kevent> e;
-  for (int i = 0; i < 200; ++i) {
-    (void)fds.poll(10ms);
-    e = scan(kq);
-    if (!e.empty() && e[0].data == 2) break;
-  }
+  auto e = wait_until(fds, kq, [](const auto& v) { return !v.empty() && v[0].data == 2; });
   REQUIRE(e.size() == 1);
   CHECK(e[0].data == 2);
   // A listener is never writable (filt_sowrite: SOLISTENING returns 0).
@@ -433,8 +431,7 @@ TEST_CASE_TEMPLATE("fd_source.tcp_listener_data_is_pending_connections", Src, ep
 TEST_CASE_TEMPLATE("fd_source.oneshot_reported_once_then_deleted", Src, epoll_src, poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto p = make_pipe();
-  REQUIRE(add(kq, p.a, filter_id::read, ev::oneshot) == 0);
+  auto p = reading(kq, make_pipe(), ev::oneshot);
   put(p.b, 4);
   (void)fds.dispatch();
   auto e = scan(kq);
@@ -452,8 +449,7 @@ TEST_CASE_TEMPLATE("fd_source.oneshot_reported_once_then_deleted", Src, epoll_sr
 TEST_CASE_TEMPLATE("fd_source.oneshot_report_carries_eof", Src, epoll_src, poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto p = make_pipe();
-  REQUIRE(add(kq, p.a, filter_id::read, ev::oneshot) == 0);
+  auto p = reading(kq, make_pipe(), ev::oneshot);
   put(p.b, 3);
   p.close_b();
   (void)fds.dispatch();
@@ -470,8 +466,7 @@ TEST_CASE_TEMPLATE("fd_source.oneshot_report_carries_eof", Src, epoll_src, poll_
 TEST_CASE_TEMPLATE("fd_source.dispatch_disables_and_enable_rearms", Src, epoll_src, poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto p = make_pipe();
-  REQUIRE(add(kq, p.a, filter_id::read, ev::dispatch) == 0);
+  auto p = reading(kq, make_pipe(), ev::dispatch);
   put(p.b, 5);
   (void)fds.dispatch();
   auto e = scan(kq);
@@ -547,8 +542,7 @@ TEST_CASE_TEMPLATE("fd_source.close_drops_kqueue_knotes_like_knote_fdclose", Src
   Src fds;
   kq_t<Src> kq{fds};
   kq_t<Src> other{fds};  // every kqueue, not only one
-  auto s = make_socketpair();
-  REQUIRE(add(kq, s.a, filter_id::read) == 0);
+  auto s = reading(kq, make_socketpair());
   REQUIRE(add(kq, s.a, filter_id::write) == 0);
   REQUIRE(add(other, s.a, filter_id::read) == 0);
   REQUIRE(add(kq, s.b, filter_id::read) == 0);  // another descriptor: kept
@@ -741,8 +735,7 @@ TEST_CASE_TEMPLATE("fd_source.read_and_write_share_one_registration", Src, epoll
                    poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto s = make_socketpair();
-  REQUIRE(add(kq, s.a, filter_id::read) == 0);
+  auto s = reading(kq, make_socketpair());
   REQUIRE(add(kq, s.a, filter_id::write) == 0);
   CHECK(fds.size_slow() == 1);
   auto e = scan(kq);
@@ -890,8 +883,7 @@ TEST_CASE_TEMPLATE("fd_source.no_allocation_per_readiness_event", Src, epoll_src
 TEST_CASE_TEMPLATE("fd_source.thread_writes_while_another_polls", Src, epoll_src, poll_src) {
   Src fds;
   kq_t<Src> kq{fds};
-  auto s = make_socketpair();
-  REQUIRE(add(kq, s.a, filter_id::read, ev::clear) == 0);
+  auto s = reading(kq, make_socketpair(), ev::clear);
   const std::size_t total = kcont_test::sized(200000, 20000);
   std::thread writer([&] {
     std::size_t sent = 0;
@@ -1011,8 +1003,7 @@ TEST_CASE("fd_source.native_handle_is_readable_when_a_descriptor_is") {
   kcont::kqueue<kcont::filters<kcont::user_filter, kcont::read_filter<>,
                                kcont::write_filter<>>>
       kq{fds, fds};
-  auto p = make_pipe();
-  REQUIRE(add(kq, p.a, filter_id::read) == 0);
+  auto p = reading(kq, make_pipe());
   ::pollfd w{fds.native_handle(), POLLIN, 0};
   CHECK(::poll(&w, 1, 0) == 0);
   put(p.b, 1);

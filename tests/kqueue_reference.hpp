@@ -13,10 +13,11 @@
 //   at commit efedda13b52cf93df98deab4cacfe560ba24a1fe (it already has
 //   KQUEUE_CPONFORK, 2025), cross-checked line by line for the functions used
 //   here against fel1x-developer/freebsd-src 2d614aa2fe3e (same code):
+//     filt_userattach, filt_userdetach, filt_user, filt_usertouch; and
 //     kqueue_kevent, kern_kevent_fp, kqueue_register, kqueue_fo_find,
-//     filt_userattach, filt_userdetach, filt_user, filt_usertouch,
-//     kqueue_scan, knote_enqueue, knote_dequeue, knote_drop, KNOTE_ACTIVATE.
-//   FreeBSD sys/sys/event.h (same tree): flag values, EV_SYSFLAGS, NOTE_FF*.
+//     kqueue_scan, knote_enqueue, knote_dequeue, knote_drop, KNOTE_ACTIVATE,
+//     which kern_event_reference.hpp models for all three reference models.
+//   FreeBSD sys/sys/event.h (same tree): EVFILT_USER, NOTE_FF*.
 //   FreeBSD lib/libc/sys/kqueue.2 (14.x): EV_RECEIPT, RETURN VALUES.
 //   amd64 cpu_fetch_syscall_args: td_retval[0] = 0 before every system call,
 //     which is what kevent() returns when kqueue_kevent returns 0 without
@@ -42,40 +43,15 @@
 #ifndef KCONT_TESTS_KQUEUE_REFERENCE_HPP
 #define KCONT_TESTS_KQUEUE_REFERENCE_HPP
 
-#include <cerrno>
-#include <cstddef>
 #include <cstdint>
-#include <iterator>
-#include <list>
-#include <map>
 #include <span>
-#include <utility>
-#include <vector>
+
+#include "kern_event_reference.hpp"  // kev, kevent_outcome, EV_* values, kern_event
 
 namespace kqref {
 
 // sys/sys/event.h
 inline constexpr std::int16_t EVFILT_USER = -11;
-
-// actions
-inline constexpr std::uint16_t EV_ADD = 0x0001;           // add event to kq (implies enable)
-inline constexpr std::uint16_t EV_DELETE = 0x0002;        // delete event from kq
-inline constexpr std::uint16_t EV_ENABLE = 0x0004;        // enable event
-inline constexpr std::uint16_t EV_DISABLE = 0x0008;       // disable event (not reported)
-inline constexpr std::uint16_t EV_FORCEONESHOT = 0x0100;  // enable _ONESHOT and force trigger
-inline constexpr std::uint16_t EV_KEEPUDATA = 0x0200;     // do not update the udata field
-// flags
-inline constexpr std::uint16_t EV_ONESHOT = 0x0010;   // only report one occurrence
-inline constexpr std::uint16_t EV_CLEAR = 0x0020;     // clear event state after reporting
-inline constexpr std::uint16_t EV_RECEIPT = 0x0040;   // force EV_ERROR on success, data=0
-inline constexpr std::uint16_t EV_DISPATCH = 0x0080;  // disable event after reporting
-inline constexpr std::uint16_t EV_SYSFLAGS = 0xF000;  // reserved by system
-inline constexpr std::uint16_t EV_DROP = 0x1000;      // note should be dropped
-inline constexpr std::uint16_t EV_FLAG1 = 0x2000;     // filter-specific flag
-inline constexpr std::uint16_t EV_FLAG2 = 0x4000;     // filter-specific flag
-// returned values
-inline constexpr std::uint16_t EV_EOF = 0x8000;    // EOF detected
-inline constexpr std::uint16_t EV_ERROR = 0x4000;  // error, data contains errno
 
 // EVFILT_USER fflags
 inline constexpr std::uint32_t NOTE_FFNOP = 0x00000000;       // ignore input fflags
@@ -86,144 +62,47 @@ inline constexpr std::uint32_t NOTE_FFCTRLMASK = 0xc0000000;  // masks for opera
 inline constexpr std::uint32_t NOTE_FFLAGSMASK = 0x00ffffff;
 inline constexpr std::uint32_t NOTE_TRIGGER = 0x01000000;  // cause the event to be triggered
 
-// The errno values this model produces; FreeBSD's numbers (sys/sys/errno.h)
-// are the same as the host's for these two on every platform we build on.
-static_assert(ENOENT == 2 && EINVAL == 22, "errno numbers differ from FreeBSD's");
-
-// struct kevent without ext[4] (EVFILT_USER neither reads nor writes it).
-struct kev {
-  std::uintptr_t ident = 0;
-  std::int16_t filter = 0;
-  std::uint16_t flags = 0;
-  std::uint32_t fflags = 0;
-  std::int64_t data = 0;
-  std::uintptr_t udata = 0;
-  friend bool operator==(const kev&, const kev&) = default;
+// What a user knote adds to kern_event.c's: kn_hookid, EVFILT_USER's
+// "triggered" (1) state.
+struct user_knote : knote_base {
+  int kn_hookid = 0;
 };
 
-struct kevent_outcome {
-  int ret = 0;           // exactly what C's kevent() returns: a count >= 0, or -1
-  int err = 0;           // errno when ret == -1, else 0
-  std::vector<kev> out;  // every entry the kernel wrote to the event list, in
-                         // order; may be non-empty when ret == -1 (EV_ERROR
-                         // entries written before a later change failed with
-                         // no room left), see kqueue_kevent below
-};
-
-class model {
- public:
-  // kevent(kq, changes, changes.size(), eventlist, nevents, &zero_timeout).
-  kevent_outcome kevent(std::span<const kev> changes, std::size_t nevents) {
-    kevent_outcome r;
-    int n_ev = static_cast<int>(nevents);
-    // kqueue_kevent: "nerrors = 0"
-    int nerrors = 0;
-    for (const kev& change : changes) {
-      kev k = change;  // kqueue_kevent works on its copy (keva) and writes it back out
-      // kqueue_kevent: "if (!kevp->filter) continue;": filter 0 is skipped
-      // silently: no registration, no receipt, no error entry.
-      if (k.filter == 0) continue;
-      // kqueue_kevent: "kevp->flags &= ~EV_SYSFLAGS" before kqueue_register.
-      k.flags = static_cast<std::uint16_t>(k.flags & ~EV_SYSFLAGS);
-      const int error = kqueue_register(k);
-      // kqueue_kevent: "if (error || (kevp->flags & EV_RECEIPT))"
-      if (error != 0 || (k.flags & EV_RECEIPT) != 0) {
-        // kqueue_kevent: "if (nevents == 0) return (error);": no room left
-        // stops the change list (kqueue.2 EV_RECEIPT: "subsequent changes
-        // will not get processed"). An error gives -1/errno; a successful
-        // receipt returns 0 and kevent() returns td_retval[0], which the
-        // syscall entry (cpu_fetch_syscall_args) set to 0, even when error
-        // entries were written before: nerrors is lost.
-        if (n_ev == 0) {
-          if (error != 0) {
-            r.ret = -1;
-            r.err = error;
-          } else {
-            r.ret = 0;
-          }
-          return r;
-        }
-        // kqueue_kevent: "kevp->flags = EV_ERROR; kevp->data = error;": the
-        // flags are EV_ERROR alone (the change's flags are not kept); ident,
-        // filter and udata are the change's, and fflags is what
-        // kqueue_register left in the change (0 after a creation,
-        // fflags & NOTE_FFLAGSMASK after filt_usertouch, as given otherwise).
-        k.flags = EV_ERROR;
-        k.data = error;
-        r.out.push_back(k);
-        // kqueue_kevent: "nevents--; nerrors++;"
-        --n_ev;
-        ++nerrors;
-      }
-    }
-    // kqueue_kevent: "if (nerrors) { td->td_retval[0] = nerrors; return (0); }"
-    // so any receipt or error entry means no scan.
-    if (nerrors != 0) {
-      r.ret = nerrors;
-      return r;
-    }
-    // kqueue_kevent: "return (kqueue_scan(kq, nevents, ...))"
-    r.ret = kqueue_scan(n_ev, r.out);
-    return r;
-  }
-
-  // Knotes attached (registered and not dropped).
-  std::size_t registered() const { return knotes_.size(); }
-  // Knotes on the active queue: kq_count, which counts a knote from
-  // knote_enqueue until a scan or a knote_drop takes it off; disabled knotes
-  // stay counted until a scan meets them.
-  std::size_t queued() const { return kq_count_; }
-
+// The EVFILT_USER filter on kern_event.c's skeleton (kern_event_reference.hpp),
+// which cites the change loop, kqueue_register and kqueue_scan line by line.
+class model : public kern_event<model, user_knote> {
  private:
-  // kn_status bits (sys/sys/event.h)
-  static constexpr unsigned KN_ACTIVE = 0x01;    // event has been triggered
-  static constexpr unsigned KN_QUEUED = 0x02;    // event is on queue
-  static constexpr unsigned KN_DISABLED = 0x04;  // event is disabled
+  friend class kern_event<model, user_knote>;
 
-  struct knote {
-    kev kn_kevent;               // kn_id, kn_filter, kn_flags, kn_fflags, kn_data, udata
-    std::uint32_t kn_sfflags = 0;  // saved filter flags (an int in the kernel)
-    std::int64_t kn_sdata = 0;     // saved data field
-    int kn_hookid = 0;             // EVFILT_USER: 1 = triggered
-    unsigned kn_status = 0;
-  };
+  // kqueue_fo_find: every filter but EVFILT_USER is unknown to this model.
+  static bool fo_find(std::int16_t filter) { return filter == EVFILT_USER; }
+  // EVFILT_USER is not f_isfd: no fget().
+  static int fget(const kev&) { return 0; }
 
-  using key = std::pair<std::uintptr_t, std::int16_t>;  // (ident, filter)
-
-  // knote_enqueue: "TAILQ_INSERT_TAIL(&kq->kq_head, kn, kn_tqe);
-  // kn->kn_status |= KN_QUEUED; kq->kq_count++;"
-  void knote_enqueue(knote& kn) {
-    kq_head_.push_back(&kn);
-    kn.kn_status |= KN_QUEUED;
-    ++kq_count_;
+  // filt_userattach: "if (kn->kn_fflags & NOTE_TRIGGER) kn->kn_hookid = 1;
+  // else kn->kn_hookid = 0;": kn_fflags is kn_kevent.fflags, which
+  // kqueue_register zeroed before the attach, so a NOTE_TRIGGER in the
+  // creating EV_ADD never fires. (kqueue_register saved the creating
+  // change's fflags whole in kn_sfflags, NOTE_TRIGGER and control bits
+  // included, and reports them at the first scan.)
+  static int f_attach(user_knote& kn) {
+    kn.kn_hookid = (kn.kn_kevent.fflags & NOTE_TRIGGER) != 0 ? 1 : 0;
+    return 0;
   }
 
-  // knote_dequeue: "TAILQ_REMOVE(...); kn->kn_status &= ~KN_QUEUED;
-  // kq->kq_count--;"
-  void knote_dequeue(knote& kn) {
-    for (auto it = kq_head_.begin(); it != kq_head_.end(); ++it) {
-      if (*it == &kn) {
-        kq_head_.erase(it);
-        break;
-      }
-    }
-    kn.kn_status &= ~KN_QUEUED;
-    --kq_count_;
-  }
-
-  // knote_drop -> knote_drop_detached: f_detach (filt_userdetach does
-  // nothing: "EVFILT_USER knotes are not attached to anything in the
-  // kernel"), "if (kn->kn_status & KN_QUEUED) knote_dequeue(kn);", free.
-  void knote_drop(knote& kn) {
-    if ((kn.kn_status & KN_QUEUED) != 0) knote_dequeue(kn);
-    knotes_.erase(key{kn.kn_kevent.ident, kn.kn_kevent.filter});
-  }
+  // filt_userdetach: nothing: "EVFILT_USER knotes are not attached to
+  // anything in the kernel".
+  static void f_detach(user_knote&) {}
 
   // filt_user: "return (kn->kn_hookid);"
-  static int filt_user(const knote& kn) { return kn.kn_hookid; }
+  static bool f_event(const user_knote& kn) { return kn.kn_hookid != 0; }
+
+  // kqueue_register and kqueue_scan call filt_usertouch (not f_isfd, has a
+  // f_touch). A bare NOTE_TRIGGER change replaces udata too (kqueue_register).
+  static constexpr bool touch = true;
 
   // filt_usertouch(kn, kev, EVENT_REGISTER)
-  static void filt_usertouch_register(knote& kn, kev& k) {
+  static void f_touch_register(user_knote& kn, kev& k) {
     // "if (kev->fflags & NOTE_TRIGGER) kn->kn_hookid = 1;"
     if ((k.fflags & NOTE_TRIGGER) != 0) kn.kn_hookid = 1;
     // "ffctrl = kev->fflags & NOTE_FFCTRLMASK; kev->fflags &= NOTE_FFLAGSMASK;"
@@ -258,7 +137,7 @@ class model {
   }
 
   // filt_usertouch(kn, kev, EVENT_PROCESS)
-  static kev filt_usertouch_process(knote& kn) {
+  static kev f_touch_process(user_knote& kn) {
     // "*kev = kn->kn_kevent; kev->fflags = kn->kn_sfflags;
     // kev->data = kn->kn_sdata;": fflags is kn_sfflags unmasked, so control
     // bits or NOTE_TRIGGER stored at creation are reported (event.h's comment
@@ -276,187 +155,6 @@ class model {
     }
     return out;
   }
-
-  // kqueue_register: returns 0 or an errno; may modify k (the caller writes
-  // it out as the EV_ERROR/receipt entry).
-  int kqueue_register(kev& k) {
-    // kqueue_register: "if ((kev->flags & (EV_ENABLE | EV_DISABLE)) ==
-    // (EV_ENABLE | EV_DISABLE)) return (EINVAL);" (current main, also in the
-    // FreeBSD 12-based trees; older: no check, EV_DISABLE then EV_ENABLE were
-    // applied in that order, so both together enabled).
-    if ((k.flags & (EV_ENABLE | EV_DISABLE)) == (EV_ENABLE | EV_DISABLE)) return EINVAL;
-    // kqueue_register: "fops = kqueue_fo_find(filt); if (fops == NULL) return
-    // EINVAL;": every filter but EVFILT_USER is unknown to this model.
-    if (k.filter != EVFILT_USER) return EINVAL;
-    // kqueue_register: "if (kev->flags & EV_ADD) { /* Reject an invalid flag
-    // pair early */ if (kev->flags & EV_KEEPUDATA) { error = EINVAL; ..."
-    if ((k.flags & EV_ADD) != 0 && (k.flags & EV_KEEPUDATA) != 0) return EINVAL;
-
-    // kqueue_register: lookup in kq_knhash by "kev->ident == kn->kn_id &&
-    // kev->filter == kn->kn_filter".
-    auto found = knotes_.find(key{k.ident, k.filter});
-    knote* kn = nullptr;
-    if (found == knotes_.end()) {
-      // kqueue_register: "No matching knote and the EV_ADD flag is not set."
-      if ((k.flags & EV_ADD) == 0) return ENOENT;
-      kn = &knotes_[key{k.ident, k.filter}];
-      // kqueue_register: "kn->kn_sfflags = kev->fflags; kn->kn_sdata =
-      // kev->data;": the creating change's fflags are saved whole (not
-      // masked, NOTE_TRIGGER and control bits included) and data too.
-      kn->kn_sfflags = k.fflags;
-      kn->kn_sdata = k.data;
-      // kqueue_register: "kev->fflags = 0; kev->data = 0;" (so a receipt
-      // for a creation shows fflags 0) then "kn->kn_kevent = *kev;"
-      k.fflags = 0;
-      k.data = 0;
-      kn->kn_kevent = k;
-      // kqueue_register: "kn->kn_kevent.flags &= ~(EV_ADD | EV_DELETE |
-      // EV_ENABLE | EV_DISABLE | EV_FORCEONESHOT);": every other flag of the
-      // creating change is stored and reported later (EV_RECEIPT, EV_ONESHOT,
-      // EV_CLEAR, EV_DISPATCH, unassigned bits). (older: EV_FORCEONESHOT did
-      // not exist.)
-      kn->kn_kevent.flags = static_cast<std::uint16_t>(
-          kn->kn_kevent.flags & ~(EV_ADD | EV_DELETE | EV_ENABLE | EV_DISABLE | EV_FORCEONESHOT));
-      // kqueue_register: "kn->kn_status = KN_DETACHED; if ((kev->flags &
-      // EV_DISABLE) != 0) kn->kn_status |= KN_DISABLED;"
-      kn->kn_status = 0;
-      if ((k.flags & EV_DISABLE) != 0) kn->kn_status |= KN_DISABLED;
-      // filt_userattach: "if (kn->kn_fflags & NOTE_TRIGGER) kn->kn_hookid =
-      // 1; else kn->kn_hookid = 0;": kn_fflags is kn_kevent.fflags, zeroed
-      // above, so a NOTE_TRIGGER in the creating EV_ADD never fires.
-      kn->kn_hookid = (kn->kn_kevent.fflags & NOTE_TRIGGER) != 0 ? 1 : 0;
-      // kqueue_register: "goto done_ev_add;"
-    } else {
-      kn = &found->second;
-      // kqueue_register: "if (kev->flags & EV_DELETE) { ... knote_drop(kn,
-      // td); goto done; }": nothing else of the change is applied.
-      if ((k.flags & EV_DELETE) != 0) {
-        knote_drop(*kn);
-        return 0;
-      }
-      // kqueue_register: "if (kev->flags & EV_FORCEONESHOT) { kn->kn_flags
-      // |= EV_ONESHOT; KNOTE_ACTIVATE(kn, 1); }"; KNOTE_ACTIVATE:
-      // "kn_status |= KN_ACTIVE; if ((kn_status & (KN_QUEUED | KN_DISABLED))
-      // == 0) knote_enqueue(kn);"
-      if ((k.flags & EV_FORCEONESHOT) != 0) {
-        kn->kn_kevent.flags |= EV_ONESHOT;
-        kn->kn_status |= KN_ACTIVE;
-        if ((kn->kn_status & (KN_QUEUED | KN_DISABLED)) == 0) knote_enqueue(*kn);
-      }
-      // kqueue_register: "if ((kev->flags & EV_ENABLE) != 0) kn->kn_status
-      // &= ~KN_DISABLED; else if ((kev->flags & EV_DISABLE) != 0)
-      // kn->kn_status |= KN_DISABLED;": EV_ADD alone does not re-enable.
-      // (older: the same two tests ran after the event check, disable first.)
-      if ((k.flags & EV_ENABLE) != 0) {
-        kn->kn_status &= ~KN_DISABLED;
-      } else if ((k.flags & EV_DISABLE) != 0) {
-        kn->kn_status |= KN_DISABLED;
-      }
-      // kqueue_register: "if ((kev->flags & EV_KEEPUDATA) == 0)
-      // kn->kn_kevent.udata = kev->udata;": every non-delete change replaces
-      // udata, a bare NOTE_TRIGGER included (older: unconditionally).
-      if ((k.flags & EV_KEEPUDATA) == 0) kn->kn_kevent.udata = k.udata;
-      // kqueue_register: "fops->f_touch(kn, kev, EVENT_REGISTER);".
-      // Nothing here touches kn_kevent.flags: a re-EV_ADD does not change the
-      // stored EV_CLEAR/EV_ONESHOT/EV_DISPATCH/EV_RECEIPT.
-      filt_usertouch_register(*kn, k);
-    }
-
-    // kqueue_register, done_ev_add: "if ((kn->kn_status & KN_DISABLED) == 0)
-    // event = kn->kn_fop->f_event(kn, 0); else event = 0;"
-    // (older: f_event was asked even for a disabled knote.)
-    const int event = (kn->kn_status & KN_DISABLED) == 0 ? filt_user(*kn) : 0;
-    // kqueue_register: "if (event) kn->kn_status |= KN_ACTIVE;
-    // if ((kn->kn_status & (KN_ACTIVE | KN_DISABLED | KN_QUEUED)) ==
-    // KN_ACTIVE) knote_enqueue(kn);": KN_ACTIVE left from before also
-    // enqueues, even when the event is gone (the scan then drops it).
-    if (event != 0) kn->kn_status |= KN_ACTIVE;
-    if ((kn->kn_status & (KN_ACTIVE | KN_DISABLED | KN_QUEUED)) == KN_ACTIVE) knote_enqueue(*kn);
-    return 0;
-  }
-
-  // kqueue_scan with a zero timeout; returns td_retval[0] = maxevents - count.
-  int kqueue_scan(int maxevents, std::vector<kev>& out) {
-    // kqueue_scan: "if (maxevents == 0) goto done_nl;": returns 0 without
-    // looking at the queue.
-    if (maxevents == 0) return 0;
-    int count = maxevents;
-  retry:
-    // kqueue_scan: "if (kq->kq_count == 0) { if (asbt == -1) error =
-    // EWOULDBLOCK; ... else if (error == EWOULDBLOCK) error = 0; goto done; }"
-    // (a zero timespec gives asbt = -1: no sleep).
-    if (kq_count_ == 0) return maxevents - count;
-    // kqueue_scan: "TAILQ_INSERT_TAIL(&kq->kq_head, marker, kn_tqe);": the
-    // marker bounds this pass to the knotes queued when it started; knotes
-    // re-queued at the tail come after it.
-    kq_head_.push_back(nullptr);
-    while (count != 0) {
-      // kqueue_scan: "kn = TAILQ_FIRST(&kq->kq_head); ...
-      // TAILQ_REMOVE(&kq->kq_head, kn, kn_tqe);": FIFO.
-      knote* kn = kq_head_.front();
-      kq_head_.pop_front();
-      // kqueue_scan: "if ((kn->kn_status & KN_DISABLED) == KN_DISABLED) {
-      // kn->kn_status &= ~KN_QUEUED; kq->kq_count--; continue; }":
-      // a disabled knote leaves the queue unreported (KN_ACTIVE is kept).
-      if (kn != nullptr && (kn->kn_status & KN_DISABLED) != 0) {
-        kn->kn_status &= ~KN_QUEUED;
-        --kq_count_;
-        continue;
-      }
-      // kqueue_scan: "if (kn == marker) { ... if (count == maxevents) goto
-      // retry; goto done; }"
-      if (kn == nullptr) {
-        if (count == maxevents) goto retry;
-        return maxevents - count;
-      }
-      if ((kn->kn_kevent.flags & EV_ONESHOT) != 0) {
-        // kqueue_scan: "kn->kn_status &= ~KN_QUEUED; ... kq->kq_count--;
-        // ... *kevp = kn->kn_kevent; knote_drop(kn, td);": no f_event
-        // re-check and no f_touch: the stored kevent is reported as is, so
-        // for EVFILT_USER fflags and data are kn_fflags/kn_data (always 0),
-        // not kn_sfflags/kn_sdata.
-        kn->kn_status &= ~KN_QUEUED;
-        --kq_count_;
-        out.push_back(kn->kn_kevent);
-        knote_drop(*kn);
-      } else {
-        // kqueue_scan: "if (kn->kn_fop->f_event(kn, 0) == 0) {
-        // kn->kn_status &= ~(KN_QUEUED | KN_ACTIVE | KN_SCAN); ...
-        // kq->kq_count--; ... continue; }": not active any more: dropped from
-        // the queue, not reported, not counted.
-        if (filt_user(*kn) == 0) {
-          kn->kn_status &= ~(KN_QUEUED | KN_ACTIVE);
-          --kq_count_;
-          continue;
-        }
-        // kqueue_scan: "if (touch) kn->kn_fop->f_touch(kn, kevp,
-        // EVENT_PROCESS);"
-        out.push_back(filt_usertouch_process(*kn));
-        // kqueue_scan: "if (kn->kn_flags & (EV_CLEAR | EV_DISPATCH)) { ...
-        // if (kn->kn_flags & EV_DISPATCH) kn->kn_status |= KN_DISABLED;
-        // kn->kn_status &= ~(KN_QUEUED | KN_ACTIVE); kq->kq_count--; } else
-        // TAILQ_INSERT_TAIL(&kq->kq_head, kn, kn_tqe);": level-triggered
-        // knotes go back to the tail (behind the marker).
-        if ((kn->kn_kevent.flags & (EV_CLEAR | EV_DISPATCH)) != 0) {
-          if ((kn->kn_kevent.flags & EV_DISPATCH) != 0) kn->kn_status |= KN_DISABLED;
-          kn->kn_status &= ~(KN_QUEUED | KN_ACTIVE);
-          --kq_count_;
-        } else {
-          kq_head_.push_back(kn);
-        }
-      }
-      // kqueue_scan: "kevp++; nkev++; count--;": at most maxevents reported.
-      --count;
-    }
-    // kqueue_scan: "TAILQ_REMOVE(&kq->kq_head, marker, kn_tqe);"
-    kq_head_.remove(nullptr);
-    // kqueue_scan: "td->td_retval[0] = maxevents - count;"
-    return maxevents - count;
-  }
-
-  std::map<key, knote> knotes_;  // kq_knhash; std::map keeps addresses stable
-  std::list<knote*> kq_head_;    // the active queue; nullptr is the scan marker
-  std::size_t kq_count_ = 0;     // kq_count
 };
 
 }  // namespace kqref

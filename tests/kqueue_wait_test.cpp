@@ -95,6 +95,11 @@ int add(KQ& kq, std::uintptr_t ident, filter_id f, ev flags, std::int64_t data =
 }
 
 template <class KQ>
+int del(KQ& kq, std::uintptr_t ident, filter_id f) {
+  return kq.change({.ident = ident, .filter = f, .flags = ev::delete_});
+}
+
+template <class KQ>
 void trigger(KQ& kq, std::uintptr_t ident) {
   REQUIRE(kq.change({.ident = ident, .filter = filter_id::user,
                      .fflags = kcont::note::trigger}) == 0);
@@ -130,8 +135,7 @@ TEST_CASE_TEMPLATE("kqueue_wait.blocking_kevent_returns_when_a_pipe_becomes_read
   CHECK(out[0].ident == static_cast<std::uintptr_t>(p.r));
   CHECK(out[0].filter == filter_id::read);
   CHECK(out[0].data == 1);
-  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
-                     .flags = ev::delete_}) == 0);
+  REQUIRE(del(kq, static_cast<std::uintptr_t>(p.r), filter_id::read) == 0);
 }
 
 TEST_CASE_TEMPLATE("kqueue_wait.blocking_kevent_returns_when_another_thread_triggers", Src,
@@ -200,8 +204,7 @@ TEST_CASE_TEMPLATE("kqueue_wait.timeout_expires_with_nothing", Src, epoll_src, p
   const auto r = kq.kevent({}, out, 25ms);
   CHECK(r.ret == 0);
   CHECK(clk::now() - start >= 25ms);
-  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
-                     .flags = ev::delete_}) == 0);
+  REQUIRE(del(kq, static_cast<std::uintptr_t>(p.r), filter_id::read) == 0);
 }
 
 // A zero-timeout kevent drives the sources once: a readable pipe is
@@ -216,8 +219,7 @@ TEST_CASE("kqueue_wait.zero_timeout_kevent_reports_a_ready_descriptor") {
   CHECK(kq.kevent({}, out).ret == 0);
   p.put();
   CHECK(kq.kevent({}, out).ret == 1);
-  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
-                     .flags = ev::delete_}) == 0);
+  REQUIRE(del(kq, static_cast<std::uintptr_t>(p.r), filter_id::read) == 0);
 }
 
 // FreeBSD's kqueue_poll: the kqueue's descriptor polls readable while an
@@ -244,8 +246,7 @@ TEST_CASE("kqueue_wait.native_handle_polls_readable_while_an_event_is_pending") 
   CHECK(kq.kevent({}, out).ret == 1);
   CHECK(kq.kevent({}, out).ret == 0);
   CHECK_FALSE(readable(h));
-  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
-                     .flags = ev::delete_}) == 0);
+  REQUIRE(del(kq, static_cast<std::uintptr_t>(p.r), filter_id::read) == 0);
 }
 
 // One wake-up per empty-to-non-empty transition of the pending list (as
@@ -297,8 +298,7 @@ TEST_CASE_TEMPLATE("kqueue_wait.a_descriptor_that_stays_ready_starves_no_timer_a
   CHECK(busy_reports == scans);  // reported by every scan
   CHECK(late_at - put_at <= 1);  // the next scan's look finds it, the one after reports it
   for (int fd : {busy.r, late.r})
-    REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(fd), .filter = filter_id::read,
-                       .flags = ev::delete_}) == 0);
+    REQUIRE(del(kq, static_cast<std::uintptr_t>(fd), filter_id::read) == 0);
 }
 
 TEST_CASE("kqueue_wait.one_system_call_and_one_wake_per_blocking_kevent") {
@@ -339,8 +339,7 @@ TEST_CASE("kqueue_wait.one_system_call_and_one_wake_per_blocking_kevent") {
     p.take();
   }
   CHECK(kq.wakeups() == wakes);
-  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
-                     .flags = ev::delete_}) == 0);
+  REQUIRE(del(kq, static_cast<std::uintptr_t>(p.r), filter_id::read) == 0);
 }
 
 // Two blocked scanners: one sleeps in the source, the other on the
@@ -371,8 +370,7 @@ TEST_CASE("kqueue_wait.second_scanner_takes_over_the_source") {
   CHECK(got[0] + got[1] == static_cast<std::uintptr_t>(a.r + b.r));
   CHECK(got[0] != got[1]);
   for (int fd : {a.r, b.r})
-    REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(fd), .filter = filter_id::read,
-                       .flags = ev::delete_}) == 0);
+    REQUIRE(del(kq, static_cast<std::uintptr_t>(fd), filter_id::read) == 0);
 }
 
 // Zero allocations per event in the steady state: blocking kevents woken by
@@ -407,9 +405,8 @@ TEST_CASE("kqueue_wait.no_allocation_per_event") {
   kcont_test::allocation_scope scope;
   for (int i = 0; i < 50; ++i) round();
   CHECK(scope.count() == 0);
-  REQUIRE(kq.change({.ident = 6, .filter = filter_id::timer, .flags = ev::delete_}) == 0);
-  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
-                     .flags = ev::delete_}) == 0);
+  REQUIRE(del(kq, 6, filter_id::timer) == 0);
+  REQUIRE(del(kq, static_cast<std::uintptr_t>(p.r), filter_id::read) == 0);
 }
 
 // A source with a descriptor of its own (as a signalfd would be) plugs into
@@ -508,8 +505,7 @@ int add_signal(KQ& kq, int sig) {
 }
 template <class KQ>
 int del_signal(KQ& kq, int sig) {
-  return kq.change({.ident = static_cast<std::uintptr_t>(sig), .filter = filter_id::signal,
-                    .flags = ev::delete_});
+  return del(kq, static_cast<std::uintptr_t>(sig), filter_id::signal);
 }
 
 // After `send`, waits up to 5 s for `returned`; then triggers the rescue
@@ -658,8 +654,7 @@ TEST_CASE("kqueue_wait.one_system_call_per_blocking_kevent_with_signals") {
   CHECK(counting_backend::waits.load() - waits_before == 1);
   CHECK(out[0].filter == filter_id::read);
   REQUIRE(del_signal(kq, SIGUSR1) == 0);
-  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
-                     .flags = ev::delete_}) == 0);
+  REQUIRE(del(kq, static_cast<std::uintptr_t>(p.r), filter_id::read) == 0);
 }
 
 // A storm through the blocking kevent: several threads each raise()
@@ -806,8 +801,7 @@ TEST_CASE("event_loop.hands_descriptor_and_timer_events_to_the_handler") {
     CHECK(timer_seen);
   }
   CHECK(kq.size() == 1);  // the loop's user event is gone with it
-  REQUIRE(kq.change({.ident = static_cast<std::uintptr_t>(p.r), .filter = filter_id::read,
-                     .flags = ev::delete_}) == 0);
+  REQUIRE(del(kq, static_cast<std::uintptr_t>(p.r), filter_id::read) == 0);
 }
 
 TEST_CASE("event_loop.stop_from_another_thread_ends_run") {

@@ -31,9 +31,9 @@
 //   canceled (throwing away any undelivered record of previous timer
 //   expiration) and re-started using the new parameters contained in data
 //   and fflags."
-//   The kevent() change loop and the scan are the same code as for
-//   EVFILT_USER; kqueue_reference.hpp cites them line by line and this model
-//   follows it (same kev type, same outcome type).
+//   The kevent() change loop, kqueue_register and the scan are the same code
+//   as for EVFILT_USER; kern_event_reference.hpp models them once, citing
+//   them line by line, and this model gives it the timer filter.
 //
 // Where the model departs from FreeBSD (on purpose, each marked "MODEL:")
 //   - Units: FreeBSD converts data to sbintime (32.32 fixed-point seconds,
@@ -71,13 +71,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
-#include <list>
-#include <map>
-#include <span>
 #include <utility>
 #include <vector>
 
-#include "kqueue_reference.hpp"  // kev, kevent_outcome, EV_* values
+#include "kern_event_reference.hpp"  // kev, kevent_outcome, EV_* values, kern_event
 
 namespace kqref {
 
@@ -127,52 +124,26 @@ constexpr std::int64_t timer2ns(std::int64_t data, std::uint32_t flags) {
   }
 }
 
-class timer_model {
+// What a timer knote adds to kern_event.c's: kn_data (kn_kevent.data) holds
+// the expirations, kn_sfflags the units | NOTE_ABSTIME as given, kn_sdata
+// the timeout as given (0 -> 1, see filt_timervalidate).
+struct timer_knote : knote_base {
+  // struct kq_timer_cb_data: "sbintime_t next; /* next timer event fires
+  // at */ sbintime_t to; /* precalculated timer period, 0 for abs */" and
+  // whether its callout is pending (callout_reset .. callout_drain).
+  bool armed = false;
+  std::int64_t next = 0;
+  std::int64_t to = 0;
+  std::uint64_t sched_seq = 0;  // MODEL: the tie order of equal deadlines
+};
+
+// The EVFILT_TIMER filter on kern_event.c's skeleton (kern_event_reference.hpp).
+class timer_model : public kern_event<timer_model, timer_knote> {
  public:
   // true: filt_timerexpire_l's own count of missed periods (which undercounts,
   // see fire()) instead of the model's; for comparing with FreeBSD and for
   // the differential driver's self-test. Default false.
   bool freebsd_missed_periods = false;
-
-  // kevent(kq, changes, changes.size(), eventlist, nevents, &zero_timeout) at
-  // time now(). The change loop is kern_kevent_fp's (kqueue_kevent's), as in
-  // kqueue_reference.hpp's model::kevent, which cites it line by line.
-  kevent_outcome kevent(std::span<const kev> changes, std::size_t nevents) {
-    kevent_outcome r;
-    int n_ev = static_cast<int>(nevents);
-    int nerrors = 0;
-    for (const kev& change : changes) {
-      kev k = change;
-      // "if (!kevp->filter) continue;"
-      if (k.filter == 0) continue;
-      // "kevp->flags &= ~EV_SYSFLAGS;"
-      k.flags = static_cast<std::uint16_t>(k.flags & ~EV_SYSFLAGS);
-      const int error = kqueue_register(k);
-      // "if (error || (kevp->flags & EV_RECEIPT)) { if (nevents == 0) goto
-      // done; kevp->flags = EV_ERROR; kevp->data = error; ... nevents--;
-      // nerrors++; }" (kevent() returns td_retval[0] = 0 on a successful
-      // receipt with no room: see kqueue_reference.hpp).
-      if (error != 0 || (k.flags & EV_RECEIPT) != 0) {
-        if (n_ev == 0) {
-          r.ret = error != 0 ? -1 : 0;
-          r.err = error;
-          return r;
-        }
-        k.flags = EV_ERROR;
-        k.data = error;
-        r.out.push_back(k);
-        --n_ev;
-        ++nerrors;
-      }
-    }
-    // "if (nerrors) { td->td_retval[0] = nerrors; error = 0; goto done; }"
-    if (nerrors != 0) {
-      r.ret = nerrors;
-      return r;
-    }
-    r.ret = kqueue_scan(n_ev, r.out);
-    return r;
-  }
 
   // The model's clock, nanoseconds since its epoch.
   std::int64_t now() const { return now_; }
@@ -191,13 +162,13 @@ class timer_model {
   // fire again in this tick. Never early: a deadline one nanosecond after
   // now() does not fire. Returns the number of callouts fired.
   std::size_t tick() {
-    std::vector<knote*> due;
+    std::vector<timer_knote*> due;
     for (auto& [key, kn] : knotes_)
       if (kn.armed && kn.next <= now_) due.push_back(&kn);
-    std::sort(due.begin(), due.end(), [](const knote* a, const knote* b) {
+    std::sort(due.begin(), due.end(), [](const timer_knote* a, const timer_knote* b) {
       return a->next != b->next ? a->next < b->next : a->sched_seq < b->sched_seq;
     });
-    for (knote* kn : due) fire(*kn);
+    for (timer_knote* kn : due) fire(*kn);
     return due.size();
   }
   std::size_t tick(std::int64_t t) {
@@ -205,9 +176,7 @@ class timer_model {
     return tick();
   }
 
-  // Knotes attached; knotes on the active queue (kq_count); callouts pending.
-  std::size_t registered() const { return knotes_.size(); }
-  std::size_t queued() const { return kq_count_; }
+  // Callouts pending (registered() and queued() are kern_event's).
   std::size_t armed() const {
     std::size_t n = 0;
     for (const auto& [key, kn] : knotes_) n += kn.armed ? 1 : 0;
@@ -233,34 +202,18 @@ class timer_model {
   }
 
  private:
-  static constexpr unsigned KN_ACTIVE = 0x01;
-  static constexpr unsigned KN_QUEUED = 0x02;
-  static constexpr unsigned KN_DISABLED = 0x04;
+  friend class kern_event<timer_model, timer_knote>;
 
-  struct knote {
-    kev kn_kevent;                 // kn_data is kn_kevent.data: the expirations
-    std::uint32_t kn_sfflags = 0;  // units | NOTE_ABSTIME as given
-    std::int64_t kn_sdata = 0;     // the timeout as given (0 -> 1, see validate)
-    unsigned kn_status = 0;
-    // struct kq_timer_cb_data: "sbintime_t next; /* next timer event fires
-    // at */ sbintime_t to; /* precalculated timer period, 0 for abs */" and
-    // whether its callout is pending (callout_reset .. callout_drain).
-    bool armed = false;
-    std::int64_t next = 0;
-    std::int64_t to = 0;
-    std::uint64_t sched_seq = 0;  // MODEL: the tie order of equal deadlines
-  };
-  using key = std::pair<std::uintptr_t, std::int16_t>;
 
   // kqtimer_sched_callout: "callout_reset_sbt_on(&kc->c, kc->next, 0,
   // filt_timerexpire, kc->kn, kc->cpuid, C_ABSOLUTE);"
-  void sched_callout(knote& kn) {
+  void sched_callout(timer_knote& kn) {
     kn.armed = true;
     kn.sched_seq = ++seq_;
   }
 
   // filt_timervalidate(kn, &to): returns 0 or an errno; sets *to in ns.
-  static int filt_timervalidate(knote& kn, std::int64_t& to) {
+  static int filt_timervalidate(timer_knote& kn, std::int64_t& to) {
     // "if (kn->kn_sdata < 0) return (EINVAL);"
     if (kn.kn_sdata < 0) return EINVAL;
     // "if (kn->kn_sdata == 0 && (kn->kn_flags & EV_ONESHOT) == 0)
@@ -283,7 +236,7 @@ class timer_model {
   // filt_timerstart(kn, to): "if ((kn->kn_sfflags & NOTE_ABSTIME) != 0) {
   // kc->next = to; kc->to = 0; } else { kc->next = to + sbinuptime();
   // kc->to = to; } kqtimer_sched_callout(kc);"
-  void filt_timerstart(knote& kn, std::int64_t to) {
+  void filt_timerstart(timer_knote& kn, std::int64_t to) {
     if ((kn.kn_sfflags & NOTE_ABSTIME) != 0) {
       kn.next = to;
       kn.to = 0;
@@ -294,8 +247,14 @@ class timer_model {
     sched_callout(kn);
   }
 
-  // filt_timerattach: returns 0 or an errno.
-  int filt_timerattach(knote& kn) {
+  // kqueue_fo_find: the model knows EVFILT_TIMER only; every other filter is
+  // EINVAL, as an unknown one. EVFILT_TIMER is not f_isfd: no fget().
+  static bool fo_find(std::int16_t filter) { return filter == EVFILT_TIMER; }
+  static int fget(const kev&) { return 0; }
+
+  // filt_timerattach: returns 0 or an errno (kqueue_register then drops the
+  // knote: nothing registered, and its EV_ERROR entry shows fflags 0).
+  int f_attach(timer_knote& kn) {
     std::int64_t to = -1;
     // "error = filt_timervalidate(kn, &to); if (error != 0) return (error);"
     if (const int error = filt_timervalidate(kn, to); error != 0) return error;
@@ -311,22 +270,19 @@ class timer_model {
     return 0;
   }
 
-  // filt_timerdetach: "callout_drain(&kc->c); ... free(kc, M_KQUEUE);"
-  static void filt_timerdetach(knote& kn) { kn.armed = false; }
+  // filt_timerdetach: "callout_drain(&kc->c); ... free(kc, M_KQUEUE);": a
+  // one-shot timer reported by kqueue_scan (as stored, data = expirations)
+  // is dropped and its callout stopped. EV_DISABLE does not touch the
+  // callout: a disabled timer keeps expiring and counting (filt_timerexpire
+  // -> KNOTE_ACTIVATE), and an enable queues it (kqueue_register's
+  // done_ev_add).
+  static void f_detach(timer_knote& kn) { kn.armed = false; }
 
   // filt_timer: "return (kn->kn_data != 0);"
-  static int filt_timer(const knote& kn) { return kn.kn_kevent.data != 0 ? 1 : 0; }
-
-  // KNOTE_ACTIVATE(kn, islock): "(kn)->kn_status |= KN_ACTIVE; if
-  // (((kn)->kn_status & (KN_QUEUED | KN_DISABLED)) == 0) knote_enqueue(kn);":
-  // a disabled knote becomes active but is not queued; its counts go on.
-  void knote_activate(knote& kn) {
-    kn.kn_status |= KN_ACTIVE;
-    if ((kn.kn_status & (KN_QUEUED | KN_DISABLED)) == 0) knote_enqueue(kn);
-  }
+  static bool f_event(const timer_knote& kn) { return kn.kn_kevent.data != 0; }
 
   // filt_timerexpire_l(kn): the callout fired at now_ (>= kn.next).
-  void fire(knote& kn) {
+  void fire(timer_knote& kn) {
     kn.armed = false;  // a callout runs once per callout_reset
     // "if ((kn->kn_flags & EV_ONESHOT) != 0 || kc->to == 0) { kn->kn_data++;
     // KNOTE_ACTIVATE(kn, 0); return; }": a one-shot or absolute timer counts
@@ -372,8 +328,12 @@ class timer_model {
     sched_callout(kn);
   }
 
+  // kqueue_register and kqueue_scan call filt_timertouch (not f_isfd, has a
+  // f_touch).
+  static constexpr bool touch = true;
+
   // filt_timertouch(kn, kev, EVENT_REGISTER)
-  void filt_timertouch_register(knote& kn, const kev& k) {
+  void f_touch_register(timer_knote& kn, const kev& k) {
     // "/* Handle re-added timers that update data/fflags */ if (kev->flags &
     // EV_ADD) {": only a change carrying EV_ADD re-arms; EV_ENABLE,
     // EV_DISABLE, a bare udata change leave the timer and its count alone.
@@ -406,7 +366,7 @@ class timer_model {
   // filt_timertouch(kn, kev, EVENT_PROCESS): "*kev = kn->kn_kevent; if
   // (kn->kn_flags & EV_CLEAR) { kn->kn_data = 0; kn->kn_fflags = 0; }": the
   // report is the stored kevent (fflags 0, data = expirations), then reset.
-  static kev filt_timertouch_process(knote& kn) {
+  static kev f_touch_process(timer_knote& kn) {
     const kev out = kn.kn_kevent;
     if ((kn.kn_kevent.flags & EV_CLEAR) != 0) {
       kn.kn_kevent.data = 0;
@@ -415,154 +375,6 @@ class timer_model {
     return out;
   }
 
-  void knote_enqueue(knote& kn) {
-    kq_head_.push_back(&kn);
-    kn.kn_status |= KN_QUEUED;
-    ++kq_count_;
-  }
-  void knote_dequeue(knote& kn) {
-    kq_head_.remove(&kn);
-    kn.kn_status &= ~KN_QUEUED;
-    --kq_count_;
-  }
-  // knote_drop -> knote_drop_detached: "kn->kn_fop->f_detach(kn)"
-  // (filt_timerdetach stops the callout), dequeue, free.
-  void knote_drop(knote& kn) {
-    filt_timerdetach(kn);
-    if ((kn.kn_status & KN_QUEUED) != 0) knote_dequeue(kn);
-    knotes_.erase(key{kn.kn_kevent.ident, kn.kn_kevent.filter});
-  }
-
-  // kqueue_register (see kqueue_reference.hpp for each line's citation).
-  int kqueue_register(kev& k) {
-    if ((k.flags & (EV_ENABLE | EV_DISABLE)) == (EV_ENABLE | EV_DISABLE)) return EINVAL;
-    // "fops = kqueue_fo_find(filt); if (fops == NULL) return EINVAL;": the
-    // model knows EVFILT_TIMER only.
-    if (k.filter != EVFILT_TIMER) return EINVAL;
-    if ((k.flags & EV_ADD) != 0 && (k.flags & EV_KEEPUDATA) != 0) return EINVAL;
-    auto found = knotes_.find(key{k.ident, k.filter});
-    knote* kn = nullptr;
-    if (found == knotes_.end()) {
-      if ((k.flags & EV_ADD) == 0) return ENOENT;
-      kn = &knotes_[key{k.ident, k.filter}];
-      // "kn->kn_sfflags = kev->fflags; kn->kn_sdata = kev->data; kev->fflags
-      // = 0; kev->data = 0; kn->kn_kevent = *kev; kn->kn_kevent.flags &=
-      // ~(EV_ADD | EV_DELETE | EV_ENABLE | EV_DISABLE | EV_FORCEONESHOT);":
-      // the change is zeroed before the attach, so the EV_ERROR entry of a
-      // failed attach shows fflags 0.
-      kn->kn_sfflags = k.fflags;
-      kn->kn_sdata = k.data;
-      k.fflags = 0;
-      k.data = 0;
-      kn->kn_kevent = k;
-      kn->kn_kevent.flags = static_cast<std::uint16_t>(
-          kn->kn_kevent.flags & ~(EV_ADD | EV_DELETE | EV_ENABLE | EV_DISABLE | EV_FORCEONESHOT));
-      kn->kn_status = (k.flags & EV_DISABLE) != 0 ? KN_DISABLED : 0;
-      // "if ((error = kn->kn_fop->f_attach(kn)) != 0) {
-      // knote_drop_detached(kn, td); goto done; }": nothing registered.
-      if (const int error = filt_timerattach(*kn); error != 0) {
-        knotes_.erase(key{k.ident, k.filter});
-        return error;
-      }
-    } else {
-      kn = &found->second;
-      // "if (kev->flags & EV_DELETE) { ... knote_drop(kn, td); goto done; }"
-      if ((k.flags & EV_DELETE) != 0) {
-        knote_drop(*kn);
-        return 0;
-      }
-      // "if (kev->flags & EV_FORCEONESHOT) { kn->kn_flags |= EV_ONESHOT;
-      // KNOTE_ACTIVATE(kn, 1); }"
-      if ((k.flags & EV_FORCEONESHOT) != 0) {
-        kn->kn_kevent.flags |= EV_ONESHOT;
-        knote_activate(*kn);
-      }
-      // "if ((kev->flags & EV_ENABLE) != 0) kn->kn_status &= ~KN_DISABLED;
-      // else if ((kev->flags & EV_DISABLE) != 0) kn->kn_status |=
-      // KN_DISABLED;": the callout is not touched: a disabled timer keeps
-      // expiring and counting (filt_timerexpire -> KNOTE_ACTIVATE).
-      if ((k.flags & EV_ENABLE) != 0) {
-        kn->kn_status &= ~KN_DISABLED;
-      } else if ((k.flags & EV_DISABLE) != 0) {
-        kn->kn_status |= KN_DISABLED;
-      }
-      // "if ((kev->flags & EV_KEEPUDATA) == 0) kn->kn_kevent.udata =
-      // kev->udata; if (!fops->f_isfd && fops->f_touch != NULL) {
-      // fops->f_touch(kn, kev, EVENT_REGISTER); }"
-      if ((k.flags & EV_KEEPUDATA) == 0) kn->kn_kevent.udata = k.udata;
-      filt_timertouch_register(*kn, k);
-    }
-    // done_ev_add: "if ((kn->kn_status & KN_DISABLED) == 0) event =
-    // kn->kn_fop->f_event(kn, 0); else event = 0; ... if (event)
-    // kn->kn_status |= KN_ACTIVE; if ((kn->kn_status & (KN_ACTIVE |
-    // KN_DISABLED | KN_QUEUED)) == KN_ACTIVE) knote_enqueue(kn);": an enable
-    // queues a timer that expired while disabled.
-    const int event = (kn->kn_status & KN_DISABLED) == 0 ? filt_timer(*kn) : 0;
-    if (event != 0) kn->kn_status |= KN_ACTIVE;
-    if ((kn->kn_status & (KN_ACTIVE | KN_DISABLED | KN_QUEUED)) == KN_ACTIVE) knote_enqueue(*kn);
-    return 0;
-  }
-
-  // kqueue_scan with a zero timeout (see kqueue_reference.hpp for each line).
-  int kqueue_scan(int maxevents, std::vector<kev>& out) {
-    if (maxevents == 0) return 0;
-    int count = maxevents;
-  retry:
-    if (kq_count_ == 0) return maxevents - count;
-    kq_head_.push_back(nullptr);  // the marker
-    while (count != 0) {
-      knote* kn = kq_head_.front();
-      kq_head_.pop_front();
-      // "if ((kn->kn_status & KN_DISABLED) == KN_DISABLED) { kn->kn_status &=
-      // ~KN_QUEUED; kq->kq_count--; continue; }"
-      if (kn != nullptr && (kn->kn_status & KN_DISABLED) != 0) {
-        kn->kn_status &= ~KN_QUEUED;
-        --kq_count_;
-        continue;
-      }
-      if (kn == nullptr) {
-        if (count == maxevents) goto retry;
-        return maxevents - count;
-      }
-      if ((kn->kn_kevent.flags & EV_ONESHOT) != 0) {
-        // "*kevp = kn->kn_kevent; knote_drop(kn, td);": reported as stored
-        // (data = expirations), no f_event, no f_touch; the drop detaches
-        // (stops) the callout.
-        kn->kn_status &= ~KN_QUEUED;
-        --kq_count_;
-        out.push_back(kn->kn_kevent);
-        knote_drop(*kn);
-      } else {
-        // "if (kn->kn_fop->f_event(kn, 0) == 0) { kn->kn_status &=
-        // ~(KN_QUEUED | KN_ACTIVE | KN_SCAN); ... kq->kq_count--; continue; }"
-        if (filt_timer(*kn) == 0) {
-          kn->kn_status &= ~(KN_QUEUED | KN_ACTIVE);
-          --kq_count_;
-          continue;
-        }
-        // "if (touch) kn->kn_fop->f_touch(kn, kevp, EVENT_PROCESS);"
-        out.push_back(filt_timertouch_process(*kn));
-        // "if (kn->kn_flags & (EV_CLEAR | EV_DISPATCH)) { ... if
-        // (kn->kn_flags & EV_DISPATCH) kn->kn_status |= KN_DISABLED;
-        // kn->kn_status &= ~(KN_QUEUED | KN_ACTIVE); kq->kq_count--; } else
-        // TAILQ_INSERT_TAIL(&kq->kq_head, kn, kn_tqe);"
-        if ((kn->kn_kevent.flags & (EV_CLEAR | EV_DISPATCH)) != 0) {
-          if ((kn->kn_kevent.flags & EV_DISPATCH) != 0) kn->kn_status |= KN_DISABLED;
-          kn->kn_status &= ~(KN_QUEUED | KN_ACTIVE);
-          --kq_count_;
-        } else {
-          kq_head_.push_back(kn);
-        }
-      }
-      --count;
-    }
-    kq_head_.remove(nullptr);
-    return maxevents - count;
-  }
-
-  std::map<key, knote> knotes_;  // kq_knhash; std::map keeps addresses stable
-  std::list<knote*> kq_head_;    // the active queue; nullptr is the scan marker
-  std::size_t kq_count_ = 0;     // kq_count
   std::int64_t now_ = 0;         // MODEL: the manual clock, ns since its epoch
   std::uint64_t seq_ = 0;        // MODEL: scheduling order, for equal deadlines
 };
