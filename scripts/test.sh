@@ -48,9 +48,10 @@ setup() {  # name, compiler, meson options...
 }
 
 # The sanitizer configurations: -O1 -g (meson's debugoptimized is -O2 -g).
-# g++ compiles the instrumented tests about a third faster at -O1, which
-# drops nothing of what runs: every test, the same sanitizers, full debug
-# info for the reports. (-g1 instead of -g saved no time.)
+# Under ASan+UBSan g++ compiles the largest test files in 30-40% less CPU
+# time at -O1, and that drops nothing of what runs: every test, the same
+# sanitizers, full debug info for the reports. (-g1 instead of -g saved no
+# time.)
 sanitized=(-Doptimization=1 -Ddebug=true)
 
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
