@@ -75,8 +75,8 @@ void save_once(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s) {
       std::memory_order_relaxed);
 }
 
-// The same row with no_lock, on the claimed state's value `st` that
-// kcqueue::push stores once afterwards (one thread: nothing to re-read).
+// The same row on the claimed state's value `st`, which kcqueue::push read
+// in its claim and stores once afterwards (nothing to re-read).
 template <class Obj, class Status, class Level>
 void save_once_into(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s,
                     std::uint8_t& st) {
