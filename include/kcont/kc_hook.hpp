@@ -52,9 +52,12 @@ enum class kc_op : std::uint8_t {
 //     (the thread whose claim     push -> waiting     clear: plain stores of obj,
 //     won)                                            status, state|deferred.
 //                                                     Set: nothing (rule 2).
-//                                                     A kcqueue: on the value
-//                                                     its claim returned, one
-//                                                     store
+//                                                     A kcqueue: its claim (a
+//                                                     CAS from a value without
+//                                                     queued) sets deferred
+//                                                     too; obj/status stored
+//                                                     after it when the value
+//                                                     it replaced had none
 //   pop claimed (the level's      listed, waiting     list changed under the
 //     runner)                     -> claimed          queue's lock; bits kept;
 //                                                     under_lock publishes the

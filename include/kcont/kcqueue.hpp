@@ -197,23 +197,23 @@ class kcqueue {
   // Effects: appends n, unless n is already on a queue. `before_link` runs
   //   after n is claimed and before it becomes visible to poppers (defer uses
   //   it to save obj/status exactly once). A before_link invocable with
-  //   `std::uint8_t&` gets the claimed state's value to edit instead (the
-  //   claim's read-modify-write returned it), and the state is stored once,
-  //   with no re-read (the save row of the state table in kcont/kc_hook.hpp).
+  //   `std::uint8_t` is a deferral's save: the claim sets the queued and
+  //   deferred bits in one step, and before_link gets the state it replaced
+  //   (the save row of the state table in kcont/kc_hook.hpp).
   // Returns: already_queued (and n untouched), first or queued.
   // Complexity: O(1). Never allocates.
   template <std::invocable<> BeforeLink = detail::nothing>
   [[nodiscard]] push_result push(T& n, BeforeLink&& before_link = {}) {
     std::lock_guard<Lock> g(lock_);
-    if constexpr (std::invocable<BeforeLink&, std::uint8_t&>) {
-      // A plain store of the edited value: while queued is set the only
-      // other writes are failed claims, which store what they read.
-      std::uint8_t st = concurrent ? access::set<true>(n, access::queued_bit)
-                                   : access::state(n).load(std::memory_order_relaxed);
-      if (st & access::queued_bit) return push_result::already_queued;
-      st |= access::queued_bit;
+    if constexpr (std::invocable<BeforeLink&, std::uint8_t>) {
+      constexpr auto bits = static_cast<std::uint8_t>(access::queued_bit | access::deferred_bit);
+      auto& state = access::state(n);
+      std::uint8_t st = state.load(std::memory_order_relaxed);
+      do {
+        if (st & access::queued_bit) return push_result::already_queued;
+        if constexpr (!concurrent) state.store(st | bits, std::memory_order_relaxed);
+      } while (concurrent && !state.compare_exchange_weak(st, st | bits, std::memory_order_acq_rel));
       before_link(st);
-      access::state(n).store(st, std::memory_order_relaxed);
     } else {
       if (access::set<concurrent>(n, access::queued_bit) & access::queued_bit)
         return push_result::already_queued;
