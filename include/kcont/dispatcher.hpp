@@ -110,8 +110,10 @@ class manual_dispatcher {
     // The continuations run at their level (curipl), so a no-level run()
     // from inside one defers work below it instead of nesting it.
     const level_guard<Level> at_level(level);
-    if (budget.timed()) return drain_queue<true>(queues_[level_index(level)], budget);
-    return drain_queue<false>(queues_[level_index(level)], budget);
+    auto& q = queues_[level_index(level)];
+    if (budget.timed()) return drain_queue<true>(q, budget);
+    if (budget.count == drain_budget{}.count) return drain_queue<false, false>(q, budget);
+    return drain_queue<false>(q, budget);
   }
 
   // Effects: drain_all (kcont/drain_budget.hpp): runs everything queued,
@@ -163,7 +165,8 @@ class manual_dispatcher {
 
  private:
   // Runs q's continuations until it is empty or the budget is spent (the
-  // deadline is read only when Timed), or, from drain_all, until a level at
+  // deadline is read only when Timed, the count only when Counted), or,
+  // from drain_all, until a level at
   // or above index `above` has work. The caller set the level. Takes the
   // queue, not its index: g++ 12 -O3 folds the identical bodies of two
   // dispatchers with different level counts and then warns (-Warray-bounds)
@@ -172,12 +175,12 @@ class manual_dispatcher {
   // with the run is absorbed, not lost); with a real lock one lock
   // acquisition takes everything pending and later pops take it without
   // the lock (the batch table in kcont/kcqueue.hpp).
-  template <bool Timed>
+  template <bool Timed, bool Counted = true>
   std::size_t drain_queue(kcqueue<kc_hook, Lock>& q, const drain_budget& budget,
                           std::size_t above = levels) {
     constexpr auto how = concurrent ? detail::kc_op::resume_shared : detail::kc_op::resume;
     std::size_t n = 0;
-    while (n < budget.count) {
+    while (!Counted || n < budget.count) {
       if constexpr (Timed)
         if (std::chrono::steady_clock::now() >= budget.deadline) break;
       if (above < levels && higher_work(above)) break;

@@ -89,6 +89,17 @@ class kc_base : public kc_hook {
       detail::hook_access::clear<false>(*this, bits);
     return saved;
   }
+  // The same for a trampoline, which knows at compile time the state the
+  // take leaves (`rest`: the autofree bit or nothing; set at construction,
+  // never changed): one store of it, no read of the state word.
+  std::pair<Obj, Status> take_saved_leaving(std::uint8_t rest) noexcept {
+    std::pair<Obj, Status> saved{obj_, status_};
+    KCONT_EXPECTS((detail::hook_access::state(*this).load(std::memory_order_relaxed) &
+                   autofree_bit) == rest,
+                  "kc: a trampoline's autofree flag disagrees with its state");
+    detail::hook_access::state(*this).store(rest, std::memory_order_release);
+    return saved;
+  }
 
  private:
   friend struct detail::hook_access;
@@ -118,6 +129,9 @@ struct kc_base_access {
   static Status& saved_status(base& k) noexcept { return k.status_; }
   static std::pair<Obj, Status> take_saved(base& k, detail::kc_op how) noexcept {
     return k.take_saved(how);
+  }
+  static std::pair<Obj, Status> take_saved_leaving(base& k, std::uint8_t rest) noexcept {
+    return k.take_saved_leaving(rest);
   }
 };
 
@@ -161,19 +175,24 @@ struct kc_trampoline {
     ~free_on_exit() { Node::free(self); }
   };
 
+  // The state a take leaves: the take_saved row of the state table in
+  // kcont/kc_hook.hpp clears queued and deferred; autofree is the type's.
+  static constexpr std::uint8_t rest = Node::autofree ? hook_access::autofree_bit : 0;
+
   // detail::kc_op's values put discard and resume_cancelled last: the two resumes a
-  // queue makes pass one test, as before either existed.
+  // queue makes pass one test, as before either existed (both end the
+  // claim with the same one store).
   static void resume(Node& self, detail::kc_op what) {
     if (what >= detail::kc_op::discard) [[unlikely]] {
       if (what == detail::kc_op::resume_cancelled) resume_cancelled(self);
       return;
     }
-    auto [o, s] = access::take_saved(self, what);
+    auto [o, s] = access::take_saved_leaving(self, rest);
     self.call(o, s);
   }
 
   static void resume_cancelled(Node& self) {
-    auto [o, s] = access::take_saved(self, detail::kc_op::resume_shared);
+    auto [o, s] = access::take_saved_leaving(self, rest);
     (void)s;
     if constexpr (detail::has_cancel_status<status>) {
       self.call(o, static_cast<status>(cancel_status<status>::value()));

@@ -52,8 +52,12 @@ enum class kc_op : std::uint8_t {
 //     (the thread whose claim     push -> waiting     clear: plain stores of obj,
 //     won)                                            status, state|deferred.
 //                                                     Set: nothing (rule 2).
-//                                                     no_lock kcqueue: on the
-//                                                     claimed value, one store
+//                                                     A kcqueue: its claim (a
+//                                                     CAS from a value without
+//                                                     queued) sets deferred
+//                                                     too; obj/status stored
+//                                                     after it when the value
+//                                                     it replaced had none
 //   pop claimed (the level's      listed, waiting     list changed under the
 //     runner)                     -> claimed          queue's lock; bits kept;
 //                                                     under_lock publishes the
@@ -69,9 +73,12 @@ enum class kc_op : std::uint8_t {
 //                                 -> idle, handed     fetch_and(~queued)
 //                                 back
 //   take_saved (the claimer's     claimed -> idle     read obj/status, then
-//     trampoline, just before     (function runs)     end_claim: relaxed load +
-//     the function)                                   release store of
-//                                                     state & ~(queued|deferred)
+//     trampoline, just before     (function runs)     end_claim: release store
+//     the function)                                   of state & ~(queued|
+//                                                     deferred): a trampoline
+//                                                     knows that value (its
+//                                                     type's autofree bit),
+//                                                     so it reads nothing
 //   run (the owner)               idle -> ran;        acquire load (none at a
 //                                 handed back -> ran  compile-time immediate
 //                                 with saved values   level); deferred cleared by

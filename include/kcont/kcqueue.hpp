@@ -52,7 +52,19 @@ struct no_lock {
 class spin_lock {
  public:
   void lock() noexcept {
-    while (locked_.exchange(true, std::memory_order_acquire)) {
+    if (locked_.exchange(true, std::memory_order_acquire)) [[unlikely]]
+      lock_contended();
+  }
+  bool try_lock() noexcept {
+    return !locked_.load(std::memory_order_relaxed) &&
+           !locked_.exchange(true, std::memory_order_acquire);
+  }
+  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  // Out of line: the wait (a yield is a call) holds no register of the caller.
+  [[gnu::cold, gnu::noinline]] void lock_contended() noexcept {
+    do {
       for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
         if (spins < 128) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -62,15 +74,9 @@ class spin_lock {
           std::this_thread::yield();
         }
       }
-    }
+    } while (locked_.exchange(true, std::memory_order_acquire));
   }
-  bool try_lock() noexcept {
-    return !locked_.load(std::memory_order_relaxed) &&
-           !locked_.exchange(true, std::memory_order_acquire);
-  }
-  void unlock() noexcept { locked_.store(false, std::memory_order_release); }
 
- private:
   std::atomic<bool> locked_{false};
 };
 
@@ -190,22 +196,24 @@ class kcqueue {
 
   // Effects: appends n, unless n is already on a queue. `before_link` runs
   //   after n is claimed and before it becomes visible to poppers (defer uses
-  //   it to save obj/status exactly once). With no_lock, a before_link
-  //   invocable with `std::uint8_t&` gets the claimed state's value to edit
-  //   instead, and the state is stored once (no re-read).
+  //   it to save obj/status exactly once). A before_link invocable with
+  //   `std::uint8_t` is a deferral's save: the claim sets the queued and
+  //   deferred bits in one step, and before_link gets the state it replaced
+  //   (the save row of the state table in kcont/kc_hook.hpp).
   // Returns: already_queued (and n untouched), first or queued.
   // Complexity: O(1). Never allocates.
   template <std::invocable<> BeforeLink = detail::nothing>
   [[nodiscard]] push_result push(T& n, BeforeLink&& before_link = {}) {
     std::lock_guard<Lock> g(lock_);
-    if constexpr (!concurrent && std::invocable<BeforeLink&, std::uint8_t&>) {
-      // One thread: before_link(state) edits the claimed state word's
-      // value (defer's save adds the deferred bit), stored once at the end.
-      std::uint8_t st = access::state(n).load(std::memory_order_relaxed);
-      if (st & access::queued_bit) return push_result::already_queued;
-      st |= access::queued_bit;
+    if constexpr (std::invocable<BeforeLink&, std::uint8_t>) {
+      constexpr auto bits = static_cast<std::uint8_t>(access::queued_bit | access::deferred_bit);
+      auto& state = access::state(n);
+      std::uint8_t st = state.load(std::memory_order_relaxed);
+      do {
+        if (st & access::queued_bit) return push_result::already_queued;
+        if constexpr (!concurrent) state.store(st | bits, std::memory_order_relaxed);
+      } while (concurrent && !state.compare_exchange_weak(st, st | bits, std::memory_order_acq_rel));
       before_link(st);
-      access::state(n).store(st, std::memory_order_relaxed);
     } else {
       if (access::set<concurrent>(n, access::queued_bit) & access::queued_bit)
         return push_result::already_queued;
@@ -378,7 +386,7 @@ class kcqueue {
     }
   }
 
-  static void back_off(unsigned spins) noexcept {
+  [[gnu::cold, gnu::noinline]] static void back_off(unsigned spins) noexcept {
     if (spins < 128) {
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();

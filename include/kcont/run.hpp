@@ -75,16 +75,15 @@ void save_once(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s) {
       std::memory_order_relaxed);
 }
 
-// The same row with no_lock, on the claimed state's value `st` that
-// kcqueue::push stores once afterwards (one thread: nothing to re-read).
+// The same row after a kcqueue's claim, which set the deferred bit with
+// the queued one; `before` is the state that claim replaced.
 template <class Obj, class Status, class Level>
-void save_once_into(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s,
-                    std::uint8_t& st) {
+void save_once_after(kc_base<Obj, Status, Level>& k, const Obj& o, const Status& s,
+                     std::uint8_t before) {
   using A = detail::kc_base_access<Obj, Status, Level>;
-  if (st & hook_access::deferred_bit) return;  // rule 2
+  if (before & hook_access::deferred_bit) return;  // rule 2
   A::saved_obj(k) = o;
   A::saved_status(k) = s;
-  st = static_cast<std::uint8_t>(st | hook_access::deferred_bit);
 }
 
 // The debug check behind "run a deferred continuation without a fresh obj":
@@ -113,11 +112,11 @@ run_result defer(D& d, kc_base<Obj, Status, typename D::level_type>& k,
                  std::type_identity_t<Obj> obj,
                  std::type_identity_t<Status> status) {
   if (!is_deferrable_level(k.level())) return run_result::refused;
-  const push_result r = d.push_deferred(k, [&](auto&... claimed_state) {
-    if constexpr (sizeof...(claimed_state) == 0)
+  const push_result r = d.push_deferred(k, [&](auto... before_claim) {
+    if constexpr (sizeof...(before_claim) == 0)
       detail::save_once<D::concurrent>(k, obj, status);
     else
-      detail::save_once_into(k, obj, status, claimed_state...);
+      detail::save_once_after(k, obj, status, before_claim...);
   });
   return detail::pushed(r) ? run_result::deferred : run_result::refused;
 }
