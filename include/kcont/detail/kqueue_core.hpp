@@ -345,21 +345,32 @@ class kqueue_core : public kqueue_pending<Udata> {
     change_lock& operator=(const change_lock&) = delete;
   };
 
-  // One pass over the knotes pending when it starts (FreeBSD's marker):
-  // a level-triggered knote re-queued behind them is not seen twice. Each
-  // knote's re-check and report is `step` (kqueue_node::scan_step), inline.
+  // One pass over the knotes pending when it starts (FreeBSD's marker): they
+  // are taken off the list, so a level-triggered knote re-queued behind them
+  // is not seen twice, and those this pass does not reach go back in front
+  // of the re-queued ones (`rest`, also if a filter throws). Each knote's
+  // re-check and report is `step` (kqueue_node::scan_step), inline. The
+  // taken list is a local whose head stays in a register, and the count
+  // is written once, so no pop waits for the previous one's stores.
   template <class Step>
   std::size_t collect(std::span<kevent_type> events, drop_list& drops, Step step) {
+    struct rest {
+      kqueue_core& q;
+      typename pend::pending_list taken;
+      std::size_t gone = 0;  // entries that left the list
+      ~rest() {
+        if (!taken.empty()) {
+          taken.append(std::move(q.pending_));
+          q.pending_ = std::move(taken);
+        }
+        q.pending_count_ -= gone;
+      }
+    } r{*this, std::move(pending_)};
     std::size_t n = 0;
-    std::size_t budget = pending_count_;
-    while (n < events.size() && budget-- > 0) {
-      // pending_count_ says the list is not empty; the null test is for
-      // g++ 12 -O3, which otherwise sees a store through null in unqueue
-      // and rejects it (-Wstringop-overflow).
-      entry* front = pending_.pop_front();
-      if (front == nullptr) [[unlikely]] break;
+    while (n < events.size()) {
+      entry* front = r.taken.pop_front();
+      if (front == nullptr) break;
       entry& e = *front;
-      --pending_count_;
       unqueue(e);
       switch (step(e, events[n])) {
         case scan_kind::level:
@@ -367,8 +378,7 @@ class kqueue_core : public kqueue_pending<Udata> {
           ++n;
           set_queued(e);
           pending_.push_back(e);
-          ++pending_count_;
-          break;
+          continue;
         case scan_kind::cleared:
           ++n;
           break;
@@ -390,6 +400,7 @@ class kqueue_core : public kqueue_pending<Udata> {
           }
           break;
       }
+      ++r.gone;
     }
     return n;
   }

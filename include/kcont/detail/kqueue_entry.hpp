@@ -230,11 +230,30 @@ struct kqueue_node final : kqueue_entry<Udata> {
   // knote; a detach waits for it through the klist's lock (or, no_lock, it
   // runs on the fan-out's own thread).
   static fire_outcome fire_kq(base_type& b, typename base_type::hint_arg h, Level) {
+    auto& lock = q_lock(b);
+    if constexpr (std::is_same_v<decltype(q_lock(b)), spin_lock&>) {
+      // Contended: out of line, so that this path saves no registers.
+      if (!lock.try_lock()) [[unlikely]] return fire_contended(b, h);
+    } else {
+      lock.lock();
+    }
+    std::lock_guard g(lock, std::adopt_lock);
+    return fire_held(b, h);
+  }
+  [[gnu::cold, gnu::noinline]] static fire_outcome fire_contended(
+      base_type& b, typename base_type::hint_arg h) {
+    std::lock_guard g(q_lock(b));
+    return fire_held(b, h);
+  }
+  static auto& q_lock(base_type& b) noexcept {
+    return static_cast<knote_type&>(b).env()->owner->lock_;
+  }
+  // fire_kq's work, under the kqueue's lock.
+  [[gnu::always_inline]] static fire_outcome fire_held(base_type& b,
+                                                       typename base_type::hint_arg h) {
     auto& k = static_cast<knote_type&>(b);
     kqueue_node& n = *k.env();
     Owner& q = *n.owner;
-    kqueue_lock(q.lock_);
-    std::lock_guard g(q.lock_, std::adopt_lock);
     // Dropping: its detach may be writing the state word, without lock_.
     if (n.dropping) return fire_outcome::skipped;
     if (!static_cast<bool>(k.filter().event(b, h))) {
