@@ -419,22 +419,8 @@ struct knote_access {
     return k.begin_activation<false, Single ? knote_core::threading::single
                                             : knote_core::threading::shared>();
   }
-  // A single-threaded knote's → active (no pin) and −active, by an owner
-  // that serializes both itself and has ruled out a detach in progress (a
-  // kqueue under its lock: kcont/detail/kqueue_entry.hpp): a plain load and
-  // store, the policy known at compile time. Returns: whether it is enabled.
-  static bool activate_single(knote_core& k) noexcept {
-    const auto s = k.state_.load(std::memory_order_relaxed);
-    KCONT_EXPECTS(k.single_ && (s & knote_core::detached_bit) == 0,
-                  "knote: activate_single on a thread-safe or detached knote");
-    k.state_.store(s | knote_core::active_bit, std::memory_order_relaxed);
-    return (s & knote_core::disabled_bit) == 0;
-  }
-  static void deactivate_single(knote_core& k) noexcept {
-    KCONT_EXPECTS(k.single_, "knote: deactivate_single on a thread-safe knote");
-    k.state_.store(k.state_.load(std::memory_order_relaxed) & ~knote_core::active_bit,
-                   std::memory_order_relaxed);
-  }
+  // The word itself: a kqueue's plain updates of its single-threaded knotes, under its lock.
+  static std::atomic<std::uint32_t>& state(knote_core& k) noexcept { return k.state_; }
   static spin_lock& fields_lock(knote_core& k) noexcept { return k.fields_lock_; }
   // Whether a locked klist runs the knote's fused fire under its lock.
   static bool fires_under_lock(const knote_core& k) noexcept { return k.fires_under_lock_; }

@@ -47,6 +47,7 @@ class kqueue_core : public kqueue_pending<Udata> {
   using kevent_type = basic_kevent<Udata>;
   using duration = std::chrono::nanoseconds;
   using key = kqueue_key;
+  using lock_type = Lock;
 
   kqueue_core() = default;
   kqueue_core(const kqueue_core&) = delete;

@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "kcont/contract.hpp"
 #include "kcont/kc.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/detail/fire.hpp"
@@ -194,6 +195,7 @@ template <class Owner, class Fi, class Udata, level_set Level, class KnoteLock>
 struct kqueue_node final : kqueue_entry<Udata> {
   using entry = kqueue_entry<Udata>;
   using filter_type = Fi;
+  static constexpr bool single = std::is_same_v<KnoteLock, no_lock>;
   using base_type = typename knote<Fi, Level, KnoteLock>::base_type;
 
   // The continuation of an activation that is not a fan-out's (knote::
@@ -213,6 +215,31 @@ struct kqueue_node final : kqueue_entry<Udata> {
     knote_type(Fi f, kqueue_node* self, std::uintptr_t id)
         : closure_type(std::move(f), kq_fn{}, self, at<Level::immediate>, id, &fire_kq,
                        /*under_lock=*/true) {}
+
+    // The state table's → active, no pin, and −active (kcont/detail/
+    // knote_state.hpp), for a knote that is not dropping (its detach has not
+    // begun: the kqueue marks it dropping, under its lock, first), under the
+    // kqueue's lock, which serializes this single-threaded knote: a plain
+    // load and store, the policy known here. Returns: whether it is enabled.
+    bool mark_active() noexcept {
+      if constexpr (single) {
+        auto& s = knote_access::state(*this);
+        const auto v = s.load(std::memory_order_relaxed);
+        KCONT_EXPECTS((v & this->detached_bit) == 0, "kqueue: a detached knote activated");
+        s.store(v | this->active_bit, std::memory_order_relaxed);
+        return (v & this->disabled_bit) == 0;
+      } else {
+        return knote_access::begin_fire_activation<false>(*this);
+      }
+    }
+    void mark_inactive() noexcept {
+      if constexpr (single) {
+        auto& s = knote_access::state(*this);
+        s.store(s.load(std::memory_order_relaxed) & ~this->active_bit, std::memory_order_relaxed);
+      } else {
+        (void)this->clear_active();
+      }
+    }
   };
 
   // `kept`: the change's flags as the knote keeps them (the actions off).
@@ -266,30 +293,14 @@ struct kqueue_node final : kqueue_entry<Udata> {
     // in kqueue_pending.hpp), so the activation changes nothing; it ran
     // unless the knote was disabled while pending.
     if (Owner::is_queued(n)) return k.is_disabled() ? fire_outcome::skipped : fire_outcome::ran;
-    if (!activate(b)) return fire_outcome::skipped;  // disabled: marked active only
-    if (!n.attaching) {
+    if (!k.mark_active()) return fire_outcome::skipped;  // disabled: marked active only
+    // Attaching (never with no_lock: kqueue_core::attach_unlocked): the
+    // attach's post_change queues it.
+    if (std::is_same_v<typename Owner::lock_type, no_lock> || !n.attaching) {
       Owner::set_queued(n);  // not queued (above): the claim cannot fail
       q.push_pending(n);
     }
     return fire_outcome::ran;
-  }
-
-  // The state table's → active, no pin (kcont/detail/knote_state.hpp), and
-  // −active, for a knote that is not dropping (its detach has not begun:
-  // the kqueue marks it dropping, under its lock, first). Returns: whether
-  // it is enabled. Under the kqueue's lock, which serializes the knote.
-  static constexpr bool single = std::is_same_v<KnoteLock, no_lock>;
-  static bool activate(base_type& b) noexcept {
-    if constexpr (single)
-      return knote_access::activate_single(b);
-    else
-      return knote_access::begin_fire_activation<false>(b);
-  }
-  static void deactivate(base_type& b) noexcept {
-    if constexpr (single)
-      knote_access::deactivate_single(b);
-    else
-      (void)b.clear_active();
   }
 
   static kqueue_node& self(entry& e) noexcept { return static_cast<kqueue_node&>(e); }
@@ -321,7 +332,7 @@ struct kqueue_node final : kqueue_entry<Udata> {
       return scan_kind::oneshot;
     }
     if (!static_cast<bool>(kn.filter().event(b, typename knote_type::hint_type{}))) {
-      deactivate(b);
+      kn.mark_inactive();
       return scan_kind::dropped;
     }
     const bool clear = has(flags, ev::clear);
@@ -340,7 +351,7 @@ struct kqueue_node final : kqueue_entry<Udata> {
     }
     if (!clear && !has(flags, ev::dispatch)) return scan_kind::level;
     if (has(flags, ev::dispatch)) kn.disable();
-    deactivate(b);
+    kn.mark_inactive();
     return scan_kind::cleared;
   }
   static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
