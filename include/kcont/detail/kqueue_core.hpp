@@ -47,7 +47,6 @@ class kqueue_core : public kqueue_pending<Udata> {
   using kevent_type = basic_kevent<Udata>;
   using duration = std::chrono::nanoseconds;
   using key = kqueue_key;
-  using lock_type = Lock;
 
   kqueue_core() = default;
   kqueue_core(const kqueue_core&) = delete;
@@ -82,13 +81,24 @@ class kqueue_core : public kqueue_pending<Udata> {
                         const Drive& drive, Step step) {
     drop_list drops;
     kqueue_lock(lock_);
-    std::unique_lock<Lock> g(lock_, std::adopt_lock);
-    // Another scanner is in the sources' wait.
-    const bool sleeper = Drive::drives && source_sleeping_;
+    // Held till the unlock below or an exception; a unique_lock only for
+    // the wait: a scan that finds events tests no owns flag.
+    struct hold {
+      Lock& l;
+      bool held = true;
+      ~hold() { if (held) l.unlock(); }
+    } h{lock_};
+    const bool sleeper = Drive::drives && source_sleeping_;  // one is in the sources' wait
     std::size_t n = collect(events, drops, step);
     const bool waits = n == 0 && (Drive::drives || !timeout || *timeout > duration::zero());
-    if (waits) n = drive_wait(events, timeout, drive, g, drops, step);
-    g.unlock();
+    if (waits) {
+      h.held = false;
+      std::unique_lock<Lock> g(lock_, std::adopt_lock);
+      n = drive_wait(events, timeout, drive, g, drops, step);
+      h.held = g.owns_lock();
+      (void)g.release();
+    }
+    if (h.held) h.held = false, lock_.unlock();
     if (Drive::drives && !waits) drive.poll_now(sleeper);  // one look per scan: no starving
     destroy_all(drops);
     return n;

@@ -296,7 +296,7 @@ struct kqueue_node final : kqueue_entry<Udata> {
     if (!k.mark_active()) return fire_outcome::skipped;  // disabled: marked active only
     // Attaching (never with no_lock: kqueue_core::attach_unlocked): the
     // attach's post_change queues it.
-    if (std::is_same_v<typename Owner::lock_type, no_lock> || !n.attaching) {
+    if (std::is_same_v<std::remove_reference_t<decltype(q_lock(b))>, no_lock> || !n.attaching) {
       Owner::set_queued(n);  // not queued (above): the claim cannot fail
       q.push_pending(n);
     }
