@@ -390,12 +390,13 @@ struct kq_setup {
   using event_type = typename queue_type::kevent_type;
 };
 
-// Loop: `activations` x src.post(1) (the source's klist lock; per knote the
-// counting filter's event under the field lock, begin_activation's CAS, the
-// kqueue's continuation: the kqueue lock, try_queue, link on the pending
-// list), then one kq.scan of up to N events (per event: unlink and unqueue,
-// the filter's re-check and report under the field lock, ev::clear's reset,
-// the kevent copied out), then per event record(udata, data).
+// Loop: `activations` x src.post(1) (the source's klist lock; per knote one
+// call of the kqueue's fused fire under the kqueue lock: the counting
+// filter's event, then for a knote not pending yet → active and the link on
+// the pending list; rule 7: nothing more for a pending one), then one
+// kq.scan of up to N events (the pending knotes taken off the list; per
+// event: unqueue, the filter's re-check and report inline, ev::clear's
+// reset, the kevent copied out), then per event record(udata, data).
 template <class Setup>
 [[gnu::noinline]] void round_kqueue(typename Setup::source_type& src,
                                     typename Setup::queue_type& kq,

@@ -217,6 +217,37 @@ TEST_CASE("kfilters.counting_filter_on_an_event_source") {
   CHECK(kq.scan(out) == 0);
 }
 
+// A pending knote's activation changes no state (the kqueue's fast path for
+// it: kcont/detail/kqueue_pending.hpp, "a pending knote is active"), but the
+// filter still counts the event, and a knote disabled while pending counts
+// as not activated (post's return), as in knote::activate; enabled again,
+// it is reported with every count. Both lock policies (the fast path is the
+// same code under either).
+TEST_CASE_TEMPLATE("kfilters.counting_knote_disabled_while_pending_counts_but_is_not_activated",
+                   Pol, std::mutex, kcont::no_lock) {
+  constexpr kcont::filter_id rx_id{7};
+  kcont::basic_event_source<bsd_level, Pol> rx;
+  using filter = kcont::counting_filter<rx_id, kcont::basic_event_source<bsd_level, Pol>>;
+  kcont::kqueue<kcont::filters<filter>, std::uintptr_t, Pol> kq{rx};
+  REQUIRE(kq.change(kev{1, rx_id, ev::add | ev::clear}) == 0);
+  CHECK(rx.post(1) == 1);
+  CHECK(rx.post(1) == 1);  // pending: coalesced, still activated
+  REQUIRE(kq.change(kev{1, rx_id, ev::disable}) == 0);
+  CHECK(kq.pending() == 1);  // disabled in place
+  CHECK(rx.post(1) == 0);    // counted by the filter, not activated
+  kev out[2];
+  CHECK(kq.scan(out) == 0);  // the scan drops it, unreported, still active
+  CHECK(kq.pending() == 0);
+  CHECK(rx.post(1) == 0);
+  REQUIRE(kq.change(kev{1, rx_id, ev::enable}) == 0);  // active: queued again
+  REQUIRE(kq.scan(out) == 1);
+  CHECK(out[0].data == 4);
+  CHECK(kq.scan(out) == 0);  // ev::clear: reset by the report
+  CHECK(rx.post(1) == 1);
+  REQUIRE(kq.scan(out) == 1);
+  CHECK(out[0].data == 1);
+}
+
 // Issue 14, gap 3: "object i" activated directly from outside the kqueue.
 // Each connection owns its event source and registers it under its own
 // ident (kcont::ident_of); posting to one connection's source queues that

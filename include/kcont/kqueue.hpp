@@ -244,7 +244,9 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
   std::size_t scan(std::span<kevent_type> events,
                    std::optional<duration> timeout = duration::zero()) {
     if (events.empty()) return 0;
-    return base::scan_wait(events, timeout, drive(ctx_));
+    return base::scan_wait(events, timeout, drive(ctx_), [](entry& e, kevent_type& out) {
+      return detail::scan_step_of<node<F>...>(e, out);  // inline, by filter id
+    });
   }
 
   // A descriptor readable while an event is pending (FreeBSD's kqueue_poll),
@@ -365,25 +367,22 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
 
   template <std::size_t I, class Fi>
   int add_as(kevent_type& c, std::unique_lock<Lock>& g) {
-    node<Fi>* n = nullptr;
+    auto make = [&](Fi f) {
 #if defined(__cpp_exceptions)
-    if constexpr (detail::filter_context<Fi>::needed) {
-      auto* ctx = ctx_.template get<I>();
-      if (ctx == nullptr) return EINVAL;  // the kqueue was built without it
-      n = new node<Fi>(this, Fi(*ctx), c, c.flags & ~actions);
-    } else {
-      n = new node<Fi>(this, Fi{}, c, c.flags & ~actions);
-    }
+      return new node<Fi>(this, std::move(f), c, c.flags & ~actions);
 #else
+      return new (std::nothrow) node<Fi>(this, std::move(f), c, c.flags & ~actions);
+#endif
+    };
+    node<Fi>* n = nullptr;
     if constexpr (detail::filter_context<Fi>::needed) {
       auto* ctx = ctx_.template get<I>();
       if (ctx == nullptr) return EINVAL;  // the kqueue was built without it
-      n = new (std::nothrow) node<Fi>(this, Fi(*ctx), c, c.flags & ~actions);
+      n = make(Fi(*ctx));
     } else {
-      n = new (std::nothrow) node<Fi>(this, Fi{}, c, c.flags & ~actions);
+      n = make(Fi{});
     }
-    if (n == nullptr) return ENOMEM;
-#endif
+    if (n == nullptr) return ENOMEM;  // only without exceptions
     // BSD kqueue_register: the new knote's saved parameters come from the
     // change, raw, its flags from the EV_ADD, before the filter's attach
     // sees it; the change's own fflags and data are cleared (so the attach

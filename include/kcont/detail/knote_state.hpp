@@ -419,6 +419,8 @@ struct knote_access {
     return k.begin_activation<false, Single ? knote_core::threading::single
                                             : knote_core::threading::shared>();
   }
+  // The word itself: a kqueue's plain updates of its single-threaded knotes, under its lock.
+  static std::atomic<std::uint32_t>& state(knote_core& k) noexcept { return k.state_; }
   static spin_lock& fields_lock(knote_core& k) noexcept { return k.fields_lock_; }
   // Whether a locked klist runs the knote's fused fire under its lock.
   static bool fires_under_lock(const knote_core& k) noexcept { return k.fires_under_lock_; }

@@ -41,7 +41,8 @@ class kqueue_core : public kqueue_pending<Udata> {
   using pend = kqueue_pending<Udata>;  // the pending list and its state table
   using typename pend::entry;
   using typename pend::drop_list;
-  using pend::try_queue, pend::unqueue, pend::is_queued, pend::remove_pending;
+  using pend::try_queue, pend::set_queued, pend::unqueue, pend::is_queued;
+  using pend::remove_pending;
   using pend::destroy_all, pend::pending_, pend::pending_count_, pend::defunct_;
   using kevent_type = basic_kevent<Udata>;
   using duration = std::chrono::nanoseconds;
@@ -73,16 +74,31 @@ class kqueue_core : public kqueue_pending<Udata> {
   // kqueue_scan's wait: collects; when nothing was pending waits up to `timeout`
   // (kqueue::scan), driving the sources (detail/kqueue_wait.hpp): drive_wait.
   // Precondition: events is not empty; lock_ not held.
-  template <class Drive>
+  // Step: the kqueue's typed scan step (kqueue_node::scan_step for the
+  // entry's filter).
+  template <class Drive, class Step>
   std::size_t scan_wait(std::span<kevent_type> events, std::optional<duration> timeout,
-                        const Drive& drive) {
+                        const Drive& drive, Step step) {
     drop_list drops;
-    std::unique_lock<Lock> g(lock_);
-    const bool sleeper = source_sleeping_;  // another scanner is in the sources' wait
-    std::size_t n = collect(events, drops);
+    kqueue_lock(lock_);
+    // Held till the unlock below or an exception; a unique_lock only for
+    // the wait: a scan that finds events tests no owns flag.
+    struct hold {
+      Lock& l;
+      bool held = true;
+      ~hold() { if (held) l.unlock(); }
+    } h{lock_};
+    const bool sleeper = Drive::drives && source_sleeping_;  // one is in the sources' wait
+    std::size_t n = collect(events, drops, step);
     const bool waits = n == 0 && (Drive::drives || !timeout || *timeout > duration::zero());
-    if (waits) n = drive_wait(events, timeout, drive, g, drops);
-    g.unlock();
+    if (waits) {
+      h.held = false;
+      std::unique_lock<Lock> g(lock_, std::adopt_lock);
+      n = drive_wait(events, timeout, drive, g, drops, step);
+      h.held = g.owns_lock();
+      (void)g.release();
+    }
+    if (h.held) h.held = false, lock_.unlock();
     if (Drive::drives && !waits) drive.poll_now(sleeper);  // one look per scan: no starving
     destroy_all(drops);
     return n;
@@ -126,9 +142,10 @@ class kqueue_core : public kqueue_pending<Udata> {
   // The sleeper is a waiter while in the system call only: the knotes its
   // own wait fires find no one to wake (no wake-up system call per event).
   // Under lock_ (g) on entry and on return.
-  template <class Drive>
+  template <class Drive, class Step>
   std::size_t drive_wait(std::span<kevent_type> events, std::optional<duration> timeout,
-                         const Drive& drive, std::unique_lock<Lock>& g, drop_list& drops) {
+                         const Drive& drive, std::unique_lock<Lock>& g, drop_list& drops,
+                         Step step) {
     const auto deadline = deadline_of(timeout);
     std::size_t n = 0;
     for (;;) {
@@ -176,7 +193,7 @@ class kqueue_core : public kqueue_pending<Udata> {
         drive.tick();
         g.lock();
       }
-      n = collect(events, drops);
+      n = collect(events, drops, step);
       if (n != 0 || ended) return n;
       if (!drops.empty()) [[unlikely]] {  // defunct knotes (bury): freed now, not at return
         g.unlock();
@@ -339,72 +356,62 @@ class kqueue_core : public kqueue_pending<Udata> {
     change_lock& operator=(const change_lock&) = delete;
   };
 
-  // The EV_EOF a filter set in the knote's flags (or its touch in a
-  // report's), reported with the entry's own flags: FreeBSD's filt_soread
-  // and filt_piperead set EV_EOF in kn_flags, which the scan copies out;
-  // and EV_ONESHOT, which knlist_clear sets with it (a pipe's reader gone).
-  static ev eof_of(std::uint16_t flags) noexcept {
-    return static_cast<ev>(flags) & (ev::eof | ev::oneshot);
-  }
-
-  // One pass over the knotes pending when it starts (FreeBSD's marker):
-  // a level-triggered knote re-queued behind them is not seen twice.
-  std::size_t collect(std::span<kevent_type> events, drop_list& drops) {
-    std::size_t n = 0;
-    std::size_t budget = pending_count_;
-    while (n < events.size() && budget-- > 0) {
-      // pending_count_ says the list is not empty; the null test is for
-      // g++ 12 -O3, which otherwise sees a store through null in unqueue
-      // and rejects it (-Wstringop-overflow).
-      entry* front = pending_.pop_front();
-      if (front == nullptr) [[unlikely]] break;
-      entry& e = *front;
-      --pending_count_;
-      unqueue(e);
-      knote_core& k = *e.core;
-      // kqueue_scan: a knote disabled while queued leaves the queue here,
-      // unreported, still active (an enable re-queues it). A defunct one
-      // (bury: dropping, at the front) is freed once lock_ is released.
-      if (k.is_disabled()) {
-        if (e.dropping) {
-          --defunct_;
-          drops.push_front(e);
+  // One pass over the knotes pending when it starts (FreeBSD's marker): they
+  // are taken off the list, so a level-triggered knote re-queued behind them
+  // is not seen twice, and those this pass does not reach go back in front
+  // of the re-queued ones (`rest`, also if a filter throws). Each knote's
+  // re-check and report is `step` (kqueue_node::scan_step), inline. The
+  // taken list is a local whose head stays in a register, and the count
+  // is written once, so no pop waits for the previous one's stores.
+  template <class Step>
+  std::size_t collect(std::span<kevent_type> events, drop_list& drops, Step step) {
+    struct rest {
+      kqueue_core& q;
+      typename pend::pending_list taken;
+      std::size_t gone = 0;  // entries that left the list
+      ~rest() {
+        if (!taken.empty()) {
+          taken.append(std::move(q.pending_));
+          q.pending_ = std::move(taken);
         }
-        continue;
+        q.pending_count_ -= gone;
       }
-      const bool oneshot = has(e.flags, ev::oneshot);
-      if (oneshot) {
-        // kqueue_scan reports a one-shot knote without re-checking it and
-        // without its filter's touch: `*kevp = kn->kn_kevent`, the knote's
-        // own fflags and data (0 for a user event: its touch keeps the
-        // user's flags in sfflags/sdata, which only a touch reports).
-        const knote_fields f = k.snapshot();
-        events[n++] = kevent_type{e.ident, e.filter, e.flags | eof_of(f.flags), f.fflags,
-                                  f.data, e.udata};
-        unlink_locked(e);
-        drops.push_front(e);
-        continue;
+    } r{*this, std::move(pending_)};
+    std::size_t n = 0;
+    while (n < events.size()) {
+      entry* front = r.taken.pop_front();
+      if (front == nullptr) break;
+      entry& e = *front;
+      unqueue(e);
+      switch (step(e, events[n])) {
+        case scan_kind::level:
+          // Re-queued without waking anyone: the scanner that found it returns.
+          ++n;
+          set_queued(e);
+          pending_.push_back(e);
+          continue;
+        case scan_kind::cleared:
+          ++n;
+          break;
+        case scan_kind::dropped:
+          break;
+        case scan_kind::oneshot:  // deleted after its report
+          ++n;
+          unlink_locked(e);
+          drops.push_front(e);
+          break;
+        case scan_kind::disabled:
+          // kqueue_scan: a knote disabled while queued leaves the queue
+          // here, unreported, still active (an enable re-queues it). A
+          // defunct one (bury: dropping, at the front) is freed once lock_
+          // is released.
+          if (e.dropping) [[unlikely]] {
+            --defunct_;
+            drops.push_front(e);
+          }
+          break;
       }
-      const bool clear = has(e.flags, ev::clear);
-      knote_change r{};
-      if (!e.ops->recheck_report(e, static_cast<std::uint16_t>(e.flags), clear, r)) {
-        (void)k.clear_active();
-        continue;
-      }
-      events[n++] = kevent_type{e.ident, e.filter, e.flags | eof_of(r.flags), r.fflags,
-                                r.data, e.udata};
-      if (has(static_cast<ev>(r.flags), ev::oneshot)) {  // made one-shot by its filter
-        unlink_locked(e);
-        drops.push_front(e);
-      } else if (clear || has(e.flags, ev::dispatch)) {
-        if (has(e.flags, ev::dispatch)) k.disable();
-        (void)k.clear_active();
-      } else {
-        // Re-queued without waking anyone: the scanner that found it returns.
-        (void)try_queue(e);
-        pending_.push_back(e);
-        ++pending_count_;
-      }
+      ++r.gone;
     }
     return n;
   }

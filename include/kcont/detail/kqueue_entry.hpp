@@ -19,6 +19,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "kcont/contract.hpp"
 #include "kcont/kc.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/detail/fire.hpp"
@@ -105,9 +106,6 @@ template <class Udata>
 struct kqueue_entry {
   struct ops_type {
     bool (*recheck)(kqueue_entry&);
-    // The scan's re-check and, when it holds, its report into `out`.
-    bool (*recheck_report)(kqueue_entry&, std::uint16_t flags, bool clear,
-                           knote_change& out);
     void (*change)(kqueue_entry&, knote_change&);
     void (*destroy)(kqueue_entry&);
   };
@@ -127,6 +125,53 @@ struct kqueue_entry {
   // On the pending list (the state table in kcont/detail/kqueue_core.hpp).
   std::atomic<bool> queued{false};
 };
+
+// What the scan's step did with one knote it took off the pending list
+// (kqueue_node::scan_step; the state table in kqueue_pending.hpp).
+enum class scan_kind : std::uint8_t {
+  disabled,  // unreported, still active (the caller frees a defunct one)
+  dropped,   // the re-check failed: unreported, no longer active
+  cleared,   // reported; ev::clear or ev::dispatch: idle, not active
+  level,     // reported; level-triggered: the caller re-queues it
+  oneshot,   // reported; the caller deletes it (ev::oneshot, or its filter's)
+};
+
+// The EV_EOF a filter set in the knote's flags (or its touch in a report's),
+// reported with the entry's own flags: FreeBSD's filt_soread and
+// filt_piperead set EV_EOF in kn_flags, which the scan copies out; and
+// EV_ONESHOT, which knlist_clear sets with it (a pipe's reader gone).
+inline ev kqueue_eof_of(std::uint16_t flags) noexcept {
+  return static_cast<ev>(flags) & (ev::eof | ev::oneshot);
+}
+
+// Takes the kqueue's lock `l`, a spin lock's contended wait out of line: the
+// activation and the scan that take it then save no registers for a call
+// they rarely make.
+template <class L>
+[[gnu::cold, gnu::noinline]] void kqueue_lock_slow(L& l) {
+  l.lock();
+}
+template <class L>
+void kqueue_lock(L& l) {
+  if constexpr (std::is_same_v<L, spin_lock>) {
+    if (!l.try_lock()) [[unlikely]] kqueue_lock_slow(l);
+  } else {
+    l.lock();
+  }
+}
+
+// The scan step (kqueue_node::scan_step) of e's node among Node...,
+// chosen by filter id at compile time: inline, no indirect call.
+template <class... Node, class Udata>
+scan_kind scan_step_of(kqueue_entry<Udata>& e, basic_kevent<Udata>& out) {
+  if constexpr (sizeof...(Node) == 1) {
+    return (Node::scan_step(e, out), ...);
+  } else {
+    auto k = scan_kind::disabled;  // never: every entry is one of Node...
+    (void)(((e.filter == Node::filter_type::id) && (k = Node::scan_step(e, out), true)) || ...);
+    return k;
+  }
+}
 
 // A knote of filter Fi owned by a kqueue (Owner), with the kqueue's
 // continuation stored beside it: on activation it calls
@@ -149,6 +194,8 @@ struct kqueue_entry {
 template <class Owner, class Fi, class Udata, level_set Level, class KnoteLock>
 struct kqueue_node final : kqueue_entry<Udata> {
   using entry = kqueue_entry<Udata>;
+  using filter_type = Fi;
+  static constexpr bool single = std::is_same_v<KnoteLock, no_lock>;
   using base_type = typename knote<Fi, Level, KnoteLock>::base_type;
 
   // The continuation of an activation that is not a fan-out's (knote::
@@ -168,6 +215,31 @@ struct kqueue_node final : kqueue_entry<Udata> {
     knote_type(Fi f, kqueue_node* self, std::uintptr_t id)
         : closure_type(std::move(f), kq_fn{}, self, at<Level::immediate>, id, &fire_kq,
                        /*under_lock=*/true) {}
+
+    // The state table's → active, no pin, and −active (kcont/detail/
+    // knote_state.hpp), for a knote that is not dropping (its detach has not
+    // begun: the kqueue marks it dropping, under its lock, first), under the
+    // kqueue's lock, which serializes this single-threaded knote: a plain
+    // load and store, the policy known here. Returns: whether it is enabled.
+    bool mark_active() noexcept {
+      if constexpr (single) {
+        auto& s = knote_access::state(*this);
+        const auto v = s.load(std::memory_order_relaxed);
+        KCONT_EXPECTS((v & this->detached_bit) == 0, "kqueue: a detached knote activated");
+        s.store(v | this->active_bit, std::memory_order_relaxed);
+        return (v & this->disabled_bit) == 0;
+      } else {
+        return knote_access::begin_fire_activation<false>(*this);
+      }
+    }
+    void mark_inactive() noexcept {
+      if constexpr (single) {
+        auto& s = knote_access::state(*this);
+        s.store(s.load(std::memory_order_relaxed) & ~this->active_bit, std::memory_order_relaxed);
+      } else {
+        (void)this->clear_active();
+      }
+    }
   };
 
   // `kept`: the change's flags as the knote keeps them (the actions off).
@@ -185,11 +257,30 @@ struct kqueue_node final : kqueue_entry<Udata> {
   // knote; a detach waits for it through the klist's lock (or, no_lock, it
   // runs on the fan-out's own thread).
   static fire_outcome fire_kq(base_type& b, typename base_type::hint_arg h, Level) {
+    auto& lock = q_lock(b);
+    if constexpr (std::is_same_v<decltype(q_lock(b)), spin_lock&>) {
+      // Contended: out of line, so that this path saves no registers.
+      if (!lock.try_lock()) [[unlikely]] return fire_contended(b, h);
+    } else {
+      lock.lock();
+    }
+    std::lock_guard g(lock, std::adopt_lock);
+    return fire_held(b, h);
+  }
+  [[gnu::cold, gnu::noinline]] static fire_outcome fire_contended(
+      base_type& b, typename base_type::hint_arg h) {
+    std::lock_guard g(q_lock(b));
+    return fire_held(b, h);
+  }
+  static auto& q_lock(base_type& b) noexcept {
+    return static_cast<knote_type&>(b).env()->owner->lock_;
+  }
+  // fire_kq's work, under the kqueue's lock.
+  [[gnu::always_inline]] static fire_outcome fire_held(base_type& b,
+                                                       typename base_type::hint_arg h) {
     auto& k = static_cast<knote_type&>(b);
     kqueue_node& n = *k.env();
     Owner& q = *n.owner;
-    lock_fast(q.lock_);
-    std::lock_guard g(q.lock_, std::adopt_lock);
     // Dropping: its detach may be writing the state word, without lock_.
     if (n.dropping) return fire_outcome::skipped;
     if (!static_cast<bool>(k.filter().event(b, h))) {
@@ -198,24 +289,19 @@ struct kqueue_node final : kqueue_entry<Udata> {
         if (k.filter().defunct()) [[unlikely]] q.bury(n);
       return fire_outcome::skipped;
     }
-    if (!knote_access::begin_fire_activation<std::is_same_v<KnoteLock, no_lock>>(b))
-      return fire_outcome::skipped;
-    if (!n.attaching && Owner::try_queue(n)) q.push_pending(n);
+    // Pending already (rule 7): a queued knote is active (the state table
+    // in kqueue_pending.hpp), so the activation changes nothing; it ran
+    // unless the knote was disabled while pending.
+    if (Owner::is_queued(n)) return k.is_disabled() ? fire_outcome::skipped : fire_outcome::ran;
+    if (!k.mark_active()) return fire_outcome::skipped;  // disabled: marked active only
+    // Attaching (never with no_lock: kqueue_core::attach_unlocked): the
+    // attach's post_change queues it.
+    if (std::is_same_v<std::remove_reference_t<decltype(q_lock(b))>, no_lock> || !n.attaching) {
+      Owner::set_queued(n);  // not queued (above): the claim cannot fail
+      q.push_pending(n);
+    }
     return fire_outcome::ran;
   }
-
-  // A spin lock's contended wait out of line: the fused fire above then
-  // saves no registers for it.
-  template <class L>
-  static void lock_fast(L& l) {
-    if constexpr (std::is_same_v<L, spin_lock>) {
-      if (!l.try_lock()) [[unlikely]] lock_slow(l);
-    } else {
-      l.lock();
-    }
-  }
-  template <class L>
-  [[gnu::cold, gnu::noinline]] static void lock_slow(L& l) { l.lock(); }
 
   static kqueue_node& self(entry& e) noexcept { return static_cast<kqueue_node&>(e); }
   // Under the kqueue's lock, which guards the fields (above).
@@ -224,28 +310,49 @@ struct kqueue_node final : kqueue_entry<Udata> {
     return static_cast<bool>(
         kn.filter().event(static_cast<base_type&>(kn), typename knote_type::hint_type{}));
   }
-  // The scan's two filter calls in one indirect call (knote::filter_event
-  // then knote::filter_report would reach the filter through the knote's
-  // ops table twice): the filter's type is known here. Under the kqueue's
-  // lock, which guards the fields (above).
-  static bool do_recheck_report(entry& e, std::uint16_t flags, bool clear,
-                                knote_change& out) {
+  // The scan's step for one knote it took off the pending list, FreeBSD's
+  // kqueue_scan from the EV_DISABLE test on: a disabled knote is left
+  // alone; an ev::oneshot one is reported as its knote stands, without the
+  // re-check and without the filter's touch (`*kevp = kn->kn_kevent`: the
+  // knote's own fflags and data); any other is re-checked (the filter's
+  // event with Hint{}, f_event(kn, 0)), reported into `out` (the filter's
+  // touch, or fflags/data, reset with ev::clear) and, with ev::clear or
+  // ev::dispatch, made idle. The kqueue calls it with the filter's type
+  // known (kqueue::scan_step), so the filter's event and touch are inline:
+  // no indirect call per event. Under the kqueue's lock, which guards the
+  // fields (above).
+  static scan_kind scan_step(entry& e, basic_kevent<Udata>& out) {
     knote_type& kn = self(e).kn;
-    using base_ref = base_type&;
-    if (!static_cast<bool>(kn.filter().event(base_ref(kn), typename knote_type::hint_type{})))
-      return false;
-    out = knote_change{flags, 0, 0};
+    base_type& b = kn;
+    if (kn.is_disabled()) [[unlikely]]
+      return scan_kind::disabled;
+    const ev flags = e.flags;
+    if (has(flags, ev::oneshot)) [[unlikely]] {
+      out = {e.ident, e.filter, flags | kqueue_eof_of(kn.flags), kn.fflags, kn.data, e.udata};
+      return scan_kind::oneshot;
+    }
+    if (!static_cast<bool>(kn.filter().event(b, typename knote_type::hint_type{}))) {
+      kn.mark_inactive();
+      return scan_kind::dropped;
+    }
+    const bool clear = has(flags, ev::clear);
     if constexpr (filter_has_touch<Fi, base_type>) {
-      kn.filter().touch(base_ref(kn), out, touch_op::process);
+      knote_change r{static_cast<std::uint16_t>(flags), 0, 0};
+      kn.filter().touch(b, r, touch_op::process);
+      out = {e.ident, e.filter, flags | kqueue_eof_of(r.flags), r.fflags, r.data, e.udata};
+      // Made one-shot by its filter (a pipe's reader gone: knlist_clear).
+      if (has(static_cast<ev>(r.flags), ev::oneshot)) return scan_kind::oneshot;
     } else {
-      out.fflags = kn.fflags;
-      out.data = kn.data;
+      out = {e.ident, e.filter, flags, kn.fflags, kn.data, e.udata};
       if (clear) {
         kn.fflags = 0;
         kn.data = 0;
       }
     }
-    return true;
+    if (!clear && !has(flags, ev::dispatch)) return scan_kind::level;
+    if (has(flags, ev::dispatch)) kn.disable();
+    kn.mark_inactive();
+    return scan_kind::cleared;
   }
   static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
   static void do_destroy(entry& e) {
@@ -253,8 +360,7 @@ struct kqueue_node final : kqueue_entry<Udata> {
     (void)n->kn.detach();
     delete n;
   }
-  static constexpr typename entry::ops_type ops{&do_recheck, &do_recheck_report, &do_change,
-                                                &do_destroy};
+  static constexpr typename entry::ops_type ops{&do_recheck, &do_change, &do_destroy};
 
   Owner* owner;
   knote_type kn;

@@ -73,6 +73,11 @@ class kqueue_pending {
   //   defunct  | change (reap, first), scan (pop: it  | pop, unqueue, --defunct_; freed
   //            |   is disabled), destructor           |   unlocked -> gone
   //
+  // A pending knote is active (every row that queues one marks it active
+  // first; the scan clears active only after it popped it, and a change
+  // whose touch deactivates it takes it off the list), unless it is
+  // defunct (then dropping: no activation looks at it); so an activation of
+  // a pending knote changes no state (kqueue_node::fire_kq returns early).
   // A defunct knote is FreeBSD's knote_drop of knote_fdclose: never
   // reported, gone from the kqueue at once (the table, kqueue::size and
   // kqueue::pending), freed by the next change or scan. It waits at the
@@ -94,6 +99,8 @@ class kqueue_pending {
     e.queued.store(true, std::memory_order_relaxed);
     return true;
   }
+  // try_queue for a caller that has just seen is_queued(e) false.
+  static void set_queued(entry& e) noexcept { e.queued.store(true, std::memory_order_relaxed); }
   static void unqueue(entry& e) noexcept { e.queued.store(false, std::memory_order_release); }
   static bool is_queued(const entry& e) noexcept {
     return e.queued.load(std::memory_order_acquire);
