@@ -36,9 +36,9 @@
 //   → active, no pin      a no_lock klist's fan-out (begin_      no write when active and
 //                         activation<false>); a locked one's     enabled; else the same CAS
 //                         for a knote that fires under its
-//                         lock, or that its cursor runs
+//                         lock (any: hold_lock) or cursor runs
 //   ±1 pin for a cursor   a locked klist's erase (+1), for that  fetch_add acq_rel under the list
-//     of another thread   run; that fan-out after it (−1)        lock (klist.hpp's cursor table)
+//     of another thread   run; that fan-out after it (−1)        lock (the cursor table: klist_fanout)
 //   → disabled            any thread (disable)                   fetch_or acq_rel
 //   → enabled, +1 pin     any thread (enable: begin_enable)      CAS acq_rel: the pin (and the
 //     when it was                                                run, cause enable) only when
@@ -67,11 +67,11 @@
 // A no_lock klist fan-out takes no pin: every detach erases from that list,
 // so none runs on another thread during the fan-out. Nor does a locked
 // klist's fan-out for a knote whose fused fire runs under the list lock
-// (fires_under_lock_: a kqueue's, which touches no klist and takes only its
-// kqueue's lock, never held while a klist lock is taken): detach's erase
-// takes the list lock, so it comes after that fire, and the lock's release
-// orders the fire before detach returns. Nor does a locked klist's cursor
-// run: an erase from another thread pins the knote for it (klist.hpp).
+// (fires_under_lock_: a kqueue's, which never takes a klist lock; every
+// knote of a hold_lock fan-out): detach's erase takes the list lock, so
+// it comes after that fire, and the lock's release orders the fire before
+// detach returns. Nor does a locked klist's cursor run: an erase from
+// another thread pins it for that run (kcont/detail/klist_fanout.hpp).
 //
 // Mutual detach (contract checks only): a thread that waits for pins while
 // inside another knote's activation links a record {this knote, the knote
