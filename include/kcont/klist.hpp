@@ -62,8 +62,9 @@ inline constexpr hold_lock_t hold_lock{};
 // Thread-safety: every member, from any thread, when Lock is a real lock.
 // The lock is held while filters' `event` run, never while a continuation
 // runs (but for the kqueue's own, which it links under its own lock and
-// never touches a klist: kcont/detail/kqueue_entry.hpp); so a
-// continuation may fire, insert or erase on this same list.
+// never touches a klist: kcont/detail/kqueue_entry.hpp, and for every
+// continuation of a fire with kcont::hold_lock); so a continuation may
+// fire, insert or erase on this same list (not under hold_lock).
 // With no_lock, link single-threaded knotes (knote<F, Level, no_lock>: no
 // field lock, no atomic read-modify-write) for the cheapest fan-out; the
 // list accepts thread-safe knotes too. A single-threaded knote must never be
@@ -194,6 +195,8 @@ class klist {
   //   detaches one of its knotes: that would take the held lock again, a
   //   deadlock (debug builds abort). They may detach knotes of other lists,
   //   defer, enable or disable. Thread-safety: as fire.
+  //   Never chosen for you: no continuation type says it leaves the list
+  //   alone (a noexcept immediate handler may still detach its own knote).
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
   std::size_t fire(D& d, const Hint& hint, Level current, hold_lock_t) {
