@@ -752,7 +752,7 @@ BENCHMARK(BM_FanOut_KnoteClosureThreadSafe)->Apply(fan_args);
 // thread-safe knote_closures (the default policy: each continuation runs
 // with the list lock dropped, so that it may detach any knote, its knote
 // published as the fan-out cursor's current one, so that a detach on
-// another thread waits for it: the cursor table in kcont/klist.hpp).
+// another thread waits for it: the cursor table in kcont/detail/klist_fanout.hpp).
 using mutex_list = kcont::klist<long, bsd_level, std::mutex>;
 
 struct mutex_hint_filter {
