@@ -64,7 +64,9 @@ inline constexpr hold_lock_t hold_lock{};
 // runs (but for the kqueue's own, which it links under its own lock and
 // never touches a klist: kcont/detail/kqueue_entry.hpp, and for every
 // continuation of a fire with kcont::hold_lock); so a continuation may
-// fire, insert or erase on this same list (not under hold_lock).
+// fire, insert or erase on this same list (not under hold_lock). Knotes of
+// policy list_guarded (kcont/knote.hpp): their fields are guarded by this
+// list's lock, which guard() takes for their users.
 // With no_lock, link single-threaded knotes (knote<F, Level, no_lock>: no
 // field lock, no atomic read-modify-write) for the cheapest fan-out; the
 // list accepts thread-safe knotes too. A single-threaded knote must never be
@@ -121,6 +123,9 @@ class klist {
   //   refuse as above). Complexity: O(1); no allocation.
   bool insert(knote_type& kn) {
     detail::held_fanout::expect_none(this);
+    KCONT_EXPECTS(!unlocked || !access::list_guarded(kn),
+                  "klist: a list_guarded knote inserted into a klist<..., no_lock> "
+                  "(its fields need the lock of a locked list)");
     std::lock_guard<Lock> g(lock_);
     const bool linked = access::linked(kn);
     KCONT_EXPECTS(!linked, "klist: insert of a knote already on a klist");
@@ -206,10 +211,31 @@ class klist {
       detail::held_fanout::expect_none(this);
       std::lock_guard<Lock> g(lock_);
       return detail::fire_held<knote_type>(
-          this, list_.front(), hint, current,
+          this, &links, list_.front(), hint, current,
           [&d](Level c, knote_type& kn) { detail::run_later(d, c, kn); });
     }
   }
+
+  // The list lock held (FreeBSD's KNL_LOCK), from guard() to its end.
+  class guard_type {
+   public:
+    explicit guard_type(klist& l)
+        : g_((detail::held_fanout::expect_none(&l), l.lock_)), held_(&l, &klist::links) {}
+
+   private:
+    std::lock_guard<Lock> g_;
+    detail::held_fanout held_;  // with contract checks: this thread holds it
+  };
+
+  // Effects: takes the list lock until the returned guard is destroyed: no
+  //   fire, insert or erase runs meanwhile. The way to touch a list_guarded
+  //   knote's fields or filter from outside its fan-out (snapshot,
+  //   filter_change, filter_report, filter(); kcont/knote.hpp).
+  // Precondition: this thread does not hold it (a guard, or a hold_lock
+  //   fan-out's continuation: debug builds abort; a deadlock otherwise).
+  // Complexity: one lock. Thread-safety: any thread.
+  // Usage: { auto g = events.guard(); kn.filter().threshold = 5; }
+  [[nodiscard]] guard_type guard() { return guard_type(*this); }
 
   // True when no knote is linked (a snapshot with a real lock).
   [[nodiscard]] bool empty() const noexcept {
@@ -335,6 +361,14 @@ class klist {
     }
     access::linked(kn) = false;
     return true;
+  }
+
+  // held_fanout's contains_fn: whether list `l` links `kn` (its lock held).
+  static bool links(const void* l, const void* kn) noexcept {
+    const auto& self = *static_cast<const klist*>(l);
+    for (detail::knote_core* p = self.list_.front(); p != nullptr; p = access::next(*p))
+      if (p == kn) return true;
+    return false;
   }
 
   template <class, level_set, lock_policy>

@@ -50,15 +50,17 @@ using fire_hint_arg = std::conditional_t<std::is_trivially_copyable_v<Hint> &&
 [[gnu::cold, gnu::noinline]] inline void lock_contended(spin_lock& l) noexcept { l.lock(); }
 
 // The first two steps of the fused fire of a knote whose filter `filter` and
-// threading policy (Single: knote<F, Level, no_lock>) are known statically:
-// the filter's event (under the field lock only for a thread-safe knote,
-// decided here at compile time) and the unpinned activation (a detached or
+// threading policy (Single: knote<F, Level, no_lock>; FieldLock:
+// knote<F, Level, spin_lock>) are known statically: the filter's event
+// (under the field lock only for a thread-safe knote; a list_guarded one's
+// klist holds its lock, every caller of a fused fire holds it or is the
+// list's one thread: decided here at compile time) and the unpinned activation (a detached or
 // disabled knote runs nothing; a disabled one is still marked active: rule
 // 6). Returns: whether the continuation must run (then fire_run).
-template <bool Single, class F, class Kn>
+template <bool Single, bool FieldLock, class F, class Kn>
 bool fire_event_and_activate(F& filter, Kn& kn, const typename Kn::hint_type& h) {
   bool fires;
-  if constexpr (Single) {
+  if constexpr (!FieldLock) {
     fires = static_cast<bool>(filter.event(kn, h));
   } else {
     // Uncontended: one load and one exchange, inline; the spin and its
@@ -94,6 +96,13 @@ struct knote_fire_access {
   static fire_outcome fire_unpinned(Kn& kn, const Hint& hint,
                                     typename Kn::level_type current) {
     return kn.fire_unpinned(hint, current);
+  }
+  // A locked klist's filter event, its lock held: a list_guarded knote's
+  // fields are guarded by it (no check, no field lock).
+  template <class Kn, class Hint>
+  static bool event_held(Kn& kn, const Hint& hint) {
+    const typename Kn::field_guard g(kn, /*held=*/true);
+    return kn.ops_->event(kn, hint);
   }
   template <class Kn, class D, class Cause>
   static void run_unpinned(Kn& kn, D& d, typename Kn::level_type current, Cause cause) {

@@ -3,9 +3,9 @@
 // cursor table), and the one that holds it throughout (kcont::hold_lock).
 //
 // Defines `detail::klist_cursor`, `detail::fire_locked` (one knote of the
-// first), `detail::fire_held` and `detail::held_fanout` (the second, and
-// its debug check), and `detail::run_later`, the rare end of every fan-out
-// step. Only kcont::klist (kcont/klist.hpp) uses them; users never name them.
+// first), `detail::fire_held` (the second; its debug record is
+// kcont/detail/list_held.hpp's held_fanout), and `detail::run_later`, the
+// rare end of every fan-out step. Only kcont::klist (kcont/klist.hpp) uses them; users never name them.
 //
 // THE CURSOR TABLE (a locked klist; docs/protocols.md indexes it):
 //   step                       by            under the list lock
@@ -45,6 +45,7 @@
 #include "kcont/contract.hpp"
 #include "kcont/detail/fire.hpp"
 #include "kcont/detail/knote_state.hpp"
+#include "kcont/detail/list_held.hpp"
 #include "kcont/knote.hpp"
 
 namespace kcont::detail {
@@ -102,7 +103,7 @@ locked_step fire_locked(D& d, const typename Kn::hint_type& hint,
       run_later(d, current, kn);
     return r != fire_outcome::skipped ? locked_step::fired : locked_step::skipped;
   }
-  if (!kn.filter_event(hint)) return locked_step::skipped;
+  if (!knote_fire_access::event_held(kn, hint)) return locked_step::skipped;
   if (c.next == nullptr) {
     // The last knote: pinned under the list lock (a detach on another
     // thread erases it and then waits for the pin), run by the caller
@@ -131,50 +132,15 @@ locked_step fire_locked(D& d, const typename Kn::hint_type& hint,
   return locked_step::fired;
 }
 
-// A held fan-out in progress on this thread, on the fan-out's stack; linked
-// on this thread's list only with contract checks (it costs nothing
-// otherwise), for klist's check that no continuation re-enters the list.
-struct held_fanout {
-  const void* list;
-  held_fanout* prev = nullptr;
-  explicit held_fanout(const void* l) noexcept;
-  ~held_fanout();
-  held_fanout(const held_fanout&) = delete;
-  held_fanout& operator=(const held_fanout&) = delete;
-  // With contract checks: aborts when this thread runs a held fan-out of
-  // `list` (its lock is held: taking it again would deadlock).
-  static void expect_none(const void* list) noexcept;
-};
-inline thread_local held_fanout* held_fanouts = nullptr;
-inline held_fanout::held_fanout(const void* l) noexcept : list(l) {
-  if constexpr (contract_checks) {
-    prev = held_fanouts;
-    held_fanouts = this;
-  }
-}
-inline held_fanout::~held_fanout() {
-  if constexpr (contract_checks) held_fanouts = prev;
-}
-inline void held_fanout::expect_none([[maybe_unused]] const void* list) noexcept {
-  if constexpr (contract_checks) {
-    bool held = false;
-    for (const held_fanout* f = held_fanouts; f != nullptr; f = f->prev)
-      held = held || f->list == list;
-    KCONT_EXPECTS(!held,
-                  "klist: insert, erase, fire or detach on a klist from inside "
-                  "its own hold_lock fan-out (its lock is held: a deadlock)");
-  }
-}
-
 // The held fan-out over the knotes from `front` on, the list lock held by
 // the caller: each knote's fused fire (the filter's event under its field
 // lock, the unpinned activation, the continuation when it may run at once),
 // `later(current, kn)` for one it could not run. Returns: how many fired.
 template <class Kn, class RunLater>
-std::size_t fire_held(const void* list, knote_core* front,
-                      const typename Kn::hint_type& hint,
+std::size_t fire_held(const void* list, held_fanout::contains_fn contains,
+                      knote_core* front, const typename Kn::hint_type& hint,
                       typename Kn::level_type current, RunLater later) {
-  const held_fanout held(list);
+  const held_fanout held(list, contains);
   std::size_t n = 0;
   for (knote_core* core = front; core != nullptr;) {
     auto& kn = static_cast<Kn&>(*core);
