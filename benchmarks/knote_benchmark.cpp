@@ -61,7 +61,7 @@
 //                               under one hold of a std::mutex
 //   BM_FanOut_KnoteClosureMutex klist<long, bsd_level, std::mutex> over K
 //                               thread-safe knote_closures (the default
-//                               policy; issue 14's locked fan-out): the
+//                               policy; comparison row): the
 //                               list lock dropped around each handler, so
 //                               that a handler may detach any knote
 //   BM_FanOut_KnoteClosureMutexHoldLock  the same list and knotes fired
@@ -69,6 +69,11 @@
 //                               that never touch the list: the lock held
 //                               across the whole fan-out, FreeBSD's
 //                               KNOTE_LOCKED)
+//   BM_FanOut_KnoteClosureMutexListGuarded  the same hold_lock fan-out over
+//                               knote_closures of policy kcont::list_guarded
+//                               (fields guarded by the list's lock, no field
+//                               lock: FreeBSD's knlist; issue 14's locked
+//                               fan-out target)
 //   BM_FanOut_RawListNodeLock   the floor of a per-subscriber lock (what a
 //                               thread-safe knote's field lock is): the raw
 //                               list, each node's spin_lock taken around
@@ -882,12 +887,13 @@ using mutex_closure =
   (void)l.fire(t, hint, t.lowest, kcont::hold_lock);
 }
 
+template <class Closure = mutex_closure>
 void fan_out_mutex(benchmark::State& state, void (*round)(mutex_list&, long)) {
   const std::size_t k = subscribers(state);
   tally t;
   auto reqs = make_requests(t, k);
   mutex_list list;
-  auto subs = std::make_unique<std::optional<mutex_closure>[]>(k);
+  auto subs = std::make_unique<std::optional<Closure>[]>(k);
   for (std::size_t i = 0; i < k; ++i) {
     subs[i].emplace(mutex_hint_filter{&list}, fan_handler, &reqs[i],
                     kcont::at<bsd_level::immediate>);
@@ -908,5 +914,21 @@ void BM_FanOut_KnoteClosureMutexHoldLock(benchmark::State& state) {
   fan_out_mutex(state, &round_klist_mutex_hold_lock);
 }
 BENCHMARK(BM_FanOut_KnoteClosureMutexHoldLock)->Apply(fan_args);
+
+// The knotes of FreeBSD's knlist: fields guarded by the list's lock
+// (kcont::list_guarded), no field lock of their own.
+using mutex_guarded_closure =
+    kcont::knote_closure<mutex_hint_filter, std::remove_const_t<decltype(fan_handler)>,
+                         request*, kcont::static_level<bsd_level::immediate>,
+                         kcont::list_guarded>;
+
+// Loop: as round_klist_mutex_hold_lock over list_guarded knote_closures:
+// the list's std::mutex held throughout; per knote one indirect call, the
+// closure's fused fire (the filter's event with no field lock, the
+// unpinned activation: a load, the handler inline).
+void BM_FanOut_KnoteClosureMutexListGuarded(benchmark::State& state) {
+  fan_out_mutex<mutex_guarded_closure>(state, &round_klist_mutex_hold_lock);
+}
+BENCHMARK(BM_FanOut_KnoteClosureMutexListGuarded)->Apply(fan_args);
 
 }  // namespace

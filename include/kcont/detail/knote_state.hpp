@@ -247,7 +247,8 @@ class knote_core : public knote_fields {
   // caller holds its klist's lock (`held`: a fan-out's event), else checked.
   struct field_guard {
     const knote_core& k;
-    explicit field_guard(const knote_core& kn, bool held = false) noexcept : k(kn) {
+    explicit field_guard(const knote_core& kn, [[maybe_unused]] bool held = false) noexcept
+        : k(kn) {
       if (k.owner_ & by_list_bit)
         KCONT_EXPECTS(held || !k.linked_ || held_fanout::holds_knote(&k),
                       "knote: a list_guarded knote's fields touched without its "
