@@ -61,7 +61,24 @@
 //                               under one hold of a std::mutex
 //   BM_FanOut_KnoteClosureMutex klist<long, bsd_level, std::mutex> over K
 //                               thread-safe knote_closures (the default
-//                               policy; issue 14's locked fan-out)
+//                               policy; comparison row): the
+//                               list lock dropped around each handler, so
+//                               that a handler may detach any knote
+//   BM_FanOut_KnoteClosureMutexHoldLock  the same list and knotes fired
+//                               with the opt-in kcont::hold_lock (handlers
+//                               that never touch the list: the lock held
+//                               across the whole fan-out, FreeBSD's
+//                               KNOTE_LOCKED)
+//   BM_FanOut_KnoteClosureMutexListGuarded  the same hold_lock fan-out over
+//                               knote_closures of policy kcont::list_guarded
+//                               (fields guarded by the list's lock, no field
+//                               lock: FreeBSD's knlist; issue 14's locked
+//                               fan-out target)
+//   BM_FanOut_RawListNodeLock   the floor of a per-subscriber lock (what a
+//                               thread-safe knote's field lock is): the raw
+//                               list, each node's spin_lock taken around
+//                               storing the hint in the node, then the call
+//   BM_FanOut_RawListMutexNodeLock  the same under one hold of a std::mutex
 //
 // E, kqueue activate + scan per event: one registered object; one iteration
 // posts one event and consumes it (one item).
@@ -741,7 +758,7 @@ BENCHMARK(BM_FanOut_KnoteClosureThreadSafe)->Apply(fan_args);
 // thread-safe knote_closures (the default policy: each continuation runs
 // with the list lock dropped, so that it may detach any knote, its knote
 // published as the fan-out cursor's current one, so that a detach on
-// another thread waits for it: the cursor table in kcont/klist.hpp).
+// another thread waits for it: the cursor table in kcont/detail/klist_fanout.hpp).
 using mutex_list = kcont::klist<long, bsd_level, std::mutex>;
 
 struct mutex_hint_filter {
@@ -756,6 +773,77 @@ struct mutex_hint_filter {
     return true;
   }
 };
+
+// A raw subscriber with a lock of its own, as a thread-safe knote's field
+// lock: the hint is stored in the node under it (as hint_filter stores it in
+// kn.data), the handler reads it back after the unlock.
+struct locked_sub {
+  locked_sub* next;
+  void (*fn)(locked_sub*) noexcept;
+  request* req;
+  kcont::spin_lock lock;
+  long data = 0;
+};
+
+void locked_sub_handler(locked_sub* s) noexcept {
+  record(*s->req->owner, s->req, static_cast<int>(s->data));
+}
+
+// Loop: for each subscriber: lock its spin_lock, store the hint, unlock, one
+// indirect call through its fn.
+[[gnu::noinline]] void round_raw_list_node_lock(locked_sub* head, long hint) {
+  for (locked_sub* s = head; s != nullptr; s = s->next) {
+    {
+      std::lock_guard<kcont::spin_lock> g(s->lock);
+      s->data = hint;
+    }
+    s->fn(s);
+  }
+}
+
+// Loop: as round_raw_list_node_lock, under one hold of a std::mutex.
+[[gnu::noinline]] void round_raw_list_mutex_node_lock(locked_sub* head, std::mutex& m,
+                                                      long hint) {
+  std::lock_guard<std::mutex> g(m);
+  for (locked_sub* s = head; s != nullptr; s = s->next) {
+    {
+      std::lock_guard<kcont::spin_lock> g2(s->lock);
+      s->data = hint;
+    }
+    s->fn(s);
+  }
+}
+
+// K locked_subs, linked in order; `round(head, hint)` timed.
+template <class Round>
+void fan_out_node_lock(benchmark::State& state, Round round) {
+  const std::size_t k = subscribers(state);
+  tally t;
+  auto reqs = make_requests(t, k);
+  auto subs = std::make_unique<locked_sub[]>(k);
+  for (std::size_t i = 0; i < k; ++i) {
+    subs[i].next = i + 1 < k ? &subs[i + 1] : nullptr;
+    subs[i].fn = &locked_sub_handler;
+    subs[i].req = &reqs[i];
+  }
+  locked_sub* const head = kcont_bench::opaque(subs.get());
+  kcont_bench::item_check check(state);
+  for (auto _ : state) round(head, fresh_hint());
+  finish(state, check, t, k, fan_status);
+}
+
+void BM_FanOut_RawListNodeLock(benchmark::State& state) {
+  fan_out_node_lock(state, [](locked_sub* h, long hint) { round_raw_list_node_lock(h, hint); });
+}
+BENCHMARK(BM_FanOut_RawListNodeLock)->Apply(fan_args);
+
+void BM_FanOut_RawListMutexNodeLock(benchmark::State& state) {
+  std::mutex m;
+  fan_out_node_lock(state, [&m](locked_sub* h, long hint) {
+    round_raw_list_mutex_node_lock(h, m, hint);
+  });
+}
+BENCHMARK(BM_FanOut_RawListMutexNodeLock)->Apply(fan_args);
 
 // Loop: lock; for each subscriber one indirect call through its fn; unlock.
 [[gnu::noinline]] void round_raw_list_mutex(raw_sub* head, std::mutex& m, long hint) {
@@ -791,22 +879,57 @@ using mutex_closure =
   (void)l.fire(t, hint, t.lowest);
 }
 
-void BM_FanOut_KnoteClosureMutex(benchmark::State& state) {
+// Loop: one list.fire(t, hint, t.lowest, kcont::hold_lock): the list's
+// std::mutex held throughout; per knote one indirect call, the closure's
+// fused fire (the filter's event under the field lock, the unpinned
+// activation: a load, the handler inline), as on a no_lock list.
+[[gnu::noinline]] void round_klist_mutex_hold_lock(mutex_list& l, long hint) {
+  kcont::immediate_target<> t;
+  (void)l.fire(t, hint, t.lowest, kcont::hold_lock);
+}
+
+template <class Closure = mutex_closure>
+void fan_out_mutex(benchmark::State& state, void (*round)(mutex_list&, long)) {
   const std::size_t k = subscribers(state);
   tally t;
   auto reqs = make_requests(t, k);
   mutex_list list;
-  auto subs = std::make_unique<std::optional<mutex_closure>[]>(k);
+  auto subs = std::make_unique<std::optional<Closure>[]>(k);
   for (std::size_t i = 0; i < k; ++i) {
     subs[i].emplace(mutex_hint_filter{&list}, fan_handler, &reqs[i],
                     kcont::at<bsd_level::immediate>);
     (void)subs[i]->attach();
   }
   kcont_bench::item_check check(state);
-  for (auto _ : state) round_klist_mutex(list, fresh_hint());
+  for (auto _ : state) round(list, fresh_hint());
   finish(state, check, t, k, fan_status);
   for (std::size_t i = 0; i < k; ++i) (void)subs[i]->detach();
 }
+
+void BM_FanOut_KnoteClosureMutex(benchmark::State& state) {
+  fan_out_mutex(state, &round_klist_mutex);
+}
 BENCHMARK(BM_FanOut_KnoteClosureMutex)->Apply(fan_args);
+
+void BM_FanOut_KnoteClosureMutexHoldLock(benchmark::State& state) {
+  fan_out_mutex(state, &round_klist_mutex_hold_lock);
+}
+BENCHMARK(BM_FanOut_KnoteClosureMutexHoldLock)->Apply(fan_args);
+
+// The knotes of FreeBSD's knlist: fields guarded by the list's lock
+// (kcont::list_guarded), no field lock of their own.
+using mutex_guarded_closure =
+    kcont::knote_closure<mutex_hint_filter, std::remove_const_t<decltype(fan_handler)>,
+                         request*, kcont::static_level<bsd_level::immediate>,
+                         kcont::list_guarded>;
+
+// Loop: as round_klist_mutex_hold_lock over list_guarded knote_closures:
+// the list's std::mutex held throughout; per knote one indirect call, the
+// closure's fused fire (the filter's event with no field lock, the
+// unpinned activation: a load, the handler inline).
+void BM_FanOut_KnoteClosureMutexListGuarded(benchmark::State& state) {
+  fan_out_mutex<mutex_guarded_closure>(state, &round_klist_mutex_hold_lock);
+}
+BENCHMARK(BM_FanOut_KnoteClosureMutexListGuarded)->Apply(fan_args);
 
 }  // namespace

@@ -130,6 +130,18 @@ SCENARIOS = [
             (f"BM_FanOut_KnoteClosureMutex/{k}", "kcont", f"BM_FanOut_RawListMutex/{k}",
              "klist<long, bsd_level, std::mutex>::fire over thread-safe knote_closures "
              "(the list lock dropped around each handler; a detach from another thread waits for it)"),
+            (f"BM_FanOut_KnoteClosureMutexHoldLock/{k}", "kcont", f"BM_FanOut_RawListMutex/{k}",
+             "the same list and knote_closures fired with the opt-in kcont::hold_lock (handlers "
+             "that never touch the list: the lock held across the fan-out, FreeBSD's KNOTE_LOCKED)"),
+            (f"BM_FanOut_KnoteClosureMutexListGuarded/{k}", "kcont", f"BM_FanOut_RawListMutex/{k}",
+             "locked fan-out, knotes guarded by the list's lock (FreeBSD's knlist): knote_closures "
+             "of policy kcont::list_guarded (no field lock) fired with kcont::hold_lock, handlers "
+             "called under the std::mutex as the floor calls them"),
+            (f"BM_FanOut_RawListNodeLock/{k}", "baseline", f"BM_FanOut_RawList/{k}",
+             "the raw list with a spin_lock per node, taken to store the hint in the node before "
+             "the call (the floor of a per-subscriber lock, as a thread-safe knote's field lock)"),
+            (f"BM_FanOut_RawListMutexNodeLock/{k}", "baseline", f"BM_FanOut_RawListMutex/{k}",
+             "the same under one hold of a std::mutex"),
         ],
     }
     for k in (1, 8, 64)
@@ -276,8 +288,11 @@ TARGETS = [
      "le", f"BM_FanOut_KnoteClosure/{k}", f"BM_FanOut_RawList/{k}", 1.2, None)
     for k in (1, 8, 64)
 ] + [
-    ("D", f"locked fan-out <= 2x the raw list under the same lock (std::mutex, K = {k})",
-     "le", f"BM_FanOut_KnoteClosureMutex/{k}", f"BM_FanOut_RawListMutex/{k}", 2.0, None)
+    ("D", f"locked fan-out, knotes guarded by the list's lock (FreeBSD's knlist: "
+          f"kcont::list_guarded knote_closures, kcont::hold_lock, handlers under the lock as "
+          f"the floor's) <= 2x the raw list under the same lock (std::mutex, K = {k})",
+     "le", f"BM_FanOut_KnoteClosureMutexListGuarded/{k}", f"BM_FanOut_RawListMutex/{k}", 2.0,
+     None)
     for k in (1, 8, 64)
 ] + [
     ("D", f"the default knote policy's fan-out (thread-safe knote_closure, no_lock klist) "
@@ -335,6 +350,26 @@ ALSO = [
 ] + [
     ("D", f"fan-out, plain knote + separate kc (type-erased continuation) vs the raw intrusive list (K = {k})",
      "le", f"BM_FanOut_Klist/{k}", f"BM_FanOut_RawList/{k}")
+    for k in (1, 8, 64)
+] + [
+    ("D", f"fan-out, thread-safe knote_closure (no_lock klist) vs the raw list with a spin_lock "
+          f"per node (K = {k})",
+     "le", f"BM_FanOut_KnoteClosureThreadSafe/{k}", f"BM_FanOut_RawListNodeLock/{k}")
+    for k in (1, 8, 64)
+] + [
+    ("D", f"locked fan-out, default knote policy (the list lock dropped around each handler) "
+          f"vs the raw list under the same lock (std::mutex, K = {k})",
+     "le", f"BM_FanOut_KnoteClosureMutex/{k}", f"BM_FanOut_RawListMutex/{k}")
+    for k in (1, 8, 64)
+] + [
+    ("D", f"locked fan-out, kcont::hold_lock over thread-safe knotes (a field lock each) vs the "
+          f"raw list under the same lock (std::mutex, K = {k})",
+     "le", f"BM_FanOut_KnoteClosureMutexHoldLock/{k}", f"BM_FanOut_RawListMutex/{k}")
+    for k in (1, 8, 64)
+] + [
+    ("D", f"locked fan-out, kcont::hold_lock, vs the raw list with a spin_lock per node under the "
+          f"same std::mutex (K = {k})",
+     "le", f"BM_FanOut_KnoteClosureMutexHoldLock/{k}", f"BM_FanOut_RawListMutexNodeLock/{k}")
     for k in (1, 8, 64)
 ] + [
     ("D", "fan-out to 8, klist (knote_closure) vs std::vector<std::function>",

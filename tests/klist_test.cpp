@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <mutex>
@@ -705,3 +706,249 @@ TEST_CASE_TEMPLATE_DEFINE("klist.single_subscriber_fan_out", Sub, single_subscri
   CHECK(c.kn().detach(d));
 }
 TEST_CASE_TEMPLATE_APPLY(single_subscriber, fused_now_flavours);
+
+// ----------------------------------------------------- kcont::hold_lock
+// fire(d, hint, current, kcont::hold_lock): the list lock held across the
+// whole fan-out (FreeBSD's KNOTE_LOCKED), for continuations that never touch
+// their list.
+
+TEST_CASE_TEMPLATE("klist.hold_lock_fire_runs_each_filter_and_activates_those_that_fire",
+                   Lock, std::mutex, kcont::spin_lock, kcont::no_lock) {
+  kcont::manual_dispatcher<> d;
+  source<Lock> s;
+  recorder r;
+  rec_kc k1{record_fn{}, &r, bsd_level::immediate};
+  rec_kc k2{record_fn{}, &r, bsd_level::immediate};
+  rec_kc k3{record_fn{}, &r, bsd_level::softnet};
+  using kn_type = kcont::knote<bits_filter<Lock>>;
+  kn_type a{bits_filter<Lock>{&s}, k1, 1};
+  kn_type b{bits_filter<Lock>{&s}, k2, 2};
+  kn_type c{bits_filter<Lock>{&s}, k3, 3};
+  a.sfflags = 0x1;
+  b.sfflags = 0x2;
+  c.sfflags = 0x3;
+  for (auto* kn : {&a, &b, &c}) REQUIRE(kn->attach() == 0);
+
+  // a now, c deferred to softnet (rule 1), b's filter says no.
+  CHECK(s.list.fire(d, 0x1, bsd_level::softserial, kcont::hold_lock) == 2);
+  CHECK(r.order == std::vector<std::uintptr_t>{1});
+  CHECK(d.drain_all() == 1);
+  CHECK(r.order == std::vector<std::uintptr_t>{1, 3});
+  CHECK(!b.is_active());
+  CHECK(c.snapshot().fflags == 0x1);
+
+  b.disable();  // rule 6: marked active, nothing run; enable runs it
+  CHECK(s.list.fire(d, 0x2, bsd_level::process, kcont::hold_lock) == 1);
+  CHECK(b.is_active());
+  CHECK(r.order == std::vector<std::uintptr_t>{1, 3, 3});
+  CHECK(b.enable(d, bsd_level::process) == kcont::run_result::ran);
+  CHECK(r.order == std::vector<std::uintptr_t>{1, 3, 3, 2});
+  CHECK(s.list.fire(d, 0x4, bsd_level::process, kcont::hold_lock) == 0);
+  c.detach(d);  // a detached knote is not visited
+  CHECK(s.list.fire(d, 0x3, bsd_level::process, kcont::hold_lock) == 2);
+  CHECK(r.order == std::vector<std::uintptr_t>{1, 3, 3, 2, 1, 2});
+  CHECK(kcont::detail::klist_checker<long, bsd_level, Lock>::valid(s.list));
+  a.detach(d);
+  b.detach(d);
+  CHECK(s.list.empty());
+}
+
+namespace {
+// A continuation that waits, from inside the fan-out, for another thread to
+// take the list's lock (empty()), up to `patience`: whether it could.
+struct lock_probe {
+  std::atomic<bool> inside{false};
+  std::atomic<bool> got_lock{false};
+  bool seen_free = false;
+  std::chrono::milliseconds patience{0};
+};
+struct probe_fn {
+  void operator()(kn_t*, lock_probe*& p, knote_cause) const {
+    p->inside.store(true);
+    const auto until = std::chrono::steady_clock::now() + p->patience;
+    while (!p->got_lock.load() && std::chrono::steady_clock::now() < until)
+      std::this_thread::yield();
+    p->seen_free = p->got_lock.load();
+  }
+};
+
+// Fires `s` (with hold_lock when Held) while another thread waits for the
+// first continuation to start, then calls s.list.empty(). Returns: whether
+// that thread took the lock while the continuation ran.
+template <bool Held>
+bool lock_taken_inside(source<std::mutex>& s, lock_probe& p) {
+  p.inside.store(false);
+  p.got_lock.store(false);
+  std::thread other([&] {
+    while (!p.inside.load()) std::this_thread::yield();
+    (void)s.list.empty();
+    p.got_lock.store(true);
+  });
+  kcont::immediate_target<> t;
+  if constexpr (Held)
+    CHECK(s.list.fire(t, 1, t.lowest, kcont::hold_lock) == 2);
+  else
+    CHECK(s.list.fire(t, 1, t.lowest) == 2);
+  other.join();
+  return p.seen_free;
+}
+}  // namespace
+
+TEST_CASE("klist.hold_lock_keeps_the_lock_across_every_continuation") {
+  // The plain fan-out drops the lock around each continuation (the cursor
+  // table in kcont/detail/klist_fanout.hpp); hold_lock holds it from the
+  // first filter to the last continuation: another thread waits.
+  source<std::mutex> s;
+  lock_probe p;
+  recorder r;
+  kcont::kc<probe_fn, lock_probe*, bsd_level> k1{probe_fn{}, &p, bsd_level::immediate};
+  rec_kc k2{record_fn{}, &r, bsd_level::immediate};
+  kcont::knote<bits_filter<std::mutex>> a{bits_filter<std::mutex>{&s}, k1, 1};
+  kcont::knote<bits_filter<std::mutex>> b{bits_filter<std::mutex>{&s}, k2, 2};
+  a.sfflags = b.sfflags = 1;
+  REQUIRE(a.attach() == 0);
+  REQUIRE(b.attach() == 0);
+  p.patience = std::chrono::milliseconds(5000);  // it comes: the lock is free
+  CHECK(lock_taken_inside<false>(s, p));
+  p.patience = std::chrono::milliseconds(50);  // it cannot come: held
+  CHECK_FALSE(lock_taken_inside<true>(s, p));
+  CHECK(r.order == std::vector<std::uintptr_t>{2, 2});
+  a.detach();
+  b.detach();
+}
+
+namespace {
+// A continuation that announces it runs, then waits until another thread
+// has begun detaching its knote (and a little more), then says it finished.
+struct slow_run {
+  std::atomic<bool> started{false};
+  std::atomic<bool> detaching{false};
+  std::atomic<bool> finished{false};
+};
+struct slow_fn {
+  void operator()(kn_t*, slow_run*& s, knote_cause) const {
+    if (s->finished.load()) return;  // later fan-outs: nothing to wait for
+    s->started.store(true);
+    while (!s->detaching.load()) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    s->finished.store(true);
+  }
+};
+}  // namespace
+
+TEST_CASE("klist.hold_lock_detach_on_another_thread_waits_for_the_fanout") {
+  // Rule 8 without a pin: the detach's erase takes the held list lock, so
+  // detach returns only after the fan-out (this continuation's run) ended;
+  // the owner then frees the knote (ASan sees any later touch).
+  source<std::mutex> s;
+  slow_run sr;
+  recorder r;
+  kcont::kc<slow_fn, slow_run*, bsd_level> k1{slow_fn{}, &sr, bsd_level::immediate};
+  rec_kc k2{record_fn{}, &r, bsd_level::immediate};
+  using kn_type = kcont::knote<bits_filter<std::mutex>>;
+  auto a = std::make_unique<kn_type>(bits_filter<std::mutex>{&s}, k1, 1);
+  kn_type b{bits_filter<std::mutex>{&s}, k2, 2};
+  a->sfflags = b.sfflags = 1;
+  REQUIRE(a->attach() == 0);
+  REQUIRE(b.attach() == 0);
+  bool finished_at_detach = false;
+  std::thread other([&] {
+    while (!sr.started.load()) std::this_thread::yield();
+    sr.detaching.store(true);
+    (void)a->detach();
+    finished_at_detach = sr.finished.load();
+    a.reset();
+  });
+  kcont::immediate_target<> t;
+  CHECK(s.list.fire(t, 1, t.lowest, kcont::hold_lock) == 2);
+  other.join();
+  CHECK(finished_at_detach);
+  CHECK(r.order == std::vector<std::uintptr_t>{2});
+  CHECK(s.list.fire(t, 1, t.lowest, kcont::hold_lock) == 1);  // b only
+  CHECK(kcont::detail::klist_checker<long, bsd_level, std::mutex>::valid(s.list));
+  b.detach();
+}
+
+TEST_CASE("klist.hold_lock_concurrent_fire_and_detach_under_a_mutex") {
+  // Several threads fire with hold_lock while the owner detaches and frees
+  // the subscribers; TSan and ASan watch for races and freed memory.
+  using S = source<std::mutex>;
+  using F = bits_filter<std::mutex>;
+  kcont::immediate_target<> t;
+  S s;
+  constexpr int N = 32;
+  std::atomic<long> runs{0};
+  using count_kc = kcont::kc<void (*)(kn_t*, std::atomic<long>*&, knote_cause),
+                             std::atomic<long>*, bsd_level>;
+  struct sub {
+    count_kc k;
+    kcont::knote<F> kn;
+    sub(S* s, std::atomic<long>* r, std::uintptr_t id)
+        : k([](kn_t* kn, std::atomic<long>*& c, knote_cause) {
+              c->fetch_add(1);
+              (void)kn->snapshot();  // the field lock, under the list lock
+            },
+            r, bsd_level::immediate),
+          kn(F{s}, k, id) {
+      kn.sfflags = 1;
+    }
+  };
+  std::vector<std::unique_ptr<sub>> subs;
+  for (int i = 0; i < N; ++i) {
+    subs.push_back(std::make_unique<sub>(&s, &runs, static_cast<std::uintptr_t>(i)));
+    REQUIRE(subs.back()->kn.attach() == 0);
+  }
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> firers;
+  for (int f = 0; f < 2; ++f)
+    firers.emplace_back([&] {
+      while (!stop.load()) (void)s.list.fire(t, 1, t.lowest, kcont::hold_lock);
+    });
+  while (runs.load() < 4 * N) std::this_thread::yield();  // fan-outs are under way
+  for (int i = 0; i < N; ++i) {
+    auto& sp = subs[static_cast<std::size_t>(i)];
+    if (i % 2 == 0) sp->kn.disable();  // a state change from another thread
+    sp->kn.detach();
+    sp.reset();
+    std::this_thread::yield();
+  }
+  stop.store(true);
+  for (auto& th : firers) th.join();
+  CHECK(s.list.empty());
+  CHECK(kcont::detail::klist_checker<long, bsd_level, std::mutex>::valid(s.list));
+}
+
+TEST_CASE("klist.hold_lock_continuation_that_touches_its_list_is_caught" *
+          doctest::skip(!kcont::contract_checks)) {
+  // The promise hold_lock makes: no continuation inserts, erases or fires on
+  // the list (it would take the held lock again: a deadlock). Debug builds
+  // abort, naming it, instead of hanging.
+  CHECK(kcont_test::dies_with(
+      [] {
+        static source<std::mutex> s;
+        static kcont::kc k{[](kn_t* kn, int&, knote_cause) { (void)kn->detach(); }, 0,
+                           bsd_level::immediate};
+        static kcont::knote<bits_filter<std::mutex>> a{bits_filter<std::mutex>{&s}, k, 1};
+        a.sfflags = 1;
+        (void)a.attach();
+        kcont::immediate_target<> t;
+        (void)s.list.fire(t, 1, t.lowest, kcont::hold_lock);
+      },
+      "its own hold_lock fan-out"));
+  CHECK(kcont_test::dies_with(
+      [] {
+        static source<kcont::spin_lock> s;
+        static kcont::kc k{[](kn_t*, int&, knote_cause) {
+                             kcont::immediate_target<> t;
+                             (void)s.list.fire(t, 2, t.lowest);
+                           },
+                           0, bsd_level::immediate};
+        static kcont::knote<bits_filter<kcont::spin_lock>> a{
+            bits_filter<kcont::spin_lock>{&s}, k, 1};
+        a.sfflags = 1;
+        (void)a.attach();
+        kcont::immediate_target<> t;
+        (void)s.list.fire(t, 1, t.lowest, kcont::hold_lock);
+      },
+      "its own hold_lock fan-out"));
+}

@@ -11,6 +11,8 @@
 // moves past the removed knote, and the lock is not held while a continuation
 // runs. Thread-safety is the Lock policy (no_lock, spin_lock, std::mutex);
 // with a real lock, fire, insert and erase may race from any thread.
+// Continuations that never touch their list may run with its lock held
+// across the whole fan-out instead (FreeBSD's KNOTE_LOCKED): kcont::hold_lock.
 //
 // Compared with a std::vector<std::function<void(Hint)>>: no allocation on
 // subscribe or fire, O(1) unsubscribe, safe unsubscription during the fan-out.
@@ -19,6 +21,8 @@
 //   kcont::klist<long, kcont::bsd_level, std::mutex> link_events;
 //   // a filter's attach calls link_events.insert(kn), its detach erase(kn)
 //   link_events.fire(dispatcher, /*hint=*/1, kcont::bsd_level::softserial);
+//   // continuations that never insert, erase or fire on link_events:
+//   link_events.fire(dispatcher, 1, kcont::bsd_level::softserial, kcont::hold_lock);
 #pragma once
 
 #include <cstddef>
@@ -27,7 +31,9 @@
 #include <type_traits>
 
 #include "kcont/contract.hpp"
+#include "kcont/detail/fire.hpp"
 #include "kcont/detail/intrusive_queue.hpp"
+#include "kcont/detail/klist_fanout.hpp"
 #include "kcont/kcqueue.hpp"
 #include "kcont/knote.hpp"
 #include "kcont/level.hpp"
@@ -40,6 +46,13 @@ template <class Hint, level_set Level, lock_policy Lock>
 struct klist_checker;
 }  // namespace detail
 
+// The tag of klist::fire's held-lock fan-out: `fire(d, hint, current,
+// kcont::hold_lock)` keeps the list lock across every continuation.
+struct hold_lock_t {
+  explicit hold_lock_t() = default;
+};
+inline constexpr hold_lock_t hold_lock{};
+
 // An intrusive list of knotes with a lock policy. Hint is what an event
 // carries to the filters (BSD's long hint); Level is the knotes' level set.
 //
@@ -49,8 +62,11 @@ struct klist_checker;
 // Thread-safety: every member, from any thread, when Lock is a real lock.
 // The lock is held while filters' `event` run, never while a continuation
 // runs (but for the kqueue's own, which it links under its own lock and
-// never touches a klist: kcont/detail/kqueue_entry.hpp); so a
-// continuation may fire, insert or erase on this same list.
+// never touches a klist: kcont/detail/kqueue_entry.hpp, and for every
+// continuation of a fire with kcont::hold_lock); so a continuation may
+// fire, insert or erase on this same list (not under hold_lock). Knotes of
+// policy list_guarded (kcont/knote.hpp): their fields are guarded by this
+// list's lock, which guard() takes for their users.
 // With no_lock, link single-threaded knotes (knote<F, Level, no_lock>: no
 // field lock, no atomic read-modify-write) for the cheapest fan-out; the
 // list accepts thread-safe knotes too. A single-threaded knote must never be
@@ -63,6 +79,9 @@ class klist {
   using list_type = detail::intrusive_queue<&access::next, &access::prev>;
 
   static constexpr bool unlocked = std::is_same_v<Lock, no_lock>;
+  // A fan-out's position (the cursor table: kcont/detail/klist_fanout.hpp).
+  using cursor = detail::klist_cursor;
+  using locked_step = detail::locked_step;
 
   // What fire holds: the list lock, dropped around each continuation; for
   // no_lock nothing (std::unique_lock<no_lock> would still keep and test an
@@ -103,6 +122,10 @@ class klist {
   // Precondition: kn is on no klist (debug builds abort; release builds
   //   refuse as above). Complexity: O(1); no allocation.
   bool insert(knote_type& kn) {
+    detail::held_fanout::expect_none(this);
+    KCONT_EXPECTS(!unlocked || !access::list_guarded(kn),
+                  "klist: a list_guarded knote inserted into a klist<..., no_lock> "
+                  "(its fields need the lock of a locked list)");
     std::lock_guard<Lock> g(lock_);
     const bool linked = access::linked(kn);
     KCONT_EXPECTS(!linked, "klist: insert of a knote already on a klist");
@@ -119,8 +142,9 @@ class klist {
   //   fan-outs in progress.
   //   With a real lock, a fan-out on another thread running kn's
   //   continuation holds a pin on kn from now on, which detach waits for
-  //   (the cursor table below; rule 8).
+  //   (the cursor table in kcont/detail/klist_fanout.hpp; rule 8).
   bool erase(knote_type& kn) noexcept {
+    detail::held_fanout::expect_none(this);
     std::lock_guard<Lock> g(lock_);
     return erase_locked(kn);
   }
@@ -144,7 +168,7 @@ class klist {
   //   kcont::run with `d`. With a real lock, each continuation runs with
   //   the lock dropped (retaken for the next knote, not after the last
   //   one), unpinned but published as the cursor's current knote (the
-  //   cursor table below), the last one pinned; a kqueue's knotes are the
+  //   cursor table), the last one pinned; a kqueue's knotes are the
   //   exception: their fused fire runs under the lock, unpinned.
   template <deferral_target D>
     requires std::same_as<typename D::level_type, Level>
@@ -165,14 +189,64 @@ class klist {
     return fire_all(d, hint, current);
   }
 
+  // Effects: as fire(d, hint, current), with the list lock held from the
+  //   first filter to the last continuation (FreeBSD's KNOTE_LOCKED): no
+  //   cursor, no lock dropped and retaken per knote. An erase (a detach) on
+  //   another thread waits for the whole fan-out. With no_lock: fire(d,
+  //   hint, current).
+  // Returns: as fire. Complexity: O(knotes), one lock hold. No allocation.
+  // Precondition (the promise this option makes): no filter or continuation
+  //   it runs inserts, erases or fires on this list, nor attaches or
+  //   detaches one of its knotes: that would take the held lock again, a
+  //   deadlock (debug builds abort). They may detach knotes of other lists,
+  //   defer, enable or disable. Thread-safety: as fire.
+  //   Never chosen for you: no continuation type says it leaves the list
+  //   alone (a noexcept immediate handler may still detach its own knote).
+  template <deferral_target D>
+    requires std::same_as<typename D::level_type, Level>
+  std::size_t fire(D& d, const Hint& hint, Level current, hold_lock_t) {
+    if constexpr (unlocked) {
+      return fire(d, hint, current);
+    } else {
+      detail::held_fanout::expect_none(this);
+      std::lock_guard<Lock> g(lock_);
+      return detail::fire_held<knote_type>(
+          this, &links, list_.front(), hint, current,
+          [&d](Level c, knote_type& kn) { detail::run_later(d, c, kn); });
+    }
+  }
+
+  // The list lock held (FreeBSD's KNL_LOCK), from guard() to its end.
+  class guard_type {
+   public:
+    explicit guard_type(klist& l)
+        : g_((detail::held_fanout::expect_none(&l), l.lock_)), held_(&l, &klist::links) {}
+
+   private:
+    std::lock_guard<Lock> g_;
+    detail::held_fanout held_;  // with contract checks: this thread holds it
+  };
+
+  // Effects: takes the list lock until the returned guard is destroyed: no
+  //   fire, insert or erase runs meanwhile. The way to touch a list_guarded
+  //   knote's fields or filter from outside its fan-out (snapshot,
+  //   filter_change, filter_report, filter(); kcont/knote.hpp).
+  // Precondition: this thread does not hold it (a guard, or a hold_lock
+  //   fan-out's continuation: debug builds abort; a deadlock otherwise).
+  // Complexity: one lock. Thread-safety: any thread.
+  // Usage: { auto g = events.guard(); kn.filter().threshold = 5; }
+  [[nodiscard]] guard_type guard() { return guard_type(*this); }
+
   // True when no knote is linked (a snapshot with a real lock).
   [[nodiscard]] bool empty() const noexcept {
+    detail::held_fanout::expect_none(this);
     std::lock_guard<Lock> g(lock_);
     return list_.empty();
   }
 
   // Effects: counts the linked knotes. Complexity: O(n).
   [[nodiscard]] std::size_t size_slow() const noexcept {
+    detail::held_fanout::expect_none(this);
     std::lock_guard<Lock> g(lock_);
     return list_.size_slow();
   }
@@ -180,12 +254,13 @@ class klist {
  private:
   template <class D>
   [[gnu::noinline]] std::size_t fire_all(D& d, const Hint& hint, Level current) {
+    detail::held_fanout::expect_none(this);
     fire_guard g = lock_for_fire();
     std::size_t n = 0;
     knote_type* last = nullptr;  // a locked list's last knote, pinned, to run
     {
       cursor c{nullptr, cursors_};
-      if constexpr (!unlocked) c.owner = &thread_mark;
+      if constexpr (!unlocked) c.owner = &detail::klist_thread_mark;
       cursors_ = &c;
       cursor_guard guard{*this, c, g, c.outer};
       detail::knote_core* next = list_.front();
@@ -197,7 +272,7 @@ class klist {
         if constexpr (unlocked) {
           if (fire_one(d, hint, current, g, kn)) ++n;
         } else {
-          const locked_step r = fire_locked(d, hint, current, g, c, kn);
+          const locked_step r = detail::fire_locked(d, hint, current, g, c, kn);
           if (r == locked_step::last) {
             ++n;
             last = &kn;
@@ -236,53 +311,10 @@ class klist {
     (void)g;
     const detail::fire_outcome r = kn.fire_unpinned(hint, current);
     if (r == detail::fire_outcome::needs_run) [[unlikely]]
-      run_later(d, current, kn);
+      detail::run_later(d, current, kn);
     return r != detail::fire_outcome::skipped;
   }
 
-  // The rare end of a no_lock fan-out's step: a continuation the fused fire
-  // function could not run (to defer, queued, or carrying a deferral).
-  // Out of line, so that the common step has no taken branch around it.
-  template <class D>
-  [[gnu::cold, gnu::noinline]] static void run_later(D& d, Level current,
-                                                     knote_type& kn) {
-    (void)kn.run_unpinned(d, current, knote_cause::event);
-  }
-
-  // A fan-out's position: the next knote to visit (erase moves it on), and
-  // with a real lock the knote whose continuation it runs with the lock
-  // dropped, and its thread.
-  //
-  // THE CURSOR TABLE (a locked klist; docs/protocols.md indexes it):
-  //   step                       by            under the list lock
-  //   visit kn, activate it      the fan-out   yes: filter event, → active
-  //     (unpinned)                               (no pin), current = &kn
-  //   run kn's continuation      the fan-out   no (dropped)
-  //   move on                    the fan-out   yes (retaken): current = null
-  //   erase kn                   any thread    yes: unlink kn; each cursor of
-  //                                            another thread with current ==
-  //                                            &kn: +1 pin on kn, pinned = true
-  //   move on, pinned            the fan-out   yes (retaken): −1 pin on kn
-  // Why it is safe: a fan-out visits kn only while it is linked, and sets
-  // current in the same hold, so an erase either comes first (kn is never
-  // visited) or finds current == &kn and pins kn for that run, so detach's
-  // wait for pins (after the filter's detach, outside any lock of its
-  // source) waits for it: the state table in kcont/detail/knote_state.hpp.
-  // A fan-out returns such a pin only after the run, with kn still alive
-  // (its detach is waiting); unpinned it never touches kn after the run
-  // (its continuation may have freed it). The calling thread's own cursors
-  // are not pinned: a continuation detaching its own knote waits for no
-  // run of its own. The last knote of a fan-out is pinned as it is
-  // activated (it runs after the cursor left the list).
-  struct cursor {
-    detail::knote_core* next;
-    cursor* outer;
-    detail::knote_core* current = nullptr;
-    const void* owner = nullptr;
-    bool pinned = false;
-  };
-  // This thread's mark for its cursors (an address: no call to get it).
-  static inline thread_local const char thread_mark = 0;
   struct cursor_guard {
     klist& list;
     cursor& c;
@@ -311,62 +343,6 @@ class klist {
     }
   };
 
-  // One knote of a fan-out under a real lock (held on entry, and on return
-  // but for `last`: c.next is null, no knote follows it).
-  enum class locked_step : std::uint8_t {
-    skipped,  // not activated
-    fired,    // activated, its continuation run
-    last,     // activated and pinned, the last knote: the caller runs its
-              // continuation once the cursor left the list
-  };
-  template <class D>
-  static locked_step fire_locked(D& d, const Hint& hint, Level current, fire_guard& g,
-                                 cursor& c, knote_type& kn) {
-    if (access::fires_under_lock(kn)) {
-      // A knote whose fused fire may run under this lock (a kqueue's): as
-      // with no_lock, unpinned: a detach erases it from this list under
-      // the lock, so after this step (the state table's "→ active, no
-      // pin").
-      const detail::fire_outcome r = kn.fire_unpinned(hint, current);
-      if (r == detail::fire_outcome::needs_run) [[unlikely]]
-        run_later(d, current, kn);
-      return r != detail::fire_outcome::skipped ? locked_step::fired : locked_step::skipped;
-    }
-    if (!kn.filter_event(hint)) return locked_step::skipped;
-    if (c.next == nullptr) {
-      // The last knote: pinned under the list lock (a detach on another
-      // thread erases it and then waits for the pin), run by the caller
-      // once the cursor left the list, with no lock retaken after it.
-      return access::begin_activation<true>(kn) ? locked_step::last : locked_step::skipped;
-    }
-    // Unpinned: published as the cursor's current knote, in this hold of
-    // the list lock (the cursor table above).
-    if (!access::begin_activation<false>(kn)) return locked_step::skipped;
-    c.current = &kn;
-    c.pinned = false;
-    {
-      // With contract checks, a record of the run for the mutual-detach
-      // check (no pin); after the run it is not read (kn may be gone).
-      [[maybe_unused]] std::conditional_t<contract_checks, detail::activation_frame, int>
-          frame = make_frame(kn);
-      g.unlock();
-      (void)kn.run_unpinned(d, current, knote_cause::event);
-    }
-    g.lock();
-    c.current = nullptr;
-    if (c.pinned) [[unlikely]] {
-      access::pin(kn, false);  // an erase pinned it: its detach waits for this
-      c.pinned = false;
-    }
-    return locked_step::fired;
-  }
-  static auto make_frame(knote_type& kn) noexcept {
-    if constexpr (contract_checks)
-      return detail::activation_frame(&kn, /*pin=*/false);
-    else
-      return 0;
-  }
-
   bool erase_locked(detail::knote_core& kn) noexcept {
     if (!access::linked(kn)) return false;
     detail::knote_core* next = access::next(kn);
@@ -375,7 +351,7 @@ class klist {
       if (c->next == &kn) c->next = next;
       if constexpr (!unlocked) {
         if (c->current != &kn) continue;
-        if (c->owner == &thread_mark) {
+        if (c->owner == &detail::klist_thread_mark) {
           c->current = nullptr;  // its own run: kn may be freed, forget it
         } else if (!c->pinned) {
           access::pin(kn, true);
@@ -385,6 +361,14 @@ class klist {
     }
     access::linked(kn) = false;
     return true;
+  }
+
+  // held_fanout's contains_fn: whether list `l` links `kn` (its lock held).
+  static bool links(const void* l, const void* kn) noexcept {
+    const auto& self = *static_cast<const klist*>(l);
+    for (detail::knote_core* p = self.list_.front(); p != nullptr; p = access::next(*p))
+      if (p == kn) return true;
+    return false;
   }
 
   template <class, level_set, lock_policy>

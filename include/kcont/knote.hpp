@@ -5,7 +5,8 @@
 // links), `knote<Filter, Level, Lock>` (a knote with its filter stored inline,
 // the continuation caller-owned; Lock = spin_lock, the default, makes it
 // thread-safe, Lock = no_lock single-threaded, for no_lock klists and
-// kqueues) and `knote_cause`. The filter concept is kcont/filter.hpp;
+// kqueues, Lock = list_guarded its fields guarded by its locked klist's
+// lock), `list_guarded` and `knote_cause`. The filter concept is kcont/filter.hpp;
 // knote_closure and knote_method (a knote that embeds its continuation) are
 // kcont/knote_closure.hpp; the state word, with the state table every
 // comment here refers to, is kcont/detail/knote_state.hpp.
@@ -19,9 +20,8 @@
 // detach its own knote, and cancels a deferred run, leaving the
 // continuation clean for reuse.
 //
-// Compared with an observer list of std::function: nothing is allocated, a
-// subscription is a caller-owned node, and a subscriber may unsubscribe itself
-// (or another) from inside its callback while the fan-out runs (klist.hpp).
+// Compared with an observer list of std::function: nothing is allocated, and
+// a subscriber may unsubscribe itself (or another) from its callback.
 //
 // Usage (link_filter: the one in kcont/filter.hpp's usage):
 //   kcont::kc on{[](kcont::knote_base<long>* kn, int& seen, kcont::knote_cause) {
@@ -54,6 +54,16 @@ namespace kcont {
 // Why a knote's continuation runs: an event activated it (rule 6, first
 // half), or it was enabled while active (rule 6, second half).
 enum class knote_cause : std::uint8_t { event, enable };
+
+// The knote policy of FreeBSD's knlist lock over kn_data / kn_sfflags: the
+// lock of the locked klist the knote is on guards its fields and filter (no
+// field lock); its state word stays thread-safe. The promise, while it is
+// linked: every access to its fields or filter (snapshot, filter_change,
+// filter_report, filter(), a continuation reading them) holds that lock (its
+// fan-out's filter event or hold_lock continuation, or klist::guard()).
+// Debug builds abort on a snapshot / filter_change / filter_report without
+// it, and on an insert into a klist<..., no_lock>. Not for timer sources.
+struct list_guarded {};
 
 template <class Hint, level_set Level, lock_policy Lock>
 class klist;
@@ -138,7 +148,8 @@ class knote_base : public detail::knote_core {
 
   // Effects: runs the filter's event with `hint` under the field lock.
   // Returns: whether the knote fires (the caller then activates it).
-  // Thread-safety: any thread (the field lock serializes the filter).
+  // Thread-safety: any thread (the field lock serializes the filter); this
+  //   and the next two, list_guarded and linked: with its klist's lock held.
   bool filter_event(const Hint& hint) {
     field_guard g(*this);
     return ops_->event(*this, hint);
@@ -243,8 +254,8 @@ class knote_base : public detail::knote_core {
   // `fire`: the fused fire function (fire_fn); the default goes through
   // the ops table and the type-erased continuation.
   knote_base(const ops_table& ops, continuation_type& k, std::uintptr_t id,
-             bool single = false, fire_fn fire = &fire_erased) noexcept
-      : detail::knote_core(id, single), ops_(&ops), kc_(&k), fire_(fire) {}
+             bool single = false, fire_fn fire = &fire_erased, bool by_list = false) noexcept
+      : detail::knote_core(id, single, by_list), ops_(&ops), kc_(&k), fire_(fire) {}
   ~knote_base() = default;
 
   // The fused fire function of a knote type that knows nothing more than
@@ -310,9 +321,8 @@ class knote_base : public detail::knote_core {
 // knote described at knote_base; no_lock makes a single-threaded knote, for a
 // klist<Hint, Level, no_lock> or a kqueue<..., no_lock> (whose knotes are
 // single-threaded): no field lock, no atomic read-modify-write (the state
-// table in kcont/detail/knote_state.hpp). The type filters and klists see is
-// the same knote_base<Hint, Level> for both (the policy is a flag fixed at
-// construction, single_threaded()).
+// table in kcont/detail/knote_state.hpp); list_guarded: see above. Filters
+// and klists see the same knote_base<Hint, Level> for all three (a flag).
 //
 // Lifetime contract: as knote_base; the continuation must outlive the knote's
 // attachment. Thread-safety: as knote_base with spin_lock. With no_lock:
@@ -325,11 +335,13 @@ class knote_base : public detail::knote_core {
 //               0, kcont::at<kcont::bsd_level::immediate>};
 //   kcont::knote<my_filter> kn{my_filter{&source}, k};
 //   kcont::knote<my_filter, kcont::bsd_level, kcont::no_lock> fast{my_filter{&src}, k};
-template <class F, level_set Level = bsd_level, lock_policy Lock = spin_lock>
+//   kcont::knote<my_filter, kcont::bsd_level, kcont::list_guarded> g{my_filter{&src}, k};
+template <class F, level_set Level = bsd_level, class Lock = spin_lock>
 class knote : public knote_base<detail::filter_hint_t<F>, Level> {
-  static_assert(std::is_same_v<Lock, spin_lock> || std::is_same_v<Lock, no_lock>,
-                "kcont::knote: the threading policy is spin_lock (thread-safe) "
-                "or no_lock (single-threaded)");
+  static_assert(std::is_same_v<Lock, spin_lock> || std::is_same_v<Lock, no_lock> ||
+                    std::is_same_v<Lock, list_guarded>,
+                "kcont::knote: the threading policy is spin_lock (thread-safe), "
+                "no_lock (single-threaded) or list_guarded (its klist's lock)");
 
  public:
   using base_type = knote_base<detail::filter_hint_t<F>, Level>;
@@ -337,6 +349,8 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
   using lock_type = Lock;
   // True for the single-threaded policy (no_lock).
   static constexpr bool single_thread = std::is_same_v<Lock, no_lock>;
+  static constexpr bool field_lock = std::is_same_v<Lock, spin_lock>;
+  static constexpr bool by_list = std::is_same_v<Lock, list_guarded>;
   using typename base_type::continuation_type;
   using typename base_type::hint_type;
 
@@ -358,7 +372,7 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
   //   (stored in ident) is what the filter watches (its meaning is the
   //   filter's).
   knote(F filter, continuation_type& k, std::uintptr_t id = 0)
-      : base_type(ops, k, id, single_thread, &fire_plain),
+      : base_type(ops, k, id, single_thread, &fire_plain, by_list),
         filter_(std::move(filter)) {}
 
   // A continuation of another signature: rejected with the reason, rather
@@ -372,8 +386,9 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
                   "knote_cause), at a level of the knote's level set");
   }
 
-  // The filter (its state is guarded by the field lock while attached: read
-  //   it from another thread only when detached or with the owner's lock).
+  // The filter (guarded by the field lock while attached: read it from
+  //   another thread only when detached or with the owner's lock, or the
+  //   klist's lock: list_guarded).
   [[nodiscard]] F& filter() noexcept { return filter_; }
 
  protected:
@@ -382,14 +397,14 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
   // For a derived knote that knows its continuation's type (knote_closure):
   // `fire` is its own fused fire function (kcont/detail/fire.hpp).
   knote(F filter, continuation_type& k, std::uintptr_t id, fire_fn fire)
-      : base_type(ops, k, id, single_thread, fire), filter_(std::move(filter)) {}
+      : base_type(ops, k, id, single_thread, fire, by_list), filter_(std::move(filter)) {}
 
  private:
   // The fused fire of a knote with a type-erased continuation: filter and
   // activation inline, the continuation through its trampoline.
   static detail::fire_outcome fire_plain(base_type& b, typename base_type::hint_arg h,
                                          typename base_type::level_type current) {
-    if (!detail::fire_event_and_activate<single_thread>(self(b).filter_, b, h))
+    if (!detail::fire_event_and_activate<single_thread, field_lock>(self(b).filter_, b, h))
       return detail::fire_outcome::skipped;
     return detail::fire_run(b.continuation(), b, knote_cause::event, current);
   }

@@ -108,7 +108,8 @@ struct knote_method_fn {
 //
 // Lifetime contract: as knote_base. The function may destroy the whole
 // knote_closure after detaching it. Thread-safety: as knote<F, Level, Lock>
-// (Lock = no_lock: single-threaded).
+// (Lock = no_lock: single-threaded; list_guarded: its klist's lock guards
+// the fields).
 // Its fused fire function calls Fn directly; at a compile-time immediate
 // level that call is not preceded by any test of the continuation's state,
 // as kcont::run's own overload for such a continuation: never put it on a
@@ -116,7 +117,7 @@ struct knote_method_fn {
 // Usage:
 //   kcont::knote_closure sub{my_filter{&src}, [](auto* kn, int& n, auto) {...},
 //                            0, kcont::at<kcont::bsd_level::immediate>};
-template <class F, class Fn, class Env, level_spec LevelSpec, lock_policy Lock = spin_lock>
+template <class F, class Fn, class Env, level_spec LevelSpec, class Lock = spin_lock>
 class knote_closure
     : private detail::closure_holder<
           kc<Fn, Env, LevelSpec, knote_base<detail::filter_hint_t<F>, level_set_of_t<LevelSpec>>*,
@@ -172,7 +173,8 @@ class knote_closure
   static detail::fire_outcome fire_closure(base_type& b, typename base_type::hint_arg h,
                                            typename base_type::level_type current) {
     auto& self = static_cast<knote_closure&>(b);
-    if (!detail::fire_event_and_activate<knote_type::single_thread>(self.filter(), b, h))
+    if (!detail::fire_event_and_activate<knote_type::single_thread, knote_type::field_lock>(
+            self.filter(), b, h))
       return detail::fire_outcome::skipped;
     return detail::fire_run(self.holder::k_, b, knote_cause::event, current);
     // After `ran` the closure may be gone (rule 8): nothing touches it.
@@ -201,7 +203,7 @@ class knote_closure
 //   };
 template <auto M, class F,
           level_spec LevelSpec = typename detail::method_level_of<decltype(M)>::type,
-          lock_policy Lock = spin_lock>
+          class Lock = spin_lock>
 class knote_method
     : public knote_closure<
           F,

@@ -37,6 +37,7 @@ LAYER = {
     "immediate_target.hpp": "run",
     "filter.hpp": "knote", "knote.hpp": "knote", "knote_closure.hpp": "knote",
     "detail/knote_state.hpp": "knote", "detail/fire.hpp": "knote", "klist.hpp": "knote",
+    "detail/klist_fanout.hpp": "knote", "detail/list_held.hpp": "knote",
     "always_filter.hpp": "knote",
     "detail/kqueue_entry.hpp": "kqueue", "detail/kqueue_core.hpp": "kqueue",
     "detail/kqueue_pending.hpp": "kqueue",

@@ -1,5 +1,6 @@
 // kcont/detail/fire.hpp — the fused fire path: one knote's share of a
-// single-threaded fan-out (klist<Hint, Level, no_lock>::fire) in one call.
+// single-threaded fan-out (klist<Hint, Level, no_lock>::fire), or of a
+// locked one with its lock held throughout (kcont::hold_lock), in one call.
 //
 // Each concrete knote type stores a fused fire function in the knote
 // (knote_base::fire_fn): the filter's event, the unpinned activation (the
@@ -12,7 +13,8 @@
 // runs it through kcont::run with its deferral target.
 //
 // Only for fan-outs that no detach on another thread can race with (no pin
-// is taken). Users never name anything here.
+// is taken): a no_lock list's, or one under the list lock, which a detach's
+// erase takes. Users never name anything here.
 #pragma once
 
 #include <cstdint>
@@ -43,19 +45,30 @@ using fire_hint_arg = std::conditional_t<std::is_trivially_copyable_v<Hint> &&
                                              sizeof(Hint) <= 2 * sizeof(void*),
                                          Hint, const Hint&>;
 
+// A field lock another thread holds: wait for it (spin_lock's spin, then
+// yields), away from the fused fire's uncontended path.
+[[gnu::cold, gnu::noinline]] inline void lock_contended(spin_lock& l) noexcept { l.lock(); }
+
 // The first two steps of the fused fire of a knote whose filter `filter` and
-// threading policy (Single: knote<F, Level, no_lock>) are known statically:
-// the filter's event (under the field lock only for a thread-safe knote,
-// decided here at compile time) and the unpinned activation (a detached or
+// threading policy (Single: knote<F, Level, no_lock>; FieldLock:
+// knote<F, Level, spin_lock>) are known statically: the filter's event
+// (under the field lock only for a thread-safe knote; a list_guarded one's
+// klist holds its lock, every caller of a fused fire holds it or is the
+// list's one thread: decided here at compile time) and the unpinned activation (a detached or
 // disabled knote runs nothing; a disabled one is still marked active: rule
 // 6). Returns: whether the continuation must run (then fire_run).
-template <bool Single, class F, class Kn>
+template <bool Single, bool FieldLock, class F, class Kn>
 bool fire_event_and_activate(F& filter, Kn& kn, const typename Kn::hint_type& h) {
   bool fires;
-  if constexpr (Single) {
+  if constexpr (!FieldLock) {
     fires = static_cast<bool>(filter.event(kn, h));
   } else {
-    std::lock_guard<spin_lock> g(knote_access::fields_lock(kn));
+    // Uncontended: one load and one exchange, inline; the spin and its
+    // yields out of line, so that this path saves no registers for them.
+    spin_lock& l = knote_access::fields_lock(kn);
+    if (!l.try_lock()) [[unlikely]]
+      lock_contended(l);
+    std::lock_guard<spin_lock> g(l, std::adopt_lock);
     fires = static_cast<bool>(filter.event(kn, h));
   }
   return fires && knote_access::begin_fire_activation<Single>(kn);
@@ -83,6 +96,13 @@ struct knote_fire_access {
   static fire_outcome fire_unpinned(Kn& kn, const Hint& hint,
                                     typename Kn::level_type current) {
     return kn.fire_unpinned(hint, current);
+  }
+  // A locked klist's filter event, its lock held: a list_guarded knote's
+  // fields are guarded by it (no check, no field lock).
+  template <class Kn, class Hint>
+  static bool event_held(Kn& kn, const Hint& hint) {
+    const typename Kn::field_guard g(kn, /*held=*/true);
+    return kn.ops_->event(kn, hint);
   }
   template <class Kn, class D, class Cause>
   static void run_unpinned(Kn& kn, D& d, typename Kn::level_type current, Cause cause) {

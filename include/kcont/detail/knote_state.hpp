@@ -36,9 +36,9 @@
 //   → active, no pin      a no_lock klist's fan-out (begin_      no write when active and
 //                         activation<false>); a locked one's     enabled; else the same CAS
 //                         for a knote that fires under its
-//                         lock, or that its cursor runs
+//                         lock (any: hold_lock) or cursor runs
 //   ±1 pin for a cursor   a locked klist's erase (+1), for that  fetch_add acq_rel under the list
-//     of another thread   run; that fan-out after it (−1)        lock (klist.hpp's cursor table)
+//     of another thread   run; that fan-out after it (−1)        lock (the cursor table: klist_fanout)
 //   → disabled            any thread (disable)                   fetch_or acq_rel
 //   → enabled, +1 pin     any thread (enable: begin_enable)      CAS acq_rel: the pin (and the
 //     when it was                                                run, cause enable) only when
@@ -67,19 +67,13 @@
 // A no_lock klist fan-out takes no pin: every detach erases from that list,
 // so none runs on another thread during the fan-out. Nor does a locked
 // klist's fan-out for a knote whose fused fire runs under the list lock
-// (fires_under_lock_: a kqueue's, which touches no klist and takes only its
-// kqueue's lock, never held while a klist lock is taken): detach's erase
-// takes the list lock, so it comes after that fire, and the lock's release
-// orders the fire before detach returns. Nor does a locked klist's cursor
-// run: an erase from another thread pins the knote for it (klist.hpp).
+// (fires_under_lock_: a kqueue's, which never takes a klist lock; every
+// knote of a hold_lock fan-out): detach's erase takes the list lock, so
+// it comes after that fire, and the lock's release orders the fire before
+// detach returns. Nor does a locked klist's cursor run: an erase from
+// another thread pins it for that run (kcont/detail/klist_fanout.hpp).
 //
-// Mutual detach (contract checks only): a thread that waits for pins while
-// inside another knote's activation links a record {this knote, the knote
-// it is inside} on a global list under a spin lock, after looking there for
-// a record of a thread that waits for a knote this thread is inside and is
-// inside this knote: two continuations detaching each other's knote would
-// wait forever, and of two threads that begin at once the second to take
-// the lock sees the first, so debug builds abort instead.
+// Mutual detach (contract checks only): kcont/detail/list_held.hpp's pin_wait.
 //
 // A single-threaded knote (knote<F, Level, no_lock>: single_threaded())
 // makes the same transitions with relaxed loads and plain stores and has no
@@ -87,7 +81,12 @@
 //
 // The fields (knote_fields) are not in the state word: a filter writes them
 // inside attach/event/touch, under the field lock (a spin lock); anyone
-// else reads them through snapshot().
+// else reads them through snapshot(). A list_guarded knote has no field lock
+// either: its klist's lock guards the fields (FreeBSD's knlist lock), held
+// by every fan-out's filter event, taken by klist::guard() for anyone else
+// (one lock orders every field access); its state word is thread-safe.
+// Contract checks catch its fields touched, while it is linked, without a
+// lock this thread holds (kcont/detail/list_held.hpp's records).
 #pragma once
 
 #include <atomic>
@@ -96,6 +95,7 @@
 #include <thread>
 
 #include "kcont/contract.hpp"
+#include "kcont/detail/list_held.hpp"
 #include "kcont/kcqueue.hpp"
 
 namespace kcont::detail {
@@ -203,9 +203,8 @@ class knote_core : public knote_fields {
   static constexpr std::uint32_t pin_shift = 8;
   static constexpr std::uint32_t pin_one = 1u << pin_shift;
 
-  explicit knote_core(std::uintptr_t id, bool single = false) noexcept : single_(single) {
-    ident = id;
-  }
+  explicit knote_core(std::uintptr_t id, bool single = false, bool by_list = false) noexcept
+      : single_(single), owner_(by_list ? by_list_bit : 0) { ident = id; }
 
   ~knote_core() {
     [[maybe_unused]] const auto s = state_.load(std::memory_order_acquire);
@@ -244,13 +243,20 @@ class knote_core : public knote_fields {
       state_.fetch_add(delta, std::memory_order_acq_rel);
   }
 
-  // The field lock, taken only by a thread-safe knote.
+  // The field lock, taken only by a thread-safe knote; a list_guarded one's
+  // caller holds its klist's lock (`held`: a fan-out's event), else checked.
   struct field_guard {
     const knote_core& k;
-    explicit field_guard(const knote_core& kn) noexcept : k(kn) {
-      if (!k.single_) k.fields_lock_.lock();
+    explicit field_guard(const knote_core& kn, [[maybe_unused]] bool held = false) noexcept
+        : k(kn) {
+      if (k.owner_ & by_list_bit)
+        KCONT_EXPECTS(held || !k.linked_ || held_fanout::holds_knote(&k),
+                      "knote: a list_guarded knote's fields touched without its "
+                      "klist's lock (take klist::guard() first)");
+      else if (!k.single_)
+        k.fields_lock_.lock();
     }
-    ~field_guard() { if (!k.single_) k.fields_lock_.unlock(); }
+    ~field_guard() { if (!k.single_ && !(k.owner_ & by_list_bit)) k.fields_lock_.unlock(); }
     field_guard(const field_guard&) = delete;
     field_guard& operator=(const field_guard&) = delete;
   };
@@ -360,18 +366,7 @@ class knote_core : public knote_fields {
     }
   }
 
-  // A thread waiting for this knote's pins from inside another knote's
-  // activation (the mutual detach above), on its stack, linked on pin_waits
-  // while it waits: no knote pays for a debug check, nor depends on NDEBUG.
-  struct pin_wait {
-    const knote_core* waits_for;
-    const knote_core* inside;
-    pin_wait* next;
-  };
-  static inline spin_lock pin_waits_lock;
-  static inline pin_wait* pin_waits = nullptr;
-
-  // The field lock; it, the three bools and the state word fill one 8-byte slot.
+  // The field lock; it, three bytes and the state word fill one 8-byte slot.
   mutable spin_lock fields_lock_;
 
  private:
@@ -382,9 +377,11 @@ class knote_core : public knote_fields {
   const bool single_ = false;
   // On a klist (guarded by the klist's lock): insert refuses a second link.
   bool linked_ = false;
-  // Its fused fire may run under a locked klist's lock (a kqueue's knotes,
-  // set before attach): the state table's "→ active, no pin".
-  bool fires_under_lock_ = false;
+  // under_lock_bit: its fused fire may run under a locked klist's lock (a
+  // kqueue's knotes, set before attach): the state table's "→ active, no
+  // pin". by_list_bit: list_guarded, its klist's lock guards the fields.
+  static constexpr std::uint8_t under_lock_bit = 1, by_list_bit = 2;
+  std::uint8_t owner_ = 0;
   // The state word (the state table above): every knote.
   std::atomic<std::uint32_t> state_{0};
   // klist links (guarded by the klist's lock): a knote is made to be linked.
@@ -423,8 +420,10 @@ struct knote_access {
   static std::atomic<std::uint32_t>& state(knote_core& k) noexcept { return k.state_; }
   static spin_lock& fields_lock(knote_core& k) noexcept { return k.fields_lock_; }
   // Whether a locked klist runs the knote's fused fire under its lock.
-  static bool fires_under_lock(const knote_core& k) noexcept { return k.fires_under_lock_; }
-  static void set_fires_under_lock(knote_core& k) noexcept { k.fires_under_lock_ = true; }
+  static bool fires_under_lock(const knote_core& k) noexcept { return k.owner_ & k.under_lock_bit; }
+  static void set_fires_under_lock(knote_core& k) noexcept { k.owner_ |= k.under_lock_bit; }
+  // A list_guarded knote: its klist's lock guards the fields.
+  static bool list_guarded(const knote_core& k) noexcept { return k.owner_ & k.by_list_bit; }
 };
 
 }  // namespace kcont::detail
