@@ -347,6 +347,9 @@ ALSO = [
      "le", "BM_Activate_Kqueue", "BM_Activate_RawQueuedFlag"),
     ("C", "coalesced activation, plain knotes + the caller's FIFO vs the raw queued-flag FIFO",
      "le", "BM_Activate_KnoteFifo", "BM_Activate_RawQueuedFlag"),
+    ("C", "coalesced activation, no_lock kqueue vs plain knotes + the caller's FIFO (what the "
+          "kqueue adds to the klist's fan-out)",
+     "le", "BM_Activate_KqueueNoLock", "BM_Activate_KnoteFifo"),
 ] + [
     ("D", f"fan-out, plain knote + separate kc (type-erased continuation) vs the raw intrusive list (K = {k})",
      "le", f"BM_FanOut_Klist/{k}", f"BM_FanOut_RawList/{k}")

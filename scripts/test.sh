@@ -14,6 +14,11 @@
 #                                debug contract checks on, -O1 -g
 #   gcc-tsan     clang-tsan      ThreadSanitizer, debug contract checks on,
 #                                -O1 -g
+#                                (the sanitizer builds run the unit tests, the
+#                                examples and clang's fuzzer; the per-header
+#                                builds, compile-fail and docs checks are
+#                                compile-time properties, checked by the
+#                                unsanitized configurations)
 # and then the four consumers (meson subproject, pkg-config and CMake
 # find_package from a clean install, CMake add_subdirectory / FetchContent),
 # with g++ and clang++. Then:
@@ -95,10 +100,10 @@ for c in "${configs[@]}"; do
   case $c in
     gcc-release)   dir=$(setup $c g++ -Dbuildtype=release -Db_ndebug=true) ;;
     clang-release) dir=$(setup $c clang++ -Dbuildtype=release -Db_ndebug=true) ;;
-    gcc-asan)      dir=$(setup $c g++ "${sanitized[@]}" -Db_sanitize=address,undefined) ;;
-    clang-asan)    dir=$(setup $c clang++ "${sanitized[@]}" -Db_sanitize=address,undefined -Db_lundef=false) ;;
-    gcc-tsan)      dir=$(setup $c g++ "${sanitized[@]}" -Db_sanitize=thread) ;;
-    clang-tsan)    dir=$(setup $c clang++ "${sanitized[@]}" -Db_sanitize=thread -Db_lundef=false) ;;
+    gcc-asan)      suites=(--suite unit --suite examples); dir=$(setup $c g++ "${sanitized[@]}" -Db_sanitize=address,undefined) ;;
+    clang-asan)    suites=(--suite unit --suite examples --suite fuzz); dir=$(setup $c clang++ "${sanitized[@]}" -Db_sanitize=address,undefined -Db_lundef=false) ;;
+    gcc-tsan)      suites=(--suite unit --suite examples); dir=$(setup $c g++ "${sanitized[@]}" -Db_sanitize=thread) ;;
+    clang-tsan)    suites=(--suite unit --suite examples); dir=$(setup $c clang++ "${sanitized[@]}" -Db_sanitize=thread -Db_lundef=false) ;;
     gcc-noexcept)   dir=$(setup $c g++ -Dbuildtype=release -Dcpp_eh=none); suites=(--suite unit --suite examples) ;;
     clang-noexcept) dir=$(setup $c clang++ -Dbuildtype=release -Dcpp_eh=none); suites=(--suite unit --suite examples) ;;
     *) echo "unknown configuration $c" >&2; exit 2 ;;
