@@ -256,6 +256,21 @@ class klist {
   [[gnu::noinline]] std::size_t fire_all(D& d, const Hint& hint, Level current) {
     detail::held_fanout::expect_none(this);
     fire_guard g = lock_for_fire();
+    if constexpr (!unlocked) {
+      // One knote whose fused fire runs under this lock (a kqueue's) needs
+      // no cursor (nothing runs with the lock dropped, nothing after it).
+      detail::knote_core* first = list_.front();
+      if (first != nullptr && access::next(*first) == nullptr &&
+          access::fires_under_lock(*first)) [[likely]] {
+        auto& kn = static_cast<knote_type&>(*first);
+        const detail::fire_outcome r = detail::knote_fire_access::fire_unpinned(kn, hint, current);
+        if (r == detail::fire_outcome::needs_run) [[unlikely]]
+          detail::run_later(d, current, kn);
+        return r != detail::fire_outcome::skipped ? 1 : 0;
+      }
+    }
+    // The hint in a register, not reloaded after each fused fire's call.
+    [[maybe_unused]] const detail::fire_hint_arg<Hint> h = hint;
     std::size_t n = 0;
     knote_type* last = nullptr;  // a locked list's last knote, pinned, to run
     {
@@ -270,7 +285,7 @@ class klist {
         c.next = access::next(*core);
         auto& kn = static_cast<knote_type&>(*core);
         if constexpr (unlocked) {
-          if (fire_one(d, hint, current, g, kn)) ++n;
+          if (fire_one(d, h, current, g, kn)) ++n;
         } else {
           const locked_step r = detail::fire_locked(d, hint, current, g, c, kn);
           if (r == locked_step::last) {
@@ -298,7 +313,7 @@ class klist {
   // One knote of a no_lock fan-out. Returns: whether it fired and was
   // activated.
   template <class D>
-  static bool fire_one(D& d, const Hint& hint, Level current, fire_guard& g,
+  static bool fire_one(D& d, detail::fire_hint_arg<Hint> hint, Level current, fire_guard& g,
                        knote_type& kn) {
     // No lock: every detach erases from this list, so none runs on another
     // thread during this fan-out; nothing to pin (knote.hpp,
