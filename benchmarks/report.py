@@ -601,7 +601,7 @@ SIZES = [
      "tail padding), invoke 8 (run with fresh values), saved obj 8 (rule 2); "
      "2 bytes of padding"),
     ("knote<user_filter>", "kevent fields 34 (ident, flags, sfflags, sdata, fflags, data), "
-     "field lock 1, single 1, linked 1, fires-under-lock 1, state 4 (rules 6-8), "
+     "field lock 1, single 1, linked 1, owner flags 1 (fires under a list lock; list_guarded), state 4 (rules 6-8), "
      "klist links 16, ops 8, continuation 8, fused fire 8, the filter 1; "
      "13 bytes of padding"),
     ("knote_closure", "its kc (40) and knote<user_filter> (96) in one object"),
