@@ -351,28 +351,19 @@ ALSO = [
           "kqueue adds to the klist's fan-out)",
      "le", "BM_Activate_KqueueNoLock", "BM_Activate_KnoteFifo"),
 ] + [
-    ("D", f"fan-out, plain knote + separate kc (type-erased continuation) vs the raw intrusive list (K = {k})",
-     "le", f"BM_FanOut_Klist/{k}", f"BM_FanOut_RawList/{k}")
-    for k in (1, 8, 64)
-] + [
-    ("D", f"fan-out, thread-safe knote_closure (no_lock klist) vs the raw list with a spin_lock "
-          f"per node (K = {k})",
-     "le", f"BM_FanOut_KnoteClosureThreadSafe/{k}", f"BM_FanOut_RawListNodeLock/{k}")
-    for k in (1, 8, 64)
-] + [
-    ("D", f"locked fan-out, default knote policy (the list lock dropped around each handler) "
-          f"vs the raw list under the same lock (std::mutex, K = {k})",
-     "le", f"BM_FanOut_KnoteClosureMutex/{k}", f"BM_FanOut_RawListMutex/{k}")
-    for k in (1, 8, 64)
-] + [
-    ("D", f"locked fan-out, kcont::hold_lock over thread-safe knotes (a field lock each) vs the "
-          f"raw list under the same lock (std::mutex, K = {k})",
-     "le", f"BM_FanOut_KnoteClosureMutexHoldLock/{k}", f"BM_FanOut_RawListMutex/{k}")
-    for k in (1, 8, 64)
-] + [
-    ("D", f"locked fan-out, kcont::hold_lock, vs the raw list with a spin_lock per node under the "
-          f"same std::mutex (K = {k})",
-     "le", f"BM_FanOut_KnoteClosureMutexHoldLock/{k}", f"BM_FanOut_RawListMutexNodeLock/{k}")
+    ("D", f"{what} ({lock}K = {k})", "le", f"BM_FanOut_{case}/{k}", f"BM_FanOut_{base}/{k}")
+    for what, lock, case, base in (
+        ("fan-out, plain knote + separate kc (type-erased continuation) vs the raw intrusive list",
+         "", "Klist", "RawList"),
+        ("fan-out, thread-safe knote_closure (no_lock klist) vs the raw list with a spin_lock "
+         "per node", "", "KnoteClosureThreadSafe", "RawListNodeLock"),
+        ("locked fan-out, default knote policy (the list lock dropped around each handler) "
+         "vs the raw list under the same lock", "std::mutex, ", "KnoteClosureMutex", "RawListMutex"),
+        ("locked fan-out, kcont::hold_lock over thread-safe knotes (a field lock each) vs the "
+         "raw list under the same lock", "std::mutex, ", "KnoteClosureMutexHoldLock", "RawListMutex"),
+        ("locked fan-out, kcont::hold_lock, vs the raw list with a spin_lock per node under the "
+         "same std::mutex", "", "KnoteClosureMutexHoldLock", "RawListMutexNodeLock"),
+    )
     for k in (1, 8, 64)
 ] + [
     ("D", "fan-out to 8, klist (knote_closure) vs std::vector<std::function>",

@@ -267,6 +267,39 @@ TEST_CASE_TEMPLATE("klist.fanout_never_allocates", Pol,
   b.detach(d);
 }
 
+// N subscribers (Sub{&s, &runs, ident}, its knote in `kn`) attached to s;
+// two threads call `fire` until this one has detached (detach_one(i, kn))
+// and freed each, once the fan-outs are under way; the list ends empty and
+// consistent. TSan and ASan watch for races and freed memory.
+namespace {
+template <class Sub, class Lock, class Fire, class Detach>
+void fire_while_detaching(source<Lock>& s, std::atomic<long>& runs, int n, Fire fire,
+                          Detach detach_one) {
+  std::vector<std::unique_ptr<Sub>> subs;
+  for (int i = 0; i < n; ++i) {
+    subs.push_back(std::make_unique<Sub>(&s, &runs, static_cast<std::uintptr_t>(i)));
+    REQUIRE(subs.back()->kn.attach() == 0);
+  }
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> firers;
+  for (int f = 0; f < 2; ++f)
+    firers.emplace_back([&] {
+      while (!stop.load()) fire();
+    });
+  while (runs.load() < 4 * n) std::this_thread::yield();  // fan-outs are under way
+  for (int i = 0; i < n; ++i) {
+    auto& sp = subs[static_cast<std::size_t>(i)];
+    detach_one(i, sp->kn);
+    sp.reset();
+    std::this_thread::yield();
+  }
+  stop.store(true);
+  for (auto& th : firers) th.join();
+  CHECK(s.list.empty());
+  CHECK(kcont::detail::klist_checker<long, bsd_level, Lock>::valid(s.list));
+}
+}  // namespace
+
 TEST_CASE("klist.concurrent_fire_and_detach_under_a_mutex") {
   // Several threads fire while subscribers detach themselves or each other
   // and are destroyed; TSan and ASan watch for races and freed memory.
@@ -290,27 +323,8 @@ TEST_CASE("klist.concurrent_fire_and_detach_under_a_mutex") {
       kn.sfflags = 1;
     }
   };
-  std::vector<std::unique_ptr<sub>> subs;
-  for (int i = 0; i < N; ++i) {
-    subs.push_back(std::make_unique<sub>(&s, &runs, static_cast<std::uintptr_t>(i)));
-    REQUIRE(subs.back()->kn.attach() == 0);
-  }
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> firers;
-  for (int f = 0; f < 2; ++f)
-    firers.emplace_back([&] {
-      while (!stop.load()) (void)s.list.fire(t, 1, t.lowest);
-    });
-  while (runs.load() < 4 * N) std::this_thread::yield();  // fan-outs are under way
-  for (int i = 0; i < N; ++i) {
-    subs[static_cast<std::size_t>(i)]->kn.detach();
-    subs[static_cast<std::size_t>(i)].reset();
-    std::this_thread::yield();
-  }
-  stop.store(true);
-  for (auto& th : firers) th.join();
-  CHECK(s.list.empty());
-  CHECK(kcont::detail::klist_checker<long, bsd_level, std::mutex>::valid(s.list));
+  fire_while_detaching<sub>(s, runs, N, [&] { (void)s.list.fire(t, 1, t.lowest); },
+                            [](int, kcont::knote<F>& kn) { kn.detach(); });
 }
 
 TEST_CASE_TEMPLATE("klist.no_lock_fire_of_an_active_knote_honours_disable_and_enable", Pol,
@@ -893,29 +907,12 @@ TEST_CASE("klist.hold_lock_concurrent_fire_and_detach_under_a_mutex") {
       kn.sfflags = 1;
     }
   };
-  std::vector<std::unique_ptr<sub>> subs;
-  for (int i = 0; i < N; ++i) {
-    subs.push_back(std::make_unique<sub>(&s, &runs, static_cast<std::uintptr_t>(i)));
-    REQUIRE(subs.back()->kn.attach() == 0);
-  }
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> firers;
-  for (int f = 0; f < 2; ++f)
-    firers.emplace_back([&] {
-      while (!stop.load()) (void)s.list.fire(t, 1, t.lowest, kcont::hold_lock);
-    });
-  while (runs.load() < 4 * N) std::this_thread::yield();  // fan-outs are under way
-  for (int i = 0; i < N; ++i) {
-    auto& sp = subs[static_cast<std::size_t>(i)];
-    if (i % 2 == 0) sp->kn.disable();  // a state change from another thread
-    sp->kn.detach();
-    sp.reset();
-    std::this_thread::yield();
-  }
-  stop.store(true);
-  for (auto& th : firers) th.join();
-  CHECK(s.list.empty());
-  CHECK(kcont::detail::klist_checker<long, bsd_level, std::mutex>::valid(s.list));
+  fire_while_detaching<sub>(s, runs, N,
+                            [&] { (void)s.list.fire(t, 1, t.lowest, kcont::hold_lock); },
+                            [](int i, kcont::knote<F>& kn) {
+                              if (i % 2 == 0) kn.disable();  // a state change from another thread
+                              kn.detach();
+                            });
 }
 
 TEST_CASE("klist.hold_lock_continuation_that_touches_its_list_is_caught" *
