@@ -55,14 +55,14 @@ namespace kcont {
 // half), or it was enabled while active (rule 6, second half).
 enum class knote_cause : std::uint8_t { event, enable };
 
-// The knote policy of FreeBSD's knlist lock over kn_data / kn_sfflags: the
-// lock of the locked klist the knote is on guards its fields and filter (no
-// field lock); its state word stays thread-safe. The promise, while it is
-// linked: every access to its fields or filter (snapshot, filter_change,
-// filter_report, filter(), a continuation reading them) holds that lock (its
-// fan-out's filter event or hold_lock continuation, or klist::guard()).
-// Debug builds abort on a snapshot / filter_change / filter_report without
-// it, and on an insert into a klist<..., no_lock>. Not for timer sources.
+// FreeBSD's knlist lock over kn_data / kn_sfflags as a knote policy: the
+// locked klist's lock guards the knote's fields and filter (no field lock; the
+// state word stays thread-safe). While linked, every access to them (snapshot,
+// filter_change, filter_report, filter()) holds it: a fan-out's filter event,
+// a hold_lock continuation, or klist::guard(). A plain fire runs continuations
+// with the lock dropped, two fan-outs' at once (take guard(); the env is the
+// caller's to synchronize). Debug builds abort on a snapshot / change / report
+// without it and on an insert into a klist<..., no_lock>. Not for timers.
 struct list_guarded {};
 
 template <class Hint, level_set Level, lock_policy Lock>
