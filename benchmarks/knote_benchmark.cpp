@@ -49,19 +49,25 @@
 //                               call, the knote's fused fire function, with
 //                               the filter's event, the activation (rule 6)
 //                               and the handler inline (the target row)
-//   BM_FanOut_KnoteClosureThreadSafe  the same with thread-safe closures
-//                               (the filter under the knote's field lock)
+//   BM_FanOut_KnoteClosureDefault  the same with the default policy (no
+//                               policy written: kcont::list_guarded,
+//                               FreeBSD's knlist discipline: on a no_lock
+//                               klist the fields are the fanning thread's,
+//                               no field lock; the state word thread-safe)
+//   BM_FanOut_KnoteClosureThreadSafe  the same with kcont::spin_lock closures
+//                               (opt-in: the filter under the knote's field
+//                               lock, for fields read from any thread)
 //   BM_FanOut_Klist             the same list over K knote<filter, bsd_level,
 //                               no_lock>, each with a separate kc{fn,
 //                               request*, at<immediate>}: the fused fire
 //                               function calls the continuation through its
 //                               type-erased trampoline (comparison row)
-//   BM_FanOut_KlistThreadSafe   the same with thread-safe knotes
+//   BM_FanOut_KlistThreadSafe   the same with spin_lock knotes (field lock)
 //   BM_FanOut_RawListMutex      the floor under a lock: the raw list walked
 //                               under one hold of a std::mutex
 //   BM_FanOut_KnoteClosureMutex klist<long, bsd_level, std::mutex> over K
-//                               thread-safe knote_closures (the default
-//                               policy; comparison row): the
+//                               spin_lock knote_closures (a field lock
+//                               each; comparison row): the
 //                               list lock dropped around each handler, so
 //                               that a handler may detach any knote
 //   BM_FanOut_KnoteClosureMutexHoldLock  the same list and knotes fired
@@ -117,6 +123,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include "support.hpp"
@@ -715,11 +722,13 @@ BENCHMARK(BM_FanOut_KlistThreadSafe)->Apply(fan_args);
 
 // One subscriber as one object: the knote with its continuation (the same
 // handler, the same request*) embedded, so its type is known to the knote's
-// fused fire function. Pol: the knote's threading policy.
-template <class Pol>
+// fused fire function. Pol: the knote's threading policy; none: the default.
+template <class... Pol>
 using fan_closure =
     kcont::knote_closure<hint_filter, std::remove_const_t<decltype(fan_handler)>, request*,
-                         kcont::static_level<bsd_level::immediate>, Pol>;
+                         kcont::static_level<bsd_level::immediate>, Pol...>;
+// The target row measures the default as a user gets it: no policy written.
+static_assert(std::is_same_v<fan_closure<>::knote_type::lock_type, kcont::list_guarded>);
 
 // Loop: as round_klist; per knote one indirect call, the closure's fused
 // fire function, with the filter's event, rule 6's activation (a load and a
@@ -731,9 +740,9 @@ using fan_closure =
   (void)l.fire(t, hint, t.lowest);
 }
 
-template <class Pol>
+template <class... Pol>
 void fan_out_closure(benchmark::State& state) {
-  fan_out<fan_closure<Pol>>(state, &round_knote_closure,
+  fan_out<fan_closure<Pol...>>(state, &round_knote_closure,
                             [](auto& slot, fan_list& l, request* r) -> auto& {
                               return slot.emplace(hint_filter{&l}, fan_handler, r,
                                                   kcont::at<bsd_level::immediate>);
@@ -745,6 +754,14 @@ void BM_FanOut_KnoteClosure(benchmark::State& state) {
 }
 BENCHMARK(BM_FanOut_KnoteClosure)->Apply(fan_args);
 
+// The default policy (list_guarded): the filter's event with no field lock
+// (the no_lock list's one thread guards the fields), the activation a load
+// of the atomic state word (the knote stays active), the handler inline.
+void BM_FanOut_KnoteClosureDefault(benchmark::State& state) { fan_out_closure<>(state); }
+BENCHMARK(BM_FanOut_KnoteClosureDefault)->Apply(fan_args);
+
+// The opt-in per-knote field lock (kcont::spin_lock): one exchange and one
+// release store per subscriber around the filter's event.
 void BM_FanOut_KnoteClosureThreadSafe(benchmark::State& state) {
   fan_out_closure<kcont::spin_lock>(state);
 }
@@ -755,7 +772,7 @@ BENCHMARK(BM_FanOut_KnoteClosureThreadSafe)->Apply(fan_args);
 // The same fan-out when the list has a real lock (an event source fired
 // from several threads): the floor walks its raw list under one hold of a
 // std::mutex; kcont fires a klist<long, bsd_level, std::mutex> over
-// thread-safe knote_closures (the default policy: each continuation runs
+// spin_lock knote_closures (a field lock each; each continuation runs
 // with the list lock dropped, so that it may detach any knote, its knote
 // published as the fan-out cursor's current one, so that a detach on
 // another thread waits for it: the cursor table in kcont/detail/klist_fanout.hpp).

@@ -118,17 +118,23 @@ SCENARIOS = [
             (f"BM_FanOut_KnoteClosure/{k}", "kcont", f"BM_FanOut_RawList/{k}",
              "klist<long, bsd_level, no_lock>::fire over knote_closure<filter, fn, request*, "
              "at<immediate>, no_lock>: handler and data in the node, as the floor's"),
+            (f"BM_FanOut_KnoteClosureDefault/{k}", "kcont", f"BM_FanOut_RawList/{k}",
+             "the same with the default knote policy (no policy written: kcont::list_guarded, "
+             "FreeBSD's knlist discipline: the no_lock list's thread guards the fields, no "
+             "field lock; atomic state)"),
             (f"BM_FanOut_KnoteClosureThreadSafe/{k}", "kcont", f"BM_FanOut_RawList/{k}",
-             "the same with thread-safe knote_closures (field lock, atomic state)"),
+             "the same with kcont::spin_lock knote_closures (the opt-in per-knote field lock, "
+             "for fields read from any thread; atomic state)"),
             (f"BM_FanOut_Klist/{k}", "kcont", f"BM_FanOut_RawList/{k}",
              "the same list over knote<filter, bsd_level, no_lock> + a separate kc at immediate "
              "(continuation type-erased: its trampoline is a second indirect call)"),
             (f"BM_FanOut_KlistThreadSafe/{k}", "kcont", f"BM_FanOut_RawList/{k}",
-             "the same with thread-safe knotes (knote<filter>: field lock, atomic state)"),
+             "the same with kcont::spin_lock knotes (knote<filter, bsd_level, spin_lock>: field "
+             "lock, atomic state)"),
             (f"BM_FanOut_RawListMutex/{k}", "baseline", f"BM_FanOut_RawList/{k}",
              "the raw intrusive list walked under one hold of a std::mutex (the floor under a lock)"),
             (f"BM_FanOut_KnoteClosureMutex/{k}", "kcont", f"BM_FanOut_RawListMutex/{k}",
-             "klist<long, bsd_level, std::mutex>::fire over thread-safe knote_closures "
+             "klist<long, bsd_level, std::mutex>::fire over kcont::spin_lock knote_closures "
              "(the list lock dropped around each handler; a detach from another thread waits for it)"),
             (f"BM_FanOut_KnoteClosureMutexHoldLock/{k}", "kcont", f"BM_FanOut_RawListMutex/{k}",
              "the same list and knote_closures fired with the opt-in kcont::hold_lock (handlers "
@@ -295,9 +301,10 @@ TARGETS = [
      None)
     for k in (1, 8, 64)
 ] + [
-    ("D", f"the default knote policy's fan-out (thread-safe knote_closure, no_lock klist) "
+    ("D", f"the default knote policy's fan-out (knote_closure with no policy written: "
+          f"kcont::list_guarded, FreeBSD's knlist discipline; no_lock klist) "
           f"<= 1.5x the raw list (K = {k})",
-     "le", f"BM_FanOut_KnoteClosureThreadSafe/{k}", f"BM_FanOut_RawList/{k}", 1.5, None)
+     "le", f"BM_FanOut_KnoteClosureDefault/{k}", f"BM_FanOut_RawList/{k}", 1.5, None)
     for k in (1, 8, 64)
 ] + [
     ("F", "cross-thread throughput >= 4x mutex + condvar (1 producer)",
@@ -355,12 +362,20 @@ ALSO = [
     for what, lock, case, base in (
         ("fan-out, plain knote + separate kc (type-erased continuation) vs the raw intrusive list",
          "", "Klist", "RawList"),
-        ("fan-out, thread-safe knote_closure (no_lock klist) vs the raw list with a spin_lock "
-         "per node", "", "KnoteClosureThreadSafe", "RawListNodeLock"),
-        ("locked fan-out, default knote policy (the list lock dropped around each handler) "
-         "vs the raw list under the same lock", "std::mutex, ", "KnoteClosureMutex", "RawListMutex"),
-        ("locked fan-out, kcont::hold_lock over thread-safe knotes (a field lock each) vs the "
-         "raw list under the same lock", "std::mutex, ", "KnoteClosureMutexHoldLock", "RawListMutex"),
+        ("fan-out, kcont::spin_lock knote_closure (the opt-in per-knote field lock; no_lock "
+         "klist) vs the raw list with a spin_lock per node", "", "KnoteClosureThreadSafe",
+         "RawListNodeLock"),
+        ("fan-out, kcont::spin_lock knote_closure (the opt-in per-knote field lock) vs the "
+         "raw intrusive list", "", "KnoteClosureThreadSafe", "RawList"),
+        ("fan-out, the default knote policy (list_guarded) vs single-threaded knote_closures "
+         "(no_lock: what the atomic state word costs)", "", "KnoteClosureDefault",
+         "KnoteClosure"),
+        ("locked fan-out, kcont::spin_lock knote_closures (the list lock dropped around each "
+         "handler) vs the raw list under the same lock", "std::mutex, ", "KnoteClosureMutex",
+         "RawListMutex"),
+        ("locked fan-out, kcont::hold_lock over kcont::spin_lock knotes (a field lock each) vs "
+         "the raw list under the same lock", "std::mutex, ", "KnoteClosureMutexHoldLock",
+         "RawListMutex"),
         ("locked fan-out, kcont::hold_lock, vs the raw list with a spin_lock per node under the "
          "same std::mutex", "", "KnoteClosureMutexHoldLock", "RawListMutexNodeLock"),
     )

@@ -8,12 +8,17 @@
 
 #include <kcont/dispatcher.hpp>
 #include <kcont/immediate_target.hpp>
+#include <kcont/kfilters.hpp>
 #include <kcont/knote_closure.hpp>
+#include <kcont/timer_filter.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "support.hpp"
@@ -237,13 +242,14 @@ TEST_CASE("klist.list_guarded_fields_without_the_list_lock_are_caught" *
       "without its klist's lock"));
   CHECK(kcont_test::dies_with(
       [] {
-        static source<kcont::no_lock> s;
+        // The default policy (list_guarded) is checked the same way.
+        static source<std::mutex> s;
         static kcont::kc<count_fn, int, bsd_level> k{count_fn{}, 0, bsd_level::immediate};
-        static kcont::knote<bits_filter<kcont::no_lock>, bsd_level, kcont::list_guarded> a{
-            bits_filter<kcont::no_lock>{&s}, k, 1};
+        static kcont::knote<bits_filter<std::mutex>> a{bits_filter<std::mutex>{&s}, k, 1};
         (void)a.attach();
+        (void)a.snapshot();
       },
-      "klist<..., no_lock>"));
+      "without its klist's lock"));
   CHECK(kcont_test::dies_with(
       [] {
         // guard() from a hold_lock continuation: the lock is held.
@@ -258,4 +264,222 @@ TEST_CASE("klist.list_guarded_fields_without_the_list_lock_are_caught" *
         (void)s.list.fire(t, 1, t.lowest, kcont::hold_lock);
       },
       "its own hold_lock fan-out"));
+}
+
+// ------------------------------------------- the default policy: list_guarded
+// FreeBSD guards a knote's kn_data / kn_sfflags by its knlist's lock
+// (kl_lock: knote() runs each f_event with it held, sys/kern/kern_event.c),
+// with no lock of the knote's own; kcont's default knote policy is the same.
+
+namespace {
+// bits_filter that also records, in each event, whether the knote's field
+// lock was held around it (it tries to take it).
+template <class Lock>
+struct probe_filter : bits_filter<Lock> {
+  int events = 0;
+  int under_field_lock = 0;
+  bool event(kn_t& kn, long hint) {
+    ++events;
+    kcont::spin_lock& l = kcont::detail::knote_access::fields_lock(kn);
+    if (l.try_lock())
+      l.unlock();
+    else
+      ++under_field_lock;
+    return bits_filter<Lock>::event(kn, hint);
+  }
+};
+struct method_owner {
+  int n = 0;
+  void on(kn_t*, knote_cause) { ++n; }
+};
+}  // namespace
+
+TEST_CASE("knote.default_policy_is_freebsd_knlist_discipline") {
+  using F = bits_filter<std::mutex>;
+  using imm = kcont::static_level<bsd_level::immediate>;
+  CHECK(std::is_same_v<kcont::knote<F>::lock_type, kcont::list_guarded>);
+  CHECK(std::is_same_v<kcont::knote_closure<F, count_fn, int, imm>::knote_type::lock_type,
+                       kcont::list_guarded>);
+  CHECK(std::is_same_v<kcont::knote_method<&method_owner::on, F>::knote_type::lock_type,
+                       kcont::list_guarded>);
+  // Filters whose fields no klist lock of the user's guards name a field
+  // lock as their knotes' default (their knote_policy).
+  CHECK(std::is_same_v<kcont::knote<kcont::timer_filter<>>::lock_type, kcont::spin_lock>);
+  CHECK(std::is_same_v<kcont::knote<kcont::user_filter>::lock_type, kcont::spin_lock>);
+
+  // On a locked klist: each fan-out's filter event runs under the list lock
+  // and no field lock; guard() is how anyone else reaches the fields.
+  source<std::mutex> s;
+  using P = probe_filter<std::mutex>;
+  kcont::knote_closure<P, count_fn, int, imm> a{P{{&s}}, count_fn{}, 0,
+                                                kcont::at<bsd_level::immediate>, 1};
+  a.sfflags = 1;
+  REQUIRE(a.attach() == 0);
+  kcont::immediate_target<> t;
+  CHECK(s.list.fire(t, 1, t.lowest) == 1);
+  CHECK(s.list.fire(t, 1, t.lowest, kcont::hold_lock) == 1);
+  CHECK(a.env() == 2);
+  {
+    auto g = s.list.guard();
+    CHECK(a.filter().events == 2);
+    CHECK(a.filter().under_field_lock == 0);
+    CHECK(a.snapshot().data == 2);  // bits_filter counts its events
+    CHECK(a.snapshot().fflags == 1);
+  }
+  CHECK(a.detach());
+}
+
+namespace {
+struct read_data_fn {
+  void operator()(kn_t* kn, long& seen, knote_cause) const { seen = kn->snapshot().data; }
+};
+}  // namespace
+
+TEST_CASE("knote.default_knote_on_a_no_lock_klist_fans_out_with_no_field_lock") {
+  // On a klist<..., no_lock> the list's lock is its contract (one thread at
+  // a time fires and touches it): a default knote's fields are that
+  // thread's. No field lock around the filter, none to read them (its
+  // continuation's snapshot, the owner's), guard() a no-op lock.
+  source<kcont::no_lock> s;
+  using P = probe_filter<kcont::no_lock>;  // counts its events in data
+  kcont::knote_closure<P, read_data_fn, long, kcont::static_level<bsd_level::immediate>> a{
+      P{{&s}}, read_data_fn{}, 0, kcont::at<bsd_level::immediate>, 1};
+  kcont::kc<count_fn, int, bsd_level> k{count_fn{}, 0, bsd_level::immediate};
+  kcont::knote<P> b{P{{&s}}, k, 2};
+  a.sfflags = 1;
+  b.sfflags = 1;
+  REQUIRE(a.attach() == 0);  // the old default's debug builds aborted here
+  REQUIRE(b.attach() == 0);
+  kcont::immediate_target<> t;
+  for (int i = 0; i < 3; ++i) CHECK(s.list.fire(t, 1, t.lowest) == 2);
+  CHECK(a.env() == 3);  // its continuation read its data
+  CHECK(k.env() == 3);
+  CHECK(a.filter().events == 3);
+  CHECK(a.filter().under_field_lock == 0);
+  CHECK(b.filter().under_field_lock == 0);
+  CHECK(b.snapshot().data == 3);  // the list's thread: no guard needed
+  {
+    auto g = s.list.guard();  // nothing held: fire and erase may follow
+    CHECK(s.list.fire(t, 1, t.lowest) == 2);
+    CHECK(b.detach());
+  }
+  CHECK(s.list.fire(t, 1, t.lowest) == 1);  // one subscriber left
+  CHECK(a.env() == 5);
+  CHECK(kcont::detail::klist_checker<long, bsd_level, kcont::no_lock>::valid(s.list));
+  CHECK(a.detach());
+  CHECK(a.snapshot().data == 5);
+}
+
+namespace {
+template <class Lock>
+struct shared_env {
+  std::atomic<long>* runs;
+  source<Lock>* src;
+};
+// Counts its runs; on a locked klist also reads its knote's data under the
+// list's guard() (from whichever thread runs it).
+template <class Lock>
+struct shared_fn {
+  void operator()(kn_t* kn, shared_env<Lock>& e, knote_cause) const {
+    e.runs->fetch_add(1);
+    if constexpr (!std::is_same_v<Lock, kcont::no_lock>) {
+      auto g = e.src->list.guard();
+      (void)kn->snapshot();
+    }
+  }
+};
+}  // namespace
+
+TEST_CASE_TEMPLATE("knote.default_knote_state_changes_from_another_thread_stay_safe", Lock,
+                   std::mutex, kcont::spin_lock, kcont::no_lock) {
+  // The state word of a default knote stays thread-safe: while this thread
+  // fans out, another activates, disables and enables the knotes (on a
+  // locked klist it then detaches and frees them, fan-outs still running).
+  // ThreadSanitizer and ASan watch.
+  using F = bits_filter<Lock>;
+  using sub = kcont::knote_closure<F, shared_fn<Lock>, shared_env<Lock>,
+                                   kcont::static_level<bsd_level::immediate>>;
+  static_assert(std::is_same_v<typename sub::knote_type::lock_type, kcont::list_guarded>);
+  constexpr bool locked = !std::is_same_v<Lock, kcont::no_lock>;
+  constexpr int N = 8;
+  source<Lock> s;
+  std::atomic<long> runs{0};
+  std::vector<std::unique_ptr<sub>> subs;
+  for (int i = 0; i < N; ++i) {
+    subs.push_back(std::make_unique<sub>(F{&s}, shared_fn<Lock>{}, shared_env<Lock>{&runs, &s},
+                                         kcont::at<bsd_level::immediate>,
+                                         static_cast<std::uintptr_t>(i)));
+    subs.back()->sfflags = 1;
+    REQUIRE(subs.back()->attach() == 0);
+  }
+  kcont::immediate_target<> t;
+  std::atomic<bool> go{false};
+  std::atomic<bool> done{false};
+  std::atomic<int> detached{0};
+  std::thread other([&] {
+    kcont::immediate_target<> ot;
+    while (!go.load()) std::this_thread::yield();
+    for (int round = 0; round < 200; ++round) {
+      for (auto& p : subs) {
+        (void)p->activate(ot, ot.lowest);
+        p->disable();
+        (void)p->activate(ot, ot.lowest);  // marked active, not run
+        (void)p->enable(ot, ot.lowest);    // runs it (rule 6)
+      }
+    }
+    if constexpr (locked) {
+      for (auto& p : subs) {
+        if (p->detach()) detached.fetch_add(1);
+        p.reset();
+      }
+    }
+    done.store(true);
+  });
+  go.store(true);
+  long fired = 0;
+  while (!done.load()) fired += static_cast<long>(s.list.fire(t, 1, t.lowest));
+  other.join();
+  if constexpr (!locked) {
+    for (auto& p : subs)
+      if (p->detach()) detached.fetch_add(1);
+  }
+  CHECK(detached.load() == N);
+  CHECK(s.list.empty());
+  CHECK(kcont::detail::klist_checker<long, bsd_level, Lock>::valid(s.list));
+  CHECK(runs.load() == fired + 2L * 200 * N);  // every fire and two activations a round ran
+}
+
+TEST_CASE("knote.timer_default_stays_thread_safe") {
+  // A timer fires without a klist (the source's tick), so no list lock can
+  // guard its fields: its default is a field lock, and its data may be
+  // read from any thread while another ticks (ThreadSanitizer watches).
+  kcont::timer_source timers;
+  using tk = kcont::knote<kcont::timer_filter<>>;
+  static_assert(std::is_same_v<tk::lock_type, kcont::spin_lock>);
+  std::atomic<long> runs{0};
+  kcont::kc on{[](kcont::timer_source::knote_type*, std::atomic<long>*& n, knote_cause) {
+                 n->fetch_add(1);
+               },
+               &runs, bsd_level::immediate};
+  tk timer{kcont::timer_filter<>{timers, std::chrono::nanoseconds(1), kcont::timer_mode::periodic},
+           on};
+  REQUIRE(timer.attach() == 0);
+  std::atomic<bool> done{false};
+  std::atomic<bool> monotonic{true};
+  std::thread reader([&] {
+    std::int64_t last = 0;
+    while (!done.load()) {
+      const std::int64_t d = timer.snapshot().data;
+      if (d < last) monotonic.store(false);  // expirations only add up
+      last = d;
+    }
+  });
+  std::size_t fired = 0;
+  for (int i = 0; i < 2000; ++i) fired += timers.tick();
+  done.store(true);
+  reader.join();
+  CHECK(monotonic.load());
+  CHECK(timer.detach());
+  CHECK(runs.load() == static_cast<long>(fired));
+  CHECK(timer.snapshot().data >= static_cast<std::int64_t>(fired));
 }

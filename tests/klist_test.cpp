@@ -61,7 +61,7 @@ using rec_kc = kcont::kc<record_fn, recorder*, bsd_level>;
 }  // namespace
 
 TEST_CASE_TEMPLATE("klist.fire_runs_each_filter_and_activates_those_that_fire", Pol,
-                   kcont::spin_lock, kcont::no_lock) {
+                   kcont::list_guarded, kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   source<> s;
   recorder r;
@@ -93,8 +93,8 @@ TEST_CASE_TEMPLATE("klist.fire_runs_each_filter_and_activates_those_that_fire", 
   CHECK(s.list.empty());
 }
 
-TEST_CASE_TEMPLATE("klist.attach_twice_is_refused_and_fire_ends", Pol, kcont::spin_lock,
-                   kcont::no_lock) {
+TEST_CASE_TEMPLATE("klist.attach_twice_is_refused_and_fire_ends", Pol, kcont::list_guarded,
+                   kcont::spin_lock, kcont::no_lock) {
   // A second attach linked the knote after itself (its own successor), and
   // a release build's fire() then never ended. Refused: a contract violation
   // in a debug build; in release, attach returns EEXIST (the filter is not
@@ -160,7 +160,7 @@ using det_kc = kcont::kc<detacher_fn, detacher_env, bsd_level>;
 }  // namespace
 
 TEST_CASE_TEMPLATE("klist.a_subscriber_detaches_itself_during_the_fanout", Pol,
-                   kcont::spin_lock, kcont::no_lock) {
+                   kcont::list_guarded, kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   source<> s;
   recorder r;
@@ -187,7 +187,7 @@ TEST_CASE_TEMPLATE("klist.a_subscriber_detaches_itself_during_the_fanout", Pol,
 }
 
 TEST_CASE_TEMPLATE("klist.a_subscriber_detaches_the_next_one_during_the_fanout", Pol,
-                   kcont::spin_lock, kcont::no_lock) {
+                   kcont::list_guarded, kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   source<> s;
   recorder r;
@@ -211,7 +211,7 @@ TEST_CASE_TEMPLATE("klist.a_subscriber_detaches_the_next_one_during_the_fanout",
 }
 
 TEST_CASE_TEMPLATE("klist.nested_fire_from_a_continuation", Pol,
-                   kcont::spin_lock, kcont::no_lock) {
+                   kcont::list_guarded, kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   source<> s;
   recorder r;
@@ -239,7 +239,7 @@ TEST_CASE_TEMPLATE("klist.nested_fire_from_a_continuation", Pol,
 }
 
 TEST_CASE_TEMPLATE("klist.fanout_never_allocates", Pol,
-                   kcont::spin_lock, kcont::no_lock) {
+                   kcont::list_guarded, kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   source<> s;
   long sum = 0;
@@ -300,7 +300,8 @@ void fire_while_detaching(source<Lock>& s, std::atomic<long>& runs, int n, Fire 
 }
 }  // namespace
 
-TEST_CASE("klist.concurrent_fire_and_detach_under_a_mutex") {
+TEST_CASE_TEMPLATE("klist.concurrent_fire_and_detach_under_a_mutex", Pol,
+                   kcont::list_guarded, kcont::spin_lock) {
   // Several threads fire while subscribers detach themselves or each other
   // and are destroyed; TSan and ASan watch for races and freed memory.
   using S = source<std::mutex>;
@@ -314,7 +315,7 @@ TEST_CASE("klist.concurrent_fire_and_detach_under_a_mutex") {
     kcont::kc<void (*)(kn_t*, std::atomic<long>*&, knote_cause), std::atomic<long>*,
               bsd_level>
         k;
-    kcont::knote<F> kn;
+    kcont::knote<F, bsd_level, Pol> kn;
     sub(S* s, std::atomic<long>* r, std::uintptr_t id)
         : runs(r),
           k([](kn_t*, std::atomic<long>*& c, knote_cause) { c->fetch_add(1); }, r,
@@ -324,11 +325,11 @@ TEST_CASE("klist.concurrent_fire_and_detach_under_a_mutex") {
     }
   };
   fire_while_detaching<sub>(s, runs, N, [&] { (void)s.list.fire(t, 1, t.lowest); },
-                            [](int, kcont::knote<F>& kn) { kn.detach(); });
+                            [](int, kcont::knote<F, bsd_level, Pol>& kn) { kn.detach(); });
 }
 
 TEST_CASE_TEMPLATE("klist.no_lock_fire_of_an_active_knote_honours_disable_and_enable", Pol,
-                   kcont::spin_lock, kcont::no_lock) {
+                   kcont::list_guarded, kcont::spin_lock, kcont::no_lock) {
   // With no_lock the fan-out does not pin, and an active, enabled knote is
   // run without writing its state word: disable must still stop it.
   kcont::immediate_target<> t;
@@ -505,7 +506,11 @@ using fused_now_flavours = std::tuple<
     closure_sub<kcont::spin_lock, true, bsd_level::immediate>,
     closure_sub<kcont::no_lock, false, bsd_level::process>,
     method_sub<kcont::no_lock, true, bsd_level::immediate>,
-    method_sub<kcont::spin_lock, true, bsd_level::immediate>>;
+    method_sub<kcont::spin_lock, true, bsd_level::immediate>,
+    // list_guarded, the default: its no_lock klist's one thread guards it.
+    plain_sub<kcont::list_guarded, false, bsd_level::immediate>,
+    closure_sub<kcont::list_guarded, true, bsd_level::immediate>,
+    method_sub<kcont::list_guarded, true, bsd_level::immediate>>;
 
 // Levels a fan-out at softserial must defer (softnet), at run time and at
 // compile time.
@@ -517,7 +522,10 @@ using fused_deferred_flavours = std::tuple<
     closure_sub<kcont::no_lock, true, bsd_level::softnet>,
     closure_sub<kcont::spin_lock, true, bsd_level::softnet>,
     method_sub<kcont::no_lock, true, bsd_level::softnet>,
-    method_sub<kcont::spin_lock, false, bsd_level::softnet>>;
+    method_sub<kcont::spin_lock, false, bsd_level::softnet>,
+    plain_sub<kcont::list_guarded, true, bsd_level::softnet>,
+    closure_sub<kcont::list_guarded, false, bsd_level::softnet>,
+    method_sub<kcont::list_guarded, true, bsd_level::softnet>>;
 
 using checker = kcont::detail::klist_checker<long, bsd_level, kcont::no_lock>;
 
@@ -734,7 +742,8 @@ TEST_CASE_TEMPLATE("klist.hold_lock_fire_runs_each_filter_and_activates_those_th
   rec_kc k1{record_fn{}, &r, bsd_level::immediate};
   rec_kc k2{record_fn{}, &r, bsd_level::immediate};
   rec_kc k3{record_fn{}, &r, bsd_level::softnet};
-  using kn_type = kcont::knote<bits_filter<Lock>>;
+  // spin_lock: c's fields are read below, outside a fan-out, without guard().
+  using kn_type = kcont::knote<bits_filter<Lock>, bsd_level, kcont::spin_lock>;
   kn_type a{bits_filter<Lock>{&s}, k1, 1};
   kn_type b{bits_filter<Lock>{&s}, k2, 2};
   kn_type c{bits_filter<Lock>{&s}, k3, 3};
@@ -883,7 +892,8 @@ TEST_CASE("klist.hold_lock_detach_on_another_thread_waits_for_the_fanout") {
   b.detach();
 }
 
-TEST_CASE("klist.hold_lock_concurrent_fire_and_detach_under_a_mutex") {
+TEST_CASE_TEMPLATE("klist.hold_lock_concurrent_fire_and_detach_under_a_mutex", Pol,
+                   kcont::list_guarded, kcont::spin_lock) {
   // Several threads fire with hold_lock while the owner detaches and frees
   // the subscribers; TSan and ASan watch for races and freed memory.
   using S = source<std::mutex>;
@@ -896,11 +906,13 @@ TEST_CASE("klist.hold_lock_concurrent_fire_and_detach_under_a_mutex") {
                              std::atomic<long>*, bsd_level>;
   struct sub {
     count_kc k;
-    kcont::knote<F> kn;
+    kcont::knote<F, bsd_level, Pol> kn;
     sub(S* s, std::atomic<long>* r, std::uintptr_t id)
         : k([](kn_t* kn, std::atomic<long>*& c, knote_cause) {
               c->fetch_add(1);
-              (void)kn->snapshot();  // the field lock, under the list lock
+              // Under the list lock: list_guarded's guard; spin_lock's
+              // field lock taken inside it.
+              (void)kn->snapshot();
             },
             r, bsd_level::immediate),
           kn(F{s}, k, id) {
@@ -909,7 +921,7 @@ TEST_CASE("klist.hold_lock_concurrent_fire_and_detach_under_a_mutex") {
   };
   fire_while_detaching<sub>(s, runs, N,
                             [&] { (void)s.list.fire(t, 1, t.lowest, kcont::hold_lock); },
-                            [](int i, kcont::knote<F>& kn) {
+                            [](int i, kcont::knote<F, bsd_level, Pol>& kn) {
                               if (i % 2 == 0) kn.disable();  // a state change from another thread
                               kn.detach();
                             });

@@ -110,8 +110,8 @@ static_assert(std::is_base_of_v<kn_t, kcont::knote<count_filter, bsd_level, kcon
 static_assert(kcont::knote<count_filter, bsd_level, kcont::no_lock>::single_thread);
 static_assert(!kcont::knote<count_filter>::single_thread);
 
-TEST_CASE_TEMPLATE("knote.rule6_activation_runs_the_continuation_with_the_knote_as_obj", Pol, kcont::spin_lock,
-                   kcont::no_lock) {
+TEST_CASE_TEMPLATE("knote.rule6_activation_runs_the_continuation_with_the_knote_as_obj", Pol, kcont::list_guarded,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   std::vector<log_entry> log;
   kcont::kc k{log_fn{}, &log, bsd_level::immediate};
@@ -127,8 +127,8 @@ TEST_CASE_TEMPLATE("knote.rule6_activation_runs_the_continuation_with_the_knote_
   CHECK(kn.is_detached());
 }
 
-TEST_CASE_TEMPLATE("knote.rule6_disabled_activation_marks_active_and_enable_runs_it", Pol, kcont::spin_lock,
-                   kcont::no_lock) {
+TEST_CASE_TEMPLATE("knote.rule6_disabled_activation_marks_active_and_enable_runs_it", Pol, kcont::list_guarded,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   std::vector<log_entry> log;
   kcont::kc k{log_fn{}, &log, bsd_level::immediate};
@@ -149,8 +149,8 @@ TEST_CASE_TEMPLATE("knote.rule6_disabled_activation_marks_active_and_enable_runs
   kn.detach();
 }
 
-TEST_CASE_TEMPLATE("knote.continuation_runs_at_its_own_level", Pol, kcont::spin_lock,
-                   kcont::no_lock) {
+TEST_CASE_TEMPLATE("knote.continuation_runs_at_its_own_level", Pol, kcont::list_guarded,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   std::vector<log_entry> log;
   kcont::kc k{log_fn{}, &log, bsd_level::softnet};
@@ -167,8 +167,8 @@ TEST_CASE_TEMPLATE("knote.continuation_runs_at_its_own_level", Pol, kcont::spin_
   kn.detach(d);
 }
 
-TEST_CASE_TEMPLATE("knote.attach_error_leaves_it_unattached", Pol, kcont::spin_lock,
-                   kcont::no_lock) {
+TEST_CASE_TEMPLATE("knote.attach_error_leaves_it_unattached", Pol, kcont::list_guarded,
+                   kcont::spin_lock, kcont::no_lock) {
   std::vector<log_entry> log;
   kcont::kc k{log_fn{}, &log, bsd_level::immediate};
   kcont::knote<failing_filter, bsd_level, Pol> kn{failing_filter{}, k};
@@ -176,8 +176,8 @@ TEST_CASE_TEMPLATE("knote.attach_error_leaves_it_unattached", Pol, kcont::spin_l
   CHECK(!kn.is_attached());
 }
 
-TEST_CASE_TEMPLATE("knote.rule8_detach_cancels_a_deferred_continuation", Pol, kcont::spin_lock,
-                   kcont::no_lock) {
+TEST_CASE_TEMPLATE("knote.rule8_detach_cancels_a_deferred_continuation", Pol, kcont::list_guarded,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   std::vector<log_entry> log;
   int attached = 0;
@@ -224,8 +224,8 @@ void self_destroying<Pol>::fn::operator()(kn_t* kn, self_destroying*& self,
 }
 }  // namespace
 
-TEST_CASE_TEMPLATE("knote.rule8_a_continuation_may_detach_and_destroy_its_own_knote", Pol, kcont::spin_lock,
-                   kcont::no_lock) {
+TEST_CASE_TEMPLATE("knote.rule8_a_continuation_may_detach_and_destroy_its_own_knote", Pol, kcont::list_guarded,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   int ran = 0;
   auto* s = new self_destroying<Pol>{&ran};
@@ -244,8 +244,8 @@ struct handler {
 };
 }  // namespace
 
-TEST_CASE_TEMPLATE("knote.method_and_closure_bindings", Pol, kcont::spin_lock,
-                   kcont::no_lock) {
+TEST_CASE_TEMPLATE("knote.method_and_closure_bindings", Pol, kcont::list_guarded,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   handler h;
   kcont::knote_method<&handler::on_event, count_filter,
@@ -280,7 +280,7 @@ struct bell {
 }  // namespace
 
 TEST_CASE_TEMPLATE("knote.method_binds_a_member_function_without_arguments", Pol,
-                   kcont::spin_lock, kcont::no_lock) {
+                   kcont::list_guarded, kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   bell b;
   kcont::knote_method<&bell::ring, count_filter, kcont::static_level<bsd_level::immediate>, Pol>
@@ -515,8 +515,8 @@ TEST_CASE("knote.closure_accepts_a_generic_lambda") {
   c.detach();
 }
 
-TEST_CASE_TEMPLATE("knote.activation_never_allocates", Pol, kcont::spin_lock,
-                   kcont::no_lock) {
+TEST_CASE_TEMPLATE("knote.activation_never_allocates", Pol, kcont::list_guarded,
+                   kcont::spin_lock, kcont::no_lock) {
   kcont::manual_dispatcher<> d;
   long n = 0;
   kcont::kc k1{[](kn_t*, long& c, knote_cause) noexcept { ++c; }, 0L, bsd_level::immediate};

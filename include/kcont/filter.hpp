@@ -59,6 +59,20 @@ struct filter_hint<F> {
 template <class F>
 using filter_hint_t = typename filter_hint<F>::type;
 
+// The threading policy of a knote<F> that names none: F::knote_policy, or
+// Default when F does not say (kcont/knote.hpp: list_guarded).
+template <class F, class Default>
+struct filter_knote_policy {
+  using type = Default;
+};
+template <class F, class Default>
+  requires requires { typename F::knote_policy; }
+struct filter_knote_policy<F, Default> {
+  using type = typename F::knote_policy;
+};
+template <class F, class Default>
+using filter_knote_policy_t = typename filter_knote_policy<F, Default>::type;
+
 // The parts of the filter concept, one per member, so that a failed check
 // (knote's static_asserts) names the missing member.
 template <class F, class K>
@@ -125,9 +139,12 @@ template <class... F, class Id>
 //                               when ident cannot name a watched object
 //                               (EBADF: no such descriptor); a kqueue asks
 //                               it before every change (FreeBSD's fget).
-// Hint is F::hint_type when F names one, else long.
-// event/touch run under the knote's field lock (a spin lock; a no-op for a
-// single-threaded knote, which one thread drives): keep them
+// Hint is F::hint_type when F names one, else long. `using knote_policy =
+// kcont::spin_lock;` (optional) names the policy of a knote<F> that names
+// none, for a filter whose knotes no klist lock the user can take guards
+// (a timer fires without a klist); otherwise it is list_guarded.
+// event/touch run under the knote's field lock (spin_lock), its klist's lock
+// (list_guarded) or on its one thread (no_lock): keep them
 // short, never block, never activate, attach or detach knotes inside them.
 // attach/detach run without it (they take the source's klist lock); attach
 // may write the fields because nobody else sees the knote before it links it.

@@ -57,6 +57,8 @@ namespace kcont {
 struct user_filter {
   static constexpr filter_id id = filter_id::user;
   using hint_type = long;
+  // A plain knote's policy: a field lock (no klist: its owner triggers it).
+  using knote_policy = spin_lock;
 
   bool triggered = false;
 

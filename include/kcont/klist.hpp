@@ -65,12 +65,13 @@ inline constexpr hold_lock_t hold_lock{};
 // never touches a klist: kcont/detail/kqueue_entry.hpp, and for every
 // continuation of a fire with kcont::hold_lock); so a continuation may
 // fire, insert or erase on this same list (not under hold_lock). Knotes of
-// policy list_guarded (kcont/knote.hpp): their fields are guarded by this
-// list's lock, which guard() takes for their users.
-// With no_lock, link single-threaded knotes (knote<F, Level, no_lock>: no
-// field lock, no atomic read-modify-write) for the cheapest fan-out; the
-// list accepts thread-safe knotes too. A single-threaded knote must never be
-// linked on a list fired from several threads.
+// policy list_guarded (the default, kcont/knote.hpp): their fields are
+// guarded by this list's lock, which guard() takes for their users.
+// With no_lock, one thread at a time fires and touches the list, and so the
+// fields of its list_guarded knotes (guard() is a no-op); those and
+// single-threaded knotes (knote<F, Level, no_lock>) take no field lock, the
+// cheapest fan-out; spin_lock knotes are accepted too. A single-threaded
+// knote must never be linked on a list fired from several threads.
 template <class Hint = long, level_set Level = bsd_level, lock_policy Lock = no_lock>
 class klist {
   using access = detail::knote_access;
@@ -123,14 +124,12 @@ class klist {
   //   refuse as above). Complexity: O(1); no allocation.
   bool insert(knote_type& kn) {
     detail::held_fanout::expect_none(this);
-    KCONT_EXPECTS(!unlocked || !access::list_guarded(kn),
-                  "klist: a list_guarded knote inserted into a klist<..., no_lock> "
-                  "(its fields need the lock of a locked list)");
     std::lock_guard<Lock> g(lock_);
     const bool linked = access::linked(kn);
     KCONT_EXPECTS(!linked, "klist: insert of a knote already on a klist");
     if (linked) return false;
     access::linked(kn) = true;
+    if constexpr (unlocked) access::on_unlocked_list(kn, true);  // list_guarded: its thread's
     list_.push_back(kn);
     return true;
   }
@@ -219,8 +218,10 @@ class klist {
   // The list lock held (FreeBSD's KNL_LOCK), from guard() to its end.
   class guard_type {
    public:
+    // no_lock: nothing held, nothing recorded (its one thread is the lock).
     explicit guard_type(klist& l)
-        : g_((detail::held_fanout::expect_none(&l), l.lock_)), held_(&l, &klist::links) {}
+        : g_((detail::held_fanout::expect_none(&l), l.lock_)),
+          held_(unlocked ? nullptr : &l, &klist::links) {}
 
    private:
     std::lock_guard<Lock> g_;
@@ -230,7 +231,8 @@ class klist {
   // Effects: takes the list lock until the returned guard is destroyed: no
   //   fire, insert or erase runs meanwhile. The way to touch a list_guarded
   //   knote's fields or filter from outside its fan-out (snapshot,
-  //   filter_change, filter_report, filter(); kcont/knote.hpp).
+  //   filter_change, filter_report, filter(); kcont/knote.hpp). With
+  //   no_lock: nothing (the caller is the list's one thread).
   // Precondition: this thread does not hold it (a guard, or a hold_lock
   //   fan-out's continuation: debug builds abort; a deadlock otherwise).
   // Complexity: one lock. Thread-safety: any thread.
@@ -375,6 +377,7 @@ class klist {
       }
     }
     access::linked(kn) = false;
+    if constexpr (unlocked) access::on_unlocked_list(kn, false);
     return true;
   }
 

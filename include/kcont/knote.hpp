@@ -2,23 +2,21 @@
 // pluggable continuation.
 //
 // Defines `knote_base<Hint, Level>` (the type-erased subscription a klist
-// links), `knote<Filter, Level, Lock>` (a knote with its filter stored inline,
-// the continuation caller-owned; Lock = spin_lock, the default, makes it
-// thread-safe, Lock = no_lock single-threaded, for no_lock klists and
-// kqueues, Lock = list_guarded its fields guarded by its locked klist's
-// lock), `list_guarded` and `knote_cause`. The filter concept is kcont/filter.hpp;
-// knote_closure and knote_method (a knote that embeds its continuation) are
-// kcont/knote_closure.hpp; the state word, with the state table every
-// comment here refers to, is kcont/detail/knote_state.hpp.
+// links), `knote<Filter, Level, Lock>` (its filter inline, the continuation
+// caller-owned; Lock: list_guarded, the default, FreeBSD's knlist discipline,
+// the fields guarded by the klist's lock; spin_lock, a per-knote field lock;
+// no_lock, single-threaded), `list_guarded` and `knote_cause`. The filter
+// concept is kcont/filter.hpp; knote_closure and knote_method (a knote that
+// embeds its continuation) kcont/knote_closure.hpp; the state word, with the
+// state table every comment here refers to, kcont/detail/knote_state.hpp.
 //
 // This is the NetBSD patch's `kn_kcont`: activation (docs/design.md rule 6)
 // marks the knote active and, unless it is disabled, runs its continuation
 // through `kcont::run` with the knote as obj; enabling an active knote runs
-// it then. The continuation may enqueue the knote on a kqueue (which this
-// header never includes), defer work, wake a thread. Detaching (rule 8)
-// waits for activations in flight on other threads, lets a continuation
-// detach its own knote, and cancels a deferred run, leaving the
-// continuation clean for reuse.
+// it then. The continuation may enqueue the knote on a kqueue (never
+// included here), defer work, wake a thread. Detaching (rule 8) waits for
+// activations in flight on other threads, lets a continuation detach its
+// own knote, and cancels a deferred run, leaving the continuation clean.
 //
 // Compared with an observer list of std::function: nothing is allocated, and
 // a subscriber may unsubscribe itself (or another) from its callback.
@@ -55,14 +53,18 @@ namespace kcont {
 // half), or it was enabled while active (rule 6, second half).
 enum class knote_cause : std::uint8_t { event, enable };
 
-// FreeBSD's knlist lock over kn_data / kn_sfflags as a knote policy: the
-// locked klist's lock guards the knote's fields and filter (no field lock; the
-// state word stays thread-safe). While linked, every access to them (snapshot,
-// filter_change, filter_report, filter()) holds it: a fan-out's filter event,
-// a hold_lock continuation, or klist::guard(). A plain fire runs continuations
-// with the lock dropped, two fan-outs' at once (take guard(); the env is the
-// caller's to synchronize). Debug builds abort on a snapshot / change / report
-// without it and on an insert into a klist<..., no_lock>. Not for timers.
+// The default knote policy, FreeBSD's knlist discipline: kn_data/kn_sfflags
+// are guarded by the knlist's lock (kl_lock), not by a lock of the knote's;
+// the state word stays thread-safe. While linked, every access to the fields
+// and filter (snapshot, filter_change, filter_report, filter()) holds the
+// list's lock: on a locked klist, a fan-out's filter event, a hold_lock
+// continuation, or klist::guard() (a plain fire runs continuations with the
+// lock dropped, two fan-outs' at once: take guard(); the env is the caller's
+// to synchronize; debug builds abort on a snapshot / change / report without
+// it); on a klist<..., no_lock>, its one thread at a time (no field lock, no
+// read-modify-write once active; guard() is a no-op). Fields touched from
+// any thread without the list's lock: spin_lock. Filters no klist lock
+// guards (timers) name their default (knote_policy, kcont/filter.hpp).
 struct list_guarded {};
 
 template <class Hint, level_set Level, lock_policy Lock>
@@ -80,10 +82,11 @@ class klist;
 // Thread-safety: activate, enable, disable and detach may race each other
 // from any thread (the state table in kcont/detail/knote_state.hpp says
 // how; single-threaded knotes, knote<F, Level, no_lock>: all operations
-// from one thread at a time). A continuation deferred to a dispatcher level
-// is cancelled by detach(d); with a dispatcher that runs levels on its own threads
-// (thread_dispatcher), detach(d) also waits for a run a runner has already
-// popped. With a manual_dispatcher drained by another thread of yours, the
+// from one thread at a time); the fields as the policy says (list_guarded:
+// the klist's lock; spin_lock: any thread). A continuation deferred to a
+// dispatcher level is cancelled by detach(d); with a dispatcher that runs
+// levels on its own threads (thread_dispatcher), detach(d) also waits for
+// a run a runner has already popped. With a manual_dispatcher drained by another thread of yours, the
 // owner must synchronize with that drain before destroying the knote.
 template <class Hint = long, level_set Level = bsd_level>
 class knote_base : public detail::knote_core {
@@ -149,7 +152,8 @@ class knote_base : public detail::knote_core {
   // Effects: runs the filter's event with `hint` under the field lock.
   // Returns: whether the knote fires (the caller then activates it).
   // Thread-safety: any thread (the field lock serializes the filter); this
-  //   and the next two, list_guarded and linked: with its klist's lock held.
+  //   and the next two, list_guarded and linked: with its klist's lock held
+  //   (on a no_lock klist: on the list's one thread).
   bool filter_event(const Hint& hint) {
     field_guard g(*this);
     return ops_->event(*this, hint);
@@ -258,8 +262,7 @@ class knote_base : public detail::knote_core {
       : detail::knote_core(id, single, by_list), ops_(&ops), kc_(&k), fire_(fire) {}
   ~knote_base() = default;
 
-  // The fused fire function of a knote type that knows nothing more than
-  // knote_base does: the same steps as the unfused fan-out.
+  // The fused fire of a knote type that knows no more than knote_base: the unfused steps.
   static detail::fire_outcome fire_erased(knote_base& kn, hint_arg hint, Level current) {
     if (!kn.filter_event(hint) || !kn.template begin_activation<false>())
       return detail::fire_outcome::skipped;
@@ -288,9 +291,8 @@ class knote_base : public detail::knote_core {
   }
 
   // For a klist with no_lock (the state table's "→ active, no pin"): no
-  // activation frame. A continuation that detaches (and destroys) its own
-  // knote is still safe: nothing here touches the knote after run returns,
-  // and detach finds no pin of this activation to wait for.
+  // activation frame. A continuation may detach (and destroy) its own knote:
+  // nothing here touches it after run returns; detach finds no pin to wait for.
   template <class D>
   run_result run_unpinned(D& d, Level current, knote_cause cause) {
     return kcont::run(d, *kc_, this, cause, current);
@@ -317,15 +319,14 @@ class knote_base : public detail::knote_core {
 // A knote with its filter F stored inline and a caller-owned continuation.
 // F is the per-knote filter state (BSD's kn_hook / kn_ptr and friends).
 //
-// Lock is the threading policy: spin_lock (the default) makes the thread-safe
-// knote described at knote_base; no_lock makes a single-threaded knote, for a
-// klist<Hint, Level, no_lock> or a kqueue<..., no_lock> (whose knotes are
-// single-threaded): no field lock, no atomic read-modify-write (the state
-// table in kcont/detail/knote_state.hpp); list_guarded: see above. Filters
+// Lock: list_guarded (the default, or F::knote_policy: kcont/filter.hpp; see
+// above), spin_lock (a per-knote field lock: fields touched from any thread)
+// or no_lock (single-threaded, for a klist<Hint, Level, no_lock> or a
+// kqueue<..., no_lock>: no field lock, no atomic read-modify-write). Filters
 // and klists see the same knote_base<Hint, Level> for all three (a flag).
 //
 // Lifetime contract: as knote_base; the continuation must outlive the knote's
-// attachment. Thread-safety: as knote_base with spin_lock. With no_lock:
+// attachment. Thread-safety: as knote_base. With no_lock:
 // every operation on the knote (attach, fire of its klist, activate, enable,
 // disable, detach, snapshot, the kqueue's or caller's queue claim) from one
 // thread at a time, the same thread or threads synchronized by the owner
@@ -333,15 +334,17 @@ class knote_base : public detail::knote_core {
 // Usage:
 //   kcont::kc k{[](kcont::knote_base<long>* kn, int& n, kcont::knote_cause) { ++n; },
 //               0, kcont::at<kcont::bsd_level::immediate>};
-//   kcont::knote<my_filter> kn{my_filter{&source}, k};
+//   kcont::knote<my_filter> kn{my_filter{&source}, k};   // list_guarded
+//   { auto g = source.list.guard(); long d = kn.snapshot().data; }
+//   kcont::knote<my_filter, kcont::bsd_level, kcont::spin_lock> any{my_filter{&src}, k};
 //   kcont::knote<my_filter, kcont::bsd_level, kcont::no_lock> fast{my_filter{&src}, k};
-//   kcont::knote<my_filter, kcont::bsd_level, kcont::list_guarded> g{my_filter{&src}, k};
-template <class F, level_set Level = bsd_level, class Lock = spin_lock>
+template <class F, level_set Level = bsd_level,
+          class Lock = detail::filter_knote_policy_t<F, list_guarded>>
 class knote : public knote_base<detail::filter_hint_t<F>, Level> {
   static_assert(std::is_same_v<Lock, spin_lock> || std::is_same_v<Lock, no_lock> ||
                     std::is_same_v<Lock, list_guarded>,
-                "kcont::knote: the threading policy is spin_lock (thread-safe), "
-                "no_lock (single-threaded) or list_guarded (its klist's lock)");
+                "kcont::knote: the threading policy is list_guarded (its klist's "
+                "lock), spin_lock (a field lock) or no_lock (single-threaded)");
 
  public:
   using base_type = knote_base<detail::filter_hint_t<F>, Level>;
@@ -351,6 +354,9 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
   static constexpr bool single_thread = std::is_same_v<Lock, no_lock>;
   static constexpr bool field_lock = std::is_same_v<Lock, spin_lock>;
   static constexpr bool by_list = std::is_same_v<Lock, list_guarded>;
+  static_assert(!by_list || std::is_same_v<detail::filter_knote_policy_t<F, Lock>, Lock>,
+                "kcont::knote: list_guarded on a filter that names another knote_policy "
+                "(a timer's spin_lock): no klist lock you can take guards its fields");
   using typename base_type::continuation_type;
   using typename base_type::hint_type;
 
@@ -359,8 +365,7 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
                 "kcont::knote: the filter has no `int attach(knote_base<Hint, "
                 "Level>&)` (return 0 or an errno value)");
   static_assert(detail::filter_has_detach<F, base_type>,
-                "kcont::knote: the filter has no `void detach(knote_base<Hint, "
-                "Level>&)`");
+                "kcont::knote: the filter has no `void detach(knote_base<Hint, Level>&)`");
   static_assert(detail::filter_has_event<F, base_type>,
                 "kcont::knote: the filter has no `bool event(knote_base<Hint, "
                 "Level>&, Hint)`: it decides whether an event fires the knote");
@@ -368,15 +373,13 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
                 "kcont::knote: the hint type must be default-constructible "
                 "(Hint{} is the scan-time re-check)");
 
-  // Effects: stores the filter; the knote is idle (not attached). `id`
-  //   (stored in ident) is what the filter watches (its meaning is the
-  //   filter's).
+  // Effects: stores the filter; the knote is idle (not attached). `id` (in
+  //   ident) is what the filter watches (its meaning is the filter's).
   knote(F filter, continuation_type& k, std::uintptr_t id = 0)
       : base_type(ops, k, id, single_thread, &fire_plain, by_list),
         filter_(std::move(filter)) {}
 
-  // A continuation of another signature: rejected with the reason, rather
-  // than with "no matching constructor".
+  // A continuation of another signature: rejected with the reason.
   template <class K>
     requires(!std::is_convertible_v<K&, continuation_type&>)
   knote(F, K&, std::uintptr_t = 0) : base_type(ops, *static_cast<continuation_type*>(nullptr), 0) {
@@ -386,9 +389,8 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
                   "knote_cause), at a level of the knote's level set");
   }
 
-  // The filter (guarded by the field lock while attached: read it from
-  //   another thread only when detached or with the owner's lock, or the
-  //   klist's lock: list_guarded).
+  // The filter, guarded as the fields are (list_guarded: the klist's lock;
+  //   spin_lock: the field lock; or detached, or the owner's lock).
   [[nodiscard]] F& filter() noexcept { return filter_; }
 
  protected:
@@ -410,9 +412,7 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
   }
 
   static knote& self(base_type& b) noexcept { return static_cast<knote&>(b); }
-  static int do_attach(base_type& b) {
-    return static_cast<int>(self(b).filter_.attach(b));
-  }
+  static int do_attach(base_type& b) { return static_cast<int>(self(b).filter_.attach(b)); }
   static void do_detach(base_type& b) { self(b).filter_.detach(b); }
   static bool do_event(base_type& b, const hint_type& h) {
     return static_cast<bool>(self(b).filter_.event(b, h));

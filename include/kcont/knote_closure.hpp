@@ -7,11 +7,16 @@
 // WaitMethod). Prefer them to a knote<F> with a separate kc when the
 // subscription owns its handler: one object, and the fused fire path
 // (kcont/detail/fire.hpp) calls the handler directly, so a
-// klist<..., no_lock> fan-out costs one indirect call per subscriber.
+// klist<..., no_lock> fan-out costs one indirect call per subscriber. Lock
+// defaults as knote's: list_guarded (FreeBSD's knlist discipline: the
+// klist's lock guards the fields; on a no_lock klist, no field lock at all);
+// write kcont::spin_lock for fields read from any thread without it.
 //
 // Usage:
 //   kcont::knote_closure sub{my_filter{&src}, [](auto* kn, int& n, auto) {...},
 //                            0, kcont::at<kcont::bsd_level::immediate>};
+//   kcont::knote_closure<my_filter, handler, int, kcont::bsd_level, kcont::spin_lock>
+//       any{my_filter{&src}, handler{}, 0, kcont::bsd_level::softnet};  // field lock
 //   struct router {
 //     void on_link(kcont::knote_base<long>* kn, kcont::knote_cause);
 //     kcont::knote_method<&router::on_link, link_filter,
@@ -108,8 +113,8 @@ struct knote_method_fn {
 //
 // Lifetime contract: as knote_base. The function may destroy the whole
 // knote_closure after detaching it. Thread-safety: as knote<F, Level, Lock>
-// (Lock = no_lock: single-threaded; list_guarded: its klist's lock guards
-// the fields).
+// (list_guarded, the default: its klist's lock guards the fields; spin_lock:
+// a field lock; no_lock: single-threaded).
 // Its fused fire function calls Fn directly; at a compile-time immediate
 // level that call is not preceded by any test of the continuation's state,
 // as kcont::run's own overload for such a continuation: never put it on a
@@ -117,7 +122,8 @@ struct knote_method_fn {
 // Usage:
 //   kcont::knote_closure sub{my_filter{&src}, [](auto* kn, int& n, auto) {...},
 //                            0, kcont::at<kcont::bsd_level::immediate>};
-template <class F, class Fn, class Env, level_spec LevelSpec, class Lock = spin_lock>
+template <class F, class Fn, class Env, level_spec LevelSpec,
+          class Lock = detail::filter_knote_policy_t<F, list_guarded>>
 class knote_closure
     : private detail::closure_holder<
           kc<Fn, Env, LevelSpec, knote_base<detail::filter_hint_t<F>, level_set_of_t<LevelSpec>>*,
@@ -203,7 +209,7 @@ class knote_closure
 //   };
 template <auto M, class F,
           level_spec LevelSpec = typename detail::method_level_of<decltype(M)>::type,
-          class Lock = spin_lock>
+          class Lock = detail::filter_knote_policy_t<F, list_guarded>>
 class knote_method
     : public knote_closure<
           F,

@@ -81,6 +81,10 @@ class timer_filter {
   using hint_type = typename Source::time_point;
   using time_point = typename Source::time_point;
   using duration = typename Source::duration;
+  // A plain knote<timer_filter<>>'s policy: a field lock. A tick fires it
+  // without a klist, so no list lock could guard its fields: list_guarded
+  // is refused (kcont/knote.hpp).
+  using knote_policy = spin_lock;
 
   // Effects: a kqueue timer on `source` (the kqueue passes its context):
   //   attach arms it from the knote's sdata, sfflags and flags.

@@ -74,19 +74,14 @@
 // another thread pins it for that run (kcont/detail/klist_fanout.hpp).
 //
 // Mutual detach (contract checks only): kcont/detail/list_held.hpp's pin_wait.
-//
-// A single-threaded knote (knote<F, Level, no_lock>: single_threaded())
-// makes the same transitions with relaxed loads and plain stores and has no
-// field lock: every operation on it from one thread at a time.
-//
-// The fields (knote_fields) are not in the state word: a filter writes them
-// inside attach/event/touch, under the field lock (a spin lock); anyone
-// else reads them through snapshot(). A list_guarded knote has no field lock
-// either: its klist's lock guards the fields (FreeBSD's knlist lock), held
-// by every fan-out's filter event, taken by klist::guard() for anyone else
-// (one lock orders every field access); its state word is thread-safe.
-// Contract checks catch its fields touched, while it is linked, without a
-// lock this thread holds (kcont/detail/list_held.hpp's records).
+// The fields (knote_fields, outside the state word): written by a filter in
+// attach/event/touch, read by others through snapshot(), guarded as the
+// policy says. list_guarded (the default): by its klist's lock (FreeBSD's
+// knlist lock: every fan-out's filter event holds it, klist::guard() for
+// others; contract checks catch them touched while linked without it), on
+// a klist<..., no_lock> by its one thread. spin_lock: the field lock, any
+// thread. no_lock (single_threaded()): every operation from one thread at a
+// time, the same transitions with relaxed loads and plain stores.
 #pragma once
 
 #include <atomic>
@@ -137,8 +132,8 @@ inline thread_local activation_frame* activation_frames = nullptr;
 //
 // Lifetime contract: as knote_base (it is one).
 // Thread-safety: the state-word operations may be called from any thread
-// (for a single-threaded knote, from one thread at a time); the fields are
-// guarded by the field lock.
+// (for a single-threaded knote, from one thread at a time); the fields as
+// the policy says (above).
 // Usage:
 //   kcont::detail::knote_core& k = some_knote;
 //   if (k.is_active() && !k.is_disabled() && k.try_queue()) my_queue.link(k);
@@ -243,14 +238,15 @@ class knote_core : public knote_fields {
       state_.fetch_add(delta, std::memory_order_acq_rel);
   }
 
-  // The field lock, taken only by a thread-safe knote; a list_guarded one's
-  // caller holds its klist's lock (`held`: a fan-out's event), else checked.
+  // spin_lock: takes the field lock; list_guarded: the caller holds the
+  // klist's lock (`held`: a fan-out's event; else checked, unless no_lock's).
   struct field_guard {
     const knote_core& k;
     explicit field_guard(const knote_core& kn, [[maybe_unused]] bool held = false) noexcept
         : k(kn) {
       if (k.owner_ & by_list_bit)
-        KCONT_EXPECTS(held || !k.linked_ || held_fanout::holds_knote(&k),
+        KCONT_EXPECTS(held || !k.linked_ || (k.owner_ & unlocked_list_bit) ||
+                          held_fanout::holds_knote(&k),
                       "knote: a list_guarded knote's fields touched without its "
                       "klist's lock (take klist::guard() first)");
       else if (!k.single_)
@@ -378,9 +374,9 @@ class knote_core : public knote_fields {
   // On a klist (guarded by the klist's lock): insert refuses a second link.
   bool linked_ = false;
   // under_lock_bit: its fused fire may run under a locked klist's lock (a
-  // kqueue's knotes, set before attach): the state table's "→ active, no
-  // pin". by_list_bit: list_guarded, its klist's lock guards the fields.
-  static constexpr std::uint8_t under_lock_bit = 1, by_list_bit = 2;
+  // kqueue's, set before attach: "→ active, no pin"); by_list_bit:
+  // list_guarded; unlocked_list_bit: that, linked on a klist<..., no_lock>.
+  static constexpr std::uint8_t under_lock_bit = 1, by_list_bit = 2, unlocked_list_bit = 4;
   std::uint8_t owner_ = 0;
   // The state word (the state table above): every knote.
   std::atomic<std::uint32_t> state_{0};
@@ -422,8 +418,13 @@ struct knote_access {
   // Whether a locked klist runs the knote's fused fire under its lock.
   static bool fires_under_lock(const knote_core& k) noexcept { return k.owner_ & k.under_lock_bit; }
   static void set_fires_under_lock(knote_core& k) noexcept { k.owner_ |= k.under_lock_bit; }
-  // A list_guarded knote: its klist's lock guards the fields.
+  // list_guarded (and `on` a klist<..., no_lock>: its insert and erase).
   static bool list_guarded(const knote_core& k) noexcept { return k.owner_ & k.by_list_bit; }
+  static void on_unlocked_list(knote_core& k, bool on) noexcept {
+    if (list_guarded(k))
+      k.owner_ = static_cast<std::uint8_t>(on ? k.owner_ | k.unlocked_list_bit
+                                              : k.owner_ & ~k.unlocked_list_bit);
+  }
 };
 
 }  // namespace kcont::detail

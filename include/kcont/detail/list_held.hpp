@@ -4,11 +4,14 @@
 // Defines `detail::held_fanout`: a record, on the stack of a klist member
 // that holds the list lock across calls into user code (a hold_lock
 // fan-out, klist::guard()), linked on this thread's list only with
-// contract checks (it costs nothing otherwise). Two checks read it: a klist
-// member that would take a lock this thread already holds (a deadlock:
-// `expect_none`), and a list_guarded knote whose fields are touched
-// without its list's lock (`holds_knote`: kcont/detail/knote_state.hpp's
-// field_guard). And `detail::pin_wait`, the mutual-detach check's record.
+// contract checks (it costs nothing otherwise) and a real lock (a
+// klist<..., no_lock>'s guard() holds nothing: its list is null). Two checks
+// read it: a klist member that would take a lock this thread already holds
+// (a deadlock: `expect_none`), and a list_guarded knote whose fields are
+// touched without its locked list's lock (`holds_knote`:
+// kcont/detail/knote_state.hpp's field_guard; a knote on a no_lock list is
+// its one thread's, not checked). And `detail::pin_wait`, the mutual-detach
+// check's record.
 // Only kcont's own headers use them; users never name them.
 //
 // Mutual detach (contract checks only): a thread that waits for a knote's
@@ -42,7 +45,7 @@ inline pin_wait* pin_waits = nullptr;
 struct held_fanout {
   // Whether the list `list` links the knote `kn` (called with its lock held).
   using contains_fn = bool (*)(const void* list, const void* kn) noexcept;
-  const void* list;
+  const void* list;  // null: nothing held (not linked)
   contains_fn contains;
   held_fanout* prev = nullptr;
   held_fanout(const void* l, contains_fn c) noexcept;
@@ -59,12 +62,14 @@ struct held_fanout {
 inline thread_local held_fanout* held_fanouts = nullptr;
 inline held_fanout::held_fanout(const void* l, contains_fn c) noexcept : list(l), contains(c) {
   if constexpr (contract_checks) {
+    if (list == nullptr) return;
     prev = held_fanouts;
     held_fanouts = this;
   }
 }
 inline held_fanout::~held_fanout() {
-  if constexpr (contract_checks) held_fanouts = prev;
+  if constexpr (contract_checks)
+    if (list != nullptr) held_fanouts = prev;
 }
 inline void held_fanout::expect_none([[maybe_unused]] const void* list) noexcept {
   if constexpr (contract_checks) {

@@ -78,6 +78,7 @@
 #endif
 
 #include "kcont/filter.hpp"
+#include "kcont/kcqueue.hpp"
 #include "kcont/kevent.hpp"
 #include "kcont/posix/fd_source.hpp"
 
@@ -165,6 +166,9 @@ class fd_filter_base {
  public:
   using context_type = Source;
   using hint_type = typename Source::hint_type;
+  // A plain knote<read_filter<>>'s policy: a field lock (the descriptor's
+  // klist is the source's: no guard() reaches it to read data outside event).
+  using knote_policy = spin_lock;
 
   explicit fd_filter_base(Source& source) noexcept : source_(&source) {}
 

@@ -394,6 +394,8 @@ class signal_filter {
   static constexpr filter_id id = filter_id::signal;
   using context_type = Source;
   using hint_type = typename Source::hint_type;
+  // A plain knote's policy: a field lock (the signal's klist is the source's).
+  using knote_policy = spin_lock;
 
   // Effects: a filter on `source` (a kqueue passes its context).
   explicit signal_filter(Source& source) noexcept : source_(&source) {}
@@ -410,9 +412,7 @@ class signal_filter {
   }
   // detach: filt_sigdetach.
   template <class K>
-  void detach(K& kn) {
-    source_->detach(kn, static_cast<int>(kn.ident));
-  }
+  void detach(K& kn) { source_->detach(kn, static_cast<int>(kn.ident)); }
   // event: filt_signal (see above); data saturates instead of overflowing.
   template <class K>
   static bool event(K& kn, hint_type deliveries) {
