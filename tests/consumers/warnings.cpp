@@ -89,7 +89,8 @@ struct handler {
 };
 
 // A klist fan-out over several subscribers of every knote kind, with the
-// list's lock policy `Lock` and the knotes' `KnLock` (no_lock or spin_lock).
+// list's lock policy `Lock` and the knotes' `KnLock` (no_lock, spin_lock or
+// list_guarded, the default).
 template <class Lock, class KnLock>
 void fan_out() {
   kcont::manual_dispatcher<> d;
@@ -406,6 +407,8 @@ int main() {
   fan_out<kcont::no_lock, kcont::no_lock>();
   fan_out<kcont::spin_lock, kcont::spin_lock>();
   fan_out<std::mutex, kcont::spin_lock>();
+  fan_out<kcont::no_lock, kcont::list_guarded>();
+  fan_out<std::mutex, kcont::list_guarded>();
   kqueue_with<kcont::no_lock>();
   kqueue_with<kcont::spin_lock>();
   kqueue_with<std::mutex>();
