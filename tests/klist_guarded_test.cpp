@@ -399,7 +399,7 @@ TEST_CASE_TEMPLATE("knote.default_knote_state_changes_from_another_thread_stay_s
   using F = bits_filter<Lock>;
   using sub = kcont::knote_closure<F, shared_fn<Lock>, shared_env<Lock>,
                                    kcont::static_level<bsd_level::immediate>>;
-  static_assert(std::is_same_v<typename sub::knote_type::lock_type, kcont::list_guarded>);
+  CHECK(std::is_same_v<typename sub::knote_type::lock_type, kcont::list_guarded>);
   constexpr bool locked = !std::is_same_v<Lock, kcont::no_lock>;
   constexpr int N = 8;
   source<Lock> s;
@@ -455,7 +455,7 @@ TEST_CASE("knote.timer_default_stays_thread_safe") {
   // read from any thread while another ticks (ThreadSanitizer watches).
   kcont::timer_source timers;
   using tk = kcont::knote<kcont::timer_filter<>>;
-  static_assert(std::is_same_v<tk::lock_type, kcont::spin_lock>);
+  CHECK(std::is_same_v<tk::lock_type, kcont::spin_lock>);
   std::atomic<long> runs{0};
   kcont::kc on{[](kcont::timer_source::knote_type*, std::atomic<long>*& n, knote_cause) {
                  n->fetch_add(1);
