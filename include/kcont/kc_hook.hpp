@@ -121,6 +121,16 @@ enum class kc_op : std::uint8_t {
 // hand-over counts as popped: cancel no longer finds it, cancel_sync waits
 // for that run too (or, called from inside the run, withdraws it).
 //
+// Why a claim stays a read-modify-write even under a queue's lock: the lock
+// orders the writers that hold it (pushes onto that queue, its pops and
+// cancels), but not the others that may claim the same idle continuation at
+// the same moment: a push onto another queue (another lock, an mpsc_queue,
+// another dispatcher). A plain load and store there would let both claims
+// win, and the one link would put the continuation on two queues
+// (dispatcher.rule9_a_locked_defer_racing_a_push_elsewhere_claims_once).
+// Arbitrating them with plain stores would need a store-load fence on both
+// sides, which costs what the read-modify-write costs.
+//
 // The type-erased part every queue links. Not constructible on its own;
 // derive through kc_base (or kc). Queues touch it only through
 // detail::hook_access.

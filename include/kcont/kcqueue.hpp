@@ -156,13 +156,13 @@ struct no_batch {};
 // Nobody waits for a continuation to run: `held` lasts a pop's few
 // instructions or a cancel's walk, never a call of user code, so a cancel
 // from inside a continuation, or from a thread holding a lock that a running
-// continuation needs, returns at once. Why a CAS per pop and not a walk of
-// the chain with plain loads: a pop and a cancel racing for the same node
-// must agree on one winner, and a cancel that wins hands the node back to
-// an owner who may free it at once, so the popper must learn of the loss
-// without touching the node: only a read-modify-write of a word both read
-// (the head) gives that. A pop with the head held waits for that holder's
-// few instructions (a spin, then yields, as spin_lock).
+// continuation needs, returns at once. Why a CAS per pop: a pop and a
+// cancel racing for one node must agree on one winner, and a cancel that
+// wins hands the node to an owner who may free it at once, so the popper
+// must learn of its loss without touching the node: a read-modify-write of
+// a word both read (the head), or Dekker's plain stores with a store-load
+// fence on both sides, which costs the popper as much. A pop with the head
+// held waits for that holder's few instructions (a spin, then yields).
 template <class T = kc_hook, lock_policy Lock = no_lock>
 class kcqueue {
   static_assert(std::derived_from<T, kc_hook>,
