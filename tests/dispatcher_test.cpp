@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <kcont/kcqueue.hpp>
 #include <kcont/run.hpp>
 
 #include <atomic>
@@ -85,6 +86,29 @@ TEST_CASE("dispatcher.budget_leaves_the_rest_queued") {
   CHECK(d.drain(bsd_level::softnet, kcont::drain_budget::items(2)) == 2);
   CHECK(d.has_work(bsd_level::softnet));
   CHECK(d.drain(bsd_level::softnet, kcont::drain_budget::items(2)) == 1);
+  CHECK_FALSE(d.has_work(bsd_level::softnet));
+}
+
+// A no_lock drain leaves the link of a node it runs as it was (the pop in
+// kcont/dispatcher.hpp, detail::kcqueue_drain): here a's still points at b.
+// Whatever queue takes a next must link it afresh.
+TEST_CASE("dispatcher.a_drained_continuation_is_linked_afresh_by_its_next_push") {
+  kcont::manual_dispatcher<> d;
+  std::vector<int> log;
+  log_kc a{log_fn{}, &log, bsd_level::softnet};
+  log_kc b{log_fn{}, &log, bsd_level::softnet};
+  REQUIRE(kcont::defer(d, a, 0, 1) == run_result::deferred);
+  REQUIRE(kcont::defer(d, b, 0, 2) == run_result::deferred);
+  REQUIRE(d.drain(bsd_level::softnet, kcont::drain_budget::items(1)) == 1);
+  using base_t = kcont::kc_base<int, int, bsd_level>;
+  kcont::kcqueue<base_t> q;  // an object's list
+  REQUIRE(q.push(a) == kcont::push_result::first);
+  CHECK(q.size_slow() == 1);
+  CHECK(kcont::detail::kcqueue_checker<base_t, kcont::no_lock>::valid(q));
+  CHECK(q.pop() == &a);
+  REQUIRE(kcont::defer(d, a, 0, 3) == run_result::deferred);
+  CHECK(d.drain(bsd_level::softnet) == 2);  // b, then a: nothing lost, nothing twice
+  CHECK(log == std::vector<int>{1, 2, 3});
   CHECK_FALSE(d.has_work(bsd_level::softnet));
 }
 

@@ -33,6 +33,20 @@
 
 namespace kcont {
 
+namespace detail {
+// The pop of a no_lock level queue's drain, which resumes each node at once:
+// pop_claimed without its reset of the node's link, a store per item that
+// nothing needs (the link is not read before the node is linked again, and
+// every push stores it; a user's pop and resume() do read it, so they keep
+// pop_claimed). The node stays claimed (the state table in kc_hook.hpp).
+struct kcqueue_drain {
+  template <class T>
+  static T* pop_to_run(kcqueue<T, no_lock>& q) noexcept {
+    return static_cast<T*>(q.list_.pop_front_unreset());
+  }
+};
+}  // namespace detail
+
 // The default schedule policy: nothing to wake (the caller polls has_work).
 struct no_schedule {
   template <level_set L>
@@ -184,7 +198,11 @@ class manual_dispatcher {
       if constexpr (Timed)
         if (std::chrono::steady_clock::now() >= budget.deadline) break;
       if (above < levels && higher_work(above)) break;
-      kc_hook* h = q.pop_claimed([](kc_hook&) noexcept {});
+      kc_hook* h;
+      if constexpr (concurrent)
+        h = q.pop_claimed([](kc_hook&) noexcept {});
+      else
+        h = detail::kcqueue_drain::pop_to_run(q);  // resumed right below
       if (h == nullptr) break;
       ++n;
       detail::hook_access::op(*h, how);

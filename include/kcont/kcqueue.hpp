@@ -90,7 +90,7 @@ enum class push_result : std::uint8_t {
 namespace detail {
 template <class T, lock_policy Lock>
 struct kcqueue_checker;
-
+struct kcqueue_drain;  // a no_lock drain's pop (kcont/dispatcher.hpp)
 // True when the push succeeded.
 [[nodiscard]] constexpr bool pushed(push_result r) noexcept {
   return r != push_result::already_queued;
@@ -270,10 +270,9 @@ class kcqueue {
         }
       }
     } else {
-      kc_hook* n = list_.pop_front();
-      if (n == nullptr) return nullptr;
-      under_lock(*static_cast<T*>(n));
-      return static_cast<T*>(n);
+      T* n = static_cast<T*>(list_.pop_front());
+      if (n != nullptr) under_lock(*n);
+      return n;
     }
   }
 
@@ -349,6 +348,7 @@ class kcqueue {
  private:
   template <class, lock_policy>
   friend struct detail::kcqueue_checker;
+  friend struct detail::kcqueue_drain;
 
   bool batch_empty() const noexcept {
     if constexpr (concurrent)

@@ -125,6 +125,23 @@ class basic_intrusive_queue {
     return n;
   }
 
+  // Effects: unlinks the front node as pop_front does, but leaves the
+  //   node's own link as it was (stale): for a caller that hands the node at
+  //   once to code that never reads that link before the node is linked
+  //   again (every push stores it), i.e. a drain that runs it. Singly linked
+  //   queues only (a successor's back link would need clearing anyway).
+  // Returns: the node, or nullptr when empty. Complexity: O(1).
+  T* pop_front_unreset() noexcept
+    requires(!doubly_linked)
+  {
+    T* n = head_;
+    if (n == nullptr) return nullptr;
+    T* after = next(*n);
+    if (after == nullptr) tail_ = nullptr;
+    head_ = after;  // stored last, as in pop_front
+    return n;
+  }
+
   // Effects: moves every node of `other` to the back of this queue, in
   //   order; `other` is left empty. Precondition: &other != this. O(1).
   void append(basic_intrusive_queue& other) noexcept { append(std::move(other)); }
