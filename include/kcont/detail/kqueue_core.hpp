@@ -295,8 +295,9 @@ class kqueue_core : public kqueue_pending<Udata> {
   // push onto a non-empty list finds no scanner that needs waking; a
   // notify per activation would be a system call per event.
   void push_pending(entry& e) noexcept {
-    const bool was_empty = pending_count_ == 0;
-    pending_.push_back(e);
+    // Empty exactly when it has no tail: the test push_back makes anyway,
+    // so the count is only incremented, never read, on this path.
+    const bool was_empty = pending_.push_back(e);
     ++pending_count_;
     if (was_empty && (waiters_ != 0 || pollable_)) [[unlikely]] wake_scanners();
   }

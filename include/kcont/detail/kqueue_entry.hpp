@@ -240,6 +240,21 @@ struct kqueue_node final : kqueue_entry<Udata> {
         (void)this->clear_active();
       }
     }
+    // The scan step's first look at the state word, kept for its last
+    // write (mark_inactive(seen)): nothing between them writes it, so one
+    // load serves both (a compiler never merges two atomic loads).
+    std::uint32_t scan_state() const noexcept {
+      return knote_access::state(const_cast<knote_type&>(*this)).load(std::memory_order_relaxed);
+    }
+    [[nodiscard]] bool disabled_in(std::uint32_t seen) const noexcept {
+      return (seen & this->disabled_bit) != 0;
+    }
+    void mark_inactive(std::uint32_t seen) noexcept {
+      if constexpr (single)
+        knote_access::state(*this).store(seen & ~this->active_bit, std::memory_order_relaxed);
+      else
+        mark_inactive();
+    }
   };
 
   // `kept`: the change's flags as the knote keeps them (the actions off).
@@ -282,7 +297,7 @@ struct kqueue_node final : kqueue_entry<Udata> {
     kqueue_node& n = *k.env();
     Owner& q = *n.owner;
     // Dropping: its detach may be writing the state word, without lock_.
-    if (n.dropping) return fire_outcome::skipped;
+    if (n.dropping) [[unlikely]] return fire_outcome::skipped;
     if (!static_cast<bool>(k.filter().event(b, h))) {
       // Its source is gone (fd_source::forget): knote_fdclose drops it.
       if constexpr (filter_has_defunct<Fi>)
@@ -324,15 +339,19 @@ struct kqueue_node final : kqueue_entry<Udata> {
   static scan_kind scan_step(entry& e, basic_kevent<Udata>& out) {
     knote_type& kn = self(e).kn;
     base_type& b = kn;
-    if (kn.is_disabled()) [[unlikely]]
+    // Single-threaded under the kqueue's lock: only the steps below write
+    // it (a filter's event does not: kcont/filter.hpp), so it is read once.
+    const std::uint32_t seen = kn.scan_state();
+    if (kn.disabled_in(seen)) [[unlikely]]
       return scan_kind::disabled;
     const ev flags = e.flags;
     if (has(flags, ev::oneshot)) [[unlikely]] {
       out = {e.ident, e.filter, flags | kqueue_eof_of(kn.flags), kn.fflags, kn.data, e.udata};
       return scan_kind::oneshot;
     }
-    if (!static_cast<bool>(kn.filter().event(b, typename knote_type::hint_type{}))) {
-      kn.mark_inactive();
+    // Rare: a knote is pending because its condition held a moment ago.
+    if (!static_cast<bool>(kn.filter().event(b, typename knote_type::hint_type{}))) [[unlikely]] {
+      kn.mark_inactive(seen);
       return scan_kind::dropped;
     }
     const bool clear = has(flags, ev::clear);
@@ -350,8 +369,14 @@ struct kqueue_node final : kqueue_entry<Udata> {
       }
     }
     if (!clear && !has(flags, ev::dispatch)) return scan_kind::level;
-    if (has(flags, ev::dispatch)) kn.disable();
-    kn.mark_inactive();
+    if (has(flags, ev::dispatch)) [[unlikely]] {
+      kn.disable();
+      kn.mark_inactive();
+    } else if constexpr (filter_has_touch<Fi, base_type>) {
+      kn.mark_inactive();  // a touch is the filter's own code: read it again
+    } else {
+      kn.mark_inactive(seen);
+    }
     return scan_kind::cleared;
   }
   static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
