@@ -94,7 +94,8 @@ class knote_base : public detail::knote_core {
   // A knote's fused fire function (kcont/detail/fire.hpp), one per concrete
   //   knote type, stored in the knote.
   using hint_arg = detail::fire_hint_arg<Hint>;
-  using fire_fn = detail::fire_outcome (*)(knote_base&, hint_arg, Level current);
+  using fire_fn = detail::fire_outcome (*)(knote_base&, hint_arg, Level current,
+                                           detail::fire_batch* batch);
 
   // The continuation activation runs.
   [[nodiscard]] continuation_type& continuation() const noexcept { return *kc_; }
@@ -260,7 +261,8 @@ class knote_base : public detail::knote_core {
 
   // The fused fire function of a knote type that knows nothing more than
   // knote_base does: the same steps as the unfused fan-out.
-  static detail::fire_outcome fire_erased(knote_base& kn, hint_arg hint, Level current) {
+  static detail::fire_outcome fire_erased(knote_base& kn, hint_arg hint, Level current,
+                                          detail::fire_batch*) {
     if (!kn.filter_event(hint) || !kn.template begin_activation<false>())
       return detail::fire_outcome::skipped;
     return detail::fire_run(*kn.kc_, kn, knote_cause::event, current);
@@ -283,8 +285,9 @@ class knote_base : public detail::knote_core {
 
   // One event of a klist<..., no_lock> fan-out, through the fused fire
   // function. After `ran` the knote may be gone.
-  detail::fire_outcome fire_unpinned(hint_arg hint, Level current) {
-    return fire_(*this, hint, current);
+  detail::fire_outcome fire_unpinned(hint_arg hint, Level current,
+                                     detail::fire_batch* batch = nullptr) {
+    return fire_(*this, hint, current, batch);
   }
 
   // For a klist with no_lock (the state table's "→ active, no pin"): no
@@ -403,7 +406,8 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
   // The fused fire of a knote with a type-erased continuation: filter and
   // activation inline, the continuation through its trampoline.
   static detail::fire_outcome fire_plain(base_type& b, typename base_type::hint_arg h,
-                                         typename base_type::level_type current) {
+                                         typename base_type::level_type current,
+                                         detail::fire_batch*) {
     if (!detail::fire_event_and_activate<single_thread, field_lock>(self(b).filter_, b, h))
       return detail::fire_outcome::skipped;
     return detail::fire_run(b.continuation(), b, knote_cause::event, current);

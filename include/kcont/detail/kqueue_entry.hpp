@@ -271,21 +271,59 @@ struct kqueue_node final : kqueue_entry<Udata> {
   // activation (queued once: rule 7). After it returns nothing touches the
   // knote; a detach waits for it through the klist's lock (or, no_lock, it
   // runs on the fan-out's own thread).
-  static fire_outcome fire_kq(base_type& b, typename base_type::hint_arg h, Level) {
+  static fire_outcome fire_kq(base_type& b, typename base_type::hint_arg h, Level,
+                              fire_batch* batch) {
     auto& lock = q_lock(b);
     if constexpr (std::is_same_v<decltype(q_lock(b)), spin_lock&>) {
       // Contended: out of line, so that this path saves no registers.
-      if (!lock.try_lock()) [[unlikely]] return fire_contended(b, h);
+      if (!lock.try_lock()) [[unlikely]] return fire_contended(b, h, batch);
     } else {
       lock.lock();
     }
-    std::lock_guard g(lock, std::adopt_lock);
-    return fire_held(b, h);
+    return fire_owned(b, h, batch);
   }
   [[gnu::cold, gnu::noinline]] static fire_outcome fire_contended(
-      base_type& b, typename base_type::hint_arg h) {
-    std::lock_guard g(q_lock(b));
+      base_type& b, typename base_type::hint_arg h, fire_batch* batch) {
+    q_lock(b).lock();
+    return fire_owned(b, h, batch);
+  }
+  // fire_kq's work once it holds the kqueue's lock, which this releases.
+  [[gnu::always_inline]] static fire_outcome fire_owned(base_type& b,
+                                                        typename base_type::hint_arg h,
+                                                        fire_batch* batch) {
+    if (batch != nullptr && batch->next != nullptr) return fire_batched(b, h, *batch);
+    std::lock_guard g(q_lock(b), std::adopt_lock);
     return fire_held(b, h);
+  }
+  // The batch (kcont/detail/fire.hpp): b, then the knotes after b on its
+  // klist that are of this node type and, with a real lock, of b's kqueue,
+  // each one's fire_held under the lock fire_kq took (released here).
+  // Nothing unlinks them meanwhile: no continuation runs here (bury unlinks
+  // from the kqueue only), and the klist's lock is held or its one thread
+  // is here. So a source watched by many knotes of one kqueue costs one
+  // call and one lock hold per fan-out, not per knote. Out of line: a knote
+  // fired alone (a timer's, a locked list's only one) saves no registers
+  // for its loop.
+  [[gnu::noinline]] static fire_outcome fire_batched(base_type& b,
+                                                     typename base_type::hint_arg h,
+                                                     fire_batch& batch) {
+    std::lock_guard g(q_lock(b), std::adopt_lock);
+    const fire_outcome r = fire_held(b, h);
+    [[maybe_unused]] Owner* const q = static_cast<knote_type&>(b).env()->owner;
+    std::size_t fired = 0;
+    knote_core* next = batch.next;
+    while (next != nullptr) {
+      auto& kb = static_cast<base_type&>(*next);
+      if (!knote_fire_access::fires_with(kb, &fire_kq)) break;
+      if constexpr (!std::is_same_v<std::remove_reference_t<decltype(q_lock(b))>, no_lock>) {
+        if (static_cast<knote_type&>(kb).env()->owner != q) break;  // another lock
+      }  // no_lock: no lock held, a batch may mix kqueues of one type
+      next = knote_access::next(*next);
+      fired += fire_held(kb, h) != fire_outcome::skipped ? 1 : 0;
+    }
+    batch.next = next;
+    batch.fired += fired;
+    return r;
   }
   static auto& q_lock(base_type& b) noexcept {
     return static_cast<knote_type&>(b).env()->owner->lock_;
