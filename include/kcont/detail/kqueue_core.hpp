@@ -295,8 +295,7 @@ class kqueue_core : public kqueue_pending<Udata> {
   // push onto a non-empty list finds no scanner that needs waking; a
   // notify per activation would be a system call per event.
   void push_pending(entry& e) noexcept {
-    // Empty exactly when it has no tail: the test push_back makes anyway,
-    // so the count is only incremented, never read, on this path.
+    // Empty exactly when it had no tail (push_back's own test): no load of the count.
     const bool was_empty = pending_.push_back(e);
     ++pending_count_;
     if (was_empty && (waiters_ != 0 || pollable_)) [[unlikely]] wake_scanners();
@@ -378,11 +377,8 @@ class kqueue_core : public kqueue_pending<Udata> {
         q.pending_count_ -= gone;
       }
     } r{*this, std::move(pending_)};
-    // The next event to write, a pointer rather than an index (no scaling
-    // of the index per event, one register less in the loop).
-    kevent_type* out = events.data();
-    kevent_type* const end = out + events.size();
-    while (out != end) {
+    kevent_type* out = events.data();  // the next event: a pointer, no index to scale
+    for (kevent_type* const end = out + events.size(); out != end;) {
       entry* front = r.taken.pop_front();
       if (front == nullptr) break;
       entry& e = *front;

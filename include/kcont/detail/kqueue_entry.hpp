@@ -185,8 +185,8 @@ scan_kind scan_step_of(kqueue_entry<Udata>& e, basic_kevent<Udata>& out) {
 // kqueue's lock, but for its attach, before it is linked on a source, and
 // its detach, after the kqueue marked it dropping under its lock (from
 // then on fire_kq leaves it alone); nothing outside the kqueue reaches the
-// knote. So a fan-out takes one lock per activation (the kqueue's, for the
-// event, the activation and the queueing at once), with no atomic
+// knote. So a fan-out takes the kqueue's lock once per batch of its knotes
+// (fire_batched: the event, the activation and the queueing), with no atomic
 // read-modify-write of the knote, and a locked klist calls the fused fire
 // under its own lock (the lock order is klist, then kqueue: the kqueue
 // attaches a filter without its lock, kqueue::add_as), unpinned (the state
@@ -300,10 +300,8 @@ struct kqueue_node final : kqueue_entry<Udata> {
   // each one's fire_held under the lock fire_kq took (released here).
   // Nothing unlinks them meanwhile: no continuation runs here (bury unlinks
   // from the kqueue only), and the klist's lock is held or its one thread
-  // is here. So a source watched by many knotes of one kqueue costs one
-  // call and one lock hold per fan-out, not per knote. Out of line: a knote
-  // fired alone (a timer's, a locked list's only one) saves no registers
-  // for its loop.
+  // is here. Out of line: a knote fired alone (a timer's, a locked list's
+  // only one) saves no registers for its loop.
   [[gnu::noinline]] static fire_outcome fire_batched(base_type& b,
                                                      typename base_type::hint_arg h,
                                                      fire_batch& batch) {
