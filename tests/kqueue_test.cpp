@@ -1,5 +1,7 @@
 // kqueue: the regression suite, one case per flag and per interaction
 // (kqueue(2), and FreeBSD kern_event.c where the manual is silent).
+#include <kcont/event_source.hpp>
+#include <kcont/knote_closure.hpp>
 #include <kcont/kqueue.hpp>
 
 #include <doctest/doctest.h>
@@ -12,6 +14,7 @@
 #include <mutex>
 #include <new>
 #include <thread>
+#include <type_traits>
 
 #include "kq_support.hpp"
 #include "support.hpp"
@@ -949,4 +952,90 @@ TEST_CASE_TEMPLATE("kqueue.freebsd_keepudata_keeps_udata_and_is_einval_with_add"
   auto e = f.scan();
   REQUIRE(e.size() == 1);
   CHECK(e[0].udata == 2);
+}
+
+// A fan-out fires a run of one kqueue's knotes in one call (a batch:
+// kcont/detail/fire.hpp, fire_batch; kqueue_node::fire_batched). The batch
+// must stop at a knote of another kind (a plain subscriber) and, under a
+// lock, at a knote of another kqueue (another lock), and must count what it
+// fired in post's return: each knote still fires once per post, in list
+// order, a disabled one counted by its filter but not activated, and a
+// batch that starts in the middle of the list (after a plain knote) too.
+namespace {
+template <class Src>
+struct plain_filter {
+  Src* src;
+  int attach(kcont::knote_base<long>& kn) {
+    src->list().insert(kn);
+    return 0;
+  }
+  void detach(kcont::knote_base<long>& kn) { (void)src->list().erase(kn); }
+  bool event(kcont::knote_base<long>&, long) { return true; }
+};
+struct plain_count {
+  void operator()(kcont::knote_base<long>*, int*& calls, kcont::knote_cause) const { ++*calls; }
+};
+}  // namespace
+
+TEST_CASE_TEMPLATE("kqueue.fanout_batch_fires_each_knote_once_and_counts_it", Pol, std::mutex,
+                   kcont::no_lock) {
+  constexpr kcont::filter_id rx_id{7};
+  using source = kcont::basic_event_source<kcont::bsd_level, Pol>;
+  using filter = kcont::counting_filter<rx_id, source>;
+  using queue = kcont::kqueue<kcont::filters<filter>, std::uintptr_t, Pol>;
+  using knote_lock = std::conditional_t<std::is_same_v<Pol, kcont::no_lock>, kcont::no_lock,
+                                        kcont::spin_lock>;
+  using plain = kcont::knote_closure<plain_filter<source>, plain_count, int*,
+                                     kcont::static_level<kcont::bsd_level::immediate>, knote_lock>;
+  source rx;
+  queue a{rx};
+  queue b{rx};
+  int calls = 0;
+  plain first{plain_filter<source>{&rx}, plain_count{}, &calls,
+              kcont::at<kcont::bsd_level::immediate>};
+  plain middle{plain_filter<source>{&rx}, plain_count{}, &calls,
+               kcont::at<kcont::bsd_level::immediate>};
+  // The list: plain, a:1, a:2, b:1, a:3, plain, a:4, a:5 (disabled), b:2.
+  REQUIRE(first.attach() == 0);
+  REQUIRE(a.change(kev{1, rx_id, ev::add | ev::clear}) == 0);
+  REQUIRE(a.change(kev{2, rx_id, ev::add | ev::clear}) == 0);
+  REQUIRE(b.change(kev{1, rx_id, ev::add | ev::clear}) == 0);
+  REQUIRE(a.change(kev{3, rx_id, ev::add | ev::clear}) == 0);
+  REQUIRE(middle.attach() == 0);
+  REQUIRE(a.change(kev{4, rx_id, ev::add | ev::clear}) == 0);
+  REQUIRE(a.change(kev{5, rx_id, ev::add | ev::clear | ev::disable}) == 0);
+  REQUIRE(b.change(kev{2, rx_id, ev::add | ev::clear}) == 0);
+  CHECK(rx.list().size_slow() == 9);
+  CHECK(rx.post(1) == 8);  // a:5 is disabled: counted by its filter only
+  CHECK(rx.post(1) == 8);  // pending knotes coalesce, still activated
+  CHECK(calls == 4);
+  CHECK(a.pending() == 4);
+  CHECK(b.pending() == 2);
+  kev out[8];
+  REQUIRE(a.scan(out) == 4);
+  for (std::uintptr_t i = 0; i < 4; ++i) {
+    CHECK(out[i].ident == i + 1);
+    CHECK(out[i].data == 2);
+  }
+  REQUIRE(b.scan(out) == 2);
+  CHECK(out[0].ident == 1);
+  CHECK(out[0].data == 2);
+  CHECK(out[1].ident == 2);
+  CHECK(out[1].data == 2);
+  REQUIRE(a.change(kev{5, rx_id, ev::enable}) == 0);  // active: reported with both counts
+  REQUIRE(a.scan(out) == 1);
+  CHECK(out[0].ident == 5);
+  CHECK(out[0].data == 2);
+  // A knote deleted between posts leaves the batch; the others still fire.
+  REQUIRE(a.change(kev{2, rx_id, ev::delete_}) == 0);
+  CHECK(rx.post(1) == 8);
+  REQUIRE(a.scan(out) == 4);
+  CHECK(out[0].ident == 1);
+  CHECK(out[1].ident == 3);
+  CHECK(out[2].ident == 4);
+  CHECK(out[3].ident == 5);
+  REQUIRE(b.scan(out) == 2);
+  CHECK(calls == 6);
+  CHECK(first.detach());
+  CHECK(middle.detach());
 }

@@ -88,12 +88,14 @@ struct counting_filter {
   }
   template <class K>
   static bool event(K& kn, long hint) {
-    if (hint == 0) return kn.data != 0;
     const auto bits = static_cast<std::uint32_t>(hint);
     const std::uint32_t wanted = kn.sfflags != 0 ? kn.sfflags : ~std::uint32_t{0};
-    if ((bits & wanted) == 0) return false;
+    const std::uint32_t seen = bits & wanted;
+    // The re-check (hint 0) shares no bit with anything: tested only here,
+    // off the path of a post that counts.
+    if (seen == 0) return hint == 0 && kn.data != 0;
     kn.data += 1;
-    kn.fflags |= bits & wanted;
+    kn.fflags |= seen;
     return true;
   }
 

@@ -287,7 +287,7 @@ class klist {
         c.next = access::next(*core);
         auto& kn = static_cast<knote_type&>(*core);
         if constexpr (unlocked) {
-          if (fire_one(d, h, current, g, kn)) ++n;
+          if (fire_one(d, h, current, g, kn, &c)) ++n;
         } else {
           const locked_step r = detail::fire_locked(d, hint, current, g, c, kn);
           if (r == locked_step::last) {
@@ -299,6 +299,7 @@ class klist {
         }
         next = c.next;
       }
+      n += c.fired;  // the knotes fused fires fired in batches
     }  // the cursor leaves the list, under the lock
     if constexpr (!unlocked) {
       // The last knote's continuation runs after the cursor left the list,
@@ -316,17 +317,19 @@ class klist {
   // activated.
   template <class D>
   static bool fire_one(D& d, detail::fire_hint_arg<Hint> hint, Level current, fire_guard& g,
-                       knote_type& kn) {
+                       knote_type& kn, detail::fire_batch* batch = nullptr) {
     // No lock: every detach erases from this list, so none runs on another
     // thread during this fan-out; nothing to pin (knote.hpp,
     // begin_activation<false>), no lock to drop around the call. The knote's
     // fused fire function does filter, activation and, when it may run at
     // once, the continuation; only a continuation to defer (or queued, or
     // carrying a deferral) needs `d`: that one is run here through
-    // kcont::run, as before. (A locked list: fire_locked.)
+    // kcont::run, as before. (A locked list: fire_locked.) With `batch`
+    // (the fan-out's cursor) it may fire the knotes after kn as well
+    // (kcont/detail/fire.hpp: fire_batch).
     static_assert(unlocked);
     (void)g;
-    const detail::fire_outcome r = kn.fire_unpinned(hint, current);
+    const detail::fire_outcome r = kn.fire_unpinned(hint, current, batch);
     if (r == detail::fire_outcome::needs_run) [[unlikely]]
       detail::run_later(d, current, kn);
     return r != detail::fire_outcome::skipped;

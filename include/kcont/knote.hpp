@@ -95,9 +95,9 @@ class knote_base : public detail::knote_core {
   using level_type = Level;
   using continuation_type = kc_base<knote_base*, knote_cause, Level>;
   // A knote's fused fire function (kcont/detail/fire.hpp), one per concrete
-  //   knote type, stored in the knote.
+  //   knote type, stored in the knote; its batch: detail::fire_batch.
   using hint_arg = detail::fire_hint_arg<Hint>;
-  using fire_fn = detail::fire_outcome (*)(knote_base&, hint_arg, Level current);
+  using fire_fn = detail::fire_outcome (*)(knote_base&, hint_arg, Level, detail::fire_batch*);
 
   // The continuation activation runs.
   [[nodiscard]] continuation_type& continuation() const noexcept { return *kc_; }
@@ -263,10 +263,10 @@ class knote_base : public detail::knote_core {
   ~knote_base() = default;
 
   // The fused fire of a knote type that knows no more than knote_base: the unfused steps.
-  static detail::fire_outcome fire_erased(knote_base& kn, hint_arg hint, Level current) {
-    if (!kn.filter_event(hint) || !kn.template begin_activation<false>())
+  static detail::fire_outcome fire_erased(knote_base& kn, hint_arg h, Level c, detail::fire_batch*) {
+    if (!kn.filter_event(h) || !kn.template begin_activation<false>())
       return detail::fire_outcome::skipped;
-    return detail::fire_run(*kn.kc_, kn, knote_cause::event, current);
+    return detail::fire_run(*kn.kc_, kn, knote_cause::event, c);
   }
 
  private:
@@ -286,8 +286,8 @@ class knote_base : public detail::knote_core {
 
   // One event of a klist<..., no_lock> fan-out, through the fused fire
   // function. After `ran` the knote may be gone.
-  detail::fire_outcome fire_unpinned(hint_arg hint, Level current) {
-    return fire_(*this, hint, current);
+  detail::fire_outcome fire_unpinned(hint_arg h, Level current, detail::fire_batch* b = nullptr) {
+    return fire_(*this, h, current, b);
   }
 
   // For a klist with no_lock (the state table's "→ active, no pin"): no
@@ -405,7 +405,7 @@ class knote : public knote_base<detail::filter_hint_t<F>, Level> {
   // The fused fire of a knote with a type-erased continuation: filter and
   // activation inline, the continuation through its trampoline.
   static detail::fire_outcome fire_plain(base_type& b, typename base_type::hint_arg h,
-                                         typename base_type::level_type current) {
+                                         Level current, detail::fire_batch*) {
     if (!detail::fire_event_and_activate<single_thread, field_lock>(self(b).filter_, b, h))
       return detail::fire_outcome::skipped;
     return detail::fire_run(b.continuation(), b, knote_cause::event, current);

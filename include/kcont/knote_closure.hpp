@@ -177,7 +177,8 @@ class knote_closure
   // The fused fire with the continuation's type known: its function is
   // called directly (no trampoline; at a compile-time level no level test).
   static detail::fire_outcome fire_closure(base_type& b, typename base_type::hint_arg h,
-                                           typename base_type::level_type current) {
+                                           typename base_type::level_type current,
+                                           detail::fire_batch*) {
     auto& self = static_cast<knote_closure&>(b);
     if (!detail::fire_event_and_activate<knote_type::single_thread, knote_type::field_lock>(
             self.filter(), b, h))

@@ -50,11 +50,12 @@
 
 namespace kcont::detail {
 
-// A fan-out's position: the next knote to visit (erase moves it on), and
+// A fan-out's position: the next knote to visit (erase moves it on, and so
+// does a fused fire that fires a batch: it is the fan-out's fire_batch), and
 // with a real lock the knote whose continuation it runs with the lock
 // dropped, and its thread (the cursor table above).
-struct klist_cursor {
-  knote_core* next;
+struct klist_cursor : fire_batch {
+  klist_cursor(knote_core* n, klist_cursor* o) noexcept : fire_batch{n}, outer(o) {}
   klist_cursor* outer;
   knote_core* current = nullptr;
   const void* owner = nullptr;
@@ -97,8 +98,8 @@ locked_step fire_locked(D& d, const typename Kn::hint_type& hint,
     // A knote whose fused fire may run under this lock (a kqueue's): as
     // with no_lock, unpinned: a detach erases it from this list under
     // the lock, so after this step (the state table's "→ active, no
-    // pin").
-    const fire_outcome r = knote_fire_access::fire_unpinned(kn, hint, current);
+    // pin"). It may fire a batch of the knotes after it (c.next moves on).
+    const fire_outcome r = knote_fire_access::fire_unpinned(kn, hint, current, &c);
     if (r == fire_outcome::needs_run) [[unlikely]]
       run_later(d, current, kn);
     return r != fire_outcome::skipped ? locked_step::fired : locked_step::skipped;

@@ -295,8 +295,8 @@ class kqueue_core : public kqueue_pending<Udata> {
   // push onto a non-empty list finds no scanner that needs waking; a
   // notify per activation would be a system call per event.
   void push_pending(entry& e) noexcept {
-    const bool was_empty = pending_count_ == 0;
-    pending_.push_back(e);
+    // Empty exactly when it had no tail (push_back's own test): no load of the count.
+    const bool was_empty = pending_.push_back(e);
     ++pending_count_;
     if (was_empty && (waiters_ != 0 || pollable_)) [[unlikely]] wake_scanners();
   }
@@ -377,26 +377,26 @@ class kqueue_core : public kqueue_pending<Udata> {
         q.pending_count_ -= gone;
       }
     } r{*this, std::move(pending_)};
-    std::size_t n = 0;
-    while (n < events.size()) {
+    kevent_type* out = events.data();  // the next event: a pointer, no index to scale
+    for (kevent_type* const end = out + events.size(); out != end;) {
       entry* front = r.taken.pop_front();
       if (front == nullptr) break;
       entry& e = *front;
       unqueue(e);
-      switch (step(e, events[n])) {
+      switch (step(e, *out)) {
         case scan_kind::level:
           // Re-queued without waking anyone: the scanner that found it returns.
-          ++n;
+          ++out;
           set_queued(e);
           pending_.push_back(e);
           continue;
         case scan_kind::cleared:
-          ++n;
+          ++out;
           break;
         case scan_kind::dropped:
           break;
         case scan_kind::oneshot:  // deleted after its report
-          ++n;
+          ++out;
           unlink_locked(e);
           drops.push_front(e);
           break;
@@ -413,7 +413,7 @@ class kqueue_core : public kqueue_pending<Udata> {
       }
       ++r.gone;
     }
-    return n;
+    return static_cast<std::size_t>(out - events.data());
   }
 
   mutable Lock lock_;

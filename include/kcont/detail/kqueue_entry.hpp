@@ -185,8 +185,8 @@ scan_kind scan_step_of(kqueue_entry<Udata>& e, basic_kevent<Udata>& out) {
 // kqueue's lock, but for its attach, before it is linked on a source, and
 // its detach, after the kqueue marked it dropping under its lock (from
 // then on fire_kq leaves it alone); nothing outside the kqueue reaches the
-// knote. So a fan-out takes one lock per activation (the kqueue's, for the
-// event, the activation and the queueing at once), with no atomic
+// knote. So a fan-out takes the kqueue's lock once per batch of its knotes
+// (fire_batched: the event, the activation and the queueing), with no atomic
 // read-modify-write of the knote, and a locked klist calls the fused fire
 // under its own lock (the lock order is klist, then kqueue: the kqueue
 // attaches a filter without its lock, kqueue::add_as), unpinned (the state
@@ -240,6 +240,21 @@ struct kqueue_node final : kqueue_entry<Udata> {
         (void)this->clear_active();
       }
     }
+    // The scan step's first look at the state word, kept for its last
+    // write (mark_inactive(seen)): nothing between them writes it, so one
+    // load serves both (a compiler never merges two atomic loads).
+    std::uint32_t scan_state() const noexcept {
+      return knote_access::state(const_cast<knote_type&>(*this)).load(std::memory_order_relaxed);
+    }
+    [[nodiscard]] bool disabled_in(std::uint32_t seen) const noexcept {
+      return (seen & this->disabled_bit) != 0;
+    }
+    void mark_inactive(std::uint32_t seen) noexcept {
+      if constexpr (single)
+        knote_access::state(*this).store(seen & ~this->active_bit, std::memory_order_relaxed);
+      else
+        mark_inactive();
+    }
   };
 
   // `kept`: the change's flags as the knote keeps them (the actions off).
@@ -256,21 +271,57 @@ struct kqueue_node final : kqueue_entry<Udata> {
   // activation (queued once: rule 7). After it returns nothing touches the
   // knote; a detach waits for it through the klist's lock (or, no_lock, it
   // runs on the fan-out's own thread).
-  static fire_outcome fire_kq(base_type& b, typename base_type::hint_arg h, Level) {
+  static fire_outcome fire_kq(base_type& b, typename base_type::hint_arg h, Level,
+                              fire_batch* batch) {
     auto& lock = q_lock(b);
     if constexpr (std::is_same_v<decltype(q_lock(b)), spin_lock&>) {
       // Contended: out of line, so that this path saves no registers.
-      if (!lock.try_lock()) [[unlikely]] return fire_contended(b, h);
+      if (!lock.try_lock()) [[unlikely]] return fire_contended(b, h, batch);
     } else {
       lock.lock();
     }
-    std::lock_guard g(lock, std::adopt_lock);
-    return fire_held(b, h);
+    return fire_owned(b, h, batch);
   }
   [[gnu::cold, gnu::noinline]] static fire_outcome fire_contended(
-      base_type& b, typename base_type::hint_arg h) {
-    std::lock_guard g(q_lock(b));
+      base_type& b, typename base_type::hint_arg h, fire_batch* batch) {
+    q_lock(b).lock();
+    return fire_owned(b, h, batch);
+  }
+  // fire_kq's work once it holds the kqueue's lock, which this releases.
+  [[gnu::always_inline]] static fire_outcome fire_owned(base_type& b,
+                                                        typename base_type::hint_arg h,
+                                                        fire_batch* batch) {
+    if (batch != nullptr && batch->next != nullptr) return fire_batched(b, h, *batch);
+    std::lock_guard g(q_lock(b), std::adopt_lock);
     return fire_held(b, h);
+  }
+  // The batch (kcont/detail/fire.hpp): b, then the knotes after b on its
+  // klist that are of this node type and, with a real lock, of b's kqueue,
+  // each one's fire_held under the lock fire_kq took (released here).
+  // Nothing unlinks them meanwhile: no continuation runs here (bury unlinks
+  // from the kqueue only), and the klist's lock is held or its one thread
+  // is here. Out of line: a knote fired alone (a timer's, a locked list's
+  // only one) saves no registers for its loop.
+  [[gnu::noinline]] static fire_outcome fire_batched(base_type& b,
+                                                     typename base_type::hint_arg h,
+                                                     fire_batch& batch) {
+    std::lock_guard g(q_lock(b), std::adopt_lock);
+    const fire_outcome r = fire_held(b, h);
+    [[maybe_unused]] Owner* const q = static_cast<knote_type&>(b).env()->owner;
+    std::size_t fired = 0;
+    knote_core* next = batch.next;
+    while (next != nullptr) {
+      auto& kb = static_cast<base_type&>(*next);
+      if (!knote_fire_access::fires_with(kb, &fire_kq)) break;
+      if constexpr (!std::is_same_v<std::remove_reference_t<decltype(q_lock(b))>, no_lock>) {
+        if (static_cast<knote_type&>(kb).env()->owner != q) break;  // another lock
+      }  // no_lock: no lock held, a batch may mix kqueues of one type
+      next = knote_access::next(*next);
+      fired += fire_held(kb, h) != fire_outcome::skipped ? 1 : 0;
+    }
+    batch.next = next;
+    batch.fired += fired;
+    return r;
   }
   static auto& q_lock(base_type& b) noexcept {
     return static_cast<knote_type&>(b).env()->owner->lock_;
@@ -282,7 +333,7 @@ struct kqueue_node final : kqueue_entry<Udata> {
     kqueue_node& n = *k.env();
     Owner& q = *n.owner;
     // Dropping: its detach may be writing the state word, without lock_.
-    if (n.dropping) return fire_outcome::skipped;
+    if (n.dropping) [[unlikely]] return fire_outcome::skipped;
     if (!static_cast<bool>(k.filter().event(b, h))) {
       // Its source is gone (fd_source::forget): knote_fdclose drops it.
       if constexpr (filter_has_defunct<Fi>)
@@ -324,15 +375,19 @@ struct kqueue_node final : kqueue_entry<Udata> {
   static scan_kind scan_step(entry& e, basic_kevent<Udata>& out) {
     knote_type& kn = self(e).kn;
     base_type& b = kn;
-    if (kn.is_disabled()) [[unlikely]]
+    // Single-threaded under the kqueue's lock: only the steps below write
+    // it (a filter's event does not: kcont/filter.hpp), so it is read once.
+    const std::uint32_t seen = kn.scan_state();
+    if (kn.disabled_in(seen)) [[unlikely]]
       return scan_kind::disabled;
     const ev flags = e.flags;
     if (has(flags, ev::oneshot)) [[unlikely]] {
       out = {e.ident, e.filter, flags | kqueue_eof_of(kn.flags), kn.fflags, kn.data, e.udata};
       return scan_kind::oneshot;
     }
-    if (!static_cast<bool>(kn.filter().event(b, typename knote_type::hint_type{}))) {
-      kn.mark_inactive();
+    // Rare: a knote is pending because its condition held a moment ago.
+    if (!static_cast<bool>(kn.filter().event(b, typename knote_type::hint_type{}))) [[unlikely]] {
+      kn.mark_inactive(seen);
       return scan_kind::dropped;
     }
     const bool clear = has(flags, ev::clear);
@@ -350,8 +405,14 @@ struct kqueue_node final : kqueue_entry<Udata> {
       }
     }
     if (!clear && !has(flags, ev::dispatch)) return scan_kind::level;
-    if (has(flags, ev::dispatch)) kn.disable();
-    kn.mark_inactive();
+    if (has(flags, ev::dispatch)) [[unlikely]] {
+      kn.disable();
+      kn.mark_inactive();
+    } else if constexpr (filter_has_touch<Fi, base_type>) {
+      kn.mark_inactive();  // a touch is the filter's own code: read it again
+    } else {
+      kn.mark_inactive(seen);
+    }
     return scan_kind::cleared;
   }
   static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
