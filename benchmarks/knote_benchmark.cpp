@@ -18,6 +18,9 @@
 //                               per post, the queue's spin_lock per
 //                               activation and per scan (events copied out
 //                               under it, recorded after)
+//   BM_Activate_RawQueuedFlagSpinLockPerPost  the same with the queue's
+//                               spin_lock held once over each post's walk
+//                               (as a kqueue's batched fan-out holds it)
 //   BM_Activate_KnoteFifo       plain knotes on a klist<no_lock>, each firing
 //                               through its filter (count in kn.data) and
 //                               running an immediate continuation that links
@@ -237,14 +240,21 @@ struct locked_flag_queue {
   kcont::spin_lock queue_lock;
 };
 
+// PerPost: the queue's lock held once over each post's walk instead of once
+// per activation (the pattern of a kqueue's batched fan-out, which fires a
+// run of one kqueue's knotes under one hold: kcont/detail/fire.hpp).
+template <bool PerPost>
 [[gnu::noinline]] void round_raw_flag_locked(locked_flag_queue& lq,
                                              std::span<record_out> out,
                                              int activations) {
   flag_queue& q = lq.q;
   for (int a = 0; a < activations; ++a) {
     std::lock_guard<std::mutex> sg(lq.source_lock);
+    std::unique_lock<kcont::spin_lock> post_hold(lq.queue_lock, std::defer_lock);
+    if constexpr (PerPost) post_hold.lock();
     for (flag_node* n = q.src_head; n != nullptr; n = n->snext) {
-      std::lock_guard<kcont::spin_lock> g(lq.queue_lock);
+      std::unique_lock<kcont::spin_lock> g(lq.queue_lock, std::defer_lock);
+      if constexpr (!PerPost) g.lock();
       ++n->count;
       if (n->queued) continue;  // rule 7 by hand: queued once
       n->queued = true;
@@ -272,7 +282,8 @@ struct locked_flag_queue {
   for (std::size_t i = 0; i < k; ++i) record(*out[i].req->owner, out[i].req, out[i].count);
 }
 
-void BM_Activate_RawQueuedFlagSpinLock(benchmark::State& state) {
+template <bool PerPost>
+void activate_raw_flag_locked(benchmark::State& state) {
   tally t;
   constexpr std::size_t n = objects;
   constexpr int activations = 2;
@@ -287,10 +298,19 @@ void BM_Activate_RawQueuedFlagSpinLock(benchmark::State& state) {
   std::vector<record_out> out(n);
   kcont_bench::item_check check(state);
   for (auto _ : state)
-    round_raw_flag_locked(lq, out, kcont_bench::opaque(activations));
+    round_raw_flag_locked<PerPost>(lq, out, kcont_bench::opaque(activations));
   finish(state, check, t, n, activations);
 }
+
+void BM_Activate_RawQueuedFlagSpinLock(benchmark::State& state) {
+  activate_raw_flag_locked<false>(state);
+}
 BENCHMARK(BM_Activate_RawQueuedFlagSpinLock)->Apply(kcont_bench::register_case);
+
+void BM_Activate_RawQueuedFlagSpinLockPerPost(benchmark::State& state) {
+  activate_raw_flag_locked<true>(state);
+}
+BENCHMARK(BM_Activate_RawQueuedFlagSpinLockPerPost)->Apply(kcont_bench::register_case);
 
 // ------------------------------------------- plain knotes + a caller FIFO
 
@@ -414,8 +434,9 @@ struct kq_setup {
   using event_type = typename queue_type::kevent_type;
 };
 
-// Loop: `activations` x src.post(1) (the source's klist lock; per knote one
-// call of the kqueue's fused fire under the kqueue lock: the counting
+// Loop: `activations` x src.post(1) (the source's klist lock; per run of the
+// kqueue's consecutive knotes one call of its fused fire under one hold of
+// the kqueue lock, per knote: the counting
 // filter's event, then for a knote not pending yet → active and the link on
 // the pending list; rule 7: nothing more for a pending one), then one
 // kq.scan of up to N events (the pending knotes taken off the list; per

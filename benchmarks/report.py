@@ -94,6 +94,9 @@ SCENARIOS = [
             ("BM_Activate_RawQueuedFlagSpinLock", "baseline", "BM_Activate_RawQueuedFlag",
              "the same FIFO under BM_Activate_Kqueue's locks, as often as a minimal locked design "
              "takes them: std::mutex per post, spin_lock per activation and per scan"),
+            ("BM_Activate_RawQueuedFlagSpinLockPerPost", "baseline", "BM_Activate_RawQueuedFlag",
+             "the same, the spin_lock held once over each post's walk (as the kqueue's batched "
+             "fan-out holds its lock: once per run of one kqueue's knotes)"),
             ("BM_Activate_KnoteFifo", "kcont", "BM_Activate_RawQueuedFlag",
              "single-threaded knotes (knote<F, L, no_lock>) on a klist<no_lock>, immediate continuation links on the caller's FIFO once"),
             ("BM_Activate_KnoteFifoThreadSafe", "kcont", "BM_Activate_RawQueuedFlag",
@@ -350,6 +353,9 @@ ALSO = [
      "le", "BM_DeferDrain_KcontNoLock", "BM_DeferDrain_GuardedFifo"),
     ("B", "defer + drain, std::mutex, vs deque + std::mutex + std::function popped one by one",
      "speedup", "BM_DeferDrain_KcontMutex", "BM_DeferDrain_DequeMutexFunction"),
+    ("C", "coalesced activation, thread-safe kqueue vs the locked floor holding its queue lock "
+          "once per post, as the kqueue's batched fan-out does",
+     "le", "BM_Activate_Kqueue", "BM_Activate_RawQueuedFlagSpinLockPerPost"),
     ("C", "coalesced activation, thread-safe kqueue vs the raw queued-flag FIFO with no lock",
      "le", "BM_Activate_Kqueue", "BM_Activate_RawQueuedFlag"),
     ("C", "coalesced activation, plain knotes + the caller's FIFO vs the raw queued-flag FIFO",
