@@ -106,8 +106,9 @@ TEST_CASE_TEMPLATE("klist.list_guarded_fire_runs_each_filter_under_the_list_lock
 }
 
 namespace {
-// A hold_lock fan-out's continuation holds the list lock: it reads its
-// knote's fields with no guard of its own.
+// A continuation that reads its knote's fields with no guard of its own:
+// under a hold_lock fan-out (the list lock held), or on a no_lock klist
+// (its one thread).
 struct read_fn {
   void operator()(kn_t* kn, long& seen, knote_cause) const { seen = kn->snapshot().data; }
 };
@@ -329,12 +330,6 @@ TEST_CASE("knote.default_policy_is_freebsd_knlist_discipline") {
   CHECK(a.detach());
 }
 
-namespace {
-struct read_data_fn {
-  void operator()(kn_t* kn, long& seen, knote_cause) const { seen = kn->snapshot().data; }
-};
-}  // namespace
-
 TEST_CASE("knote.default_knote_on_a_no_lock_klist_fans_out_with_no_field_lock") {
   // On a klist<..., no_lock> the list's lock is its contract (one thread at
   // a time fires and touches it): a default knote's fields are that
@@ -342,8 +337,8 @@ TEST_CASE("knote.default_knote_on_a_no_lock_klist_fans_out_with_no_field_lock") 
   // continuation's snapshot, the owner's), guard() a no-op lock.
   source<kcont::no_lock> s;
   using P = probe_filter<kcont::no_lock>;  // counts its events in data
-  kcont::knote_closure<P, read_data_fn, long, kcont::static_level<bsd_level::immediate>> a{
-      P{{&s}}, read_data_fn{}, 0, kcont::at<bsd_level::immediate>, 1};
+  kcont::knote_closure<P, read_fn, long, kcont::static_level<bsd_level::immediate>> a{
+      P{{&s}}, read_fn{}, 0, kcont::at<bsd_level::immediate>, 1};
   kcont::kc<count_fn, int, bsd_level> k{count_fn{}, 0, bsd_level::immediate};
   kcont::knote<P> b{P{{&s}}, k, 2};
   a.sfflags = 1;
