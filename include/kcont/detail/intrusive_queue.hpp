@@ -142,6 +142,19 @@ class basic_intrusive_queue {
     return n;
   }
 
+  // Effects: unlinks every node before `first` (a node on this queue, or
+  //   nullptr: every node) at once, leaving their own links stale: for a
+  //   caller that walked them through next() and hands each to code that
+  //   never reads those links before the node is linked again (every push
+  //   stores them): a pass that takes a whole list stores nothing per node.
+  // Complexity: O(1).
+  void unlink_front_before(T* first) noexcept {
+    if (first == nullptr)
+      tail_ = nullptr;
+    else if constexpr (doubly_linked)
+      prev(*first) = nullptr;
+    head_ = first;
+  }
   // Effects: moves every node of `other` to the back of this queue, in
   //   order; `other` is left empty. Precondition: &other != this. O(1).
   void append(basic_intrusive_queue& other) noexcept { append(std::move(other)); }

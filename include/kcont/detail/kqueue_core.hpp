@@ -361,15 +361,19 @@ class kqueue_core : public kqueue_pending<Udata> {
   // is not seen twice, and those this pass does not reach go back in front
   // of the re-queued ones (`rest`, also if a filter throws). Each knote's
   // re-check and report is `step` (kqueue_node::scan_step), inline. The
-  // taken list is a local whose head stays in a register, and the count
-  // is written once, so no pop waits for the previous one's stores.
+  // taken list is a local walked, not popped: the entries it passes are
+  // cut off at once at the end (their stale links are never read: every
+  // push stores them), so a step stores no link, and the count is written
+  // once, so no step waits for the previous one's stores.
   template <class Step>
   std::size_t collect(std::span<kevent_type> events, drop_list& drops, Step step) {
     struct rest {
       kqueue_core& q;
       typename pend::pending_list taken;
-      std::size_t gone = 0;  // entries that left the list
+      entry* next = taken.front();  // the first entry not taken yet
+      std::size_t gone = 0;         // entries that left the list
       ~rest() {
+        taken.unlink_front_before(next);
         if (!taken.empty()) {
           taken.append(std::move(q.pending_));
           q.pending_ = std::move(taken);
@@ -379,9 +383,10 @@ class kqueue_core : public kqueue_pending<Udata> {
     } r{*this, std::move(pending_)};
     kevent_type* out = events.data();  // the next event: a pointer, no index to scale
     for (kevent_type* const end = out + events.size(); out != end;) {
-      entry* front = r.taken.pop_front();
+      entry* front = r.next;
       if (front == nullptr) break;
       entry& e = *front;
+      r.next = pend::pending_list::next(e);  // read before a step re-links e
       unqueue(e);
       switch (step(e, *out)) {
         case scan_kind::level:

@@ -381,7 +381,10 @@ struct kqueue_node final : kqueue_entry<Udata> {
     if (kn.disabled_in(seen)) [[unlikely]]
       return scan_kind::disabled;
     const ev flags = e.flags;
-    if (has(flags, ev::oneshot)) [[unlikely]] {
+    // The bits that choose the step's end, in one value: the common ends
+    // (ev::clear alone, or none: level-triggered) cost one compare each.
+    const ev kind = flags & (ev::oneshot | ev::dispatch | ev::clear);
+    if (has(kind, ev::oneshot)) [[unlikely]] {
       out = {e.ident, e.filter, flags | kqueue_eof_of(kn.flags), kn.fflags, kn.data, e.udata};
       return scan_kind::oneshot;
     }
@@ -390,7 +393,6 @@ struct kqueue_node final : kqueue_entry<Udata> {
       kn.mark_inactive(seen);
       return scan_kind::dropped;
     }
-    const bool clear = has(flags, ev::clear);
     if constexpr (filter_has_touch<Fi, base_type>) {
       knote_change r{static_cast<std::uint16_t>(flags), 0, 0};
       kn.filter().touch(b, r, touch_op::process);
@@ -399,20 +401,19 @@ struct kqueue_node final : kqueue_entry<Udata> {
       if (has(static_cast<ev>(r.flags), ev::oneshot)) return scan_kind::oneshot;
     } else {
       out = {e.ident, e.filter, flags, kn.fflags, kn.data, e.udata};
-      if (clear) {
+      if (has(kind, ev::clear)) {
         kn.fflags = 0;
         kn.data = 0;
+        if (kind == ev::clear) [[likely]] {
+          kn.mark_inactive(seen);
+          return scan_kind::cleared;
+        }
       }
     }
-    if (!clear && !has(flags, ev::dispatch)) return scan_kind::level;
-    if (has(flags, ev::dispatch)) [[unlikely]] {
+    if (kind == ev{}) return scan_kind::level;
+    if (has(kind, ev::dispatch)) [[unlikely]]
       kn.disable();
-      kn.mark_inactive();
-    } else if constexpr (filter_has_touch<Fi, base_type>) {
-      kn.mark_inactive();  // a touch is the filter's own code: read it again
-    } else {
-      kn.mark_inactive(seen);
-    }
+    kn.mark_inactive();  // after a touch (the filter's own code) or disable: read again
     return scan_kind::cleared;
   }
   static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }
