@@ -203,19 +203,15 @@ class kqueue_core : public kqueue_pending<Udata> {
     }
   }
 
-  // Snapshots, O(1), under lock_: the threads blocked in scan now (the
-  // destructor's precondition); the wake-ups of blocked scanners (one per push
-  // onto an empty pending list while one waits); the registered knotes; the
-  // knotes waiting for a scan (FreeBSD's kq_count, disabled ones included,
-  // defunct ones not: they are gone).
+  // Snapshots, O(1), under lock_: the threads blocked in scan now (the destructor's
+  // precondition); the wake-ups of blocked scanners (one per push onto an empty pending list
+  // while one waits); the registered knotes; the knotes waiting for a scan (FreeBSD's kq_count,
+  // disabled ones included, defunct ones not: they are gone).
   using guard = std::lock_guard<Lock>;
   [[nodiscard]] std::size_t waiting() const { guard g(lock_); return waiters_; }
   [[nodiscard]] std::uint64_t wakeups() const { guard g(lock_); return wakeups_; }
   [[nodiscard]] std::size_t size() const { guard g(lock_); return table_.size(); }
-  [[nodiscard]] std::size_t pending() const {
-    guard g(lock_);
-    return pending_count_ - defunct_;
-  }
+  [[nodiscard]] std::size_t pending() const { guard g(lock_); return pending_count_ - defunct_; }
 
   // The table's entry for k, once no other thread is attaching its filter
   // (FreeBSD's knote in flux: kqueue_register sleeps on KN_INFLUX). g holds
@@ -231,17 +227,14 @@ class kqueue_core : public kqueue_pending<Udata> {
     return it;
   }
 
-  // Runs `attach` (the filter's attach of e's knote, new in the table)
-  // without lock_, which g holds on entry and on return: the attach links
-  // the knote on its source's klist, whose fan-out takes lock_ under the
-  // list lock (kqueue_node::fire_kq), so the one lock order is klist, then
-  // kqueue (FreeBSD's kqueue_register calls f_attach unlocked too).
-  // Meanwhile e is `attaching`: changes wait (find_settled), activations
-  // leave it unqueued (still active: the caller's post_change queues it);
-  // one that found it defunct (bury) left it to this attach's end, which
-  // buries it (the caller's post_change then sees `dropping`: FreeBSD's
-  // knote_fdclose waits for a knote in flux, then drops it). With no_lock
-  // there is no other thread: nothing to drop.
+  // Runs `attach` (the filter's attach of e's knote, new in the table) without lock_, which g
+  // holds on entry and on return: the attach links the knote on its source's klist, whose fan-out
+  // takes lock_ under the list lock (kqueue_node::fire_kq), so the one lock order is klist, then
+  // kqueue (FreeBSD's kqueue_register calls f_attach unlocked too). Meanwhile e is `attaching`:
+  // changes wait (find_settled), activations leave it unqueued (still active: the caller's
+  // post_change queues it); one that found it defunct (bury) left it to this attach's end, which
+  // buries it (the caller's post_change then sees `dropping`: FreeBSD's knote_fdclose waits for a
+  // knote in flux, then drops it). With no_lock there is no other thread: nothing to drop.
   template <class Attach>
   int attach_unlocked(entry& e, std::unique_lock<Lock>& g, Attach attach) {
     if constexpr (std::is_same_v<Lock, no_lock>) {
@@ -288,17 +281,20 @@ class kqueue_core : public kqueue_pending<Udata> {
   // A fan-out's activation is the same row, done by the knote's fused fire
   // under lock_ together with the filter's event (kqueue_node::fire_kq).
 
-  // idle -> pending, after a successful try_queue. Under lock_.
-  // Blocked scanners are woken only when the list goes from empty to not
-  // empty: a scanner waits only after its collect found nothing, which
-  // leaves the list empty (collect re-queues only what it reported), so a
-  // push onto a non-empty list finds no scanner that needs waking; a
-  // notify per activation would be a system call per event.
+  // idle -> pending, after a successful try_queue (or a batch's knotes,
+  // kqueue_node::fire_batched, at its end). Under lock_. Blocked scanners
+  // are woken only when the list goes from empty to not empty: a scanner
+  // waits only after its collect found nothing, which leaves the list empty
+  // (collect re-queues only what it reported), so a push onto a non-empty
+  // list finds no scanner that needs waking; a notify per activation would
+  // be a system call per event.
   void push_pending(entry& e) noexcept {
-    // Empty exactly when it had no tail (push_back's own test): no load of the count.
-    const bool was_empty = pending_.push_back(e);
+    const bool was_empty = pending_.push_back(e);  // push_back's own test: no load
     ++pending_count_;
     if (was_empty && (waiters_ != 0 || pollable_)) [[unlikely]] wake_scanners();
+  }
+  void push_pending(typename pend::pending_batch& b) noexcept {
+    if (b.n != 0 && this->append_pending(b) && (waiters_ != 0 || pollable_)) wake_scanners();
   }
   // Effects: wakes every waiting scanner, which re-reads the next deadline
   // (a timer armed by a change). Under lock_.
@@ -356,15 +352,12 @@ class kqueue_core : public kqueue_pending<Udata> {
     change_lock& operator=(const change_lock&) = delete;
   };
 
-  // One pass over the knotes pending when it starts (FreeBSD's marker): they
-  // are taken off the list, so a level-triggered knote re-queued behind them
-  // is not seen twice, and those this pass does not reach go back in front
-  // of the re-queued ones (`rest`, also if a filter throws). Each knote's
-  // re-check and report is `step` (kqueue_node::scan_step), inline. The
-  // taken list is a local walked, not popped: the entries it passes are
-  // cut off at once at the end (their stale links are never read: every
-  // push stores them), so a step stores no link, and the count is written
-  // once, so no step waits for the previous one's stores.
+  // One pass over the knotes pending when it starts (FreeBSD's marker): they are taken off the
+  // list, so a level-triggered knote re-queued behind them is not seen twice, and those this pass
+  // does not reach go back in front of the re-queued ones (`rest`, also if a filter throws). Each
+  // knote's re-check and report is `step` (kqueue_node::scan_step), inline. The taken list is
+  // walked, not popped (the entries passed are cut off at the end: unlink_front_before), and the
+  // count is written once, so a step stores no link and waits for no previous step's stores.
   template <class Step>
   std::size_t collect(std::span<kevent_type> events, drop_list& drops, Step step) {
     struct rest {

@@ -173,24 +173,20 @@ scan_kind scan_step_of(kqueue_entry<Udata>& e, basic_kevent<Udata>& out) {
   }
 }
 
-// A knote of filter Fi owned by a kqueue (Owner), with the kqueue's
-// continuation stored beside it: on activation it calls
-// `owner->on_activation(entry)`, which queues the entry for a scan.
+// A knote of filter Fi owned by a kqueue (Owner), with the kqueue's continuation stored beside
+// it: on activation it calls `owner->on_activation(entry)`, which queues the entry for a scan.
 // Owner must make this class a friend if on_activation is private.
 //
-// The kqueue's lock serializes the knote (KnoteLock is no_lock: a
-// single-threaded knote, no field lock, plain state updates): every call of
-// its filter (the fan-out's event, the scan's re-check and report, a
-// change's touch) and every write of its state word runs under the
-// kqueue's lock, but for its attach, before it is linked on a source, and
-// its detach, after the kqueue marked it dropping under its lock (from
-// then on fire_kq leaves it alone); nothing outside the kqueue reaches the
-// knote. So a fan-out takes the kqueue's lock once per batch of its knotes
-// (fire_batched: the event, the activation and the queueing), with no atomic
-// read-modify-write of the knote, and a locked klist calls the fused fire
-// under its own lock (the lock order is klist, then kqueue: the kqueue
-// attaches a filter without its lock, kqueue::add_as), unpinned (the state
-// table in kcont/detail/knote_state.hpp: "→ active, no pin").
+// The kqueue's lock serializes the knote (KnoteLock is no_lock: a single-threaded knote, no field
+// lock, plain state updates): every call of its filter (the fan-out's event, the scan's re-check
+// and report, a change's touch) and every write of its state word runs under the kqueue's lock,
+// but for its attach, before it is linked on a source, and its detach, after the kqueue marked it
+// dropping under its lock (from then on fire_kq leaves it alone); nothing outside the kqueue
+// reaches the knote. So a fan-out takes the kqueue's lock once per batch of its knotes
+// (fire_batched: the event, the activation and the queueing), with no atomic read-modify-write of
+// the knote, and a locked klist calls the fused fire under its own lock (the lock order is klist,
+// then kqueue: the kqueue attaches a filter without its lock, kqueue::add_as), unpinned (the
+// state table in kcont/detail/knote_state.hpp: "→ active, no pin").
 template <class Owner, class Fi, class Udata, level_set Level, class KnoteLock>
 struct kqueue_node final : kqueue_entry<Udata> {
   using entry = kqueue_entry<Udata>;
@@ -265,12 +261,11 @@ struct kqueue_node final : kqueue_entry<Udata> {
     this->core = &kn;
   }
 
-  // One event of a fan-out (any klist, any thread), under the kqueue's
-  // lock: the filter's event, rule 6's unpinned activation (a disabled
-  // knote is marked active, not queued), and the kqueue state table's
-  // activation (queued once: rule 7). After it returns nothing touches the
-  // knote; a detach waits for it through the klist's lock (or, no_lock, it
-  // runs on the fan-out's own thread).
+  // One event of a fan-out (any klist, any thread), under the kqueue's lock: the filter's event,
+  // rule 6's unpinned activation (a disabled knote is marked active, not queued), and the kqueue
+  // state table's activation (queued once: rule 7). After it returns nothing touches the knote; a
+  // detach waits for it through the klist's lock (or, no_lock, it runs on the fan-out's own
+  // thread).
   static fire_outcome fire_kq(base_type& b, typename base_type::hint_arg h, Level,
                               fire_batch* batch) {
     auto& lock = q_lock(b);
@@ -293,31 +288,36 @@ struct kqueue_node final : kqueue_entry<Udata> {
                                                         fire_batch* batch) {
     if (batch != nullptr && batch->next != nullptr) return fire_batched(b, h, *batch);
     std::lock_guard g(q_lock(b), std::adopt_lock);
-    return fire_held(b, h);
+    return fire_held(b, h, [](Owner& q, entry& e) { q.push_pending(e); });
   }
-  // The batch (kcont/detail/fire.hpp): b, then the knotes after b on its
-  // klist that are of this node type and, with a real lock, of b's kqueue,
-  // each one's fire_held under the lock fire_kq took (released here).
-  // Nothing unlinks them meanwhile: no continuation runs here (bury unlinks
-  // from the kqueue only), and the klist's lock is held or its one thread
-  // is here. Out of line: a knote fired alone (a timer's, a locked list's
-  // only one) saves no registers for its loop.
+  // The batch (kcont/detail/fire.hpp): b, then the knotes after b on its klist that are of this
+  // node type and of b's kqueue, each one's fire_held under the lock fire_kq took (released
+  // here). The knotes it queues go on a local list, moved onto the pending list at its end (the
+  // state table in kqueue_pending.hpp), so the loop keeps the list's tail and count in registers,
+  // not in memory a store of a knote may alias. Nothing unlinks them meanwhile: no continuation
+  // runs here (bury unlinks from the kqueue only), and the klist's lock is held or its one thread
+  // is here. Out of line: a knote fired alone (a timer's, a locked list's only one) saves no
+  // registers for its loop.
   [[gnu::noinline]] static fire_outcome fire_batched(base_type& b,
                                                      typename base_type::hint_arg h,
                                                      fire_batch& batch) {
     std::lock_guard g(q_lock(b), std::adopt_lock);
-    const fire_outcome r = fire_held(b, h);
-    [[maybe_unused]] Owner* const q = static_cast<knote_type&>(b).env()->owner;
+    Owner* const q = static_cast<knote_type&>(b).env()->owner;
+    struct flush {  // before the unlock, also when a filter throws
+      Owner& q;
+      typename Owner::pending_batch queued;
+      ~flush() { q.push_pending(queued); }
+    } f{*q, {}};
+    const auto push = [&f](Owner&, entry& e) { f.queued.push(e); };
+    const fire_outcome r = fire_held(b, h, push);
     std::size_t fired = 0;
     knote_core* next = batch.next;
     while (next != nullptr) {
       auto& kb = static_cast<base_type&>(*next);
       if (!knote_fire_access::fires_with(kb, &fire_kq)) break;
-      if constexpr (!std::is_same_v<std::remove_reference_t<decltype(q_lock(b))>, no_lock>) {
-        if (static_cast<knote_type&>(kb).env()->owner != q) break;  // another lock
-      }  // no_lock: no lock held, a batch may mix kqueues of one type
+      if (static_cast<knote_type&>(kb).env()->owner != q) break;  // another kqueue
       next = knote_access::next(*next);
-      fired += fire_held(kb, h) != fire_outcome::skipped ? 1 : 0;
+      fired += fire_held(kb, h, push) != fire_outcome::skipped ? 1 : 0;
     }
     batch.next = next;
     batch.fired += fired;
@@ -326,9 +326,10 @@ struct kqueue_node final : kqueue_entry<Udata> {
   static auto& q_lock(base_type& b) noexcept {
     return static_cast<knote_type&>(b).env()->owner->lock_;
   }
-  // fire_kq's work, under the kqueue's lock.
+  // fire_kq's work, under the kqueue's lock; push(q, n) queues n.
+  template <class Push>
   [[gnu::always_inline]] static fire_outcome fire_held(base_type& b,
-                                                       typename base_type::hint_arg h) {
+                                                       typename base_type::hint_arg h, Push push) {
     auto& k = static_cast<knote_type&>(b);
     kqueue_node& n = *k.env();
     Owner& q = *n.owner;
@@ -349,7 +350,7 @@ struct kqueue_node final : kqueue_entry<Udata> {
     // attach's post_change queues it.
     if (std::is_same_v<std::remove_reference_t<decltype(q_lock(b))>, no_lock> || !n.attaching) {
       Owner::set_queued(n);  // not queued (above): the claim cannot fail
-      q.push_pending(n);
+      push(q, n);
     }
     return fire_outcome::ran;
   }
@@ -361,17 +362,14 @@ struct kqueue_node final : kqueue_entry<Udata> {
     return static_cast<bool>(
         kn.filter().event(static_cast<base_type&>(kn), typename knote_type::hint_type{}));
   }
-  // The scan's step for one knote it took off the pending list, FreeBSD's
-  // kqueue_scan from the EV_DISABLE test on: a disabled knote is left
-  // alone; an ev::oneshot one is reported as its knote stands, without the
-  // re-check and without the filter's touch (`*kevp = kn->kn_kevent`: the
-  // knote's own fflags and data); any other is re-checked (the filter's
-  // event with Hint{}, f_event(kn, 0)), reported into `out` (the filter's
-  // touch, or fflags/data, reset with ev::clear) and, with ev::clear or
-  // ev::dispatch, made idle. The kqueue calls it with the filter's type
-  // known (kqueue::scan_step), so the filter's event and touch are inline:
-  // no indirect call per event. Under the kqueue's lock, which guards the
-  // fields (above).
+  // The scan's step for one knote it took off the pending list, FreeBSD's kqueue_scan from the
+  // EV_DISABLE test on: a disabled knote is left alone; an ev::oneshot one is reported as its
+  // knote stands, without the re-check and without the filter's touch (`*kevp = kn->kn_kevent`:
+  // the knote's own fflags and data); any other is re-checked (the filter's event with Hint{},
+  // f_event(kn, 0)), reported into `out` (the filter's touch, or fflags/data, reset with
+  // ev::clear) and, with ev::clear or ev::dispatch, made idle. The kqueue calls it with the
+  // filter's type known (kqueue::scan_step), so the filter's event and touch are inline: no
+  // indirect call per event. Under the kqueue's lock, which guards the fields (above).
   static scan_kind scan_step(entry& e, basic_kevent<Udata>& out) {
     knote_type& kn = self(e).kn;
     base_type& b = kn;

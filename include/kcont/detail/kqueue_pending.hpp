@@ -33,9 +33,14 @@ class kqueue_pending {
   // A knote is "pending" exactly when it is on pending_ and its entry's
   // queued flag (try_queue / unqueue below) is set: both change together,
   // under the kqueue's lock, only in push_pending, remove_pending, bury,
-  // reap and collect (pop, re-queue). pending_count_ counts the list; the
+  // reap and collect (take, re-queue). pending_count_ counts the list; the
   // first defunct_ entries are defunct (FreeBSD's kq_count is the rest:
-  // kqueue::pending). An activation comes from any thread (a klist's
+  // kqueue::pending). The one exception, "queued, in a batch": a fan-out's
+  // batch (kqueue_node::fire_batched) sets the flag and links the knote on
+  // its own pending_batch, moved onto pending_ before it releases the lock
+  // (also when a filter throws): no other code sees the gap, as nothing
+  // that reads pending_ runs meanwhile but bury, for the knote being fired,
+  // which no batch has queued. An activation comes from any thread (a klist's
   // fan-out, a filter's event) through the kqueue's continuation,
   // on_activation or fire_kq; the others are kevent calls.
   //
@@ -111,6 +116,26 @@ class kqueue_pending {
     pending_.erase(e);
     --pending_count_;
     unqueue(e);
+  }
+
+  // The knotes one batch of a fan-out queues (kqueue_node::fire_batched),
+  // linked here and moved onto pending_ at its end, within the one hold of
+  // the kqueue's lock (the table's "queued, in a batch" note).
+  struct pending_batch {
+    pending_list list;
+    std::size_t n = 0;
+    void push(entry& e) noexcept {
+      (void)list.push_back(e);
+      ++n;
+    }
+  };
+  // Moves b's knotes to the back of pending_ (b must not be empty).
+  // Returns: whether the list was empty (the caller wakes scanners then).
+  bool append_pending(pending_batch& b) noexcept {
+    const bool was_empty = pending_.empty();
+    pending_.append(std::move(b.list));
+    pending_count_ += b.n;
+    return was_empty;
   }
 
   // -> defunct, for bury (kqueue_core), once e left the table and the list.
