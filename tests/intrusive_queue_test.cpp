@@ -218,3 +218,24 @@ TEST_CASE("intrusive_queue.accessor_reaches_a_private_link") {
   CHECK(q.pop_front() == &b);
   CHECK(q.empty());
 }
+
+TEST_CASE_TEMPLATE("intrusive_queue.unlink_front_before_cuts_off_the_walked_nodes", Q, slist,
+                   dlist) {
+  items s;
+  Q q;
+  for (int i = 0; i < 4; ++i) (void)q.push_back(s.n[static_cast<std::size_t>(i)]);
+  // A walk of the first two nodes, their links left as they were.
+  auto* p = q.front();
+  p = Q::next(*p);
+  p = Q::next(*p);
+  REQUIRE(p == &s.n[2]);
+  q.unlink_front_before(p);
+  CHECK(ids(q) == vector<int>{2, 3});  // ids() checks the new front's back link too
+  CHECK(s.n[0].next == &s.n[1]);       // stale: the caller's promise
+  (void)q.push_back(s.n[0]);           // a push stores every link again
+  CHECK(ids(q) == vector<int>{2, 3, 0});
+  q.unlink_front_before(nullptr);  // all of them
+  CHECK(ids(q).empty());
+  (void)q.push_back(s.n[1]);
+  CHECK(ids(q) == vector<int>{1});
+}
