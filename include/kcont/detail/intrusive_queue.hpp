@@ -155,6 +155,18 @@ class basic_intrusive_queue {
       prev(*first) = nullptr;
     head_ = first;
   }
+  // Effects: links the chain first..last (linked through both links,
+  //   next(last) == nullptr, prev(first) ignored) at the back, in order.
+  //   Doubly linked only. Returns: true when the queue was empty. O(1).
+  bool append_chain(T& first, T& last) noexcept
+    requires doubly_linked
+  {
+    prev(first) = tail_;
+    const bool was_empty = tail_ == nullptr;
+    (was_empty ? head_ : next(*tail_)) = &first;
+    tail_ = &last;
+    return was_empty;
+  }
   // Effects: moves every node of `other` to the back of this queue, in
   //   order; `other` is left empty. Precondition: &other != this. O(1).
   void append(basic_intrusive_queue& other) noexcept { append(std::move(other)); }

@@ -119,21 +119,26 @@ class kqueue_pending {
   }
 
   // The knotes one batch of a fan-out queues (kqueue_node::fire_batched),
-  // linked here and moved onto pending_ at its end, within the one hold of
-  // the kqueue's lock (the table's "queued, in a batch" note).
+  // chained here and moved onto pending_ at its end, within the one hold of
+  // the kqueue's lock (the table's "queued, in a batch" note). The chain's
+  // last link is stored once, at the end: each push stores only the links
+  // the next one does not overwrite (a store per knote less).
   struct pending_batch {
-    pending_list list;
+    entry* head = nullptr;
+    entry* tail = nullptr;
     std::size_t n = 0;
     void push(entry& e) noexcept {
-      (void)list.push_back(e);
+      pending_list::prev(e) = tail;
+      (tail == nullptr ? head : pending_list::next(*tail)) = &e;
+      tail = &e;
       ++n;
     }
   };
   // Moves b's knotes to the back of pending_ (b must not be empty).
   // Returns: whether the list was empty (the caller wakes scanners then).
   bool append_pending(pending_batch& b) noexcept {
-    const bool was_empty = pending_.empty();
-    pending_.append(std::move(b.list));
+    pending_list::next(*b.tail) = nullptr;
+    const bool was_empty = pending_.append_chain(*b.head, *b.tail);
     pending_count_ += b.n;
     return was_empty;
   }
