@@ -322,14 +322,12 @@ class kqueue_core : public kqueue_pending<Udata> {
     table_.erase(key{e.ident, e.filter});
   }
 
-  // FreeBSD's knote_fdclose -> knote_drop for one knote: its filter refused
-  // an event and said defunct() (kcont/filter.hpp: its source is gone, a
-  // descriptor forgotten), so it is dropped as if deleted, unreported, and
-  // freed by the next change or scan (the state table's "defunct" rows).
-  // Called by the knote's fused fire (kqueue_node::fire_kq) under its
-  // klist's lock and lock_, so it frees nothing (the detach takes the
-  // klist's lock); an attaching knote is left to its attach's end
-  // (attach_unlocked). Out of line: only a close pays. Under lock_.
+  // FreeBSD's knote_fdclose -> knote_drop for one knote: its filter refused an event and said
+  // defunct() (kcont/filter.hpp: its source is gone, a descriptor forgotten), so it is dropped as
+  // if deleted, unreported, and freed by the next change or scan (the state table's "defunct"
+  // rows). Called by the knote's fused fire (kqueue_node::fire_kq) under its klist's lock and
+  // lock_, so it frees nothing (the detach takes the klist's lock); an attaching knote is left to
+  // its attach's end (attach_unlocked). Out of line: only a close pays. Under lock_.
   [[gnu::cold, gnu::noinline]] void bury(entry& e) noexcept {
     e.dropping = true;  // no activation queues it from now on
     if (e.attaching) return;
@@ -363,55 +361,59 @@ class kqueue_core : public kqueue_pending<Udata> {
     struct rest {
       kqueue_core& q;
       typename pend::pending_list taken;
+      kevent_type* const begin;
       entry* next = taken.front();  // the first entry not taken yet
-      std::size_t gone = 0;         // entries that left the list
+      kevent_type* out = begin;  // the next event: a pointer, no index to scale
+      // Left the list: every reported entry but the re-queued (kept) ones,
+      // and the unreported ones; counted apart, the common step counts none.
+      std::size_t kept = 0, unreported = 0;
       ~rest() {
         taken.unlink_front_before(next);
         if (!taken.empty()) {
           taken.append(std::move(q.pending_));
           q.pending_ = std::move(taken);
         }
-        q.pending_count_ -= gone;
+        q.pending_count_ -= static_cast<std::size_t>(out - begin) - kept + unreported;
       }
-    } r{*this, std::move(pending_)};
-    kevent_type* out = events.data();  // the next event: a pointer, no index to scale
-    for (kevent_type* const end = out + events.size(); out != end;) {
+    } r{*this, std::move(pending_), events.data()};
+    for (kevent_type* const end = r.begin + events.size(); r.out != end;) {
       entry* front = r.next;
       if (front == nullptr) break;
       entry& e = *front;
       r.next = pend::pending_list::next(e);  // read before a step re-links e
       unqueue(e);
-      switch (step(e, *out)) {
+      switch (step(e, *r.out)) {
         case scan_kind::level:
           // Re-queued without waking anyone: the scanner that found it returns.
-          ++out;
+          ++r.out;
+          ++r.kept;
           set_queued(e);
           pending_.push_back(e);
-          continue;
+          break;
         case scan_kind::cleared:
-          ++out;
+          ++r.out;
           break;
         case scan_kind::dropped:
+          ++r.unreported;
           break;
         case scan_kind::oneshot:  // deleted after its report
-          ++out;
+          ++r.out;
           unlink_locked(e);
           drops.push_front(e);
           break;
         case scan_kind::disabled:
-          // kqueue_scan: a knote disabled while queued leaves the queue
-          // here, unreported, still active (an enable re-queues it). A
-          // defunct one (bury: dropping, at the front) is freed once lock_
-          // is released.
+          // kqueue_scan: a knote disabled while queued leaves the queue here, unreported, still
+          // active (an enable re-queues it). A defunct one (bury: dropping, at the front) is
+          // freed once lock_ is released.
+          ++r.unreported;
           if (e.dropping) [[unlikely]] {
             --defunct_;
             drops.push_front(e);
           }
           break;
       }
-      ++r.gone;
     }
-    return static_cast<std::size_t>(out - events.data());
+    return static_cast<std::size_t>(r.out - r.begin);
   }
 
   mutable Lock lock_;
