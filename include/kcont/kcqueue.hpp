@@ -372,8 +372,7 @@ class kcqueue {
   friend struct detail::kcqueue_checker;
   friend struct detail::kcqueue_drain;
 
-  // Nothing staged and no batch (the caller checks list_).
-  bool shared_empty() const noexcept {
+  bool shared_empty() const noexcept {  // nothing staged, no batch (not list_)
     if constexpr (concurrent)
       return shared_.lock_free_parts_empty();
     else
