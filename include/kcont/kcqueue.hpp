@@ -92,7 +92,6 @@ struct kcqueue_drain;  // a no_lock drain's pop (kcont/dispatcher.hpp)
 struct nothing {
   constexpr void operator()() const noexcept {}
 };
-struct no_batch {};
 }  // namespace detail
 
 // An intrusive FIFO of continuations.
@@ -116,10 +115,10 @@ struct no_batch {};
 // head is the batch head, older than the pending list; later pops take from
 // that chain without the lock. A node on the stack, the list or the chain is
 // still queued (the claim table in kcont/kc_hook.hpp: listed or waiting) and
-// a cancel can still win it. The words (detail::kcqueue_shared):
+// a cancel can still win it. The words (kcont/detail/kcqueue_shared.hpp):
 //
 //   word      value  meaning
-//   staged    null   nothing staged
+//   staged    null   nothing staged (always, with spin_lock)
 //             n      the stack n -> next ... -> null, newest first
 //   head      null   no batch: pops take the pending list (list_, the lock)
 //             n      the chain n -> next ... -> null, nobody inside it
@@ -262,7 +261,7 @@ class kcqueue {
       static_assert(std::is_nothrow_invocable_v<UnderLock&, T&>,
                     "kcqueue::pop_claimed: under_lock runs with the batch "
                     "head held, so it must not throw");
-      kc_hook* const held = detail::kcqueue_shared::held();
+      kc_hook* const held = detail::kcqueue_batch::held();
       for (unsigned spins = 0;; ++spins) {
         kc_hook* n = shared_.head.load(std::memory_order_relaxed);
         if (n == nullptr) {
@@ -359,7 +358,7 @@ class kcqueue {
     std::lock_guard<Lock> g(lock_);
     std::size_t n = list_.size_slow();
     if constexpr (concurrent) {
-      n += shared_.staged_size();
+      if constexpr (stages) n += shared_.staged_size();
       kc_hook* head = shared_.hold();
       for (kc_hook* p = head; p != nullptr; p = access::next(*p)) ++n;
       shared_.head.store(head, std::memory_order_release);
@@ -379,9 +378,8 @@ class kcqueue {
       return true;
   }
 
-  // The take row: under the lock, the staged stack and then the pending
-  // list become the batch. Returns: false when there was nothing to take
-  // and no batch.
+  // The take row: under the lock, staged stack and pending list become the
+  // batch. Returns: false when there was nothing to take and no batch.
   bool take_pending() noexcept {
     std::lock_guard<Lock> g(lock_);
     if constexpr (stages) shared_.flush(list_);
@@ -396,8 +394,9 @@ class kcqueue {
 
   detail::hook_queue list_;
   [[no_unique_address]] mutable Lock lock_;
-  [[no_unique_address]] mutable std::conditional_t<concurrent, detail::kcqueue_shared,
-                                                   detail::no_batch> shared_;
+  [[no_unique_address]] mutable std::conditional_t<
+      stages, detail::kcqueue_staged,
+      std::conditional_t<concurrent, detail::kcqueue_batch, detail::no_batch>> shared_;
 };
 
 namespace detail {
@@ -416,8 +415,9 @@ struct kcqueue_checker {
     }
     bool batch_ok = true;
     if constexpr (!std::is_same_v<Lock, no_lock>) {
-      for (kc_hook* p = q.shared_.staged.load(); p != nullptr; p = access::next(*p))
-        if ((access::state(*p).load() & access::queued_bit) == 0) batch_ok = false;
+      if constexpr (kcqueue<T, Lock>::stages)  // the staged stack
+        for (kc_hook* p = q.shared_.staged.load(); p != nullptr; p = access::next(*p))
+          batch_ok = batch_ok && (access::state(*p).load() & access::queued_bit) != 0;
       kc_hook* head = q.shared_.hold();
       for (kc_hook* p = head; p != nullptr; p = access::next(*p))
         if ((access::state(*p).load() & access::queued_bit) == 0) batch_ok = false;

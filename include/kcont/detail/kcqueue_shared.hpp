@@ -2,8 +2,10 @@
 // other threads reach without its lock: the staged stack producers push
 // onto and the batch head poppers claim from.
 //
-// Defines `detail::kcqueue_shared` and the FIFO (`detail::hook_queue`) that
-// kcqueue and mpsc_queue keep under their locks. The protocol is described
+// Defines `detail::kcqueue_batch` (every real lock), `detail::kcqueue_staged`
+// (a std::mutex queue: the batch and the staged stack), a push's claim and
+// the FIFO (`detail::hook_queue`) that kcqueue and mpsc_queue keep under
+// their locks. The protocol is described
 // once, by kcqueue's batch table (kcont/kcqueue.hpp); the rows named here
 // are that table's. Not thread-safe beyond what each member says: the
 // caller holds the queue's lock where a member asks for it.
@@ -62,19 +64,41 @@ bool claim_for_push(kc_hook& n, BeforeLink& before_link) {
   return true;
 }
 
-// A locked kcqueue's lock-free words. One cache line with the queue's lock
-// and list, as before the staged stack existed: a kcqueue is embedded in
-// users' objects (a callback list), and padding each word to a line of its
-// own would multiply its size; mpsc_queue is the queue that separates them.
-struct kcqueue_shared {
-  // The batch head's value while one thread is inside the chain.
+struct no_batch {};  // no_lock: one thread, no lock-free word
+
+// A locked kcqueue's batch head (every real lock). One cache line with the
+// queue's lock and list: a kcqueue is embedded in users' objects (a callback
+// list), and a line per word would multiply its size; mpsc_queue is the
+// queue that keeps its producers' word apart.
+struct kcqueue_batch {
+  // The head's value while one thread is inside the chain.
   static kc_hook* held() noexcept { return reinterpret_cast<kc_hook*>(std::uintptr_t{1}); }
 
+  // The head of the chain taken from the pending list, or null, or held().
+  std::atomic<kc_hook*> head{nullptr};
+
+  // True when there is no batch (the pending list is the caller's to check).
+  bool lock_free_parts_empty() const noexcept {
+    return head.load(std::memory_order_acquire) == nullptr;
+  }
+
+  // Holds the head (waiting out a pop's few instructions); returns the
+  // chain. The caller stores a head back (release).
+  kc_hook* hold() noexcept {
+    for (unsigned spins = 0;; ++spins) {
+      kc_hook* n = head.load(std::memory_order_relaxed);
+      if (n != held() && head.compare_exchange_weak(n, held(), std::memory_order_acquire,
+                                                    std::memory_order_relaxed))
+        return n;
+      kcqueue_back_off(spins);
+    }
+  }
+};
+
+// A std::mutex kcqueue's words: the batch head and the staged stack.
+struct kcqueue_staged : kcqueue_batch {
   // The staged stack (newest first): the push row links here.
   std::atomic<kc_hook*> staged{nullptr};
-  // The batch: the head of the chain taken from the pending list, or null,
-  // or held().
-  std::atomic<kc_hook*> head{nullptr};
 
   // The push row's link: n (claimed, its before_link done) goes on top.
   // Returns: true when the stack was empty (push's `first`).
@@ -111,23 +135,10 @@ struct kcqueue_shared {
     return count;
   }
 
-  // True when neither the staged stack nor a batch holds anything (the
-  // pending list is the caller's to check).
+  // True when neither the staged stack nor a batch holds anything.
   bool lock_free_parts_empty() const noexcept {
     return staged.load(std::memory_order_seq_cst) == nullptr &&
-           head.load(std::memory_order_acquire) == nullptr;
-  }
-
-  // Holds the batch head (waiting out a pop's few instructions); returns
-  // the chain. The caller stores a head back (release).
-  kc_hook* hold() noexcept {
-    for (unsigned spins = 0;; ++spins) {
-      kc_hook* n = head.load(std::memory_order_relaxed);
-      if (n != held() && head.compare_exchange_weak(n, held(), std::memory_order_acquire,
-                                                    std::memory_order_relaxed))
-        return n;
-      kcqueue_back_off(spins);
-    }
+           kcqueue_batch::lock_free_parts_empty();
   }
 };
 
