@@ -382,12 +382,12 @@ using wake_atomic_spin =
 // Locked level queues: a std::mutex queue's pushes take no lock (its staged
 // stack: kcqueue.hpp's batch table), so its `first` and empty() carry the
 // protocol; a spin_lock queue's push links under its lock.
-using wake_mutex_queue = wake_config<kcont::atomic_wakeup, 300000, 5000, kcont::no_spin,
+using wake_mutex_queue = wake_config<kcont::atomic_wakeup, 200000, 5000, kcont::no_spin,
                                      kcont::kcqueue<kcont::kc_hook, std::mutex>>;
 using wake_mutex_queue_spin =
-    wake_config<kcont::atomic_wakeup, 200000, 5000, kcont::default_idle_spin,
+    wake_config<kcont::atomic_wakeup, 100000, 5000, kcont::default_idle_spin,
                 kcont::kcqueue<kcont::kc_hook, std::mutex>>;
-using wake_spin_lock_queue = wake_config<kcont::condvar_wakeup, 200000, 5000, kcont::no_spin,
+using wake_spin_lock_queue = wake_config<kcont::condvar_wakeup, 100000, 5000, kcont::no_spin,
                                          kcont::kcqueue<kcont::kc_hook, kcont::spin_lock>>;
 }  // namespace
 
@@ -397,8 +397,8 @@ using wake_spin_lock_queue = wake_config<kcont::condvar_wakeup, 200000, 5000, kc
 // hangs the test. Cycles: 1,200,000 (atomic) + 500,000 (condvar) + 300,000
 // (eventfd) = 2,000,000 in a plain build, plus 300,000 with the default idle
 // spin; 20,000 / 5,000 / 5,000 / 5,000 under a sanitizer. The same with
-// locked level queues (std::mutex: 300,000 without a spin, 200,000 with it;
-// spin_lock: 200,000; 5,000 each under a sanitizer). Two levels share the
+// locked level queues (std::mutex: 200,000 without a spin, 100,000 with it;
+// spin_lock: 100,000; 5,000 each under a sanitizer). Two levels share the
 // runner.
 TEST_CASE_TEMPLATE("thread_dispatcher.no_lost_wakeup_in_post_sleep_cycles", W,
                    wake_atomic, wake_condvar, wake_fd, wake_atomic_spin, wake_mutex_queue,
