@@ -46,7 +46,7 @@ using hook_queue = intrusive_queue<hook_next>;
 // queued and deferred bits in one step and hands it the state it replaced.
 // Returns: false when n was queued already (n untouched).
 template <bool Concurrent, class BeforeLink>
-bool claim_for_push(kc_hook& n, BeforeLink& before_link) {
+[[gnu::always_inline]] inline bool claim_for_push(kc_hook& n, BeforeLink& before_link) {
   using access = hook_access;
   if constexpr (std::invocable<BeforeLink&, std::uint8_t>) {
     constexpr auto bits = static_cast<std::uint8_t>(access::queued_bit | access::deferred_bit);
