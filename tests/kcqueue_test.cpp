@@ -371,3 +371,140 @@ TEST_CASE_TEMPLATE("kcqueue.batch_stress_pop_and_cancel_each_node_once", Lock,
     if (was_cancelled) (void)ns[i].release();  // the canceller deleted it
   }
 }
+
+// ---- the staged stack (a std::mutex queue's pushes; spin_lock's link under
+// the lock: both run every case) ---------------------------------------------
+
+// A cancel racing a push of the same node from another thread: either the
+// cancel wins (the node is unqueued, no pop ever returns it) or it comes
+// first and finds nothing (false: the push then links the node, which a pop
+// returns once, behind what was queued before). Half the rounds have a
+// taken batch for the cancel to walk as well.
+TEST_CASE_TEMPLATE("kcqueue.cancel_racing_a_push_from_another_thread_wins_or_comes_first",
+                   Lock, kcont::spin_lock, std::mutex) {
+  const std::size_t rounds = kcont_test::sized(20000, 2000);
+  kcont::kcqueue<kcont::kc_hook, Lock> q;
+  nodes ns;
+  std::atomic<std::size_t> go{0};
+  std::atomic<std::size_t> done{0};
+  std::thread pusher([&] {
+    for (std::size_t r = 1; r <= rounds; ++r) {
+      kcont_test::spin_until([&] { return go.load() == r; });
+      CHECK(kcont::detail::pushed(q.push(ns.n[2])));
+      done.store(r);
+    }
+  });
+  std::size_t won = 0;
+  for (std::size_t r = 1; r <= rounds; ++r) {
+    REQUIRE(kcont::detail::pushed(q.push(ns.n[0])));
+    REQUIRE(kcont::detail::pushed(q.push(ns.n[1])));
+    const bool batch = r % 2 == 0;
+    if (batch) {  // n[0] popped (claimed); n[1] is the batch
+      REQUIRE(q.pop_claimed(no_publish) == &ns.n[0]);
+      end_claim(ns.n[0]);
+    }
+    go.store(r);
+    // One round in four, one try (mostly before the push). The others race
+    // the push until it is done: a cancel after that always wins.
+    bool erased = q.erase_slow(ns.n[2]);
+    if (r % 4 != 0) {
+      for (bool was_done = false; !erased && !was_done;) {
+        was_done = done.load() == r;
+        erased = q.erase_slow(ns.n[2]);
+      }
+      CHECK(erased);
+    }
+    kcont_test::spin_until([&] { return done.load() == r; });
+    CHECK(ns.n[2].is_queued() == !erased);
+    CHECK(kcont::detail::kcqueue_checker<kcont::kc_hook, Lock>::valid(q));
+    if (!batch) CHECK(q.pop() == &ns.n[0]);
+    CHECK(q.pop() == &ns.n[1]);
+    if (!erased) CHECK(q.pop() == &ns.n[2]);
+    CHECK(q.pop() == nullptr);
+    CHECK(q.empty());
+    won += erased ? 1 : 0;
+  }
+  pusher.join();
+  MESSAGE("the cancel won " << won << " of " << rounds << " rounds");
+}
+
+// Producers push while a consumer drains and a third thread keeps moving the
+// staged nodes to the pending list (size_slow, empty, a cancel of a node
+// never pushed): every node comes out exactly once, and each producer's
+// nodes in the order it pushed them (rule 9, and FIFO per producer).
+TEST_CASE_TEMPLATE("kcqueue.producers_keep_their_order_and_lose_nothing_with_a_concurrent_drain",
+                   Lock, kcont::spin_lock, std::mutex) {
+  constexpr std::size_t producers = 3;
+  const std::size_t per = kcont_test::sized(20000, 3000);
+  struct item_fn {
+    void operator()(int, std::size_t&, int) const {}
+  };
+  using item = kcont::kc<item_fn, std::size_t, bsd_level>;
+  using item_base = kcont::kc_base<int, int, bsd_level>;
+  std::vector<std::unique_ptr<item>> items;
+  for (std::size_t i = 0; i < producers * per; ++i)  // env: producer * per + index
+    items.push_back(std::make_unique<item>(item_fn{}, i, bsd_level::process));
+  item sentinel(item_fn{}, 0, bsd_level::process);  // never pushed
+  kcont::kcqueue<kcont::kc_hook, Lock> q;
+  std::atomic<std::size_t> finished{0};
+  std::vector<std::thread> threads;
+  for (std::size_t p = 0; p < producers; ++p)
+    threads.emplace_back([&, p] {
+      for (std::size_t i = 0; i < per; ++i) CHECK(kcont::detail::pushed(q.push(*items[p * per + i])));
+      finished.fetch_add(1);
+    });
+  threads.emplace_back([&] {  // the flusher
+    while (finished.load() < producers) {
+      (void)q.size_slow();
+      (void)q.empty();
+      CHECK_FALSE(q.erase_slow(sentinel));
+    }
+  });
+  std::vector<std::size_t> next(producers, 0);
+  std::size_t got = 0, out_of_order = 0;
+  for (;;) {
+    kcont::kc_hook* h = q.pop();
+    if (h == nullptr) {
+      if (finished.load() == producers && q.empty()) break;
+      std::this_thread::yield();
+      continue;
+    }
+    auto* it = static_cast<item*>(static_cast<item_base*>(h));
+    const std::size_t id = it->env();
+    if (id % per != next[id / per]) ++out_of_order;
+    next[id / per] = id % per + 1;
+    ++got;
+  }
+  for (auto& t : threads) t.join();
+  CHECK(out_of_order == 0);
+  CHECK(got == producers * per);
+  for (std::size_t p = 0; p < producers; ++p) CHECK(next[p] == per);
+  CHECK(q.pop() == nullptr);
+}
+
+// empty() never says "empty" while a pushed node is still queued, however
+// the lock holders move it (from the staged stack to the pending list, to a
+// batch): a runner that believed it could sleep on work.
+TEST_CASE_TEMPLATE("kcqueue.empty_never_misses_a_node_being_moved", Lock, kcont::spin_lock,
+                   std::mutex) {
+  const std::size_t rounds = kcont_test::sized(20000, 2000);
+  kcont::kcqueue<kcont::kc_hook, Lock> q;
+  nodes ns;
+  std::atomic<bool> stop{false};
+  std::thread mover([&] {
+    while (!stop.load()) {
+      (void)q.size_slow();
+      CHECK_FALSE(q.erase_slow(ns.n[4]));  // never pushed: a flush and a walk
+    }
+  });
+  std::size_t said_empty = 0;
+  for (std::size_t r = 0; r < rounds; ++r) {
+    REQUIRE(kcont::detail::pushed(q.push(ns.n[r % 2])));
+    for (int look = 0; look < 8; ++look) said_empty += q.empty() ? 1 : 0;
+    CHECK(q.pop() == &ns.n[r % 2]);
+  }
+  stop.store(true);
+  mover.join();
+  CHECK(said_empty == 0);
+  CHECK(q.empty());
+}

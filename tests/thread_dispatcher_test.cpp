@@ -365,11 +365,12 @@ namespace {
 // spin: most cycles find the runner spinning, the others race the end of
 // the spin against the push.
 template <class Wakeup, std::size_t Normal, std::size_t Small,
-          class Spin = kcont::no_spin>
+          class Spin = kcont::no_spin, class Queue = kcont::mpsc_queue<>>
 struct wake_config {
   struct policy {
     using wakeup = Wakeup;
     using idle_spin = Spin;
+    using queue = Queue;
   };
   static constexpr std::size_t cycles = kcont_test::sized(Normal, Small);
 };
@@ -378,6 +379,16 @@ using wake_condvar = wake_config<kcont::condvar_wakeup, 500000, 5000>;
 using wake_fd = wake_config<kcont::fd_wakeup, 300000, 5000>;
 using wake_atomic_spin =
     wake_config<kcont::atomic_wakeup, 300000, 5000, kcont::default_idle_spin>;
+// Locked level queues: a std::mutex queue's pushes take no lock (its staged
+// stack: kcqueue.hpp's batch table), so its `first` and empty() carry the
+// protocol; a spin_lock queue's push links under its lock.
+using wake_mutex_queue = wake_config<kcont::atomic_wakeup, 200000, 5000, kcont::no_spin,
+                                     kcont::kcqueue<kcont::kc_hook, std::mutex>>;
+using wake_mutex_queue_spin =
+    wake_config<kcont::atomic_wakeup, 100000, 5000, kcont::default_idle_spin,
+                kcont::kcqueue<kcont::kc_hook, std::mutex>>;
+using wake_spin_lock_queue = wake_config<kcont::condvar_wakeup, 100000, 5000, kcont::no_spin,
+                                         kcont::kcqueue<kcont::kc_hook, kcont::spin_lock>>;
 }  // namespace
 
 // One producer defers one continuation, waits until it ran, and defers again:
@@ -385,10 +396,13 @@ using wake_atomic_spin =
 // races a producer's push against a runner's last check. A lost wake-up
 // hangs the test. Cycles: 1,200,000 (atomic) + 500,000 (condvar) + 300,000
 // (eventfd) = 2,000,000 in a plain build, plus 300,000 with the default idle
-// spin; 20,000 / 5,000 / 5,000 / 5,000 under a sanitizer. Two levels share
-// the runner.
+// spin; 20,000 / 5,000 / 5,000 / 5,000 under a sanitizer. The same with
+// locked level queues (std::mutex: 200,000 without a spin, 100,000 with it;
+// spin_lock: 100,000; 5,000 each under a sanitizer). Two levels share the
+// runner.
 TEST_CASE_TEMPLATE("thread_dispatcher.no_lost_wakeup_in_post_sleep_cycles", W,
-                   wake_atomic, wake_condvar, wake_fd, wake_atomic_spin) {
+                   wake_atomic, wake_condvar, wake_fd, wake_atomic_spin, wake_mutex_queue,
+                   wake_mutex_queue_spin, wake_spin_lock_queue) {
   kcont::thread_dispatcher<bsd_level, one_thread, typename W::policy> d;
   node_set nodes(2, [](std::size_t i) {
     return i == 0 ? bsd_level::softnet : bsd_level::process;

@@ -63,7 +63,8 @@ enum class kc_op : std::uint8_t {
 //                                                     under_lock publishes the
 //                                                     runner's slot (release).
 //                                                     A locked kcqueue: the
-//                                                     lock moves the list to
+//                                                     lock moves the staged
+//                                                     stack and the list to
 //                                                     its batch (still listed
 //                                                     / waiting), then a CAS of
 //                                                     the batch head claims
@@ -96,7 +97,12 @@ enum class kc_op : std::uint8_t {
 //                                                     deferred kept. Never
 //                                                     waits for a run: a node
 //                                                     it unlinked is never
-//                                                     read again by a popper
+//                                                     read again by a popper.
+//                                                     A push claimed but not
+//                                                     yet linked (mpsc_queue,
+//                                                     a std::mutex kcqueue)
+//                                                     is not found: the
+//                                                     cancel comes first
 //   hand-back stop (the stopper)  waiting -> listed   pop, then push onto `out`;
 //                                 on `out`            deferred kept
 //   hand-over (thread_dispatcher  claimed -> claimed  the continuation is not
@@ -121,11 +127,12 @@ enum class kc_op : std::uint8_t {
 // hand-over counts as popped: cancel no longer finds it, cancel_sync waits
 // for that run too (or, called from inside the run, withdraws it).
 //
-// Why a claim stays a read-modify-write even under a queue's lock: the lock
-// orders the writers that hold it (pushes onto that queue, its pops and
-// cancels), but not the others that may claim the same idle continuation at
-// the same moment: a push onto another queue (another lock, an mpsc_queue,
-// another dispatcher). A plain load and store there would let both claims
+// Why a claim stays a read-modify-write even under a queue's lock (a
+// spin_lock kcqueue's push claims under it; a std::mutex one's claims with
+// no lock at all): the lock orders the writers that hold it (pushes onto
+// that queue, its pops and cancels), but not the others that may claim the
+// same idle continuation at the same moment: a push onto another queue
+// (another lock, an mpsc_queue, another dispatcher). A plain load and store there would let both claims
 // win, and the one link would put the continuation on two queues
 // (dispatcher.rule9_a_locked_defer_racing_a_push_elsewhere_claims_once).
 // Arbitrating them with plain stores would need a store-load fence on both

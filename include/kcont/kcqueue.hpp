@@ -21,13 +21,13 @@
 #include <concepts>
 #include <cstdint>
 #include <mutex>
-#include <thread>
 #include <type_traits>
 #include <utility>
 
 #include "kcont/contract.hpp"
 #include "kcont/kc.hpp"
 #include "kcont/detail/intrusive_queue.hpp"
+#include "kcont/detail/kcqueue_shared.hpp"
 
 namespace kcont {
 
@@ -65,15 +65,8 @@ class spin_lock {
   // Out of line: the wait (a yield is a call) holds no register of the caller.
   [[gnu::cold, gnu::noinline]] void lock_contended() noexcept {
     do {
-      for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins) {
-        if (spins < 128) {
-#if defined(__x86_64__) || defined(__i386__)
-          __builtin_ia32_pause();
-#endif
-        } else {
-          std::this_thread::yield();
-        }
-      }
+      for (unsigned spins = 0; locked_.load(std::memory_order_relaxed); ++spins)
+        detail::kcqueue_back_off(spins);
     } while (locked_.exchange(true, std::memory_order_acquire));
   }
 
@@ -99,19 +92,6 @@ struct kcqueue_drain;  // a no_lock drain's pop (kcont/dispatcher.hpp)
 struct nothing {
   constexpr void operator()() const noexcept {}
 };
-// kc_hook's link, for intrusive_queue (a pointer to the private member
-// cannot be named here: see kcont/detail/intrusive_queue.hpp).
-inline constexpr kc_hook*& (*hook_next)(kc_hook&) noexcept = &hook_access::next;
-// The FIFO under kcqueue and the MPSC queue's consumer batch.
-using hook_queue = intrusive_queue<hook_next>;
-
-// A locked kcqueue's batch: the head of the chain of nodes taken from the
-// pending list, or null, or `held` (the batch table in kcqueue).
-struct kcqueue_batch {
-  static kc_hook* held() noexcept { return reinterpret_cast<kc_hook*>(std::uintptr_t{1}); }
-  std::atomic<kc_hook*> head{nullptr};
-};
-struct no_batch {};
 }  // namespace detail
 
 // An intrusive FIFO of continuations.
@@ -125,33 +105,63 @@ struct no_batch {};
 // Thread-safety: every member may be called from any thread when Lock is a
 // real lock; with no_lock, from one thread at a time.
 //
-// The batch (real lock only). A pop takes the whole pending list with one
-// lock acquisition, as a chain whose head is `batch_.head`, older than the
-// pending list; later pops take from that chain without the lock. A node on
-// the chain is still queued (the claim table in kcont/kc_hook.hpp: listed or
-// waiting) and a cancel can still win it. The head word:
+// The staged stack and the batch (real lock only). Producers never take the
+// lock (but a spin_lock's: below): a push claims the node, runs before_link
+// and links it onto the staged stack with one CAS, as mpsc_queue's push
+// does. A holder of the lock
+// about to look at the nodes first moves that stack, reversed, to the back of
+// the pending list (list_): each producer's pushes keep their order. A pop
+// takes the whole pending list with one lock acquisition, as a chain whose
+// head is the batch head, older than the pending list; later pops take from
+// that chain without the lock. A node on the stack, the list or the chain is
+// still queued (the claim table in kcont/kc_hook.hpp: listed or waiting) and
+// a cancel can still win it. The words (kcont/detail/kcqueue_shared.hpp):
 //
-//   batch_.head   meaning
-//   null          no batch: pops take the pending list (list_, the lock)
-//   n             the chain n -> next ... -> null, nobody inside it
-//   held          one thread is inside the chain: a pop at its head, or an
-//                 erase_slow walking it; the links are that thread's
+//   word      value  meaning
+//   staged    null   nothing staged (always, with spin_lock)
+//             n      the stack n -> next ... -> null, newest first
+//   head      null   no batch: pops take the pending list (list_, the lock)
+//             n      the chain n -> next ... -> null, nobody inside it
+//             held   one thread is inside the chain: a pop at its head, or
+//                    an erase_slow walking it; the links are that thread's
 //
-//   step (who)              batch_.head        how
-//   take (a pop finding     null -> front of   under the lock: CAS (release)
-//     null)                 list_              from null; list_ emptied
-//   pop (any popper)        n -> held ->       CAS n -> held (acquire);
-//                           next(n)            under_lock(n); store next(n)
+//   step (who)              word: change       how
+//   push (any producer,     staged: s -> n     claim (the claim table), then
+//     no lock; spin_lock:                      before_link; next(n) = s, CAS
+//     under it, onto list_)                    (seq_cst), retried. `first`
+//                                              when s was null: said of every
+//                                              push onto an empty queue, and
+//                                              of some others (a spare wake-up,
+//                                              never a missed one)
+//   flush (a lock holder:   staged: s -> null  exchange (acquire), reversed,
+//     take, cancel, splice,                    appended to list_. Only lock
+//     the destructor)                          holders empty the stack: no
+//                                              node is in transit outside it
+//   take (a pop finding     head: null ->      under the lock: flush; CAS
+//     null)                 front of list_     (release) from null; list_
+//                                              emptied
+//   pop (any popper)        head: n -> held    CAS n -> held (acquire);
+//                           -> next(n)         under_lock(n); store next(n)
 //                                              (release). n is popped
 //                                              claimed: no cancel finds it
-//   cancel (erase_slow,     n -> held -> n'    under the lock (one canceller
-//     any thread)                              at a time): CAS n -> held,
-//                                              unlink the node from the
-//                                              chain, store the head back;
-//                                              then fetch_and(~queued): the
-//                                              cancel won, the owner may free
-//                                              the node: no popper will ever
-//                                              read it, it left every chain
+//   cancel (erase_slow,     head: n -> held    under the lock: flush; unlink
+//     any thread)           -> n'              from list_, or CAS n -> held,
+//                                              unlink from the chain, store the
+//                                              head back; then fetch_and(
+//                                              ~queued): the cancel won, the
+//                                              owner may free the node: no
+//                                              popper will read it again
+//   empty (any thread)      none               staged or head not null: not
+//                                              empty, without the lock. Else
+//                                              under it (no transit then):
+//                                              staged (seq_cst), list_, head
+//
+// A push between its claim and its link is on no list yet: a cancel then
+// does not find it and comes first (false; the node is linked after), as
+// with mpsc_queue. `first` is never missed: a push finding the stack
+// non-empty shares it with the one that found it empty, and a take takes
+// both; a runner's empty() (the sleep/wake protocol, kcont/wakeup.hpp)
+// reads the stack seq_cst and never meets a node in transit.
 //
 // Nobody waits for a continuation to run: `held` lasts a pop's few
 // instructions or a cancel's walk, never a call of user code, so a cancel
@@ -163,6 +173,11 @@ struct no_batch {};
 // a word both read (the head), or Dekker's plain stores with a store-load
 // fence on both sides, which costs the popper as much. A pop with the head
 // held waits for that holder's few instructions (a spin, then yields).
+// Why producers skip the lock: a push costs its claim and one CAS, where a
+// mutex adds two read-modify-writes (lock, unlock). A spin_lock queue's
+// pushes link under the lock (its stack stays empty): a spin_lock costs one
+// read-modify-write and a plain store, what the CAS costs, and staging
+// would add the take's reversal pass over the nodes.
 template <class T = kc_hook, lock_policy Lock = no_lock>
 class kcqueue {
   static_assert(std::derived_from<T, kc_hook>,
@@ -171,6 +186,8 @@ class kcqueue {
 
   using access = detail::hook_access;
   static constexpr bool concurrent = !std::is_same_v<Lock, no_lock>;
+  // Pushes go to the staged stack (the batch table says why spin_lock's don't).
+  static constexpr bool stages = concurrent && !std::is_same_v<Lock, spin_lock>;
 
  public:
   using value_type = T;
@@ -184,12 +201,12 @@ class kcqueue {
   kcqueue(const kcqueue&) = delete;
   kcqueue& operator=(const kcqueue&) = delete;
   ~kcqueue() {
-    KCONT_EXPECTS(list_.empty() && batch_empty(),
+    KCONT_EXPECTS(list_.empty() && shared_empty(),
                   "kcqueue: destroyed while it still holds continuations "
                   "(rule 9: every continuation runs or is handed back)");
     // Release build: hand them back (see the lifetime contract). No other
     // thread may use a queue being destroyed: the list is read unlocked.
-    if (!list_.empty() || !batch_empty())
+    if (!list_.empty() || !shared_empty())
       while (pop() != nullptr) {
       }
   }
@@ -200,26 +217,21 @@ class kcqueue {
   //   `std::uint8_t` is a deferral's save: the claim sets the queued and
   //   deferred bits in one step, and before_link gets the state it replaced
   //   (the save row of the state table in kcont/kc_hook.hpp).
-  // Returns: already_queued (and n untouched), first or queued.
-  // Complexity: O(1). Never allocates.
+  // Returns: already_queued (and n untouched), first or queued. With a
+  //   real lock, first may also be said of a push onto a queue that was not
+  //   empty (its staged stack was: the batch table), and is never missed.
+  // Complexity: O(1). Never allocates. With a real lock other than
+  //   spin_lock, takes no lock: a claim and one CAS (the push row).
   template <std::invocable<> BeforeLink = detail::nothing>
   [[nodiscard]] push_result push(T& n, BeforeLink&& before_link = {}) {
-    std::lock_guard<Lock> g(lock_);
-    if constexpr (std::invocable<BeforeLink&, std::uint8_t>) {
-      constexpr auto bits = static_cast<std::uint8_t>(access::queued_bit | access::deferred_bit);
-      auto& state = access::state(n);
-      std::uint8_t st = state.load(std::memory_order_relaxed);
-      do {
-        if (st & access::queued_bit) return push_result::already_queued;
-        if constexpr (!concurrent) state.store(st | bits, std::memory_order_relaxed);
-      } while (concurrent && !state.compare_exchange_weak(st, st | bits, std::memory_order_acq_rel));
-      before_link(st);
+    if constexpr (stages) {
+      if (!detail::claim_for_push<true>(n, before_link)) return push_result::already_queued;
+      return shared_.stage(n) ? push_result::first : push_result::queued;
     } else {
-      if (access::set<concurrent>(n, access::queued_bit) & access::queued_bit)
-        return push_result::already_queued;
-      before_link();
+      std::lock_guard<Lock> g(lock_);
+      if (!detail::claim_for_push<concurrent>(n, before_link)) return push_result::already_queued;
+      return list_.push_back(n) ? push_result::first : push_result::queued;
     }
-    return list_.push_back(n) ? push_result::first : push_result::queued;
   }
 
   // Effects: removes and returns the oldest continuation, or nullptr.
@@ -251,10 +263,10 @@ class kcqueue {
                     "head held, so it must not throw");
       kc_hook* const held = detail::kcqueue_batch::held();
       for (unsigned spins = 0;; ++spins) {
-        kc_hook* n = batch_.head.load(std::memory_order_relaxed);
+        kc_hook* n = shared_.head.load(std::memory_order_relaxed);
         if (n == nullptr) {
           if (!take_pending()) return nullptr;
-        } else if (n != held && batch_.head.compare_exchange_weak(
+        } else if (n != held && shared_.head.compare_exchange_weak(
                                     n, held, std::memory_order_acquire,
                                     std::memory_order_relaxed)) {
           // Its link is reset, as a node leaving any queue (resume checks it).
@@ -263,10 +275,10 @@ class kcqueue {
           // (its link, and its state for take_saved) here before then.
           if (after != nullptr) __builtin_prefetch(after, 1);
           under_lock(*static_cast<T*>(n));
-          batch_.head.store(after, std::memory_order_release);
+          shared_.head.store(after, std::memory_order_release);
           return static_cast<T*>(n);
         } else {
-          back_off(spins);
+          detail::kcqueue_back_off(spins);
         }
       }
     } else {
@@ -288,10 +300,15 @@ class kcqueue {
     std::lock_guard<Lock> g1(first->lock_);
     std::lock_guard<Lock> g2(second->lock_);
     if constexpr (concurrent) {
+      // Pushed before the splice: each queue's staged nodes join its list.
+      if constexpr (stages) {
+        shared_.flush(list_);
+        other.shared_.flush(other.list_);
+      }
       // other's batch is older than its pending list: it goes first.
-      kc_hook* chain = other.hold_batch();
+      kc_hook* chain = other.shared_.hold();
       list_.append(detail::hook_queue::from_chain(chain));
-      other.batch_.head.store(nullptr, std::memory_order_release);
+      other.shared_.head.store(nullptr, std::memory_order_release);
     }
     list_.append(other.list_);
   }
@@ -304,10 +321,11 @@ class kcqueue {
   // Complexity: O(position of n).
   bool erase_slow(T& n) noexcept {
     std::lock_guard<Lock> g(lock_);
+    if constexpr (stages) shared_.flush(list_);
     bool found = list_.erase_slow(n);
     if constexpr (concurrent) {
-      if (!found && batch_.head.load(std::memory_order_relaxed) != nullptr) {
-        kc_hook* head = hold_batch();
+      if (!found && shared_.head.load(std::memory_order_relaxed) != nullptr) {
+        kc_hook* head = shared_.hold();
         if (head == &n) {
           head = std::exchange(access::next(n), nullptr);
           found = true;
@@ -319,7 +337,7 @@ class kcqueue {
             break;
           }
         }
-        batch_.head.store(head, std::memory_order_release);
+        shared_.head.store(head, std::memory_order_release);
       }
     }
     if (found) access::clear<concurrent>(n, access::queued_bit);
@@ -327,10 +345,12 @@ class kcqueue {
   }
 
   // True when the queue holds nothing (a batch counts). With a real lock, a
-  // snapshot.
+  // snapshot, sequentially consistent as the sleep/wake protocol of
+  // kcont/wakeup.hpp needs (the empty row).
   [[nodiscard]] bool empty() const noexcept {
+    if (!shared_empty()) return false;
     std::lock_guard<Lock> g(lock_);
-    return list_.empty() && batch_empty();
+    return list_.empty() && shared_empty();
   }
 
   // Effects: counts the queued continuations. Complexity: O(n).
@@ -338,9 +358,10 @@ class kcqueue {
     std::lock_guard<Lock> g(lock_);
     std::size_t n = list_.size_slow();
     if constexpr (concurrent) {
-      kc_hook* head = hold_batch();
+      if constexpr (stages) n += shared_.staged_size();
+      kc_hook* head = shared_.hold();
       for (kc_hook* p = head; p != nullptr; p = access::next(*p)) ++n;
-      batch_.head.store(head, std::memory_order_release);
+      shared_.head.store(head, std::memory_order_release);
     }
     return n;
   }
@@ -350,56 +371,32 @@ class kcqueue {
   friend struct detail::kcqueue_checker;
   friend struct detail::kcqueue_drain;
 
-  bool batch_empty() const noexcept {
+  bool shared_empty() const noexcept {  // nothing staged, no batch (not list_)
     if constexpr (concurrent)
-      return batch_.head.load(std::memory_order_acquire) == nullptr;
+      return shared_.lock_free_parts_empty();
     else
       return true;
   }
 
-  // The take row: under the lock, the pending list becomes the batch.
-  // Returns: false when there was nothing to take and no batch.
+  // The take row: under the lock, staged stack and pending list become the
+  // batch. Returns: false when there was nothing to take and no batch.
   bool take_pending() noexcept {
     std::lock_guard<Lock> g(lock_);
+    if constexpr (stages) shared_.flush(list_);
     kc_hook* expected = nullptr;
-    if (list_.empty()) return batch_.head.load(std::memory_order_relaxed) != nullptr;
-    if (batch_.head.compare_exchange_strong(expected, list_.front(),
-                                            std::memory_order_release,
-                                            std::memory_order_relaxed))
+    if (list_.empty()) return shared_.head.load(std::memory_order_relaxed) != nullptr;
+    if (shared_.head.compare_exchange_strong(expected, list_.front(),
+                                             std::memory_order_release,
+                                             std::memory_order_relaxed))
       (void)list_.take_all();
     return true;
   }
 
-  // Holds the batch head (waiting out a pop's few instructions); returns
-  // the chain. The caller stores a head back (release).
-  kc_hook* hold_batch() const noexcept
-    requires concurrent
-  {
-    for (unsigned spins = 0;; ++spins) {
-      kc_hook* n = batch_.head.load(std::memory_order_relaxed);
-      if (n != detail::kcqueue_batch::held() &&
-          batch_.head.compare_exchange_weak(n, detail::kcqueue_batch::held(),
-                                            std::memory_order_acquire,
-                                            std::memory_order_relaxed))
-        return n;
-      back_off(spins);
-    }
-  }
-
-  [[gnu::cold, gnu::noinline]] static void back_off(unsigned spins) noexcept {
-    if (spins < 128) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    } else {
-      std::this_thread::yield();
-    }
-  }
-
   detail::hook_queue list_;
   [[no_unique_address]] mutable Lock lock_;
-  [[no_unique_address]] mutable std::conditional_t<concurrent, detail::kcqueue_batch,
-                                                   detail::no_batch> batch_;
+  [[no_unique_address]] mutable std::conditional_t<
+      stages, detail::kcqueue_staged,
+      std::conditional_t<concurrent, detail::kcqueue_batch, detail::no_batch>> shared_;
 };
 
 namespace detail {
@@ -418,10 +415,13 @@ struct kcqueue_checker {
     }
     bool batch_ok = true;
     if constexpr (!std::is_same_v<Lock, no_lock>) {
-      kc_hook* head = q.hold_batch();
+      if constexpr (kcqueue<T, Lock>::stages)  // the staged stack
+        for (kc_hook* p = q.shared_.staged.load(); p != nullptr; p = access::next(*p))
+          batch_ok = batch_ok && (access::state(*p).load() & access::queued_bit) != 0;
+      kc_hook* head = q.shared_.hold();
       for (kc_hook* p = head; p != nullptr; p = access::next(*p))
         if ((access::state(*p).load() & access::queued_bit) == 0) batch_ok = false;
-      q.batch_.head.store(head, std::memory_order_release);
+      q.shared_.head.store(head, std::memory_order_release);
     }
     return batch_ok && last == q.list_.back();
   }

@@ -21,9 +21,11 @@
 // detail::intrusive_queue; intrusive_queue::from_lifo reverses the stack.
 //
 // Compared with kcqueue<T, std::mutex> / kcqueue<T, spin_lock> (the other two
-// queue policies a thread_dispatcher accepts): those serialise producers with
-// the consumer; this one lets any number of producers (and signal handlers)
-// push while the consumer pops. Compared with a Vyukov MPSC node queue: no
+// queue policies a thread_dispatcher accepts): a spin_lock queue serialises
+// producers with the consumer; a std::mutex queue's producers link onto a
+// staged stack as here (no lock), but not from a signal handler; this one
+// lets any number of producers and signal handlers push while the consumer
+// pops. Compared with a Vyukov MPSC node queue: no
 // stub node (a continuation may sit on one queue at a time, and an intrusive
 // stub would need a hook of its own), at the price of the reversal, which is
 // O(batch) once per exchange, i.e. O(1) amortised per node.

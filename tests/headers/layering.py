@@ -27,7 +27,7 @@ LAYER = {
     "detail/intrusive_queue.hpp": "kc", "detail/fn_signature.hpp": "kc",
     "kc_hook.hpp": "kc", "kc_base.hpp": "kc", "cancel_status.hpp": "kc",
     "make_kc.hpp": "kc", "resume.hpp": "kc", "kc_array.hpp": "kc",
-    "kcqueue.hpp": "kcqueue", "mpsc_queue.hpp": "kcqueue",
+    "kcqueue.hpp": "kcqueue", "mpsc_queue.hpp": "kcqueue", "detail/kcqueue_shared.hpp": "kcqueue",
     "run.hpp": "run", "current_level.hpp": "run", "completion_queue.hpp": "run",
     "dispatcher.hpp": "dispatch", "runner.hpp": "dispatch", "wakeup.hpp": "dispatch",
     "thread_dispatcher.hpp": "dispatch", "posix/fd_wakeup.hpp": "dispatch",
