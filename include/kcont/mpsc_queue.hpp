@@ -131,14 +131,7 @@ class mpsc_queue {
     if (access::set<true>(n, access::queued_bit) & access::queued_bit)
       return push_result::already_queued;
     before_link();
-    kc_hook* old = stack_.load(std::memory_order_relaxed);
-    do {
-      access::next(n) = old;
-      // seq_cst: a runner's "is it empty before I sleep" check must not be
-      // reordered ahead of its wake-ticket read (see wakeup.hpp).
-    } while (!stack_.compare_exchange_weak(old, &n, std::memory_order_seq_cst,
-                                           std::memory_order_relaxed));
-    return old == nullptr ? push_result::first : push_result::queued;
+    return detail::push_onto_stack(stack_, n) ? push_result::first : push_result::queued;
   }
 
   // Effects: removes and returns the oldest continuation (clearing its queued

@@ -40,6 +40,20 @@ using hook_queue = intrusive_queue<hook_next>;
   }
 }
 
+// A Treiber stack's push, newest on top: the staged stack's and the MPSC
+// queue's link. seq_cst: P0 of the sleep/wake protocol (kcont/wakeup.hpp):
+// a runner's "is it empty" (S3) must not miss this link once the producer's
+// P1 has read "nobody asleep".
+// Returns: true when the stack was empty (a push's `first`).
+// Thread-safety: any thread, no lock; async-signal-safe (lock-free).
+[[gnu::always_inline]] inline bool push_onto_stack(std::atomic<kc_hook*>& top, kc_hook& n) noexcept {
+  kc_hook* old = top.load(std::memory_order_relaxed);
+  do {
+    hook_access::next(n) = old;
+  } while (!top.compare_exchange_weak(old, &n, std::memory_order_seq_cst, std::memory_order_relaxed));
+  return old == nullptr;
+}
+
 // A kcqueue push's claim (the claim table in kcont/kc_hook.hpp), then
 // before_link; Concurrent: a read-modify-write (a real lock). A before_link
 // invocable with the state byte is a deferral's save: the claim sets the
@@ -103,17 +117,7 @@ struct kcqueue_staged : kcqueue_batch {
   // The push row's link: n (claimed, its before_link done) goes on top.
   // Returns: true when the stack was empty (push's `first`).
   // Thread-safety: any thread, no lock.
-  bool stage(kc_hook& n) noexcept {
-    kc_hook* old = staged.load(std::memory_order_relaxed);
-    do {
-      hook_access::next(n) = old;
-      // seq_cst: P0 of the sleep/wake protocol (kcont/wakeup.hpp): a
-      // runner's "is it empty" (S3) must not miss this link once the
-      // producer's P1 has read "nobody asleep".
-    } while (!staged.compare_exchange_weak(old, &n, std::memory_order_seq_cst,
-                                           std::memory_order_relaxed));
-    return old == nullptr;
-  }
+  bool stage(kc_hook& n) noexcept { return push_onto_stack(staged, n); }
 
   // The flush row: moves the staged stack to the back of `list`, oldest
   // first, so each producer's pushes keep their order.
