@@ -98,10 +98,9 @@ struct kqueue_key_hash {
   }
 };
 
-// What every knote of a kqueue has besides its knote: the kevent's
-// identity, flags and udata, and the links of the pending list (or, while
-// it is being freed, of the kqueue's drop list). Guarded by the kqueue's
-// lock. `ops` reaches the filter of the typed node it is part of.
+// What every knote of a kqueue has besides its knote: the kevent's identity, flags and udata, and
+// the links of the pending list (or, while it is being freed, of the kqueue's drop list). Guarded
+// by the kqueue's lock. `ops` reaches the filter of the typed node it is part of.
 template <class Udata>
 struct kqueue_entry {
   struct ops_type {
@@ -136,17 +135,15 @@ enum class scan_kind : std::uint8_t {
   oneshot,   // reported; the caller deletes it (ev::oneshot, or its filter's)
 };
 
-// The EV_EOF a filter set in the knote's flags (or its touch in a report's),
-// reported with the entry's own flags: FreeBSD's filt_soread and
-// filt_piperead set EV_EOF in kn_flags, which the scan copies out; and
-// EV_ONESHOT, which knlist_clear sets with it (a pipe's reader gone).
+// The EV_EOF a filter set in the knote's flags (or its touch in a report's), reported with the
+// entry's own flags: FreeBSD's filt_soread and filt_piperead set EV_EOF in kn_flags, which the scan
+// copies out; and EV_ONESHOT, which knlist_clear sets with it (a pipe's reader gone).
 inline ev kqueue_eof_of(std::uint16_t flags) noexcept {
   return static_cast<ev>(flags) & (ev::eof | ev::oneshot);
 }
 
-// Takes the kqueue's lock `l`, a spin lock's contended wait out of line: the
-// activation and the scan that take it then save no registers for a call
-// they rarely make.
+// Takes the kqueue's lock `l`, a spin lock's contended wait out of line: the activation and the
+// scan that take it then save no registers for a call they rarely make.
 template <class L>
 [[gnu::cold, gnu::noinline]] void kqueue_lock_slow(L& l) {
   l.lock();
@@ -194,9 +191,8 @@ struct kqueue_node final : kqueue_entry<Udata> {
   static constexpr bool single = std::is_same_v<KnoteLock, no_lock>;
   using base_type = typename knote<Fi, Level, KnoteLock>::base_type;
 
-  // The continuation of an activation that is not a fan-out's (knote::
-  // activate or enable; the kqueue's own code never calls them, but the
-  // knote is one like any other).
+  // The continuation of an activation that is not a fan-out's (knote::activate or enable; the
+  // kqueue's own code never calls them, but the knote is one like any other).
   struct kq_fn {
     void operator()(base_type*, kqueue_node*& self, knote_cause) const {
       self->owner->on_activation(*self);
@@ -204,19 +200,17 @@ struct kqueue_node final : kqueue_entry<Udata> {
   };
   using closure_type =
       knote_closure<Fi, kq_fn, kqueue_node*, static_level<Level::immediate>, KnoteLock>;
-  // The knote embeds the kqueue's continuation, and its fused fire is the
-  // kqueue's own (fire_kq): the filter's event, the activation and the
-  // queueing in one call under one lock.
+  // The knote embeds the kqueue's continuation, and its fused fire is the kqueue's own (fire_kq):
+  // the filter's event, the activation and the queueing in one call under one lock.
   struct knote_type : closure_type {
     knote_type(Fi f, kqueue_node* self, std::uintptr_t id)
         : closure_type(std::move(f), kq_fn{}, self, at<Level::immediate>, id, &fire_kq,
                        /*under_lock=*/true) {}
 
-    // The state table's → active, no pin, and −active (kcont/detail/
-    // knote_state.hpp), for a knote that is not dropping (its detach has not
-    // begun: the kqueue marks it dropping, under its lock, first), under the
-    // kqueue's lock, which serializes this single-threaded knote: a plain
-    // load and store, the policy known here. Returns: whether it is enabled.
+    // The state table's → active, no pin, and −active (kcont/detail/knote_state.hpp), for a knote
+    // that is not dropping (its detach has not begun: the kqueue marks it dropping, under its lock,
+    // first), under the kqueue's lock, which serializes this single-threaded knote: a plain load
+    // and store, the policy known here. Returns: whether it is enabled.
     bool mark_active() noexcept {
       if constexpr (single) {
         auto& s = knote_access::state(*this);
@@ -303,11 +297,12 @@ struct kqueue_node final : kqueue_entry<Udata> {
                                                      fire_batch& batch) {
     std::lock_guard g(q_lock(b), std::adopt_lock);
     Owner* const q = static_cast<knote_type&>(b).env()->owner;
+    entry first{};  // the batch's chain starts at its link: never queued
     struct flush {  // before the unlock, also when a filter throws
       Owner& q;
       typename Owner::pending_batch queued;
       ~flush() { q.push_pending(queued); }
-    } f{*q, {}};
+    } f{*q, {first}};
     const auto push = [&f](Owner&, entry& e) { f.queued.push(e); };
     const fire_outcome r = fire_held(b, h, push);
     std::size_t fired = 0;
@@ -341,9 +336,8 @@ struct kqueue_node final : kqueue_entry<Udata> {
         if (k.filter().defunct()) [[unlikely]] q.bury(n);
       return fire_outcome::skipped;
     }
-    // Pending already (rule 7): a queued knote is active (the state table
-    // in kqueue_pending.hpp), so the activation changes nothing; it ran
-    // unless the knote was disabled while pending.
+    // Pending already (rule 7): a queued knote is active (the state table in kqueue_pending.hpp),
+    // so the activation changes nothing; it ran unless the knote was disabled while pending.
     if (Owner::is_queued(n)) return k.is_disabled() ? fire_outcome::skipped : fire_outcome::ran;
     if (!k.mark_active()) return fire_outcome::skipped;  // disabled: marked active only
     // Attaching (never with no_lock: kqueue_core::attach_unlocked): the
@@ -373,24 +367,35 @@ struct kqueue_node final : kqueue_entry<Udata> {
   static scan_kind scan_step(entry& e, basic_kevent<Udata>& out) {
     knote_type& kn = self(e).kn;
     base_type& b = kn;
-    // Single-threaded under the kqueue's lock: only the steps below write
-    // it (a filter's event does not: kcont/filter.hpp), so it is read once.
+    // Single-threaded under the kqueue's lock: only the steps below write it (a filter's event
+    // does not: kcont/filter.hpp), so it is read once.
     const std::uint32_t seen = kn.scan_state();
     if (kn.disabled_in(seen)) [[unlikely]]
       return scan_kind::disabled;
     const ev flags = e.flags;
-    // The bits that choose the step's end, in one value: the common ends
-    // (ev::clear alone, or none: level-triggered) cost one compare each.
+    // The bits that choose the step's end, in one value: the commonest end (ev::clear alone, no
+    // touch) is taken first, on one compare, past every other end's test.
     const ev kind = flags & (ev::oneshot | ev::dispatch | ev::clear);
+    // Rare: a knote is pending because its condition held a moment ago.
+    const auto gone = [&] {
+      if (static_cast<bool>(kn.filter().event(b, typename knote_type::hint_type{}))) [[likely]]
+        return false;
+      kn.mark_inactive(seen);
+      return true;
+    };
+    if (!filter_has_touch<Fi, base_type> && kind == ev::clear) [[likely]] {
+      if (gone()) [[unlikely]] return scan_kind::dropped;
+      out = {e.ident, e.filter, flags, kn.fflags, kn.data, e.udata};
+      kn.fflags = 0;
+      kn.data = 0;
+      kn.mark_inactive(seen);
+      return scan_kind::cleared;
+    }
     if (has(kind, ev::oneshot)) [[unlikely]] {
       out = {e.ident, e.filter, flags | kqueue_eof_of(kn.flags), kn.fflags, kn.data, e.udata};
       return scan_kind::oneshot;
     }
-    // Rare: a knote is pending because its condition held a moment ago.
-    if (!static_cast<bool>(kn.filter().event(b, typename knote_type::hint_type{}))) [[unlikely]] {
-      kn.mark_inactive(seen);
-      return scan_kind::dropped;
-    }
+    if (gone()) [[unlikely]] return scan_kind::dropped;
     if constexpr (filter_has_touch<Fi, base_type>) {
       knote_change r{static_cast<std::uint16_t>(flags), 0, 0};
       kn.filter().touch(b, r, touch_op::process);
@@ -399,13 +404,9 @@ struct kqueue_node final : kqueue_entry<Udata> {
       if (has(static_cast<ev>(r.flags), ev::oneshot)) return scan_kind::oneshot;
     } else {
       out = {e.ident, e.filter, flags, kn.fflags, kn.data, e.udata};
-      if (has(kind, ev::clear)) {
+      if (has(kind, ev::clear)) {  // with ev::dispatch
         kn.fflags = 0;
         kn.data = 0;
-        if (kind == ev::clear) [[likely]] {
-          kn.mark_inactive(seen);
-          return scan_kind::cleared;
-        }
       }
     }
     if (kind == ev{}) return scan_kind::level;

@@ -122,14 +122,17 @@ class kqueue_pending {
   // chained here and moved onto pending_ at its end, within the one hold of
   // the kqueue's lock (the table's "queued, in a batch" note). The chain's
   // last link is stored once, at the end: each push stores only the links
-  // the next one does not overwrite (a store per knote less).
+  // the next one does not overwrite (a store per knote less), and it starts
+  // at the link of `head`, the caller's local entry (never queued, apart
+  // from the batch so that its tail and count stay in registers): no push
+  // tests for a first knote.
   struct pending_batch {
-    entry* head = nullptr;
-    entry* tail = nullptr;
+    entry& head;
+    entry* tail = &head;
     std::size_t n = 0;
     void push(entry& e) noexcept {
       pending_list::prev(e) = tail;
-      (tail == nullptr ? head : pending_list::next(*tail)) = &e;
+      pending_list::next(*tail) = &e;
       tail = &e;
       ++n;
     }
@@ -138,7 +141,7 @@ class kqueue_pending {
   // Returns: whether the list was empty (the caller wakes scanners then).
   bool append_pending(pending_batch& b) noexcept {
     pending_list::next(*b.tail) = nullptr;
-    const bool was_empty = pending_.append_chain(*b.head, *b.tail);
+    const bool was_empty = pending_.append_chain(*pending_list::next(b.head), *b.tail);
     pending_count_ += b.n;
     return was_empty;
   }
