@@ -3,7 +3,7 @@
 //
 // Defines `detail::kqueue_pending<Udata>`, the base of kqueue_core
 // (kcont/detail/kqueue_core.hpp) that keeps the pending list (the knotes
-// waiting for a scan), each entry's queued flag, the protocol of both (the
+// waiting for a scan), each knote's queued bit, the protocol of both (the
 // state table below) and, at the list's front, the defunct knotes: those
 // whose filter said their source is gone for good (a descriptor closed:
 // FreeBSD's knote_fdclose), out of the table, waiting to be freed. Every
@@ -30,13 +30,13 @@ class kqueue_pending {
 
   // The pending list and the knote's queued bit: the state table.
   //
-  // A knote is "pending" exactly when it is on pending_ and its entry's
-  // queued flag (try_queue / unqueue below) is set: both change together,
+  // A knote is "pending" exactly when it is on pending_ and its knote's
+  // queued bit (try_queue / unqueue below) is set: both change together,
   // under the kqueue's lock, only in push_pending, remove_pending, bury,
   // reap and collect (take, re-queue). pending_count_ counts the list; the
   // first defunct_ entries are defunct (FreeBSD's kq_count is the rest:
   // kqueue::pending). The one exception, "queued, in a batch": a fan-out's
-  // batch (kqueue_node::fire_batched) sets the flag and links the knote on
+  // batch (kqueue_node::fire_batched) sets the bit and links the knote on
   // its own pending_batch, moved onto pending_ before it releases the lock
   // (also when a filter throws): no other code sees the gap, as nothing
   // that reads pending_ runs meanwhile but bury, for the knote being fired,
@@ -57,9 +57,11 @@ class kqueue_pending {
   //   pending  | activation, change                   | none: try_queue fails (rule 7)
   //   pending  | ev::disable                          | none -> pending, in place
   //   pending  | scan: disabled                       | pop, unqueue -> idle (active)
-  //   pending  | scan: re-check fails                 | pop, unqueue, clear_active -> idle
-  //   pending  | scan: reported, clear or dispatch    | pop, unqueue, clear_active
-  //            |                                      |   (dispatch: disable) -> idle
+  //   pending  | scan: re-check fails                 | pop; unqueue and clear_active,
+  //            |                                      |   one store -> idle
+  //   pending  | scan: reported, clear or dispatch    | pop, unqueue, clear_active (the
+  //            |                                      |   commonest, ev::clear alone: one
+  //            |                                      |   store; dispatch: disable) -> idle
   //   pending  | scan: reported, level-triggered      | pop, unqueue, try_queue,
   //            |                                      |   push_back, no wake -> pending
   //   pending  | scan: ev::oneshot                    | pop, unqueue, report without
@@ -95,21 +97,16 @@ class kqueue_pending {
   // Blocked scanners are woken (cv_) by a push onto an empty list while any
   // waits (push_pending says why that is enough).
 
-  // The entry's queued flag, the NetBSD patch's KN_QUEUED. It is the
-  // kqueue's own (not the knote's state word, which would need a locked
-  // read-modify-write per claim and per release): written only under the
-  // kqueue's lock, read without it by on_activation's early return.
-  static bool try_queue(entry& e) noexcept {
-    if (e.queued.load(std::memory_order_relaxed)) return false;
-    e.queued.store(true, std::memory_order_relaxed);
-    return true;
-  }
-  // try_queue for a caller that has just seen is_queued(e) false.
-  static void set_queued(entry& e) noexcept { e.queued.store(true, std::memory_order_relaxed); }
-  static void unqueue(entry& e) noexcept { e.queued.store(false, std::memory_order_release); }
-  static bool is_queued(const entry& e) noexcept {
-    return e.queued.load(std::memory_order_acquire);
-  }
+  // The entry's queued flag, the NetBSD patch's KN_QUEUED: the queued bit of
+  // its knote's state word (kcont/detail/knote_state.hpp), which the kqueue's
+  // knotes leave to it. Their word is written only under the kqueue's lock
+  // (plain stores: the knotes are single-threaded, kqueue_entry.hpp), so the
+  // bit costs no read-modify-write, and the hot paths (the fan-out's fire,
+  // the scan's step) test it in the load of the word they make anyway; read
+  // without the lock by on_activation's early return.
+  static bool try_queue(entry& e) noexcept { return e.core->try_queue(); }
+  static void unqueue(entry& e) noexcept { e.core->unqueue(); }
+  static bool is_queued(const entry& e) noexcept { return e.core->is_queued(); }
 
   // pending -> idle.
   void remove_pending(entry& e) noexcept {
