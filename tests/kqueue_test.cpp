@@ -1094,3 +1094,51 @@ TEST_CASE_TEMPLATE("kqueue.fanout_batch_queues_in_list_order_and_keeps_them_when
   CHECK(a.pending() == 0);
 }
 #endif  // __cpp_exceptions
+
+// The queued bit a fan-out tests: a knote disabled while pending stays pending and a post to it is
+// counted by its filter but not fired; the scan unqueues it unreported, a post then only marks it
+// active, and the enable queues it once; a level-triggered knote a scan re-queued is not queued
+// twice by the next post.
+TEST_CASE_TEMPLATE("kqueue.fanout_sees_the_queued_bit_through_disable_enable_and_level", Pol,
+                   std::mutex, kcont::no_lock) {
+  constexpr kcont::filter_id rx_id{7};
+  using source = kcont::basic_event_source<kcont::bsd_level, Pol>;
+  using filter = kcont::counting_filter<rx_id, source>;
+  using queue = kcont::kqueue<kcont::filters<filter>, std::uintptr_t, Pol>;
+  source rx;
+  queue q{rx};
+  REQUIRE(q.change(kev{1, rx_id, ev::add | ev::clear}) == 0);
+  REQUIRE(q.change(kev{2, rx_id, ev::add | ev::clear}) == 0);
+  CHECK(rx.post(1) == 2);
+  REQUIRE(q.change(kev{1, rx_id, ev::disable}) == 0);
+  CHECK(q.pending() == 2);  // disabled in place
+  CHECK(rx.post(1) == 1);   // 1: pending but disabled, not fired
+  kev out[4];
+  REQUIRE(q.scan(out) == 1);
+  CHECK(out[0].ident == 2);
+  CHECK(out[0].data == 2);
+  CHECK(q.pending() == 0);  // 1 left the list unreported
+  CHECK(rx.post(1) == 1);   // 1: marked active only
+  CHECK(q.pending() == 1);
+  REQUIRE(q.change(kev{1, rx_id, ev::enable}) == 0);
+  CHECK(q.pending() == 2);
+  CHECK(rx.post(1) == 2);  // both pending: coalesced
+  CHECK(q.pending() == 2);
+  REQUIRE(q.scan(out) == 2);
+  CHECK(out[0].ident == 2);
+  CHECK(out[0].data == 2);
+  CHECK(out[1].ident == 1);
+  CHECK(out[1].data == 4);
+  CHECK(q.scan(out, milliseconds(0)) == 0);
+  REQUIRE(q.change(kev{3, rx_id, ev::add}) == 0);  // level-triggered
+  CHECK(rx.post(1) == 3);
+  REQUIRE(q.scan(out) == 3);
+  CHECK(q.pending() == 1);  // 3 re-queued
+  CHECK(rx.post(1) == 3);
+  CHECK(q.pending() == 3);
+  REQUIRE(q.scan(out) == 3);
+  CHECK(out[0].ident == 3);
+  CHECK(out[0].data == 2);  // level: not reset
+  CHECK(out[1].ident == 1);
+  CHECK(out[2].ident == 2);
+}

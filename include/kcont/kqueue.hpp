@@ -328,7 +328,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     // touch, as kqueue_register. A disabled knote stays where it is on the
     // pending list (see the state table in kcont/detail/kqueue_core.hpp).
     if (has(kev.flags, ev::forceoneshot)) {
-      e.flags |= ev::oneshot;
+      e.or_flags(ev::oneshot);
       // kn_flags |= EV_ONESHOT: the filter sees it too (a timer's re-arm in
       // the touch below is then one-shot, as filt_timervalidate reads it).
       e.core->flags = static_cast<std::uint16_t>(e.core->flags | static_cast<std::uint16_t>(ev::oneshot));
@@ -346,7 +346,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     // kn_flags |= EV_ERROR on a bad re-add) are reported from now on; a touch
     // that deactivated it (filt_timertouch on a re-add: knote_dequeue,
     // ~KN_ACTIVE) takes it off the pending list.
-    e.flags |= static_cast<ev>(e.core->flags);
+    e.or_flags(static_cast<ev>(e.core->flags));
     if (!e.core->is_active() && base::is_queued(e)) base::remove_pending(e);
     kev.fflags = ch.fflags;
     kev.data = ch.data;
@@ -416,7 +416,7 @@ class kqueue<filters<F...>, Udata, Lock, Level> : private detail::kqueue_core<Ud
     }
     // A filter's attach may add flags to the knote (FreeBSD's
     // filt_timerattach: kn_flags |= EV_CLEAR); scans report and obey them.
-    n->flags |= static_cast<ev>(n->kn.flags);
+    n->or_flags(static_cast<ev>(n->kn.flags));
     post_change(*n);
     if (drive::moves_deadlines(c.filter)) base::rouse();  // a new timer
     return 0;

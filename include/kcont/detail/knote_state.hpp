@@ -15,7 +15,7 @@
 //
 //   bit   name      meaning
 //   1     active    an event fired and no consumer has acknowledged it yet
-//   2     queued    claimed by a consumer's own queue of knotes (the kqueue keeps its own flag)
+//   2     queued    claimed by a consumer's queue of knotes (a kqueue's pending list: its own)
 //   4     disabled  activation marks it active but runs nothing (rule 6)
 //   8     attached  the filter's attach succeeded
 //   16    detached  detach has begun: no new activation runs the continuation

@@ -41,7 +41,7 @@ class kqueue_core : public kqueue_pending<Udata> {
   using pend = kqueue_pending<Udata>;  // the pending list and its state table
   using typename pend::entry;
   using typename pend::drop_list;
-  using pend::try_queue, pend::set_queued, pend::unqueue, pend::is_queued;
+  using pend::try_queue, pend::unqueue, pend::is_queued;
   using pend::remove_pending;
   using pend::destroy_all, pend::pending_, pend::pending_count_, pend::defunct_;
   using kevent_type = basic_kevent<Udata>;
@@ -380,14 +380,14 @@ class kqueue_core : public kqueue_pending<Udata> {
       entry* front = r.next;
       if (front == nullptr) break;
       entry& e = *front;
-      r.next = pend::pending_list::next(e);  // read before a step re-links e
-      unqueue(e);
+      // Read before a step re-links e. The step unqueues e (its queued bit, in the store of the
+      // knote's state word it makes anyway), all but a level one, kept queued.
+      r.next = pend::pending_list::next(e);
       switch (step(e, *r.out)) {
         case scan_kind::level:
           // Re-queued without waking anyone: the scanner that found it returns.
           ++r.out;
           ++r.kept;
-          set_queued(e);
           pending_.push_back(e);
           break;
         case scan_kind::cleared:

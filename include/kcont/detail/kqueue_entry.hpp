@@ -98,10 +98,9 @@ struct kqueue_key_hash {
   }
 };
 
-// What every knote of a kqueue has besides its knote: the kevent's
-// identity, flags and udata, and the links of the pending list (or, while
-// it is being freed, of the kqueue's drop list). Guarded by the kqueue's
-// lock. `ops` reaches the filter of the typed node it is part of.
+// What every knote of a kqueue has besides its knote: the kevent's identity, flags and udata, and
+// the links of the pending list (or, while it is being freed, of the kqueue's drop list). Guarded
+// by the kqueue's lock. `ops` reaches the filter of the typed node it is part of.
 template <class Udata>
 struct kqueue_entry {
   struct ops_type {
@@ -116,37 +115,40 @@ struct kqueue_entry {
   kqueue_entry* pprev = nullptr;
   std::uintptr_t ident;
   filter_id filter;
-  ev flags;  // the creating change's flags but the actions
+  ev flags;  // the creating change's flags but the actions (or_flags adds to them)
   Udata udata;
   bool dropping = false;  // being deleted: activations must not queue it
   // Its filter is being attached, lock_ dropped (kqueue::add_as): changes
   // wait, activations do not queue it (post_change does, after the attach).
   bool attaching = false;
-  // On the pending list (the state table in kcont/detail/kqueue_core.hpp).
-  std::atomic<bool> queued{false};
+  // ev::clear without ev::oneshot or ev::dispatch: the scan's commonest end, chosen on this byte,
+  // which or_flags keeps, not on a test of the flags per event (kqueue_node::scan_step).
+  bool plain_clear = false;
+  void or_flags(ev f) noexcept {
+    flags |= f;
+    plain_clear = (flags & (ev::oneshot | ev::dispatch | ev::clear)) == ev::clear;
+  }
 };
 
 // What the scan's step did with one knote it took off the pending list
 // (kqueue_node::scan_step; the state table in kqueue_pending.hpp).
 enum class scan_kind : std::uint8_t {
-  disabled,  // unreported, still active (the caller frees a defunct one)
+  disabled,  // unreported, unqueued, still active (the caller frees a defunct one)
   dropped,   // the re-check failed: unreported, no longer active
   cleared,   // reported; ev::clear or ev::dispatch: idle, not active
-  level,     // reported; level-triggered: the caller re-queues it
+  level,     // reported; level-triggered: still queued, the caller re-links it
   oneshot,   // reported; the caller deletes it (ev::oneshot, or its filter's)
 };
 
-// The EV_EOF a filter set in the knote's flags (or its touch in a report's),
-// reported with the entry's own flags: FreeBSD's filt_soread and
-// filt_piperead set EV_EOF in kn_flags, which the scan copies out; and
-// EV_ONESHOT, which knlist_clear sets with it (a pipe's reader gone).
+// The EV_EOF a filter set in the knote's flags (or its touch in a report's), reported with the
+// entry's own flags: FreeBSD's filt_soread and filt_piperead set EV_EOF in kn_flags, which the scan
+// copies out; and EV_ONESHOT, which knlist_clear sets with it (a pipe's reader gone).
 inline ev kqueue_eof_of(std::uint16_t flags) noexcept {
   return static_cast<ev>(flags) & (ev::eof | ev::oneshot);
 }
 
-// Takes the kqueue's lock `l`, a spin lock's contended wait out of line: the
-// activation and the scan that take it then save no registers for a call
-// they rarely make.
+// Takes the kqueue's lock `l`, a spin lock's contended wait out of line: the activation and the
+// scan that take it then save no registers for a call they rarely make.
 template <class L>
 [[gnu::cold, gnu::noinline]] void kqueue_lock_slow(L& l) {
   l.lock();
@@ -177,16 +179,15 @@ scan_kind scan_step_of(kqueue_entry<Udata>& e, basic_kevent<Udata>& out) {
 // it: on activation it calls `owner->on_activation(entry)`, which queues the entry for a scan.
 // Owner must make this class a friend if on_activation is private.
 //
-// The kqueue's lock serializes the knote (KnoteLock is no_lock: a single-threaded knote, no field
-// lock, plain state updates): every call of its filter (the fan-out's event, the scan's re-check
-// and report, a change's touch) and every write of its state word runs under the kqueue's lock,
-// but for its attach, before it is linked on a source, and its detach, after the kqueue marked it
-// dropping under its lock (from then on fire_kq leaves it alone); nothing outside the kqueue
-// reaches the knote. So a fan-out takes the kqueue's lock once per batch of its knotes
-// (fire_batched: the event, the activation and the queueing), with no atomic read-modify-write of
-// the knote, and a locked klist calls the fused fire under its own lock (the lock order is klist,
-// then kqueue: the kqueue attaches a filter without its lock, kqueue::add_as), unpinned (the
-// state table in kcont/detail/knote_state.hpp: "→ active, no pin").
+// The kqueue's lock serializes the knote (KnoteLock is no_lock: single-threaded, no field lock,
+// plain state updates): every call of its filter (the fan-out's event, the scan's re-check and
+// report, a change's touch) and every write of its state word runs under it, but for its attach,
+// before it is linked on a source, and its detach, after the kqueue marked it dropping under its
+// lock (from then on fire_kq leaves it alone); nothing outside the kqueue reaches the knote. So a
+// fan-out takes the kqueue's lock once per batch of its knotes (fire_batched: event, activation,
+// queueing), with no atomic read-modify-write of the knote, and a locked klist calls the fused
+// fire under its own lock (the lock order is klist, then kqueue: the kqueue attaches a filter
+// without its lock, kqueue::add_as), unpinned (knote_state.hpp's table: "→ active, no pin").
 template <class Owner, class Fi, class Udata, level_set Level, class KnoteLock>
 struct kqueue_node final : kqueue_entry<Udata> {
   using entry = kqueue_entry<Udata>;
@@ -194,9 +195,8 @@ struct kqueue_node final : kqueue_entry<Udata> {
   static constexpr bool single = std::is_same_v<KnoteLock, no_lock>;
   using base_type = typename knote<Fi, Level, KnoteLock>::base_type;
 
-  // The continuation of an activation that is not a fan-out's (knote::
-  // activate or enable; the kqueue's own code never calls them, but the
-  // knote is one like any other).
+  // The continuation of an activation that is not a fan-out's (knote::activate or enable; the
+  // kqueue's own code never calls them, but the knote is one like any other).
   struct kq_fn {
     void operator()(base_type*, kqueue_node*& self, knote_cause) const {
       self->owner->on_activation(*self);
@@ -204,68 +204,44 @@ struct kqueue_node final : kqueue_entry<Udata> {
   };
   using closure_type =
       knote_closure<Fi, kq_fn, kqueue_node*, static_level<Level::immediate>, KnoteLock>;
-  // The knote embeds the kqueue's continuation, and its fused fire is the
-  // kqueue's own (fire_kq): the filter's event, the activation and the
-  // queueing in one call under one lock.
+  // The knote embeds the kqueue's continuation, and its fused fire is the kqueue's own (fire_kq):
+  // the filter's event, the activation and the queueing in one call under one lock.
   struct knote_type : closure_type {
     knote_type(Fi f, kqueue_node* self, std::uintptr_t id)
         : closure_type(std::move(f), kq_fn{}, self, at<Level::immediate>, id, &fire_kq,
                        /*under_lock=*/true) {}
 
-    // The state table's → active, no pin, and −active (kcont/detail/
-    // knote_state.hpp), for a knote that is not dropping (its detach has not
-    // begun: the kqueue marks it dropping, under its lock, first), under the
-    // kqueue's lock, which serializes this single-threaded knote: a plain
-    // load and store, the policy known here. Returns: whether it is enabled.
-    bool mark_active() noexcept {
-      if constexpr (single) {
-        auto& s = knote_access::state(*this);
-        const auto v = s.load(std::memory_order_relaxed);
-        KCONT_EXPECTS((v & this->detached_bit) == 0, "kqueue: a detached knote activated");
-        s.store(v | this->active_bit, std::memory_order_relaxed);
-        return (v & this->disabled_bit) == 0;
-      } else {
-        return knote_access::begin_fire_activation<false>(*this);
-      }
-    }
-    void mark_inactive() noexcept {
-      if constexpr (single) {
-        auto& s = knote_access::state(*this);
-        s.store(s.load(std::memory_order_relaxed) & ~this->active_bit, std::memory_order_relaxed);
-      } else {
-        (void)this->clear_active();
-      }
-    }
-    // The scan step's first look at the state word, kept for its last
-    // write (mark_inactive(seen)): nothing between them writes it, so one
-    // load serves both (a compiler never merges two atomic loads).
-    std::uint32_t scan_state() const noexcept {
+    // The state word (kcont/detail/knote_state.hpp) with the kqueue's queued bit (kqueue_pending
+    // .hpp) of a knote not dropping (the kqueue marks it so, under its lock, before its detach),
+    // under the kqueue's lock, which serializes this single-threaded knote: one load, and plain
+    // stores of what a step decided (→ active, no pin; −active; the queueing), release so that
+    // on_activation's unlocked read sees a clear bit no earlier than the scan's report.
+    std::uint32_t word() const noexcept {
       return knote_access::state(const_cast<knote_type&>(*this)).load(std::memory_order_relaxed);
     }
-    [[nodiscard]] bool disabled_in(std::uint32_t seen) const noexcept {
-      return (seen & this->disabled_bit) != 0;
+    void store(std::uint32_t v) noexcept {
+      knote_access::state(*this).store(v, std::memory_order_release);
     }
-    void mark_inactive(std::uint32_t seen) noexcept {
-      if constexpr (single)
-        knote_access::state(*this).store(seen & ~this->active_bit, std::memory_order_relaxed);
-      else
-        mark_inactive();
-    }
+    static constexpr std::uint32_t active = knote_type::active_bit;
+    static constexpr std::uint32_t queued = knote_type::queued_bit;
+    static constexpr std::uint32_t disabled = knote_type::disabled_bit;
+    static constexpr std::uint32_t detached = knote_type::detached_bit;
   };
+  static_assert(single, "kcont::kqueue: its knotes are single-threaded (kqueue.hpp: knote_lock)");
 
   // `kept`: the change's flags as the knote keeps them (the actions off).
   kqueue_node(Owner* q, Fi f, const basic_kevent<Udata>& c, ev kept)
-      : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter, kept, c.udata, false, false},
+      : entry{&ops, nullptr, nullptr, nullptr, c.ident, c.filter, ev{}, c.udata, false, false},
         owner(q),
         kn(std::move(f), this, c.ident) {
     this->core = &kn;
+    this->or_flags(kept);
   }
 
   // One event of a fan-out (any klist, any thread), under the kqueue's lock: the filter's event,
   // rule 6's unpinned activation (a disabled knote is marked active, not queued), and the kqueue
   // state table's activation (queued once: rule 7). After it returns nothing touches the knote; a
-  // detach waits for it through the klist's lock (or, no_lock, it runs on the fan-out's own
-  // thread).
+  // detach waits for it through the klist's lock (no_lock: it runs on the fan-out's thread).
   static fire_outcome fire_kq(base_type& b, typename base_type::hint_arg h, Level,
                               fire_batch* batch) {
     auto& lock = q_lock(b);
@@ -290,46 +266,48 @@ struct kqueue_node final : kqueue_entry<Udata> {
     std::lock_guard g(q_lock(b), std::adopt_lock);
     return fire_held(b, h, [](Owner& q, entry& e) { q.push_pending(e); });
   }
-  // The batch (kcont/detail/fire.hpp): b, then the knotes after b on its klist that are of this
-  // node type and of b's kqueue, each one's fire_held under the lock fire_kq took (released
-  // here). The knotes it queues go on a local list, moved onto the pending list at its end (the
-  // state table in kqueue_pending.hpp), so the loop keeps the list's tail and count in registers,
-  // not in memory a store of a knote may alias. Nothing unlinks them meanwhile: no continuation
-  // runs here (bury unlinks from the kqueue only), and the klist's lock is held or its one thread
-  // is here. Out of line: a knote fired alone (a timer's, a locked list's only one) saves no
-  // registers for its loop.
+  // The batch (kcont/detail/fire.hpp): b, then the knotes after b on its klist of this node type
+  // and of b's kqueue, each one's fire_held under the lock fire_kq took (released here). Those it
+  // queues go on a local list, moved onto the pending list at its end (kqueue_pending.hpp's
+  // table), so the loop keeps the list's tail and count in registers, not in memory a store of a
+  // knote may alias. Nothing unlinks them meanwhile: no continuation runs here (bury unlinks from
+  // the kqueue only), and the klist's lock is held or its one thread is here. Out of line: a
+  // knote fired alone (a timer's, a locked list's only one) saves no registers for its loop.
   [[gnu::noinline]] static fire_outcome fire_batched(base_type& b,
                                                      typename base_type::hint_arg h,
                                                      fire_batch& batch) {
     std::lock_guard g(q_lock(b), std::adopt_lock);
     Owner* const q = static_cast<knote_type&>(b).env()->owner;
+    entry first{};  // the batch's chain starts at its link: never queued
     struct flush {  // before the unlock, also when a filter throws
       Owner& q;
       typename Owner::pending_batch queued;
       ~flush() { q.push_pending(queued); }
-    } f{*q, {}};
+    } f{*q, {first}};
     const auto push = [&f](Owner&, entry& e) { f.queued.push(e); };
     const fire_outcome r = fire_held(b, h, push);
-    std::size_t fired = 0;
+    // Fired: those it queued (counted by the batch) and `again`, those it did not (pending).
+    const std::size_t queued_before = f.queued.n;
+    std::size_t again = 0;
     knote_core* next = batch.next;
     while (next != nullptr) {
       auto& kb = static_cast<base_type&>(*next);
       if (!knote_fire_access::fires_with(kb, &fire_kq)) break;
       if (static_cast<knote_type&>(kb).env()->owner != q) break;  // another kqueue
       next = knote_access::next(*next);
-      fired += fire_held(kb, h, push) != fire_outcome::skipped ? 1 : 0;
+      (void)fire_held(kb, h, push, &again);
     }
     batch.next = next;
-    batch.fired += fired;
+    batch.fired += f.queued.n - queued_before + again;
     return r;
   }
   static auto& q_lock(base_type& b) noexcept {
     return static_cast<knote_type&>(b).env()->owner->lock_;
   }
-  // fire_kq's work, under the kqueue's lock; push(q, n) queues n.
+  // fire_kq's work, under the kqueue's lock; push(q, n) queues n; ++*again when it ran unqueued.
   template <class Push>
-  [[gnu::always_inline]] static fire_outcome fire_held(base_type& b,
-                                                       typename base_type::hint_arg h, Push push) {
+  [[gnu::always_inline]] static fire_outcome fire_held(base_type& b, typename base_type::hint_arg h,
+                                                       Push push, std::size_t* again = nullptr) {
     auto& k = static_cast<knote_type&>(b);
     kqueue_node& n = *k.env();
     Owner& q = *n.owner;
@@ -341,17 +319,25 @@ struct kqueue_node final : kqueue_entry<Udata> {
         if (k.filter().defunct()) [[unlikely]] q.bury(n);
       return fire_outcome::skipped;
     }
-    // Pending already (rule 7): a queued knote is active (the state table
-    // in kqueue_pending.hpp), so the activation changes nothing; it ran
-    // unless the knote was disabled while pending.
-    if (Owner::is_queued(n)) return k.is_disabled() ? fire_outcome::skipped : fire_outcome::ran;
-    if (!k.mark_active()) return fire_outcome::skipped;  // disabled: marked active only
-    // Attaching (never with no_lock: kqueue_core::attach_unlocked): the
-    // attach's post_change queues it.
-    if (std::is_same_v<std::remove_reference_t<decltype(q_lock(b))>, no_lock> || !n.attaching) {
-      Owner::set_queued(n);  // not queued (above): the claim cannot fail
-      push(q, n);
+    // Pending already (rule 7): a queued knote is active (the state table in kqueue_pending.hpp),
+    // so the activation changes nothing; it ran unless the knote was disabled while pending. The
+    // queued and disabled bits come in the one load of the state word.
+    const std::uint32_t v = k.word();
+    const auto ran_unqueued = [again] {
+      if (again != nullptr) ++*again;
+      return fire_outcome::ran;
+    };
+    if ((v & k.queued) != 0) return (v & k.disabled) != 0 ? fire_outcome::skipped : ran_unqueued();
+    KCONT_EXPECTS((v & k.detached) == 0, "kqueue: a detached knote activated");
+    // Disabled: marked active only. Attaching (not with no_lock): its post_change queues it.
+    if ((v & k.disabled) != 0 ||
+        (!std::is_same_v<std::remove_reference_t<decltype(q_lock(b))>, no_lock> && n.attaching))
+        [[unlikely]] {
+      k.store(v | k.active);
+      return (v & k.disabled) != 0 ? fire_outcome::skipped : ran_unqueued();
     }
+    k.store(v | k.active | k.queued);
+    push(q, n);
     return fire_outcome::ran;
   }
 
@@ -367,30 +353,45 @@ struct kqueue_node final : kqueue_entry<Udata> {
   // knote stands, without the re-check and without the filter's touch (`*kevp = kn->kn_kevent`:
   // the knote's own fflags and data); any other is re-checked (the filter's event with Hint{},
   // f_event(kn, 0)), reported into `out` (the filter's touch, or fflags/data, reset with
-  // ev::clear) and, with ev::clear or ev::dispatch, made idle. The kqueue calls it with the
-  // filter's type known (kqueue::scan_step), so the filter's event and touch are inline: no
-  // indirect call per event. Under the kqueue's lock, which guards the fields (above).
+  // ev::clear) and, with ev::clear or ev::dispatch, made idle. Called with the filter's type known
+  // (kqueue::scan_step): its event and touch inline. Under the kqueue's lock (above).
   static scan_kind scan_step(entry& e, basic_kevent<Udata>& out) {
     knote_type& kn = self(e).kn;
     base_type& b = kn;
-    // Single-threaded under the kqueue's lock: only the steps below write
-    // it (a filter's event does not: kcont/filter.hpp), so it is read once.
-    const std::uint32_t seen = kn.scan_state();
-    if (kn.disabled_in(seen)) [[unlikely]]
+    // Single-threaded under the kqueue's lock: only the steps below write it (a filter's event
+    // does not: kcont/filter.hpp), so it is read once. The knote is off the pending list (collect):
+    // each end clears its queued bit in the store it makes anyway, but for a re-queued one.
+    const std::uint32_t seen = kn.word();
+    const std::uint32_t idle = seen & ~(kn.active | kn.queued);
+    if ((seen & kn.disabled) != 0) [[unlikely]] {
+      kn.store(seen & ~kn.queued);  // still active
       return scan_kind::disabled;
+    }
     const ev flags = e.flags;
-    // The bits that choose the step's end, in one value: the common ends
-    // (ev::clear alone, or none: level-triggered) cost one compare each.
+    // The commonest end (ev::clear alone, no touch) is taken first, on one byte's test, past every
+    // other end's test; those choose on the bits in `kind`.
     const ev kind = flags & (ev::oneshot | ev::dispatch | ev::clear);
+    // Rare: a knote is pending because its condition held a moment ago.
+    const auto gone = [&] {
+      if (static_cast<bool>(kn.filter().event(b, typename knote_type::hint_type{}))) [[likely]]
+        return false;
+      kn.store(idle);
+      return true;
+    };
+    if (!filter_has_touch<Fi, base_type> && e.plain_clear) [[likely]] {
+      if (gone()) [[unlikely]] return scan_kind::dropped;
+      out = {e.ident, e.filter, flags, kn.fflags, kn.data, e.udata};
+      kn.fflags = 0;
+      kn.data = 0;
+      kn.store(idle);
+      return scan_kind::cleared;
+    }
+    kn.store(seen & ~kn.queued);  // before a touch, the filter's own code
     if (has(kind, ev::oneshot)) [[unlikely]] {
       out = {e.ident, e.filter, flags | kqueue_eof_of(kn.flags), kn.fflags, kn.data, e.udata};
       return scan_kind::oneshot;
     }
-    // Rare: a knote is pending because its condition held a moment ago.
-    if (!static_cast<bool>(kn.filter().event(b, typename knote_type::hint_type{}))) [[unlikely]] {
-      kn.mark_inactive(seen);
-      return scan_kind::dropped;
-    }
+    if (gone()) [[unlikely]] return scan_kind::dropped;
     if constexpr (filter_has_touch<Fi, base_type>) {
       knote_change r{static_cast<std::uint16_t>(flags), 0, 0};
       kn.filter().touch(b, r, touch_op::process);
@@ -399,19 +400,19 @@ struct kqueue_node final : kqueue_entry<Udata> {
       if (has(static_cast<ev>(r.flags), ev::oneshot)) return scan_kind::oneshot;
     } else {
       out = {e.ident, e.filter, flags, kn.fflags, kn.data, e.udata};
-      if (has(kind, ev::clear)) {
+      if (has(kind, ev::clear)) {  // with ev::dispatch
         kn.fflags = 0;
         kn.data = 0;
-        if (kind == ev::clear) [[likely]] {
-          kn.mark_inactive(seen);
-          return scan_kind::cleared;
-        }
       }
     }
-    if (kind == ev{}) return scan_kind::level;
+    // After a touch (the filter's own code) or disable: read again.
+    if (kind == ev{}) {
+      kn.store(kn.word() | kn.queued);  // the caller re-queues it
+      return scan_kind::level;
+    }
     if (has(kind, ev::dispatch)) [[unlikely]]
       kn.disable();
-    kn.mark_inactive();  // after a touch (the filter's own code) or disable: read again
+    kn.store(kn.word() & ~kn.active);
     return scan_kind::cleared;
   }
   static void do_change(entry& e, knote_change& c) { self(e).kn.filter_change(c); }

@@ -3,7 +3,7 @@
 //
 // Defines `detail::kqueue_pending<Udata>`, the base of kqueue_core
 // (kcont/detail/kqueue_core.hpp) that keeps the pending list (the knotes
-// waiting for a scan), each entry's queued flag, the protocol of both (the
+// waiting for a scan), each knote's queued bit, the protocol of both (the
 // state table below) and, at the list's front, the defunct knotes: those
 // whose filter said their source is gone for good (a descriptor closed:
 // FreeBSD's knote_fdclose), out of the table, waiting to be freed. Every
@@ -30,13 +30,13 @@ class kqueue_pending {
 
   // The pending list and the knote's queued bit: the state table.
   //
-  // A knote is "pending" exactly when it is on pending_ and its entry's
-  // queued flag (try_queue / unqueue below) is set: both change together,
+  // A knote is "pending" exactly when it is on pending_ and its knote's
+  // queued bit (try_queue / unqueue below) is set: both change together,
   // under the kqueue's lock, only in push_pending, remove_pending, bury,
   // reap and collect (take, re-queue). pending_count_ counts the list; the
   // first defunct_ entries are defunct (FreeBSD's kq_count is the rest:
   // kqueue::pending). The one exception, "queued, in a batch": a fan-out's
-  // batch (kqueue_node::fire_batched) sets the flag and links the knote on
+  // batch (kqueue_node::fire_batched) sets the bit and links the knote on
   // its own pending_batch, moved onto pending_ before it releases the lock
   // (also when a filter throws): no other code sees the gap, as nothing
   // that reads pending_ runs meanwhile but bury, for the knote being fired,
@@ -57,9 +57,11 @@ class kqueue_pending {
   //   pending  | activation, change                   | none: try_queue fails (rule 7)
   //   pending  | ev::disable                          | none -> pending, in place
   //   pending  | scan: disabled                       | pop, unqueue -> idle (active)
-  //   pending  | scan: re-check fails                 | pop, unqueue, clear_active -> idle
-  //   pending  | scan: reported, clear or dispatch    | pop, unqueue, clear_active
-  //            |                                      |   (dispatch: disable) -> idle
+  //   pending  | scan: re-check fails                 | pop; unqueue and clear_active,
+  //            |                                      |   one store -> idle
+  //   pending  | scan: reported, clear or dispatch    | pop, unqueue, clear_active (the
+  //            |                                      |   commonest, ev::clear alone: one
+  //            |                                      |   store; dispatch: disable) -> idle
   //   pending  | scan: reported, level-triggered      | pop, unqueue, try_queue,
   //            |                                      |   push_back, no wake -> pending
   //   pending  | scan: ev::oneshot                    | pop, unqueue, report without
@@ -95,21 +97,16 @@ class kqueue_pending {
   // Blocked scanners are woken (cv_) by a push onto an empty list while any
   // waits (push_pending says why that is enough).
 
-  // The entry's queued flag, the NetBSD patch's KN_QUEUED. It is the
-  // kqueue's own (not the knote's state word, which would need a locked
-  // read-modify-write per claim and per release): written only under the
-  // kqueue's lock, read without it by on_activation's early return.
-  static bool try_queue(entry& e) noexcept {
-    if (e.queued.load(std::memory_order_relaxed)) return false;
-    e.queued.store(true, std::memory_order_relaxed);
-    return true;
-  }
-  // try_queue for a caller that has just seen is_queued(e) false.
-  static void set_queued(entry& e) noexcept { e.queued.store(true, std::memory_order_relaxed); }
-  static void unqueue(entry& e) noexcept { e.queued.store(false, std::memory_order_release); }
-  static bool is_queued(const entry& e) noexcept {
-    return e.queued.load(std::memory_order_acquire);
-  }
+  // The entry's queued flag, the NetBSD patch's KN_QUEUED: the queued bit of
+  // its knote's state word (kcont/detail/knote_state.hpp), which the kqueue's
+  // knotes leave to it. Their word is written only under the kqueue's lock
+  // (plain stores: the knotes are single-threaded, kqueue_entry.hpp), so the
+  // bit costs no read-modify-write, and the hot paths (the fan-out's fire,
+  // the scan's step) test it in the load of the word they make anyway; read
+  // without the lock by on_activation's early return.
+  static bool try_queue(entry& e) noexcept { return e.core->try_queue(); }
+  static void unqueue(entry& e) noexcept { e.core->unqueue(); }
+  static bool is_queued(const entry& e) noexcept { return e.core->is_queued(); }
 
   // pending -> idle.
   void remove_pending(entry& e) noexcept {
@@ -122,14 +119,17 @@ class kqueue_pending {
   // chained here and moved onto pending_ at its end, within the one hold of
   // the kqueue's lock (the table's "queued, in a batch" note). The chain's
   // last link is stored once, at the end: each push stores only the links
-  // the next one does not overwrite (a store per knote less).
+  // the next one does not overwrite (a store per knote less), and it starts
+  // at the link of `head`, the caller's local entry (never queued, apart
+  // from the batch so that its tail and count stay in registers): no push
+  // tests for a first knote.
   struct pending_batch {
-    entry* head = nullptr;
-    entry* tail = nullptr;
+    entry& head;
+    entry* tail = &head;
     std::size_t n = 0;
     void push(entry& e) noexcept {
       pending_list::prev(e) = tail;
-      (tail == nullptr ? head : pending_list::next(*tail)) = &e;
+      pending_list::next(*tail) = &e;
       tail = &e;
       ++n;
     }
@@ -138,7 +138,7 @@ class kqueue_pending {
   // Returns: whether the list was empty (the caller wakes scanners then).
   bool append_pending(pending_batch& b) noexcept {
     pending_list::next(*b.tail) = nullptr;
-    const bool was_empty = pending_.append_chain(*b.head, *b.tail);
+    const bool was_empty = pending_.append_chain(*pending_list::next(b.head), *b.tail);
     pending_count_ += b.n;
     return was_empty;
   }
