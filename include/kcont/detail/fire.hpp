@@ -44,9 +44,9 @@ enum class fire_outcome : std::uint8_t {
 // knote_closures of one type at a compile-time immediate level) and it
 // follows every unlink: a function that runs no continuation, called under
 // the list lock or on a no_lock list's one thread, or one that reads `next`
-// back after each continuation it runs, from a no_lock list's cursor (the
-// only batch a knote that does not fire under a lock is offered; erase
-// moves it past a removed knote). `next` is the knote after the one called
+// back after each continuation it runs (a knote that does not fire under a
+// lock is offered a no_lock list's cursor, which an erase moves past a
+// removed knote, or a hold_lock fan-out's, which no erase can touch). `next` is the knote after the one called
 // for; a batch moves it past the knotes it fired and counts those it
 // activated in `fired`. A fire function that does not batch ignores it; a
 // caller with no list passes none. Why: one call, one lock hold and one set
