@@ -769,11 +769,13 @@ using fan_closure =
 // The target row measures the default as a user gets it: no policy written.
 static_assert(std::is_same_v<fan_closure<>::knote_type::lock_type, kcont::list_guarded>);
 
-// Loop: as round_klist; per knote one indirect call, the closure's fused
-// fire function, with the filter's event, rule 6's activation (a load and a
-// test: the knote stays active) and the handler inlined (at a compile-time
-// immediate level the continuation's state is not tested: run()'s
-// precondition, checked in debug builds).
+// Loop: as round_klist; one indirect call, the first closure's fused fire
+// function, which fires the knotes after it of its own type too (a batch:
+// the fan-out's cursor, read back after each handler), each with the
+// filter's event, rule 6's activation (a load and a test: the knote stays
+// active) and the handler inlined (at a compile-time immediate level the
+// continuation's state is not tested: run()'s precondition, checked in
+// debug builds).
 [[gnu::noinline]] void round_knote_closure(fan_list& l, long hint) {
   kcont::immediate_target<> t;
   (void)l.fire(t, hint, t.lowest);
