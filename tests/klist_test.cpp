@@ -729,6 +729,68 @@ TEST_CASE_TEMPLATE_DEFINE("klist.single_subscriber_fan_out", Sub, single_subscri
 }
 TEST_CASE_TEMPLATE_APPLY(single_subscriber, fused_now_flavours);
 
+// A no_lock fan-out over knote_closures of one type at a compile-time
+// immediate level fires a run of them in one call (a batch, read from the
+// fan-out's cursor): it must visit exactly what the fan-out's own loop
+// visits, stop at a knote of another type, skip one a continuation erased,
+// visit one it attached behind the cursor, and count what fired.
+TEST_CASE("klist.fused_fire_batch_of_one_closure_type_keeps_the_fan_out_semantics") {
+  using A = closure_sub<kcont::no_lock, true, bsd_level::immediate>;
+  using B = plain_sub<kcont::no_lock, false, bsd_level::immediate>;
+  kcont::manual_dispatcher<> d;
+  source<> s;
+  fused_log log;
+  A a1{s, log, 1};
+  A a2{s, log, 2};
+  B b3{s, log, 3};
+  A a4{s, log, 4};
+  A a5{s, log, 5};
+  A a6{s, log, 6};
+  for (kn_t* kn : {&a1.kn(), &a2.kn(), &b3.kn(), &a4.kn(), &a5.kn()})
+    REQUIRE(kn->attach() == 0);
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 5);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 2, 3, 4, 5});
+  CHECK(log.objs == std::vector<kn_t*>{&a1.kn(), &a2.kn(), &b3.kn(), &a4.kn(), &a5.kn()});
+
+  // a2's filter says no; a4's continuation attaches a6 behind the cursor
+  // (visited, as by the loop) and a5's erases nothing but itself: fine.
+  log = {};
+  a2.kn().sfflags = 2;
+  struct attach_target {
+    A* a;
+  } at{&a6};
+  a4.env().destroy = [](void* p) { REQUIRE(static_cast<attach_target*>(p)->a->kn().attach() == 0); };
+  a4.env().owner = &at;
+  a5.env().victim = &a5.kn();
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 5);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 3, 4, 5, 6});
+  CHECK(!a5.kn().is_attached());
+  CHECK(checker::valid(s.list));
+  CHECK(s.list.size_slow() == 5);
+
+  // a1 (called by the loop) erases a4, two knotes ahead, past b3: skipped.
+  log = {};
+  a1.env().victim = &a4.kn();
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 3);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 3, 6});
+  CHECK(checker::valid(s.list));
+
+#if defined(__cpp_exceptions)
+  // A continuation in a batch that throws ends the fan-out there; the list
+  // and its cursor are left as before, and the next fan-out runs them all.
+  log = {};
+  a2.kn().sfflags = 1;
+  a2.env().destroy = [](void*) { throw std::runtime_error("from a batch"); };
+  CHECK_THROWS_AS(s.list.fire(d, 1, bsd_level::process), std::runtime_error);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 2});
+  CHECK(checker::valid(s.list));
+  CHECK(s.list.fire(d, 1, bsd_level::process) == 4);
+  CHECK(log.ids == std::vector<std::uintptr_t>{1, 2, 1, 2, 3, 6});
+#endif
+  for (kn_t* kn : {&a1.kn(), &a2.kn(), &b3.kn(), &a6.kn()}) CHECK(kn->detach(d));
+  CHECK(s.list.empty());
+}
+
 // ----------------------------------------------------- kcont::hold_lock
 // fire(d, hint, current, kcont::hold_lock): the list lock held across the
 // whole fan-out (FreeBSD's KNOTE_LOCKED), for continuations that never touch

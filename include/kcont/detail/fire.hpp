@@ -40,15 +40,18 @@ enum class fire_outcome : std::uint8_t {
 
 // A fan-out's offer to a fused fire function: fire the knotes that follow
 // the one it was called for too, in the same call (a batch), while they are
-// its own kind (a kqueue's knotes of one kqueue: kcont/detail/kqueue_entry.hpp)
-// and nothing can unlink them meanwhile (a function that runs no
-// continuation, called under the list lock or on a no_lock list's one
-// thread). `next` is the knote after the one called for; a batch moves it
-// past the knotes it fired and counts those it activated in `fired`. A fire
-// function that does not batch ignores it; a caller with no list passes
-// none. Why: one call, one lock hold and one set of loads per batch instead
-// of per knote, in the fan-out of a source that many knotes of one kqueue
-// watch.
+// its own kind (a kqueue's knotes of one kqueue: kcont/detail/kqueue_entry.hpp;
+// knote_closures of one type at a compile-time immediate level) and it
+// follows every unlink: a function that runs no continuation, called under
+// the list lock or on a no_lock list's one thread, or one that reads `next`
+// back after each continuation it runs (a knote that does not fire under a
+// lock is offered a no_lock list's cursor, which an erase moves past a
+// removed knote, or a hold_lock fan-out's, which no erase can touch). `next` is the knote after the one called
+// for; a batch moves it past the knotes it fired and counts those it
+// activated in `fired`. A fire function that does not batch ignores it; a
+// caller with no list passes none. Why: one call, one lock hold and one set
+// of loads per batch instead of per knote, in the fan-out of a source that
+// many knotes of one kqueue (or of one kind) watch.
 struct fire_batch {
   knote_core* next;
   std::size_t fired = 0;

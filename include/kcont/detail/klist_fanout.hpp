@@ -142,16 +142,27 @@ std::size_t fire_held(const void* list, held_fanout::contains_fn contains,
                       knote_core* front, const typename Kn::hint_type& hint,
                       typename Kn::level_type current, RunLater later) {
   const held_fanout held(list, contains);
-  std::size_t n = 0;
-  for (knote_core* core = front; core != nullptr;) {
-    auto& kn = static_cast<Kn&>(*core);
-    core = knote_access::next(*core);  // no erase can come: the lock is held
+  if (front != nullptr && knote_access::next(*front) == nullptr) {
+    // One knote: no batch to offer, none kept in memory.
+    auto& kn = static_cast<Kn&>(*front);
     const fire_outcome r = knote_fire_access::fire_unpinned(kn, hint, current);
+    if (r == fire_outcome::needs_run) [[unlikely]]
+      later(current, kn);
+    return r != fire_outcome::skipped ? 1 : 0;
+  }
+  // No erase can come (the lock is held), so a batch offered to each fused
+  // fire (kcont/detail/fire.hpp) moves only by the knotes it fires.
+  fire_batch batch{front};
+  std::size_t n = 0;
+  while (knote_core* core = batch.next) {
+    auto& kn = static_cast<Kn&>(*core);
+    batch.next = knote_access::next(*core);
+    const fire_outcome r = knote_fire_access::fire_unpinned(kn, hint, current, &batch);
     if (r == fire_outcome::needs_run) [[unlikely]]
       later(current, kn);
     n += r != fire_outcome::skipped ? 1 : 0;
   }
-  return n;
+  return n + batch.fired;
 }
 
 }  // namespace kcont::detail
