@@ -184,7 +184,8 @@ class knote_closure
                                            typename base_type::level_type current,
                                            [[maybe_unused]] detail::fire_batch* batch) {
     if constexpr (detail::is_static_immediate<LevelSpec>()) {
-      if (batch != nullptr && batch->next != nullptr) return fire_batched(b, h, current, *batch);
+      if (batch != nullptr && batch->next != nullptr) [[unlikely]]
+        return fire_batched(b, h, current, *batch);
     }
     return fire_one(b, h, current);
     // After `ran` the closure may be gone (rule 8): nothing touches it.
