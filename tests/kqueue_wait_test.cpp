@@ -266,8 +266,11 @@ TEST_CASE_TEMPLATE("kqueue_wait.a_descriptor_that_stays_ready_starves_no_timer_a
   busy.put();  // never drained
   REQUIRE(add(kq, static_cast<std::uintptr_t>(busy.r), filter_id::read, ev::none) == 0);
   REQUIRE(add(kq, static_cast<std::uintptr_t>(late.r), filter_id::read, ev::clear) == 0);
-  REQUIRE(add(kq, 9, filter_id::timer, ev::oneshot, 20) == 0);  // 20 ms
+  // Before the add: the deadline is counted from the add, so a start taken
+  // after it could be up to the add's duration late and the check below
+  // could see a timer that fired on time as early.
   const auto start = clk::now();
+  REQUIRE(add(kq, 9, filter_id::timer, ev::oneshot, 20) == 0);  // 20 ms
   bool timer_seen = false, late_seen = false;
   int scans = 0, busy_reports = 0, put_at = -1, late_at = -1;
   kcont::kevent out[4];
