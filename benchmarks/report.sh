@@ -32,6 +32,10 @@ if ! ninja -C "$builddir" -t targets all | grep -q '^benchmarks/kcont_bench:'; t
   exit 1
 fi
 ninja -C "$builddir" benchmarks/kcont_bench >/dev/null
+# The tree the binary is built from, read now: an edit made while the suite
+# runs is not in what it measures.
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- include benchmarks ':!benchmarks/results' 2>/dev/null || commit="$commit+uncommitted changes"
 exe=$builddir/benchmarks/kcont_bench
 
 mkdir -p "$out"
@@ -75,8 +79,6 @@ fi
 echo "   ran in $((SECONDS - bench_start)) s"
 
 # The build's compile flags and this run's settings go into the JSON context.
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- include benchmarks ':!benchmarks/results' 2>/dev/null || commit="$commit+uncommitted changes"
 "$py" benchmarks/report.py annotate "$out/report.json" "$builddir" \
   kcont_min_time="$min_time" kcont_interleaved=yes kcont_commit="$commit"
 # Instructions per item of the single-threaded cases A to E
