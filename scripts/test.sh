@@ -104,8 +104,9 @@ for c in "${configs[@]}"; do
     rm -rf "$dir"
     env -u CXX -u CXXFLAGS -u CPPFLAGS -u LDFLAGS meson setup "$dir"
     ninja -C "$dir"
+    built=$SECONDS
     meson test -C "$dir" --print-errorlogs
-    echo "== default passed in $((SECONDS - start)) s"
+    echo "== default passed in $((SECONDS - start)) s (build $((built - start)) s, tests $((SECONDS - built)) s)"
     continue
   fi
   if [ "$c" = warnings ]; then
@@ -134,7 +135,8 @@ for c in "${configs[@]}"; do
   esac
   echo "== $c: building and testing in $dir"
   ninja -C "$dir"
+  built=$SECONDS
   meson test -C "$dir" --print-errorlogs --num-processes 2 "${suites[@]}"
-  echo "== $c passed in $((SECONDS - start)) s"
+  echo "== $c passed in $((SECONDS - start)) s (build $((built - start)) s, tests $((SECONDS - built)) s)"
 done
 echo "== all tests passed: ${configs[*]}"
