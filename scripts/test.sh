@@ -65,12 +65,12 @@ setup() {  # name, compiler, meson options...
 # clang-asan 195 -> 74 s of build; gcc-tsan 108 -> 85 s of build at -Og.
 #   asan  ASan+UBSan at -O0: the cheapest to compile by far, and its test
 #         run no longer (g++: 33 s against 39 at -O1; the stress loops are
-#         sized down under a sanitizer). clang's fuzzer target keeps -O1 (tests/
-#         meson.build): its run is a fixed time, and inputs per second
-#         are what it is for.
+#         sized down under a sanitizer). clang's fuzzer target keeps -O1
+#         (tests/meson.build): its run is a fixed time, and inputs per
+#         second are what it is for.
 #   tsan  TSan at -Og (g++'s level for debugging; clang++ takes it as
-#         -O1): TSan's slowdown is the larger, and -Og keeps its runs short
-#         at half g++'s -O1 compile time.
+#         -O1): TSan's slowdown is the larger, so its code stays
+#         optimized, at less compile time than g++'s -O1.
 asan=(-Doptimization=0 -Ddebug=true)
 tsan=(-Doptimization=g -Ddebug=true)
 # g++ only: no variable-location tracking (-fno-var-tracking). It changes no
@@ -78,8 +78,8 @@ tsan=(-Doptimization=g -Ddebug=true)
 # checks it), only how precisely a debugger places a local in optimized code;
 # the sanitizers' reports (file:line stacks) are the same. It was 35-40% of
 # g++'s CPU time on the test files under ASan+UBSan at -O1, 30% under TSan.
-# (At -O0 there is no tracking to turn off; it is passed to both for one
-# rule.)
+# (At -O0 there is no tracking to turn off; both g++ configurations pass
+# it, for one rule.)
 gcc_var=(-Dcpp_args=-fno-var-tracking)
 
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
